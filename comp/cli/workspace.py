@@ -1,0 +1,5 @@
+"""CLI commands: workspace."""
+
+from __future__ import annotations
+
+from comp.cli import app  # noqa: F401

@@ -1,0 +1,72 @@
+"""The first narrow waist: logits keyed by id, one column per class, with the hashes of what made them.
+
+Train and predict write these; stack, report and status read only these. Stored as `.npz` (ids as a fixed-width
+unicode array, float32 logits, the class list, and a JSON string of provenance) so loading never needs pickle.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from comp import atomic
+from comp.errors import CompError
+
+
+@dataclass
+class Logits:
+    ids: np.ndarray  # (n,) str
+    values: np.ndarray  # (n, C) float32
+    classes: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)  # folds_hash, recipe_hash, competition_hash, code_version, tta
+
+    def __post_init__(self) -> None:
+        self.ids = np.asarray(self.ids).astype(str)
+        self.values = np.asarray(self.values, dtype=np.float32)
+        if self.values.ndim != 2 or self.values.shape != (len(self.ids), len(self.classes)):
+            raise CompError(
+                f"logits shape {self.values.shape} does not match {len(self.ids)} ids x {len(self.classes)} classes"
+            )
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.values, index=pd.Index(self.ids, name="id"), columns=self.classes)
+
+    def reindex(self, ids) -> np.ndarray:
+        """Values in the order of `ids` (join on id, never position); a missing id is an error naming it."""
+        pos = {k: i for i, k in enumerate(self.ids)}
+        missing = [k for k in ids if k not in pos]
+        if missing:
+            raise CompError(f"{len(missing)} id(s) have no logits, e.g. {missing[:3]}")
+        return self.values[[pos[k] for k in ids]]
+
+
+def save(path: str | os.PathLike, logits: Logits) -> None:
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        ids=np.asarray(logits.ids, dtype=str),
+        values=logits.values,
+        classes=np.asarray(logits.classes, dtype=str),
+        meta=np.asarray(json.dumps(logits.meta, default=str)),
+    )
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def load(path: str | os.PathLike) -> Logits:
+    path = Path(path)
+    if not path.exists():
+        raise CompError(f"{path} not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return Logits(
+                ids=z["ids"], values=z["values"], classes=[str(c) for c in z["classes"]], meta=json.loads(str(z["meta"]))
+            )
+    except (OSError, ValueError, KeyError) as err:
+        raise CompError(f"{path} is not a readable logits file ({err}); re-create it with `comp predict`") from err
