@@ -48,7 +48,7 @@ class Competition:
     labels_header: bool = True  # false for a headerless "<id>.png,<label>" file (columns are then "id", "label")
     train_id_column: str = "id"  # column of labels_csv with the image id
     train_label_column: str = "label"  # column of labels_csv with the class
-    group_column: str = ""  # optional column of labels_csv: rows sharing a value stay in one fold (StratifiedGroupKFold)
+    group_column: str = ""  # optional labels_csv column: rows sharing a value stay in one fold (StratifiedGroupKFold)
     image_ext: str = ""  # extension added to a labels/sample id to find its file (".png"); "" when ids carry it
     test_dir: str = ""  # flat folder of test images; "" when the competition has none
     test_answers: str = ""  # optional CSV (id, label) with the true test labels, for local scoring only

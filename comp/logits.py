@@ -65,8 +65,7 @@ def load(path: str | os.PathLike) -> Logits:
         raise CompError(f"{path} not found")
     try:
         with np.load(path, allow_pickle=False) as z:
-            return Logits(
-                ids=z["ids"], values=z["values"], classes=[str(c) for c in z["classes"]], meta=json.loads(str(z["meta"]))
-            )
+            classes = [str(c) for c in z["classes"]]
+            return Logits(ids=z["ids"], values=z["values"], classes=classes, meta=json.loads(str(z["meta"])))
     except (OSError, ValueError, KeyError) as err:
         raise CompError(f"{path} is not a readable logits file ({err}); re-create it with `comp predict`") from err

@@ -24,13 +24,6 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-# Each module registers its commands on `app` at import time.
-from comp.cli import workspace  # noqa: E402,F401  init
-from comp.cli import prep  # noqa: E402,F401  verify, folds, demo
-from comp.cli import training  # noqa: E402,F401  train
-from comp.cli import ensemble  # noqa: E402,F401  predict, stack, status, report
-from comp.cli import submitting  # noqa: E402,F401  check, submit, submissions, download
-
 
 def fail(message: str) -> typer.Exit:
     """Print `message` as an error and return the Exit to raise: `raise fail("...")`."""
@@ -38,10 +31,21 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+# Each module registers its commands on `app` at import time (after `app`, `console` and `fail` exist).
+from comp.cli import (  # noqa: E402
+    ensemble,  # noqa: F401  predict, stack, score, status, report
+    prep,  # noqa: F401  verify, folds, demo
+    submitting,  # noqa: F401  check, submit, submissions, download
+    training,  # noqa: F401  train
+    workspace,  # noqa: F401  init
+)
+
+
 def main() -> None:
     """Console-script entry: CompError -> message + exit 1; an unexpected error -> one line + exit 2."""
     try:
-        app(standalone_mode=False)
+        # Not standalone: click returns a command's typer.Exit code instead of exiting, and lets CompError through.
+        rc = app(standalone_mode=False)
     except CompError as err:
         raise SystemExit(fail(str(err)).exit_code) from None
     except typer.Exit as ex:
@@ -63,4 +67,4 @@ def main() -> None:
             highlight=False,
         )
         raise SystemExit(2) from None
-    sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)
