@@ -7,8 +7,10 @@ SIGKILL, a full disk or a read-only directory never leaves a truncated file wher
 from __future__ import annotations
 
 import errno
+import fnmatch
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +35,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        _maybe_die(target)
         os.replace(tmp, target)
     except OSError as err:
         tmp.unlink(missing_ok=True)
@@ -40,6 +43,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _maybe_die(target: Path) -> None:
+    """Fault injection for tests: `COMP_FAULT_KILL=<glob>` SIGKILLs this process just before renaming a matching
+    file into place (the worst moment: the temp file is complete, the target not yet replaced)."""
+    pattern = os.environ.get("COMP_FAULT_KILL")
+    if pattern and fnmatch.fnmatch(target.name, pattern):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _io_error(target: Path, err: OSError) -> CompError:
