@@ -5,11 +5,25 @@ Labels and folds live elsewhere (layouts.py, folds.py); this module only turns f
 
 from __future__ import annotations
 
+import hashlib
+import multiprocessing as mp
 import os
+import shutil
 import warnings
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+import torch
+import torch.utils.data
+from PIL import Image, ImageFile, ImageOps
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torchvision.transforms import v2
+
+from comp import atomic
+from comp.config import Workspace
+from comp.errors import CompError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -52,3 +66,360 @@ def to_rgb(im: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return im.convert("RGB")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The uint8 image cache
+#
+# Decoding a JPEG costs ~100x more than cropping an array, and a training run decodes every image every epoch. So each
+# image set is decoded once into one (N, S, S, 3) uint8 .npy under .comp/cache/images/ and memory-mapped afterwards.
+#
+# Resize policy: the shorter side goes to S = cache_size(img_size, crop_pct) = round(img_size / crop_pct) and the
+# centre square is kept. Evaluation is then exactly timm's policy (resize shorter side to img_size / crop_pct, centre
+# crop img_size) with the resize already done, and training's random-resized-crop still has the whole central square
+# plus the crop_pct margin to sample from. What is lost: the ends of the longer side of non-square images (the same
+# pixels timm's eval transform drops) and detail finer than S (training crops at most img_size of it anyway).
+
+CACHE_VERSION = 1  # bump when the decode/resize policy changes: old caches then miss instead of being reused
+_SMALL_SET = 64  # below this many images a process pool costs more than it saves
+
+
+def cache_size(img_size: int, crop_pct: float) -> int:
+    """Side of the cached square for a model that evaluates at `img_size` with timm's `crop_pct` (e.g. 224, 0.875 ->
+    256). Never below `img_size`."""
+    if not 0 < crop_pct <= 1:
+        raise CompError(f"crop_pct = {crop_pct} must be in (0, 1]; check the model's data config or the recipe")
+    return max(int(img_size), int(round(img_size / crop_pct)))
+
+
+def decode_square(path: str | os.PathLike, size: int) -> np.ndarray:
+    """One image as the cache stores it: RGB, shorter side resized to `size` (bicubic, antialiased), centre square.
+
+    Returns a (size, size, 3) uint8 array. Large JPEGs are decoded at a reduced DCT scale (PIL `draft`) that keeps at
+    least twice the target resolution, which makes decoding photos several times faster at no visible cost.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(path) as im:
+            if im.format == "JPEG":
+                im.draft(im.mode, (2 * size, 2 * size))
+            im.load()
+            rgb = to_rgb(im)
+    square = ImageOps.fit(rgb, (size, size), Image.Resampling.BICUBIC)
+    return np.asarray(square, dtype=np.uint8)
+
+
+def _decode_or_error(args: tuple[str, int]) -> np.ndarray | str:
+    # Runs in pool workers: return the error text instead of raising so the parent can name the file in a CompError.
+    path, size = args
+    try:
+        return decode_square(path, size)
+    except Exception as err:  # any decoder failure is the file's fault, reported with its path
+        return f"{type(err).__name__}: {err}"
+
+
+def cache_key(paths: Sequence[str | os.PathLike], size: int) -> str:
+    """sha256 of the ordered paths with their sizes and mtimes, the side and the cache policy version."""
+    h = hashlib.sha256(f"comp-image-cache v{CACHE_VERSION} size={size}\n".encode())
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError as err:
+            raise CompError(
+                f"image {p} cannot be read ({err.strerror}); run `comp verify` to list missing files"
+            ) from err
+        h.update(f"{os.fspath(p)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def cached_images(
+    ws: Workspace, paths: Sequence[str | os.PathLike], size: int, *, workers: int | None = None
+) -> np.ndarray:
+    """The images at `paths` as one read-only (N, size, size, 3) uint8 array, memory-mapped from the workspace cache.
+
+    Built on first use (see `decode_square` for the resize policy) with `workers` decoding processes (default: all
+    cores; 0 decodes in this process), then reused until any file's size or mtime, the order of `paths` or `size`
+    changes. The file is written atomically, so an interrupted build leaves no cache behind. Use
+    `cache_size(img_size, crop_pct)` for `size`.
+    """
+    if size < 1:
+        raise CompError(f"image cache size {size} must be a positive number of pixels")
+    target = ws.image_cache(cache_key(paths, size))
+    if target.exists():
+        try:
+            arr = np.load(target, mmap_mode="r")
+            if arr.shape == (len(paths), size, size, 3) and arr.dtype == np.uint8:
+                return arr
+        except (OSError, ValueError):
+            pass  # unreadable (e.g. a disk error mid-copy): rebuild it below
+    _build_cache(target, [os.fspath(p) for p in paths], size, workers)
+    return np.load(target, mmap_mode="r")
+
+
+def _build_cache(target: Path, paths: list[str], size: int, workers: int | None) -> None:
+    n = len(paths)
+    nbytes = n * size * size * 3
+    target.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(target.parent).free
+    if nbytes > free:
+        raise CompError(
+            f"the image cache needs {nbytes / 2**30:.1f} GiB but {target.parent} has {free / 2**30:.1f} GiB free; "
+            "free space, or use a smaller img_size"
+        )
+    if workers is None:
+        workers = _available_cores()
+    use_pool = workers > 1 and n >= _SMALL_SET
+    with atomic.atomic_path(target) as tmp:
+        # open_memmap writes straight to disk, so a set larger than RAM still builds.
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+        jobs = ((p, size) for p in paths)
+        with _progress() as progress:
+            task = progress.add_task(f"caching {n} images at {size}px", total=n)
+            if use_pool:
+                # fork: workers inherit the imported modules instead of re-importing torch (seconds each).
+                ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+                with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                    _fill(out, paths, pool.map(_decode_or_error, jobs, chunksize=8), progress, task)
+            else:
+                _fill(out, paths, map(_decode_or_error, jobs), progress, task)
+        out.flush()
+        del out
+
+
+def _fill(out: np.ndarray, paths: list[str], results: Iterable[np.ndarray | str], progress: Progress, task) -> None:
+    for i, result in enumerate(results):
+        if isinstance(result, str):
+            raise CompError(
+                f"cannot decode image {paths[i]}: {result}; run `comp verify` to find every unreadable file, then "
+                "fix or remove it"
+            )
+        out[i] = result
+        progress.advance(task)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        transient=True,
+    )
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dataset and loader
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """Images from an (N, H, W, 3) uint8 array (usually `cached_images`) with optional integer labels.
+
+    Item i is `(transform(CHW uint8 tensor), label)`, label -1 when `labels` is None. The tensor is a channels-last
+    view of the HWC row, which torchvision's uint8 resize kernels read without a copy.
+    """
+
+    def __init__(self, images: np.ndarray, labels: Sequence[int] | np.ndarray | None = None,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise CompError(f"ArrayDataset wants (N, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
+        if labels is not None and len(labels) != len(images):
+            raise CompError(f"ArrayDataset: {len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1)
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, (-1 if self.labels is None else int(self.labels[i]))
+
+    def __getstate__(self) -> dict:
+        # A memmap pickles as its full contents; send spawned loader workers the file name to re-map instead.
+        state = dict(self.__dict__)
+        if isinstance(self.images, np.memmap) and self.images.filename:
+            state["images"] = ("memmap", self.images.filename)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state["images"], tuple):
+            state["images"] = np.load(state["images"][1], mmap_mode="r")
+        self.__dict__.update(state)
+
+
+def default_workers(n_items: int, batch_size: int) -> int:
+    """Loader processes: none for tiny sets (start-up would dominate), else one per core up to 8."""
+    if n_items < 4 * batch_size or n_items < 256:
+        return 0
+    return min(8, _available_cores())
+
+
+def make_loader(
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    sampler: torch.utils.data.Sampler | None = None,
+    workers: int | None = None,
+    device: torch.device | str = "cpu",
+    drop_last: bool = False,
+    seed: int | None = None,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader with the settings that matter for speed: pinned memory on CUDA, persistent workers, prefetch.
+
+    `workers=None` picks `default_workers`. `seed` makes the shuffle order and each worker's augmentation RNG
+    reproducible. Pass either `shuffle=True` or a `sampler`, not both.
+    """
+    if sampler is not None and shuffle:
+        raise ValueError("make_loader: pass shuffle=False with a sampler")
+    if workers is None:
+        workers = default_workers(len(dataset), batch_size)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    extra = {"persistent_workers": True, "prefetch_factor": 4} if workers > 0 else {}
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
+        collate_fn=collate_channels_last, pin_memory=torch.device(device).type == "cuda", drop_last=drop_last,
+        generator=generator, **extra,
+    )
+
+
+def collate_channels_last(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (CHW uint8, label) items into a channels-last uint8 batch and an int64 label tensor.
+
+    The re-layout models want on the device costs least here: in the loader worker, on uint8, in one copy.
+    """
+    first = batch[0][0]
+    if first.dim() != 3:  # not an image item: leave it to torch's own rules
+        return torch.utils.data.default_collate(batch)
+    c, h, w = first.shape
+    out = torch.empty((len(batch), h, w, c), dtype=first.dtype)
+    if torch.utils.data.get_worker_info() is not None:
+        out.share_memory_()  # allocated where the parent can map it, so the batch is not copied again on the way
+    for i, (image, _) in enumerate(batch):
+        out[i].copy_(image.permute(1, 2, 0))
+    labels = torch.tensor([label for _, label in batch], dtype=torch.int64)
+    return out.permute(0, 3, 1, 2), labels
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Transforms
+#
+# The work is split where it is cheapest: per-sample geometry, flips and colour run in loader workers on uint8
+# tensors (torchvision.transforms.v2; a flip of a 224 px uint8 crop costs microseconds there, and workers run in
+# parallel even on a CPU-only box); float conversion, normalisation and random erasing run batched on the training
+# device (`GpuBatchAugment`), so workers ship 4x smaller uint8 batches. Mixup/CutMix belong to the training loop.
+
+_INTERPOLATION = {
+    "bilinear": v2.InterpolationMode.BILINEAR,
+    "bicubic": v2.InterpolationMode.BICUBIC,
+    "nearest": v2.InterpolationMode.NEAREST,
+    "lanczos": v2.InterpolationMode.LANCZOS,
+}
+
+
+def _img_size(data_config: dict, recipe: object | None = None) -> int:
+    size = getattr(recipe, "img_size", 0) if recipe is not None else 0
+    return int(size) if size else int(data_config["input_size"][-1])
+
+
+def train_transform(data_config: dict, recipe: object) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-sample training augmentation: (3, H, W) uint8 tensor -> (3, img_size, img_size) uint8 tensor.
+
+    Reads the recipe fields img_size (0: the model's input size), scale_min, hflip and vflip (probabilities),
+    rand_augment (timm config string such as "rand-m9-mstd0.5", "" for none), color_jitter, affine_degrees,
+    affine_translate. The crop uses bilinear interpolation whatever the model's setting: it is the fast uint8 kernel,
+    and timm's own training mixes interpolations anyway. Random draws come from torch, `random` (RandAugment) and
+    numpy (RandAugment's op choice), all three of which DataLoader seeds per worker. Normalisation and random
+    erasing follow per batch on the device in `GpuBatchAugment`.
+    """
+    size = _img_size(data_config, recipe)
+    scale_min = float(getattr(recipe, "scale_min", 0.08))
+    ops: list[Callable] = [
+        v2.RandomResizedCrop(size, scale=(scale_min, 1.0), interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
+    ]
+    hflip, vflip = float(getattr(recipe, "hflip", 0.5)), float(getattr(recipe, "vflip", 0.0))
+    if hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(hflip))
+    if vflip > 0:
+        ops.append(v2.RandomVerticalFlip(vflip))
+    degrees = float(getattr(recipe, "affine_degrees", 0.0))
+    translate = float(getattr(recipe, "affine_translate", 0.0))
+    if degrees or translate:
+        ops.append(v2.RandomAffine(degrees=degrees, translate=(translate, translate) if translate else None))
+    jitter = float(getattr(recipe, "color_jitter", 0.0))
+    if jitter:
+        ops.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
+    rand_augment = str(getattr(recipe, "rand_augment", "") or "")
+    if rand_augment:
+        from timm.data.auto_augment import rand_augment_transform  # timm imports slowly; only pay when used
+
+        # timm's RandAugment works on PIL images; its fill colour is the model's mean, as in timm's own pipeline.
+        mean = tuple(round(255 * m) for m in data_config.get("mean", (0.485, 0.456, 0.406)))
+        try:
+            augment = rand_augment_transform(rand_augment, {"translate_const": int(size * 0.45), "img_mean": mean})
+        except Exception as err:
+            raise CompError(
+                f"recipe rand_augment = {rand_augment!r} is not a timm RandAugment string ({err}); "
+                'use e.g. "rand-m9-mstd0.5" or "" for none'
+            ) from err
+        ops += [v2.ToPILImage(), augment, v2.PILToTensor()]
+    return v2.Compose(ops)
+
+
+def eval_transform(data_config: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-sample evaluation transform, timm's policy: resize the shorter side to img_size / crop_pct with the model's
+    interpolation, centre-crop img_size. On a cache built with `cache_size` the resize is a no-op."""
+    size = _img_size(data_config)
+    crop_pct = float(data_config.get("crop_pct", 1.0) or 1.0)
+    interpolation = _INTERPOLATION.get(str(data_config.get("interpolation", "bicubic")), v2.InterpolationMode.BICUBIC)
+    return v2.Compose([
+        v2.Resize(cache_size(size, crop_pct), interpolation=interpolation, antialias=True),
+        v2.CenterCrop(size),
+    ])
+
+
+def batch_normalize(images: torch.Tensor, data_config: dict, *, channels_last: bool = True) -> torch.Tensor:
+    """A (B, 3, H, W) uint8 batch (any device) -> float32, normalised with the model's mean/std, channels-last."""
+    return _normalize(images, *_scale_bias(data_config, images.device), channels_last)
+
+
+def _scale_bias(data_config: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # (x / 255 - mean) / std as x * scale + bias: two in-place passes over the batch instead of three new tensors.
+    mean = torch.tensor(data_config["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(data_config["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return 1 / (255 * std), -mean / std
+
+
+def _normalize(images: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)  # re-layout the uint8, 4x less to move
+    return images.float().mul_(scale).add_(bias)
+
+
+class GpuBatchAugment:
+    """The batched half of training augmentation, on the device: float conversion, normalisation, random erasing.
+
+    Call it on a (B, 3, H, W) uint8 batch already on `device` (from a loader over `train_transform` samples, which
+    did the crops and flips); returns a normalised float32 channels-last batch. Reads the recipe field
+    random_erasing (probability; timm's per-pixel noise mode). Uses the global torch RNG, so `torch.manual_seed`
+    makes it reproducible.
+    """
+
+    def __init__(self, data_config: dict, recipe: object, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.scale, self.bias = _scale_bias(data_config, self.device)
+        erasing = float(getattr(recipe, "random_erasing", 0.0))
+        from timm.data.random_erasing import RandomErasing
+        self.erase = RandomErasing(erasing, mode="pixel", device=str(self.device)) if erasing > 0 else None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        out = _normalize(images, self.scale, self.bias, channels_last=True)
+        return self.erase(out) if self.erase is not None else out
+

@@ -1,0 +1,116 @@
+"""Run the benchmarks and rewrite BENCHMARKS.md.
+
+    python -m bench              # every bench/bench_*.py, in name order
+    python -m bench pipeline     # only bench/bench_pipeline.py (other rows of BENCHMARKS.md are kept)
+    make bench                   # the same as the first line
+
+Prints one `name: ratio (harness vs baseline)` line per result. A module that fails is reported and the others
+still run; the exit code is then 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+from bench.common import REPO, Result, machine
+from comp import atomic
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPORT = REPO / "BENCHMARKS.md"
+# The raw results ride inside BENCHMARKS.md so `python -m bench NAME` can refresh one module's rows and keep the rest.
+_DATA = re.compile(r"<!-- bench-data (.*?) -->", re.S)
+
+
+def available() -> list[str]:
+    return sorted(p.stem.removeprefix("bench_") for p in BENCH_DIR.glob("bench_*.py"))
+
+
+def run_module(name: str) -> tuple[list[Result], float, str]:
+    """Import and run bench_<name>; returns its results, the seconds it took and an error text ('' when fine)."""
+    start = time.perf_counter()
+    try:
+        module = importlib.import_module(f"bench.bench_{name}")
+        results = list(module.run())
+        return results, time.perf_counter() - start, ""
+    except Exception as err:  # one broken bench must not hide the others' numbers
+        traceback.print_exc()
+        return [], time.perf_counter() - start, f"{type(err).__name__}: {err}"
+
+
+def load_previous() -> dict:
+    if not REPORT.exists():
+        return {}
+    found = _DATA.search(REPORT.read_text(encoding="utf-8"))
+    try:
+        return json.loads(found.group(1)) if found else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def render(data: dict) -> str:
+    """BENCHMARKS.md: the machine of the latest run, one table row per result, and how to reproduce."""
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`python -m bench [NAME]`); do not edit by hand. Ratio > 1 means the harness is",
+        "better than the baseline measured in the same run on the same inputs.",
+        "",
+    ]
+    for name, entry in sorted(data["modules"].items()):
+        m = entry["machine"]
+        lines += [
+            f"## {name} (`python -m bench {name}`, {entry['seconds']:.0f} s)",
+            "",
+            f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, GPU {m['gpu']}; "
+            f"Python {m['python']}, torch {m['torch']}, torchvision {m['torchvision']}.",
+            "",
+        ]
+        if entry.get("error"):
+            lines += [f"FAILED: {entry['error']}", ""]
+            continue
+        lines += ["| result | harness | baseline | unit | ratio | compared | detail |", "|---|---|---|---|---|---|---|"]
+        for r in entry["results"]:
+            lines.append(
+                f"| {r['name']} | {r['harness']:.4g} | {r['baseline']:.4g} | {r['unit']} | **{r['ratio']:.2f}x** | "
+                f"{r['note']} | {r.get('detail', '')} |"
+            )
+        lines.append("")
+    lines.append(f"<!-- bench-data {json.dumps(data, sort_keys=True)} -->")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    names = argv or available()
+    unknown = [n for n in names if n not in available()]
+    if unknown:
+        print(f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(available())}", file=sys.stderr)
+        return 2
+    data = load_previous()
+    data.setdefault("modules", {})
+    for stale in set(data["modules"]) - set(available()):
+        del data["modules"][stale]  # the module was removed: its numbers would describe code that is gone
+    failed = False
+    for name in names:
+        results, seconds, error = run_module(name)
+        for result in results:
+            print(result.line(), flush=True)
+        if error:
+            print(f"{name}: FAILED ({error})", flush=True)
+            failed = True
+        data["modules"][name] = {
+            "machine": machine(), "seconds": seconds, "error": error, "results": [asdict(r) for r in results],
+        }
+        atomic.write_text(REPORT, render(data))  # after each module, so an interrupted run keeps what it measured
+    print(f"wrote {REPORT}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,190 @@
+"""Assigning training rows to folds, once, and reading them back with their hash.
+
+`make_folds` writes `folds/folds.csv` (id, label, fold; rows in `train_items` order) and `folds/folds.json`
+(parameters, the csv's sha256, a hash of the labels). Every trained model records the folds hash, so folds are
+never silently rewritten: a new split needs `--force` and makes earlier runs stale. `load_folds` refuses a csv that
+was edited by hand (its sha256 no longer matches folds.json).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from comp import atomic
+from comp.config import Competition, Workspace
+from comp.errors import CompError, StaleError
+from comp.provenance import sha256_bytes, sha256_file, sha256_obj
+
+
+@dataclass(frozen=True)
+class Folds:
+    """folds.csv as read back: `frame` (id, label, fold), `hash` (sha256 of folds.csv), `params` (folds.json)."""
+
+    frame: pd.DataFrame
+    hash: str
+    params: dict[str, Any]
+
+    @property
+    def n_folds(self) -> int:
+        return int(self.params["n_folds"])
+
+
+def labels_hash(items: pd.DataFrame) -> str:
+    """A hash of the (id, label) pairs in order: changes when a row is added, dropped, reordered or relabelled."""
+    return sha256_obj([items["id"].astype(str).tolist(), items["label"].astype(str).tolist()])
+
+
+def assign_folds(items: pd.DataFrame, n_folds: int, seed: int, groups: pd.Series | None = None) -> np.ndarray:
+    """The fold (0..n_folds-1) of every row of `items`, stratified by label (and grouped by `groups` when given)."""
+    if n_folds < 2:
+        raise CompError(f"--n-folds {n_folds}: use 2 or more folds")
+    labels = items["label"].astype(str).to_numpy()
+    counts = pd.Series(labels).value_counts()
+    small = counts[counts < n_folds].sort_index()
+    if len(small):
+        listed = ", ".join(f"{name!r} ({n} image{'s' if n != 1 else ''})" for name, n in small.items())
+        smallest = int(small.min())
+        fewer = f"use fewer folds (`comp folds --n-folds {smallest}`), or " if smallest >= 2 else ""
+        raise CompError(
+            f"{len(small)} class(es) have fewer images than the {n_folds} folds, so some fold would validate without "
+            f"them: {listed}. To fix: {fewer}drop or merge those classes in the labels file and run "
+            "`comp init DATA_DIR --force`, then `comp folds`"
+        )
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold  # 1-2 s to import: only when splitting
+
+    fold = np.full(len(items), -1, dtype=np.int64)
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(len(labels)), labels)
+    else:
+        n_groups = groups.nunique()
+        if n_groups < n_folds:
+            raise CompError(
+                f"group_column has only {n_groups} distinct group(s), fewer than the {n_folds} folds; "
+                f"use `comp folds --n-folds {max(2, n_groups)}` or a finer group column"
+            )
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(len(labels)), labels, groups.astype(str).to_numpy())
+    for k, (_, valid) in enumerate(splits):
+        fold[valid] = k
+    return fold
+
+
+def _csv_bytes(frame: pd.DataFrame) -> bytes:
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue().encode("utf-8")
+
+
+def make_folds(
+    comp: Competition, ws: Workspace, n_folds: int | None = None, seed: int | None = None, force: bool = False
+) -> tuple[Folds, bool]:
+    """Split `train_items` into folds and write folds.csv + folds.json; returns (folds, written).
+
+    Existing folds made with the same parameters from the same labels are kept as they are (written=False);
+    different ones are replaced only with `force`, because trained models carry the old folds' hash.
+    """
+    from comp.layouts import train_items
+
+    n_folds = comp.n_folds if n_folds is None else n_folds
+    seed = comp.seed if seed is None else seed
+    items = train_items(comp, ws)
+    if items.empty:
+        raise CompError("no labelled training images: check train_dirs/labels_csv in comp.toml (or run `comp init`)")
+    dup = items["id"][items["id"].duplicated()]
+    if len(dup):
+        raise CompError(
+            f"{comp.labels_csv or comp.train_dirs}: id {dup.iloc[0]!r} has more than one labelled row "
+            f"({dup.nunique()} such id(s)); folds and logits are keyed by id, so keep one row per id (`comp verify` "
+            "lists them all)"
+        )
+    method = "StratifiedGroupKFold" if comp.group_column else "StratifiedKFold"
+    params = {
+        "competition": comp.name,
+        "n_folds": n_folds,
+        "seed": seed,
+        "method": method,
+        "group_column": comp.group_column,
+        "n_rows": len(items),
+        "labels_hash": labels_hash(items),
+    }
+    if ws.folds_csv.exists() or ws.folds_json.exists():
+        existing = _read_params(ws)
+        same = existing is not None and all(existing.get(k) == v for k, v in params.items())
+        if same and not force:
+            return load_folds(ws), False
+        if not force:
+            was = f" (n_folds={existing.get('n_folds')}, seed={existing.get('seed')})" if existing else ""
+            raise CompError(
+                f"{ws.folds_csv} already exists{was} and differs from what was asked; models trained on it record "
+                "its hash and would all become stale. Re-run with --force to replace it anyway"
+            )
+    groups = items["group"] if comp.group_column else None
+    fold = assign_folds(items, n_folds, seed, groups)
+    frame = pd.DataFrame({"id": items["id"].astype(str), "label": items["label"].astype(str), "fold": fold})
+    data = _csv_bytes(frame)
+    digest = sha256_bytes(data)
+    params["csv_sha256"] = digest
+    # csv first: a crash between the two writes leaves a json whose hash does not match, which load_folds reports.
+    atomic.write_bytes(ws.folds_csv, data)
+    atomic.write_json(ws.folds_json, params)
+    return Folds(frame, digest, params), True
+
+
+def _read_params(ws: Workspace) -> dict[str, Any] | None:
+    try:
+        return json.loads(ws.folds_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def load_folds(ws: Workspace, comp: Competition | None = None) -> Folds:
+    """Read folds.csv and check it against folds.json; with `comp`, also check it covers the current train_items.
+
+    Raises CompError when absent or edited by hand, StaleError when the labelled data changed since.
+    """
+    if not ws.folds_csv.exists():
+        raise CompError(f"no folds in {ws.folds_dir}: run `comp folds` (or `make folds`) first")
+    params = _read_params(ws)
+    if params is None or "csv_sha256" not in params:
+        raise CompError(f"{ws.folds_json} is missing or unreadable: run `comp folds --force` to rebuild the folds")
+    digest = sha256_file(ws.folds_csv)
+    if digest != params["csv_sha256"]:
+        raise CompError(
+            f"{ws.folds_csv} does not match the sha256 recorded in {ws.folds_json.name} (edited by hand?); "
+            "restore it, or run `comp folds --force` to make new folds (trained models then become stale)"
+        )
+    frame = pd.read_csv(ws.folds_csv, dtype={"id": str, "label": str, "fold": "int64"}, keep_default_na=False)
+    folds = Folds(frame, digest, params)
+    if comp is not None:
+        check_matches(folds, comp, ws)
+    return folds
+
+
+def check_matches(folds: Folds, comp: Competition, ws: Workspace) -> None:
+    """Raise StaleError unless `folds` were made from the current train_items (same ids, same labels)."""
+    from comp.layouts import train_items
+
+    items = train_items(comp, ws)
+    if folds.params.get("labels_hash") == labels_hash(items):
+        return
+    current = dict(zip(items["id"].astype(str), items["label"].astype(str), strict=True))
+    stored = dict(zip(folds.frame["id"], folds.frame["label"], strict=True))
+    added = [i for i in current if i not in stored]
+    removed = [i for i in stored if i not in current]
+    relabelled = [i for i in current if i in stored and current[i] != stored[i]]
+    parts = [
+        f"{len(ids)} {what} (e.g. {ids[0]!r})"
+        for what, ids in (("new id(s)", added), ("removed id(s)", removed), ("relabelled id(s)", relabelled))
+        if ids
+    ] or ["the same rows in another order"]
+    raise StaleError(
+        f"{ws.folds_csv} was made from other training labels than the current ones: {', '.join(parts)}; "
+        "run `comp folds --force` (models trained on the old folds become stale)"
+    )

@@ -1,0 +1,100 @@
+"""`comp init`: turn a downloaded competition folder into a workspace (comp.toml, folds/, submissions/, models/).
+
+Discovery (comp/discover.py) decides every field first and writes nothing; only when it has answered every
+question are comp.toml and the generated files written, so a refusal never leaves a half-made workspace.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from comp import atomic
+from comp.config import Competition, Workspace
+from comp.discover import discover
+from comp.errors import CompError
+from comp.layouts import normalise_label, test_items, train_items
+
+__all__ = ["Findings", "InitOptions", "init_workspace", "preview_mapping"]
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+@dataclass
+class InitOptions:
+    """The `comp init` flags; empty strings mean "detect it"."""
+
+    name: str = ""
+    platform: str = "none"
+    kind: str = ""
+    metric: str = ""
+    id_column: str = ""  # the id column of the sample and of the labels CSV
+    label_column: str = ""  # the label column of the labels CSV
+    labels_csv: str = ""
+    sample: str = ""
+    test_dir: str = ""
+    group_column: str = ""
+    n_folds: int = 5
+    seed: int = 42
+    force: bool = False
+
+
+@dataclass
+class Findings:
+    """What discovery decided (`competition`) and saw, for the summary; `generated` are files init must write."""
+
+    competition: Competition
+    n_train: int = 0
+    n_test: int = 0
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    copied_recipes: list[str] = field(default_factory=list)
+    generated: dict[str, pd.DataFrame] = field(default_factory=dict)  # workspace-relative path -> CSV content
+
+
+def init_workspace(data_dir: str | os.PathLike, ws: Workspace, options: InitOptions) -> Findings:
+    """Inspect `data_dir`, write `ws/comp.toml`, create folds/, submissions/, models/ (with the stock recipes)."""
+    if ws.comp_toml.exists() and not options.force:
+        raise CompError(f"{ws.comp_toml} already exists; pass --force to replace it (recipes and runs are kept)")
+    data = Path(data_dir).expanduser().resolve()
+    if not data.is_dir():
+        raise CompError(f"{data_dir} is not a folder; pass the folder holding the competition's unzipped files")
+    found = discover(data, ws, options)
+    comp = found.competition
+    for folder in (ws.folds_dir, ws.submissions_dir, ws.models_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    for rel, frame in found.generated.items():
+        atomic.write_csv(ws.path(rel), frame)
+    # Count through the same functions every later stage reads items with, so a comp.toml that init writes is one
+    # those stages accept; comp.toml itself is written last.
+    found.n_train = len(train_items(comp, ws))
+    found.n_test = len(test_items(comp, ws))
+    found.copied_recipes = _copy_recipes(ws)
+    ws.save(comp)
+    return found
+
+
+def _copy_recipes(ws: Workspace) -> list[str]:
+    """Copy the stock recipes into models/, never over a recipe the user already has (they edit these)."""
+    copied = []
+    for recipe in sorted(RECIPES_DIR.glob("*.toml")):
+        target = ws.recipe_path(recipe.stem)
+        if not target.exists():
+            with atomic.atomic_path(target) as tmp:
+                shutil.copyfile(recipe, tmp)
+            copied.append(recipe.stem)
+    return copied
+
+
+def preview_mapping(comp: Competition, limit: int = 6) -> str:
+    """`class -> submission label` pairs for the summary; a pair is spelled out only where the two differ."""
+    pairs = [f"{c} -> {s}" if c != s else c for c, s in zip(comp.classes, comp.submission_labels, strict=True)]
+    more = f" (+{len(pairs) - limit} more)" if len(pairs) > limit else ""
+    respelled = sum(normalise_label(c) == normalise_label(s) and c != s
+                    for c, s in zip(comp.classes, comp.submission_labels, strict=True))
+    return ", ".join(pairs[:limit]) + more + (f"; {respelled} respelled" if respelled else "")

@@ -1,0 +1,330 @@
+"""Kaggle: find one credential, upload a submission, poll its score, download a competition's files.
+
+Built on `kagglesdk.KaggleClient` (imported lazily), not on `import kaggle`, which authenticates and prints at
+import time. The client is given exactly one credential: left to itself it sends a token found in the environment
+as a Bearer header even after falling back to a username and key. The environment (PROD by default) can be set
+with `COMP_KAGGLE_ENV` (e.g. TEST = http://localhost:7777, which the tests serve), or a `client_factory` passed in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from comp.errors import CompError
+from comp.platforms import Remote, env_float, redact, safe_file_name, safe_name
+
+_STATUS = {"PENDING": "pending", "COMPLETE": "complete", "ERROR": "error"}
+_TOKEN_HELP = (
+    "create an API token at https://www.kaggle.com/settings (API section) and save it in ~/.kaggle/access_token "
+    "(or set KAGGLE_API_TOKEN), or put kaggle.json with your username and key in ~/.kaggle/"
+)
+
+
+@dataclass(frozen=True)
+class KaggleCredential:
+    """One Kaggle credential: an access token, or a username + key. `source` is safe to print; values are not."""
+
+    source: str  # where it was found, e.g. "KAGGLE_API_TOKEN" or "/home/me/.kaggle/kaggle.json"
+    token: str = field(default="", repr=False)
+    username: str = field(default="", repr=False)
+    key: str = field(default="", repr=False)
+
+    @property
+    def secrets(self) -> list[str]:
+        return [s for s in (self.token, self.key) if s]
+
+
+def find_credential(environ: Mapping[str, str] | None = None, home: Path | None = None) -> KaggleCredential | None:
+    """The credential the Kaggle client would use, in its order; None when there is none.
+
+    1. an access token: `KAGGLE_API_TOKEN` (the value, or the path of a file holding it), then ~/.kaggle/access_token;
+    2. username + key from kaggle.json in `KAGGLE_CONFIG_DIR`, ~/.kaggle or ~/.config/kaggle, each field overridden
+       by `KAGGLE_USERNAME` / `KAGGLE_KEY`.
+    """
+    env = os.environ if environ is None else environ
+    home = Path(env.get("HOME") or Path.home()) if home is None else home
+    raw = env.get("KAGGLE_API_TOKEN", "").strip()
+    if raw:
+        as_file = Path(raw).expanduser()
+        if len(raw) < 4096 and as_file.is_file():
+            token = _read_secret(as_file, "KAGGLE_API_TOKEN points at")
+            if token:
+                return KaggleCredential(source=f"the file named by KAGGLE_API_TOKEN ({as_file})", token=token)
+        else:
+            return KaggleCredential(source="KAGGLE_API_TOKEN", token=raw)
+    for name in ("access_token", "access_token.txt"):
+        token_file = home / ".kaggle" / name
+        if token_file.is_file():
+            token = _read_secret(token_file, "")
+            if token:
+                return KaggleCredential(source=str(token_file), token=token)
+
+    username, key, source = "", "", ""
+    dirs = [Path(env["KAGGLE_CONFIG_DIR"]).expanduser()] if env.get("KAGGLE_CONFIG_DIR") else []
+    for folder in [*dirs, home / ".kaggle", home / ".config" / "kaggle"]:
+        path = folder / "kaggle.json"
+        if path.is_file():
+            data = _read_kaggle_json(path)
+            username, key, source = str(data.get("username", "")), str(data.get("key", "")), str(path)
+            break
+    if env.get("KAGGLE_USERNAME"):
+        username, source = env["KAGGLE_USERNAME"], source or "KAGGLE_USERNAME/KAGGLE_KEY"
+    if env.get("KAGGLE_KEY"):
+        key, source = env["KAGGLE_KEY"], source or "KAGGLE_USERNAME/KAGGLE_KEY"
+    if not username and not key:
+        return None
+    if not (username and key):
+        lacking = "key (KAGGLE_KEY)" if username else "username (KAGGLE_USERNAME)"
+        raise CompError(f"Kaggle credentials from {source} lack the {lacking}; {_TOKEN_HELP}")
+    if env.get("KAGGLE_USERNAME") or env.get("KAGGLE_KEY"):
+        source = f"{source} + KAGGLE_USERNAME/KAGGLE_KEY" if source.endswith(".json") else source
+    return KaggleCredential(source=source, username=username, key=key)
+
+
+def _read_secret(path: Path, why: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CompError(f"cannot read the Kaggle token file {path} ({type(err).__name__}); fix its permissions") \
+            from None
+
+
+def _read_kaggle_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        # The parser's message may quote the file, which holds the key: say only where the problem is.
+        raise CompError(f'{path} is not valid JSON; it should read {{"username": "...", "key": "..."}}') from None
+    if not isinstance(data, dict):
+        raise CompError(f"{path} should hold a JSON object {{\"username\": \"...\", \"key\": \"...\"}}")
+    return data
+
+
+def kaggle_env() -> Any:
+    """The kagglesdk environment from `COMP_KAGGLE_ENV` (PROD when unset; TEST = http://localhost:7777)."""
+    from kagglesdk import KaggleEnv
+
+    name = os.environ.get("COMP_KAGGLE_ENV", "PROD").upper()
+    try:
+        return KaggleEnv[name]
+    except KeyError:
+        allowed = ", ".join(e.name for e in KaggleEnv)
+        raise CompError(f"$COMP_KAGGLE_ENV = {name!r} is not one of {allowed}; unset it to reach kaggle.com") from None
+
+
+def default_client_factory(credential: KaggleCredential) -> Any:
+    from kagglesdk import KaggleClient
+
+    if credential.token:
+        return KaggleClient(env=kaggle_env(), api_token=credential.token)
+    return KaggleClient(env=kaggle_env(), username=credential.username, password=credential.key)
+
+
+class KaggleBackend:
+    """Submissions to one Kaggle competition through kagglesdk (holds the client and its credential)."""
+
+    platform = "kaggle"
+
+    def __init__(
+        self,
+        competition: str,
+        credential: KaggleCredential,
+        client_factory: Callable[[KaggleCredential], Any] = default_client_factory,
+        retries: int = 3,
+        backoff: float = 2.0,
+    ) -> None:
+        self.competition = safe_name(competition, "Kaggle competition slug (comp.toml `name`)")
+        self.credential = credential
+        self.retries = retries  # attempts of the whole upload when it fails in a way that may pass on a retry
+        self.backoff = backoff  # seconds before the 2nd attempt, doubled after each failure
+        self._client = client_factory(credential)
+        self._api = self._client.competitions.competition_api_client
+
+    @classmethod
+    def from_env(cls, competition: str) -> KaggleBackend:
+        credential = find_credential()
+        if credential is None:
+            raise CompError(f"no Kaggle credentials found; {_TOKEN_HELP}")
+        return cls(competition, credential, backoff=env_float("COMP_RETRY_BACKOFF", 2.0))
+
+    # -- the Backend protocol
+    def describe(self) -> list[str]:
+        return [f"Kaggle competition {self.competition} with the credential from {self.credential.source}"]
+
+    def preflight(self) -> str:
+        from kagglesdk.competitions.types.competition_api_service import ApiGetSubmissionLimitsRequest
+
+        request = ApiGetSubmissionLimitsRequest()
+        request.competition_name = self.competition
+        limits = self._call("reading the submission limits", self._api.get_submission_limits, request)
+        if limits.num_allowed_now <= 0:
+            raise CompError(
+                f"Kaggle allows no more submissions to {self.competition} now ({limits.num_today} made today): the "
+                "daily limit resets at 00:00 UTC; nothing was sent"
+            )
+        return f"Kaggle: {limits.num_allowed_now} submission(s) left today, {limits.num_allowed_now - 1} after this one"
+
+    def upload(self, path: Path, message: str) -> str:
+        """StartSubmissionUpload -> PUT -> CreateSubmission, the whole sequence retried with backoff when the PUT
+        fails or Kaggle answers ref 0 ("Could not submit"); any other refusal is final."""
+        from kagglesdk.competitions.types.competition_api_service import (
+            ApiCreateSubmissionRequest,
+            ApiStartSubmissionUploadRequest,
+        )
+
+        data = Path(path).read_bytes()
+        why = ""
+        for attempt in range(1, self.retries + 1):
+            start = ApiStartSubmissionUploadRequest()
+            start.competition_name = self.competition
+            start.file_name = safe_file_name(Path(path).name)
+            start.content_length = len(data)
+            start.last_modified_epoch_seconds = int(Path(path).stat().st_mtime)
+            upload = self._call("starting the upload", self._api.start_submission_upload, start)
+            why = self._put(upload.create_url, data)
+            if not why:
+                create = ApiCreateSubmissionRequest()
+                create.competition_name = self.competition
+                create.blob_file_tokens = upload.token
+                create.submission_description = message
+                result = self._call("creating the submission", self._api.create_submission, create)
+                if result.ref:
+                    return str(result.ref)
+                why = f"Kaggle answered ref 0: {self._redact(result.message or 'Could not submit')}"
+            if attempt < self.retries:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+        raise CompError(
+            f"the upload to Kaggle failed after {self.retries} attempts ({why}); nothing was submitted and nothing "
+            "recorded. Check https://www.kaggle.com status and your network, then run the command again"
+        )
+
+    def status(self, ref: str) -> Remote | None:
+        """The listing is newest first and refs grow, so paging stops at the first page reaching back to `ref`."""
+        for sub in self._listing(max_pages=20, stop_at=str(ref)):
+            if str(sub.ref) == str(ref):
+                return _remote(sub)
+        return None
+
+    # -- downloads
+    def download(self, dest: Path, progress: Callable[[int, int], None] | None = None) -> None:
+        """DownloadDataFiles: Kaggle answers a redirect to one zip, streamed to `dest` (the caller renames it)."""
+        from kagglesdk.competitions.types.competition_api_service import ApiDownloadDataFilesRequest
+
+        request = ApiDownloadDataFilesRequest()
+        request.competition_name = self.competition
+        response = self._call("downloading the data", self._api.download_data_files, request)
+        import requests
+
+        total = int(response.headers.get("Content-Length") or 0)
+        done = 0
+        try:
+            with open(dest, "wb") as fh:
+                for chunk in response.iter_content(chunk_size=1 << 20):
+                    fh.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+        except requests.RequestException as err:
+            raise CompError(f"the download from Kaggle broke off ({type(err).__name__}); run it again") from None
+        finally:
+            response.close()
+        if total and done != total:
+            raise CompError(f"the download from Kaggle stopped at {done} of {total} bytes; run it again")
+
+    # -- helpers
+    def _listing(self, max_pages: int, stop_at: str = "") -> list[Any]:
+        from kagglesdk.competitions.types.competition_api_service import ApiListSubmissionsRequest
+
+        found: list[Any] = []
+        token = ""
+        for _ in range(max_pages):
+            request = ApiListSubmissionsRequest()
+            request.competition_name = self.competition
+            if token:
+                request.page_token = token
+            answer = self._call("listing submissions", self._api.list_submissions, request)
+            found.extend(answer.submissions)
+            token = answer.next_page_token
+            if not token or (stop_at.isdigit() and any(sub.ref <= int(stop_at) for sub in answer.submissions)):
+                break
+        return found
+
+    def _put(self, url: str, data: bytes) -> str:
+        """PUT the bytes to the upload URL (no auth header: it is a signed URL); returns "" or why it failed."""
+        import requests
+
+        try:
+            answer = requests.put(url, data=data, timeout=300)
+        except requests.RequestException as err:
+            return f"upload PUT failed: {type(err).__name__}"
+        if answer.status_code in (200, 201):
+            return ""
+        return f"upload PUT answered HTTP {answer.status_code}"
+
+    def _call(self, what: str, method: Callable[[Any], Any], request: Any) -> Any:
+        import requests
+
+        try:
+            return method(request)
+        except requests.HTTPError as err:
+            raise self._http_error(what, err) from None
+        except requests.RequestException as err:
+            raise CompError(
+                f"could not reach Kaggle while {what} ({type(err).__name__}); check your network and run the command "
+                "again"
+            ) from None
+
+    def _http_error(self, what: str, err: Any) -> CompError:
+        code, text = _error_code(err), self._redact(str(err))
+        slug = self.competition
+        if code == 401:
+            why = f"Kaggle rejected the credential from {self.credential.source} (401); {_TOKEN_HELP}"
+        elif code == 403:
+            why = (
+                f"Kaggle refused access to {slug} (403: {text}); accept the competition's rules at "
+                f"https://www.kaggle.com/competitions/{slug}/rules with the account of {self.credential.source}"
+            )
+        elif code == 404:
+            why = (
+                f"Kaggle has no competition {slug!r} (404); set `name` in comp.toml to the slug in the competition's "
+                "URL, kaggle.com/competitions/<slug>"
+            )
+        elif code in (400, 429) and any(w in text.lower() for w in ("daily", "limit", "allowance")):
+            why = f"Kaggle's submission limit is reached ({code}: {text}); it resets at 00:00 UTC"
+        else:
+            why = f"Kaggle answered {code} ({text})"
+        return CompError(f"{why} (while {what})")
+
+    def _redact(self, text: str) -> str:
+        return redact(text, [*self.credential.secrets, self.credential.username])
+
+
+def _error_code(err: Any) -> int:
+    """kagglesdk raises HTTPError for a JSON body {"code": >= 400} even when the HTTP status is 200."""
+    response = getattr(err, "response", None)
+    if response is None:
+        return 0
+    try:
+        body = response.json()
+        if isinstance(body, dict) and isinstance(body.get("code"), int):
+            return body["code"]
+    except ValueError:
+        pass
+    return int(response.status_code or 0)
+
+
+def _remote(sub: Any) -> Remote:
+    status = _STATUS.get(getattr(sub.status, "name", str(sub.status)), "pending")
+    return Remote(
+        ref=str(sub.ref),
+        status=status,
+        public_score=sub.public_score or "",
+        private_score=sub.private_score or "",
+        error=sub.error_description or "",
+    )

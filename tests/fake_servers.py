@@ -1,0 +1,364 @@
+"""Local stand-ins for Kaggle and CodaBench, so tests drive the real clients without touching the internet.
+
+`FakeKaggle` speaks what kagglesdk speaks (POST /api/v1/competitions.CompetitionApiService/<Method>, camelCase JSON,
+errors as {"code", "message"}) on 127.0.0.1:7777, where `kagglesdk.KaggleEnv.TEST` points. `FakeCodabench` speaks
+the CodaBench REST calls comp uses on a free port. Both record every request so tests can look at what was sent, and
+have knobs for the failures the platforms produce (scoring errors, limits, bad credentials, failing uploads).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import json
+import re
+import threading
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import pandas as pd
+import pytest
+from conftest import make_kaggle_competition
+from typer.testing import CliRunner
+
+from comp.config import Competition, Workspace
+from comp.errors import CompError
+
+KAGGLE_PORT = 7777  # kagglesdk.KaggleEnv.TEST = http://localhost:7777
+_SERVICE = "/api/v1/competitions.CompetitionApiService/"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "fake/1.0"
+
+    def log_message(self, *args: Any) -> None:  # keep pytest output clean
+        pass
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        request = Request(self.command, self.path, dict(self.headers), body)
+        fake = self.server.fake  # type: ignore[attr-defined]
+        with fake.lock:
+            fake.requests.append(request)
+            status, headers, payload = fake.handle(request)
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = _serve
+
+
+def _json(status: int, obj: Any) -> tuple[int, dict[str, str], bytes]:
+    return status, {"Content-Type": "application/json"}, json.dumps(obj).encode()
+
+
+class _Server:
+    """A threaded HTTP server around a `handle(Request)` method; a context manager."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.lock = threading.Lock()
+        self.requests: list[Request] = []
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        self._httpd.fake = self  # type: ignore[attr-defined]
+        self.port = self._httpd.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        # A short poll interval makes shutdown (once per test) fast.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def handle(self, request: Request) -> tuple[int, dict[str, str], bytes]:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kaggle
+
+
+@dataclass
+class KaggleSubmission:
+    ref: int
+    description: str
+    file_name: str
+    content: bytes
+    polls_left: int  # ListSubmissions answers that still show PENDING
+    outcome: str  # COMPLETE | ERROR
+    public_score: str = ""
+    private_score: str = ""
+    error: str = ""
+
+
+@dataclass
+class FakeKaggle(_Server):
+    """Kaggle's competition API. Accepts Basic `username:key` or Bearer `token`, as set in the fields."""
+
+    username: str = "fake-user"
+    key: str = "fake-key"
+    token: str = ""
+    competitions: set[str] = field(default_factory=lambda: {"toy-comp"})
+    rules_not_accepted: set[str] = field(default_factory=set)
+    daily_limit: int = 5
+    limits_lie: bool = False  # GetSubmissionLimits says yes, CreateSubmission then refuses (400)
+    put_failures: int = 0  # the next N upload PUTs answer 500
+    create_ref_zero: int = 0  # the next N CreateSubmission calls answer ref 0 "Could not submit"
+    pending_polls: int = 2  # a new submission stays PENDING for this many listings
+    list_failures: int = 0  # the next N ListSubmissions calls answer 503
+    outcome: str = "COMPLETE"
+    public_score: str = "0.91234"
+    error_text: str = "Submission Scoring Error: your file has 9 rows, the solution 10"
+    data_zip: bytes = b""  # DownloadDataFiles serves this
+
+    def __post_init__(self) -> None:
+        _Server.__init__(self, KAGGLE_PORT)
+        self.submissions: list[KaggleSubmission] = []
+        self.uploads: dict[str, bytes | None] = {}
+        self._refs = itertools.count(50_000_001)
+
+    def handle(self, request: Request) -> tuple[int, dict[str, str], bytes]:
+        if request.method == "PUT" and request.path.startswith("/upload/"):
+            return self._put(request)
+        if request.method == "GET" and request.path.startswith("/files/"):
+            return 200, {"Content-Type": "application/zip"}, self.data_zip
+        if not request.path.startswith(_SERVICE):
+            return _json(404, {"code": 404, "message": f"no route {request.path}"})
+        if not self._authorized(request):
+            return _json(401, {"code": 401, "message": "Unauthenticated"})
+        method = request.path[len(_SERVICE):]
+        body = json.loads(request.body or b"{}")
+        slug = body.get("competitionName", "")
+        if slug not in self.competitions:
+            return _json(404, {"code": 404, "message": f"Competition '{slug}' not found"})
+        if slug in self.rules_not_accepted:
+            return _json(403, {"code": 403, "message": "You must accept this competition's rules before you submit"})
+        return getattr(self, f"_{method}")(body)
+
+    def _authorized(self, request: Request) -> bool:
+        auth = request.headers.get("Authorization", "")
+        if self.token:
+            return auth == f"Bearer {self.token}"
+        expected = base64.b64encode(f"{self.username}:{self.key}".encode()).decode()
+        return auth == f"Basic {expected}"
+
+    def _made_today(self) -> int:
+        return len(self.submissions)
+
+    def _GetSubmissionLimits(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        allowed = self.daily_limit if self.limits_lie else max(0, self.daily_limit - self._made_today())
+        return _json(200, {"numToday": self._made_today(), "numTotal": self._made_today(), "numAllowedNow": allowed})
+
+    def _StartSubmissionUpload(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        token = uuid.uuid4().hex
+        self.uploads[token] = None
+        self.last_start = body
+        return _json(200, {"token": token, "createUrl": f"{self.base}/upload/{token}"})
+
+    def _put(self, request: Request) -> tuple[int, dict[str, str], bytes]:
+        token = request.path.rsplit("/", 1)[-1]
+        if self.put_failures > 0:
+            self.put_failures -= 1
+            return 500, {"Content-Type": "text/plain"}, b"backend error"
+        if token not in self.uploads:
+            return 404, {"Content-Type": "text/plain"}, b"no such upload"
+        self.uploads[token] = request.body
+        return 200, {}, b""
+
+    def _CreateSubmission(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        if self._made_today() >= self.daily_limit:
+            return _json(400, {"code": 400, "message": "Submission not allowed: your team has used its daily "
+                                                       f"Submission allowance ({self.daily_limit}) today"})
+        content = self.uploads.get(body.get("blobFileTokens", ""))
+        if content is None or self.create_ref_zero > 0:
+            self.create_ref_zero = max(0, self.create_ref_zero - 1)
+            return _json(200, {"message": "Could not submit to competition", "ref": 0})
+        sub = KaggleSubmission(
+            ref=next(self._refs), description=body.get("submissionDescription", ""), file_name="", content=content,
+            polls_left=self.pending_polls, outcome=self.outcome,
+        )
+        self.submissions.append(sub)
+        return _json(200, {"message": "Successfully submitted", "ref": sub.ref})
+
+    def _ListSubmissions(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        if self.list_failures > 0:
+            self.list_failures -= 1
+            return _json(503, {"code": 503, "message": "The service is currently unavailable"})
+        listed = []
+        for sub in reversed(self.submissions):  # newest first, as Kaggle lists them
+            if sub.polls_left > 0:
+                sub.polls_left -= 1
+                status = "PENDING"
+            else:
+                status = sub.outcome
+            item = {"ref": sub.ref, "description": sub.description, "status": status, "date": "2026-01-01T00:00:00Z"}
+            if status == "COMPLETE":
+                item.update(publicScore=self.public_score, privateScore=sub.private_score)
+            elif status == "ERROR":
+                item.update(errorDescription=self.error_text)
+            listed.append(item)
+        return _json(200, {"submissions": listed})
+
+    def _DownloadDataFiles(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        return 302, {"Location": f"{self.base}/files/{body['competitionName']}.zip"}, b""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CodaBench
+
+
+@dataclass
+class FakeCodabench(_Server):
+    """CodaBench's REST API for one competition with phases `phases`."""
+
+    username: str = "fake-user"
+    password: str = "fake-password"
+    token: str = "fake-api-token"
+    phases: set[int] = field(default_factory=lambda: {42})
+    can_submit: bool = True
+    put_failures: int = 0
+    pending_polls: int = 2
+    outcome: str = "Finished"
+    score: float = 0.87
+
+    def __post_init__(self) -> None:
+        _Server.__init__(self, 0)
+        self.datasets: dict[str, bytes | None] = {}
+        self.completed: set[str] = set()
+        self.submissions: dict[int, dict[str, Any]] = {}
+        self._ids = itertools.count(7001)
+
+    def handle(self, request: Request) -> tuple[int, dict[str, str], bytes]:
+        path, method = request.path, request.method
+        if method == "PUT" and path.startswith("/sassy/"):
+            return self._put(request)
+        if method == "POST" and path == "/api/api-token-auth/":
+            form = {k: v[0] for k, v in parse_qs(request.body.decode()).items()}
+            if form.get("username") == self.username and form.get("password") == self.password:
+                return _json(200, {"token": self.token})
+            return _json(400, {"non_field_errors": ["Unable to log in with provided credentials."]})
+        if request.headers.get("Authorization") != f"Token {self.token}":
+            return _json(401, {"detail": "Invalid token."})
+        body = json.loads(request.body or b"{}") if request.body else {}
+        if method == "GET" and (m := re.fullmatch(r"/api/can_make_submission/(\d+)/", path)):
+            if int(m[1]) not in self.phases:
+                return _json(404, {"detail": "Not found."})
+            return _json(200, {"can": self.can_submit, "reason": "" if self.can_submit else "You are not approved"})
+        if method == "POST" and path == "/api/datasets/":
+            key = str(uuid.uuid4())
+            self.datasets[key] = None
+            return _json(201, {"key": key, "sassy_url": f"{self.base}/sassy/{key}"})
+        if method == "PUT" and (m := re.fullmatch(r"/api/datasets/completed/([\w-]+)/", path)):
+            if self.datasets.get(m[1]) is None:
+                return _json(400, {"detail": "upload not found"})
+            self.completed.add(m[1])
+            return _json(200, {})
+        if method == "POST" and path == "/api/submissions/":
+            if body.get("phase") not in self.phases:
+                return _json(400, {"phase": ["Invalid pk - object does not exist."]})
+            if body.get("data") not in self.completed:
+                return _json(400, {"data": ["upload not completed"]})
+            sub_id = next(self._ids)
+            self.submissions[sub_id] = {"id": sub_id, "polls": self.pending_polls, "data": body["data"],
+                                        "description": body.get("description", "")}
+            return _json(201, {"id": sub_id, "status": "Submitting"})
+        if method == "GET" and (m := re.fullmatch(r"/api/submissions/(\d+)/", path)):
+            sub = self.submissions.get(int(m[1]))
+            if sub is None:
+                return _json(404, {"detail": "Not found."})
+            if sub["polls"] > 0:
+                sub["polls"] -= 1
+                return _json(200, {"id": sub["id"], "status": "Running", "scores": []})
+            scores = [{"column_key": "accuracy", "score": self.score}] if self.outcome == "Finished" else []
+            return _json(200, {"id": sub["id"], "status": self.outcome, "scores": scores})
+        return _json(404, {"detail": f"no route {method} {path}"})
+
+    def _put(self, request: Request) -> tuple[int, dict[str, str], bytes]:
+        if self.put_failures > 0:
+            self.put_failures -= 1
+            return 500, {"Content-Type": "text/plain"}, b"storage error"
+        key = request.path.rsplit("/", 1)[-1]
+        if key not in self.datasets:
+            return 404, {}, b""
+        self.datasets[key] = request.body
+        return 200, {}, b""
+
+    def zip_members(self, sub_id: int) -> dict[str, bytes]:
+        """What the zip of submission `sub_id` holds: {name: bytes}."""
+        data = self.datasets[self.submissions[sub_id]["data"]]
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return {name: archive.read(name) for name in archive.namelist()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Test helpers shared by the platform tests
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch) -> Path:
+    """No real credentials reachable (empty HOME, platform variables cleared), fast polling, Kaggle env TEST."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR", "KAGGLE_API_ENVIRONMENT",
+                 "CODABENCH_TOKEN", "CODABENCH_USERNAME", "CODABENCH_PASSWORD", "CODABENCH_URL", "CODABENCH_PHASE",
+                 "CODABENCH_ZIP_NAME", "KAGGLE_KERNEL_RUN_TYPE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COMP_KAGGLE_ENV", "TEST")
+    monkeypatch.setenv("COLUMNS", "200")  # rich tables unwrapped, so tests can look for values
+    monkeypatch.setenv("COMP_POLL_INTERVAL", "0.02")
+    monkeypatch.setenv("COMP_RETRY_BACKOFF", "0.01")
+    return home
+
+
+def toy_workspace(ws: Path, platform: str = "kaggle", name: str = "toy-comp", sidecar: bool = True) -> Path:
+    """A tiny csv-layout competition with comp.toml written by hand, and a valid submissions/first.csv (+ .json)."""
+    data = make_kaggle_competition(ws / "data" / "toy", n_per_class=3, n_test=6)
+    comp = Competition(
+        name=name, platform=platform, data_dir="data/toy", layout="csv", train_dirs=["data/toy/train"],
+        labels_csv="data/toy/train.csv", image_ext=".png", test_dir="data/toy/test",
+        sample_submission="data/toy/sample_submission.csv", classes=["cat", "dog", "frog"],
+        submission_labels=["cat", "dog", "frog"],
+    )
+    Workspace(ws).save(comp)
+    answers = pd.read_csv(data.parent / "toy_answers.csv", dtype=str)
+    (ws / "submissions").mkdir(exist_ok=True)
+    answers.to_csv(ws / "submissions" / "first.csv", index=False)
+    if sidecar:
+        (ws / "submissions" / "first.json").write_text(json.dumps({"models": ["a", "b"], "method": "mean", "cv": 0.9}))
+    return ws / "submissions" / "first.csv"
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    """Run `comp ARGS` in-process; returns (exit code, everything printed + the CompError message main would print).
+    Any other exception is a bug and is raised."""
+    from comp.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    text = result.output
+    if isinstance(result.exception, CompError):
+        text += "\nerror: " + str(result.exception)
+    elif result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, text

@@ -1,0 +1,139 @@
+"""`check_file` beyond the battery: warnings (one class everywhere, a class mix far from the training prior, a file
+already built or submitted), --strict, and the errors for a missing file or sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_submission import _write_sample, build_format, random_probs
+
+from comp import atomic
+from comp.config import Competition, Workspace
+from comp.errors import CompError
+from comp.provenance import sha256_file
+from comp.submission import check_file, to_frame, write
+
+
+def _three_classes(workspace, n: int = 60) -> tuple[Competition, Workspace, list[str]]:
+    ids = [f"t{i:03d}" for i in range(n)]
+    sample = _write_sample(workspace, ["id", "label"], [[i, "cat"] for i in ids])
+    comp = Competition(name="toy", sample_submission=sample, classes=["cat", "dog", "frog"])
+    return comp, Workspace(workspace), ids
+
+
+def _submission(workspace, ids: list[str], labels: list[str], name: str = "sub.csv"):
+    path = workspace / name
+    pd.DataFrame({"id": ids, "label": labels}).to_csv(path, index=False)
+    return path
+
+
+def _balanced(n: int) -> list[str]:
+    return [("cat", "dog", "frog")[i % 3] for i in range(n)]
+
+
+def test_a_balanced_valid_file_has_no_errors_and_no_warnings(workspace):
+    comp, ws, ids = _three_classes(workspace)
+    report = check_file(comp, ws, _submission(workspace, ids, _balanced(len(ids))))
+    assert report.ok and report.errors == [] and report.warnings == []
+
+
+def test_one_class_everywhere_warns_and_strict_makes_it_an_error(workspace):
+    comp, ws, ids = _three_classes(workspace)
+    path = _submission(workspace, ids, ["dog"] * len(ids))
+    report = check_file(comp, ws, path)
+    assert report.ok
+    assert any("every row predicts 'dog'" in w for w in report.warnings)
+    strict = check_file(comp, ws, path, strict=True)
+    assert not strict.ok and strict.warnings == []
+    assert any("every row predicts 'dog'" in e and "--strict" in e for e in strict.errors)
+
+
+def test_the_sample_itself_warns_for_binary(workspace):
+    comp = build_format("aerial-cactus", workspace, None)
+    report = check_file(comp, Workspace(workspace), workspace / comp.sample_submission)
+    assert report.ok and any("same probability 0.5" in w for w in report.warnings)
+
+
+def test_a_class_mix_far_from_the_training_prior_warns(workspace):
+    comp, ws, ids = _three_classes(workspace)
+    n = 90
+    folds = pd.DataFrame({"id": [f"x{i}" for i in range(n)], "label": _balanced(n), "fold": [i % 5 for i in range(n)]})
+    atomic.write_csv(ws.folds_csv, folds)
+    skewed = ["cat"] * 50 + ["dog"] * 5 + ["frog"] * 5
+    report = check_file(comp, ws, _submission(workspace, ids, skewed))
+    assert report.ok
+    assert any("far from the training prior" in w and "'cat' 83% vs 33%" in w for w in report.warnings)
+    assert check_file(comp, ws, _submission(workspace, ids, _balanced(len(ids)), "ok.csv")).warnings == []
+
+
+def test_a_small_test_set_is_not_flagged_for_sampling_noise(workspace):
+    comp, ws, ids = _three_classes(workspace, n=6)
+    atomic.write_csv(ws.folds_csv, pd.DataFrame({"id": ["a", "b", "c"], "label": ["cat", "dog", "frog"],
+                                                 "fold": [0, 1, 2]}))
+    report = check_file(comp, ws, _submission(workspace, ids, ["cat", "cat", "cat", "dog", "cat", "frog"]))
+    assert report.warnings == []
+
+
+def test_a_file_identical_to_an_earlier_submission_warns(workspace):
+    comp = build_format("cifar-10", workspace, None)
+    ws = Workspace(workspace)
+    ids, probs = random_probs(comp, ws)
+    frame = to_frame(comp, ws, ids, probs)
+    first = write(comp, ws, "first", frame)
+    assert not any("identical" in w for w in check_file(comp, ws, first).warnings)  # not identical to itself
+    second = write(comp, ws, "second", frame)
+    report = check_file(comp, ws, second)
+    assert report.ok and any("identical (sha256) to" in w and "first.csv" in w for w in report.warnings)
+
+
+def test_a_file_already_in_the_ledger_warns(workspace):
+    comp = build_format("cifar-10", workspace, None)
+    ws = Workspace(workspace)
+    ids, probs = random_probs(comp, ws)
+    path = workspace / "elsewhere.csv"
+    path.write_bytes(write(comp, ws, "sent", to_frame(comp, ws, ids, probs)).read_bytes())
+    digest = sha256_file(path)
+    ws.submission_csv("sent").unlink()
+    atomic.write_csv(ws.ledger, pd.DataFrame({"time": ["2026-01-01"], "sha256": [digest], "message": ["v1"]}))
+    report = check_file(comp, ws, path)
+    assert any("already submitted" in w for w in report.warnings)
+
+
+def test_errors_name_the_line_the_id_and_the_value(workspace):
+    comp, ws, ids = _three_classes(workspace, n=6)
+    path = _submission(workspace, ids, ["cat", "dog", "horse", "frog", "cat", "dog"])
+    (error,) = check_file(comp, ws, path).errors
+    assert "line 4 (id 't002'): 'horse'" in error and "known classes are 'cat', 'dog', 'frog'" in error
+
+
+def test_many_problems_list_the_first_few_and_the_count(workspace):
+    comp, ws, ids = _three_classes(workspace, n=40)
+    path = _submission(workspace, ids, ["horse"] * 40)
+    (error,) = check_file(comp, ws, path).errors
+    assert error.count("'horse'") == 3 and "(40 in all)" in error
+
+
+def test_a_missing_file_or_sample_is_a_comp_error(workspace):
+    comp, ws, ids = _three_classes(workspace)
+    with pytest.raises(CompError, match="not found"):
+        check_file(comp, ws, workspace / "nope.csv")
+    path = _submission(workspace, ids, _balanced(len(ids)))
+    no_sample = Competition(name="toy", classes=["cat"])
+    with pytest.raises(CompError, match="sample_submission is empty"):
+        check_file(no_sample, ws, path)
+    wrong_id = Competition(name="toy", sample_submission=comp.sample_submission, id_column="image", classes=["cat"])
+    with pytest.raises(CompError, match="id_column 'image' is not a column"):
+        check_file(wrong_id, ws, path)
+
+
+def test_probabilities_written_with_few_digits_fail_only_when_rows_drift(workspace):
+    comp = build_format("dog-breed", workspace, None)
+    ws = Workspace(workspace)
+    ids, probs = random_probs(comp, ws)
+    frame = to_frame(comp, ws, ids, probs)
+    path = workspace / "coarse.csv"
+    frame.to_csv(path, index=False, float_format="%.3g")  # 3 digits: rows drift off 1 by more than 1e-6
+    sums = np.abs(pd.read_csv(path).iloc[:, 1:].sum(axis=1) - 1)
+    errors = check_file(comp, ws, path).errors
+    assert (sums > 1e-6).any() and any("do not sum to 1" in e and "9 significant digits" in e for e in errors)

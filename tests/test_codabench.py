@@ -1,0 +1,111 @@
+"""`comp submit` to a CodaBench-compatible REST server on a local port (CODABENCH_URL)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+from fake_servers import FakeCodabench, isolated, run_cli, toy_workspace  # noqa: F401  (isolated is a fixture)
+
+from comp import ledger
+from comp.config import Workspace
+from comp.platforms.codabench import make_zip
+
+
+@pytest.fixture
+def codabench(isolated, monkeypatch, workspace):  # noqa: F811
+    toy_workspace(workspace, platform="codabench", name="hw1")
+    with FakeCodabench() as server:
+        monkeypatch.setenv("CODABENCH_URL", server.base)
+        monkeypatch.setenv("CODABENCH_USERNAME", server.username)
+        monkeypatch.setenv("CODABENCH_PASSWORD", server.password)
+        monkeypatch.setenv("CODABENCH_PHASE", "42")
+        yield server
+
+
+def test_submit_zips_uploads_and_scores(codabench, workspace):
+    code, out = run_cli("submit", "-m", "resnet baseline")
+    assert code == 0, out
+    assert "0.87" in out
+    (sub_id,) = codabench.submissions
+    members = codabench.zip_members(sub_id)
+    assert list(members) == ["prediction.csv"]  # at the zip root, as results competitions read it
+    assert members["prediction.csv"] == (workspace / "submissions" / "first.csv").read_bytes()
+    assert codabench.submissions[sub_id]["description"] == "resnet baseline"
+    sassy_put = [r for r in codabench.requests if r.path.startswith("/sassy/")][0]
+    assert "Authorization" not in sassy_put.headers  # the storage URL never sees the token
+    row = ledger.read(Workspace(workspace)).iloc[0]
+    assert (row["platform"], row["ref"], row["status"], row["public_score"]) == ("codabench", str(sub_id),
+                                                                                  "complete", "0.87")
+
+
+def test_token_and_zip_name_options(codabench, workspace, monkeypatch):
+    monkeypatch.delenv("CODABENCH_USERNAME")
+    monkeypatch.delenv("CODABENCH_PASSWORD")
+    monkeypatch.setenv("CODABENCH_TOKEN", codabench.token)
+    monkeypatch.delenv("CODABENCH_PHASE")
+    code, out = run_cli("submit", "-m", "x", "--phase", "42", "--zip-name", "answer.csv", "--no-wait")
+    assert code == 0, out
+    assert list(codabench.zip_members(next(iter(codabench.submissions)))) == ["answer.csv"]
+    assert not [r for r in codabench.requests if r.path == "/api/api-token-auth/"]
+
+
+def test_refresh_needs_no_phase(codabench, workspace, monkeypatch):
+    assert run_cli("submit", "-m", "x", "--no-wait")[0] == 0
+    assert ledger.read(Workspace(workspace)).iloc[0]["status"] == "pending"
+    next(iter(codabench.submissions.values()))["polls"] = 0  # scored by now
+    monkeypatch.delenv("CODABENCH_PHASE")
+    code, out = run_cli("submissions", "--refresh")
+    assert code == 0, out
+    assert ledger.read(Workspace(workspace)).iloc[0]["public_score"] == "0.87"
+
+
+def test_not_approved_is_refused_before_upload(codabench):
+    codabench.can_submit = False
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "You are not approved" in out
+    assert codabench.datasets == {}
+
+
+def test_bad_password(codabench, monkeypatch):
+    monkeypatch.setenv("CODABENCH_PASSWORD", "wrong-pass-5521")
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "rejected the username/password" in out and "wrong-pass-5521" not in out
+
+
+def test_failed_storage_put_is_retried_then_refused(codabench, workspace):
+    codabench.put_failures = 99
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "failed after 3 attempts" in out
+    assert codabench.submissions == {} and not Workspace(workspace).ledger.exists()
+
+
+def test_failed_scoring(codabench, workspace):
+    codabench.outcome = "Failed"
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "status Failed" in out
+    assert ledger.read(Workspace(workspace)).iloc[0]["status"] == "error"
+
+
+def test_missing_or_unknown_phase(codabench, monkeypatch):
+    monkeypatch.delenv("CODABENCH_PHASE")
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "--phase" in out
+    code, out = run_cli("submit", "-m", "x", "--phase", "7")
+    assert code == 1 and "404" in out and "phase 7" in out
+
+
+def test_unreachable_server(codabench, monkeypatch):
+    monkeypatch.setenv("CODABENCH_URL", "http://127.0.0.1:9")  # discard port: nothing listens
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "could not reach CodaBench" in out
+
+
+def test_make_zip_refuses_folder_names(tmp_path):
+    csv = tmp_path / "p.csv"
+    csv.write_text("image_name,pred_label\na,1\n")
+    with zipfile.ZipFile(io.BytesIO(make_zip(csv))) as archive:
+        assert archive.namelist() == ["prediction.csv"]
+    with pytest.raises(Exception, match="not a plain name"):
+        make_zip(csv, "../prediction.csv")

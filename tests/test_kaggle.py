@@ -1,0 +1,241 @@
+"""`comp submit` / `comp submissions` / `comp download` against a Kaggle-compatible server on 127.0.0.1:7777,
+driven through the real kagglesdk client (COMP_KAGGLE_ENV=TEST)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import zipfile
+
+import pandas as pd
+import pytest
+from fake_servers import FakeKaggle, isolated, run_cli, toy_workspace  # noqa: F401  (isolated is a fixture)
+
+from comp import ledger
+from comp.config import Workspace
+from comp.platforms.kaggle import KaggleBackend, KaggleCredential
+
+
+@pytest.fixture
+def kaggle(isolated, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("KAGGLE_USERNAME", "fake-user")
+    monkeypatch.setenv("KAGGLE_KEY", "fake-key")
+    with FakeKaggle() as server:
+        yield server
+
+
+def _calls(server: FakeKaggle, method: str) -> list:
+    return [r for r in server.requests if r.path.endswith("/" + method)]
+
+
+def test_submit_pending_then_complete_records_score(kaggle, workspace):
+    csv = toy_workspace(workspace)
+    code, out = run_cli("submit", "-m", "two-model mean")
+    assert code == 0, out
+    assert "0.91234" in out and "submission(s) left today" in out
+    # The three upload steps, in order, with the file's bytes; the signed PUT carries no credential.
+    start = json.loads(_calls(kaggle, "StartSubmissionUpload")[0].body)
+    assert start["competitionName"] == "toy-comp" and start["fileName"] == "first.csv"
+    assert start["contentLength"] == csv.stat().st_size
+    put = [r for r in kaggle.requests if r.method == "PUT"]
+    assert len(put) == 1 and put[0].body == csv.read_bytes() and "Authorization" not in put[0].headers
+    assert kaggle.submissions[0].description == "two-model mean"
+    assert len(_calls(kaggle, "ListSubmissions")) >= 3  # PENDING twice, then COMPLETE
+    row = ledger.read(Workspace(workspace)).iloc[0]
+    assert row["ref"] == str(kaggle.submissions[0].ref) and row["status"] == "complete"
+    assert row["public_score"] == "0.91234" and row["file"] == "submissions/first.csv"
+    assert (row["models"], row["method"], row["cv"]) == ("a;b", "mean", "0.9")
+    assert len(row["sha256"]) == 64
+
+
+def test_scoring_error_shows_kaggles_text(kaggle, workspace):
+    toy_workspace(workspace)
+    kaggle.outcome = "ERROR"
+    code, out = run_cli("submit", "-m", "bad rows")
+    assert code == 1
+    assert "Submission Scoring Error" in out
+    assert ledger.read(Workspace(workspace)).iloc[0]["status"] == "error"
+
+
+def test_daily_limit_refuses_before_uploading(kaggle, workspace):
+    toy_workspace(workspace)
+    kaggle.daily_limit = 0
+    code, out = run_cli("submit", "-m", "one too many")
+    assert code == 1 and "00:00 UTC" in out
+    assert not _calls(kaggle, "StartSubmissionUpload")
+    assert not Workspace(workspace).ledger.exists()
+
+
+def test_daily_limit_from_create_submission(kaggle, workspace):
+    toy_workspace(workspace)
+    kaggle.daily_limit, kaggle.limits_lie = 1, True
+    assert run_cli("submit", "-m", "first", "--no-wait")[0] == 0
+    code, out = run_cli("submit", "-m", "second", "--no-wait")
+    assert code == 1 and "limit" in out and "allowance (1)" in out
+    assert len(ledger.read(Workspace(workspace))) == 1  # the refused one left no row
+
+
+def test_unknown_competition(kaggle, workspace):
+    toy_workspace(workspace, name="no-such-comp")
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "no competition 'no-such-comp' (404)" in out and "comp.toml" in out
+    assert not Workspace(workspace).ledger.exists()
+
+
+def test_rules_not_accepted(kaggle, workspace):
+    toy_workspace(workspace)
+    kaggle.rules_not_accepted.add("toy-comp")
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "kaggle.com/competitions/toy-comp/rules" in out
+
+
+def test_bad_credentials(kaggle, workspace, monkeypatch):
+    toy_workspace(workspace)
+    monkeypatch.setenv("KAGGLE_KEY", "wrong-key-7f3a9")
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "rejected the credential from KAGGLE_USERNAME/KAGGLE_KEY (401)" in out
+    assert "wrong-key-7f3a9" not in out
+
+
+def test_failed_upload_is_retried_then_refused(kaggle, workspace):
+    toy_workspace(workspace)
+    kaggle.put_failures = 99
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "failed after 3 attempts" in out and "HTTP 500" in out
+    assert len([r for r in kaggle.requests if r.method == "PUT"]) == 3
+    assert not _calls(kaggle, "CreateSubmission") and not Workspace(workspace).ledger.exists()
+
+
+def test_transient_failures_pass_on_retry(kaggle, workspace):
+    toy_workspace(workspace)
+    kaggle.put_failures, kaggle.create_ref_zero = 1, 1  # a failed PUT, then "Could not submit" (ref 0)
+    code, out = run_cli("submit", "-m", "x", "--no-wait")
+    assert code == 0, out
+    assert len(kaggle.submissions) == 1 and len(_calls(kaggle, "CreateSubmission")) == 2
+
+
+def test_ref_zero_every_time_is_a_failure(kaggle, workspace):
+    toy_workspace(workspace)
+    kaggle.create_ref_zero = 99
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "ref 0: Could not submit to competition" in out
+    assert not Workspace(workspace).ledger.exists()
+
+
+def test_error_while_polling_keeps_the_submission_in_the_ledger(kaggle, workspace):
+    toy_workspace(workspace)
+    kaggle.list_failures = 1
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "went through" in out and "503" in out
+    assert ledger.read(Workspace(workspace)).iloc[0]["status"] == "pending"
+    kaggle.submissions[0].polls_left = 0
+    assert run_cli("submissions", "--refresh")[0] == 0
+    assert ledger.read(Workspace(workspace)).iloc[0]["status"] == "complete"
+
+
+def test_no_wait_then_refresh_pulls_the_score_and_plots(kaggle, workspace):
+    toy_workspace(workspace)
+    assert run_cli("submit", "-m", "later", "--no-wait")[0] == 0
+    ws = Workspace(workspace)
+    assert ledger.read(ws).iloc[0]["status"] == "pending"
+    kaggle.submissions[0].polls_left = 0
+    code, out = run_cli("submissions", "--refresh")
+    assert code == 0 and "1 row(s) changed" in out
+    assert ledger.read(ws).iloc[0]["public_score"] == "0.91234"
+    assert ws.ledger_plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_wait_timeout_leaves_a_pending_row(kaggle, workspace):
+    toy_workspace(workspace)
+    kaggle.pending_polls = 10_000
+    code, out = run_cli("submit", "-m", "slow", "--timeout", "0.1")
+    assert code == 0 and "still being scored" in out
+    assert ledger.read(Workspace(workspace)).iloc[0]["status"] == "pending"
+
+
+def test_dry_run_uses_no_network(kaggle, workspace):
+    toy_workspace(workspace)
+    code, out = run_cli("submit", "-m", "look first", "--dry-run")
+    assert code == 0 and "first.csv" in out and "KAGGLE_USERNAME/KAGGLE_KEY" in out
+    assert kaggle.requests == [] and not Workspace(workspace).ledger.exists()
+
+
+def test_invalid_file_is_refused_before_any_request(kaggle, workspace):
+    csv = toy_workspace(workspace)
+    frame = pd.read_csv(csv, dtype=str)
+    frame.iloc[1:].to_csv(csv, index=False)  # one id missing
+    code, out = run_cli("submit", str(csv), "-m", "x")
+    assert code == 1 and "failed the check" in out
+    assert kaggle.requests == []
+
+
+def test_no_credentials_says_where_to_put_them(isolated, workspace):  # noqa: F811
+    toy_workspace(workspace)
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "no Kaggle credentials" in out and "~/.kaggle/access_token" in out
+
+
+def test_unreachable_kaggle_gives_a_network_message(isolated, workspace, monkeypatch):  # noqa: F811
+    toy_workspace(workspace)
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "some-token-value")
+    code, out = run_cli("submit", "-m", "x")  # nothing listens on 7777 here
+    assert code == 1 and "could not reach Kaggle" in out
+    assert not Workspace(workspace).ledger.exists()
+
+
+def test_token_is_sent_as_the_only_credential(isolated, workspace):  # noqa: F811
+    with FakeKaggle(token="tok-123456") as server:
+        backend = KaggleBackend("toy-comp", KaggleCredential(source="test", token="tok-123456"))
+        assert "left today" in backend.preflight()
+        assert server.requests[-1].headers["Authorization"] == "Bearer tok-123456"
+    with FakeKaggle() as server:
+        backend = KaggleBackend("toy-comp", KaggleCredential(source="t", username="fake-user", key="fake-key"))
+        backend.preflight()
+        expected = base64.b64encode(b"fake-user:fake-key").decode()
+        assert server.requests[-1].headers["Authorization"] == f"Basic {expected}"
+
+
+def _bundle(tmp_path) -> bytes:
+    """A Kaggle-style bundle: sample + labels at the root, images inside train.zip / test.zip."""
+    from conftest import make_kaggle_competition
+
+    data = make_kaggle_competition(tmp_path / "bundle", n_per_class=3, n_test=6)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as outer:
+        outer.write(data / "train.csv", "train.csv")
+        outer.write(data / "sample_submission.csv", "sample_submission.csv")
+        for part in ("train", "test"):
+            inner = io.BytesIO()
+            with zipfile.ZipFile(inner, "w") as archive:
+                for image in sorted((data / part).iterdir()):
+                    archive.write(image, f"{part}/{image.name}")
+            outer.writestr(f"{part}.zip", inner.getvalue())
+    return buffer.getvalue()
+
+
+def test_download_unzips_and_inits(kaggle, workspace, tmp_path):
+    kaggle.data_zip = _bundle(tmp_path)
+    code, out = run_cli("download", "--competition", "toy-comp")
+    assert code == 0, out
+    folder = workspace / "data" / "toy-comp"
+    assert (folder / "train.csv").is_file() and len(list((folder / "train").glob("*.png"))) == 9
+    assert not list(folder.glob("*.zip")) and not list((workspace / "data").glob(".*"))  # no temp files left
+    comp = Workspace(workspace).load()
+    assert comp.platform == "kaggle" and comp.name == "toy-comp" and comp.num_classes == 3
+
+
+def test_download_refuses_unsafe_or_occupied_targets(kaggle, workspace, tmp_path):
+    code, out = run_cli("download", "--competition", "../escape")
+    assert code == 1 and "not a plain name" in out
+    (workspace / "data" / "toy-comp").mkdir(parents=True)
+    (workspace / "data" / "toy-comp" / "keep.txt").write_text("mine")
+    code, out = run_cli("download", "--competition", "toy-comp")
+    assert code == 1 and "not empty" in out and kaggle.requests == []
+
+
+def test_failed_download_leaves_nothing(kaggle, workspace):
+    kaggle.data_zip = b"this is not a zip"
+    code, out = run_cli("download", "--competition", "toy-comp")
+    assert code == 1 and "not a zip" in out
+    assert not (workspace / "data").exists() or list((workspace / "data").iterdir()) == []
