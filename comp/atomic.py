@@ -20,6 +20,15 @@ from typing import Any
 from comp.errors import CompError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it is renamed onto `path`, on any error it is removed."""
@@ -28,6 +37,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
+        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts should get the usual permissions
     except OSError as err:
         raise _io_error(target, err) from err
     tmp = Path(tmp_name)
