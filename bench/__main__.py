@@ -32,16 +32,18 @@ def available() -> list[str]:
     return sorted(p.stem.removeprefix("bench_") for p in BENCH_DIR.glob("bench_*.py"))
 
 
-def run_module(name: str) -> tuple[list[Result], float, str]:
-    """Import and run bench_<name>; returns its results, the seconds it took and an error text ('' when fine)."""
-    start = time.perf_counter()
+def run_module(name: str) -> tuple[list[Result], float, str, str]:
+    """Import and run bench_<name>; returns its results, the seconds it took, an error text ('' when fine) and the
+    first paragraph of its docstring (what it compares)."""
+    start, about = time.perf_counter(), ""
     try:
         module = importlib.import_module(f"bench.bench_{name}")
+        about = " ".join((module.__doc__ or "").strip().split("\n\n")[0].split())
         results = list(module.run())
-        return results, time.perf_counter() - start, ""
+        return results, time.perf_counter() - start, "", about
     except Exception as err:  # one broken bench must not hide the others' numbers
         traceback.print_exc()
-        return [], time.perf_counter() - start, f"{type(err).__name__}: {err}"
+        return [], time.perf_counter() - start, f"{type(err).__name__}: {err}", about
 
 
 def load_previous() -> dict:
@@ -72,6 +74,8 @@ def render(data: dict) -> str:
             f"Python {m['python']}, torch {m['torch']}, torchvision {m['torchvision']}.",
             "",
         ]
+        if entry.get("about"):
+            lines += [entry["about"], ""]
         if entry.get("error"):
             lines += [f"FAILED: {entry['error']}", ""]
             continue
@@ -98,14 +102,15 @@ def main(argv: list[str]) -> int:
         del data["modules"][stale]  # the module was removed: its numbers would describe code that is gone
     failed = False
     for name in names:
-        results, seconds, error = run_module(name)
+        results, seconds, error, about = run_module(name)
         for result in results:
             print(result.line(), flush=True)
         if error:
             print(f"{name}: FAILED ({error})", flush=True)
             failed = True
         data["modules"][name] = {
-            "machine": machine(), "seconds": seconds, "error": error, "results": [asdict(r) for r in results],
+            "machine": machine(), "seconds": seconds, "error": error, "about": about,
+            "results": [asdict(r) for r in results],
         }
         atomic.write_text(REPORT, render(data))  # after each module, so an interrupted run keeps what it measured
     print(f"wrote {REPORT}")

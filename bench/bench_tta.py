@@ -1,6 +1,6 @@
-"""TTA: `comp.predict.predict_logits` (batched views, BN-folded channels_last copy) vs ttach's wrapper loop.
+"""TTA: `comp.tta.predict_logits` (batched views, BN-folded channels_last copy) vs ttach's wrapper loop.
 
-CPU, timm resnet18 with random weights (weights do not change the cost), 32 images of 160 px in batches of 16, d4
+CPU, timm resnet18 with random weights (weights do not change the cost), 64 images of 160 px in batches of 16, d4
 (8 views) and hflip (2 views). The baseline gets its input already normalised as a float tensor; the harness starts
 from the uint8 cache array, so its figure includes the conversion and the per-call model preparation (BN folding).
 The detail column splits where the speed comes from: batching the views alone, and the prepared model alone.
@@ -13,23 +13,23 @@ import torch
 
 from bench.common import Result, best_of
 
-N_IMAGES, BATCH, SIZE = 32, 16, 160
+N_IMAGES, BATCH, SIZE = 64, 16, 160
 
 
 def run() -> list[Result]:
     import timm
     import ttach
 
-    from comp import predict
+    from comp import tta
 
     torch.manual_seed(0)
     model = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
     config = dict(timm.data.resolve_model_data_config(model), input_size=(3, SIZE, SIZE))
     images = np.random.default_rng(0).integers(0, 256, (N_IMAGES, SIZE, SIZE, 3), dtype=np.uint8)
-    x = predict.prepare_batch(images, config, (SIZE, SIZE), "cpu").contiguous()
+    x = tta.prepare_batch(images, config, (SIZE, SIZE), "cpu").contiguous()
     results = []
     for preset in ("d4", "hflip"):
-        transforms = predict.tta_transforms(preset, config, model)
+        transforms = tta.tta_transforms(preset, config, model)
         views = len(transforms)
         wrapper = ttach.ClassificationTTAWrapper(model, transforms, merge_mode="mean")
 
@@ -39,14 +39,14 @@ def run() -> list[Result]:
 
         def batched_only(transforms=transforms) -> torch.Tensor:  # all views in one pass, the unprepared model
             with torch.inference_mode():
-                return torch.cat([predict.tta_forward(model, x[i : i + BATCH], transforms)
+                return torch.cat([tta.tta_forward(model, x[i : i + BATCH], transforms)
                                   for i in range(0, N_IMAGES, BATCH)])
 
         def harness(preset=preset, views=views) -> np.ndarray:  # BATCH images x all views per forward pass
-            return predict.predict_logits(model, images, config, tta=preset, batch_size=BATCH * views, progress=False)
+            return tta.predict_logits(model, images, config, tta=preset, batch_size=BATCH * views, progress=False)
 
         def harness_small(preset=preset) -> np.ndarray:  # forward passes of BATCH images, views included
-            return predict.predict_logits(model, images, config, tta=preset, batch_size=BATCH, progress=False)
+            return tta.predict_logits(model, images, config, tta=preset, batch_size=BATCH, progress=False)
 
         diff = float(np.abs(harness() - ttach_loop().numpy()).max())
         # Interleave the timings so load from other processes on a shared box hits every variant alike.

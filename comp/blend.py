@@ -154,11 +154,15 @@ class LogisticStacker(_Blend):
 
         def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
             w, b = theta[:n_w].reshape(w_shape), theta[n_w:]
-            logp = _log_softmax(self._scores(Xt, w, b))
-            loss = -float(np.sum(logp[rows, y], dtype=np.float64)) / n + 0.5 * l2 * float(theta @ theta)
-            dz = np.exp(logp)
-            dz[rows, y] -= 1.0
-            dz /= n
+            # Softmax, loss and gradient in place on one (n, C) buffer: this loop is the cost of the whole stack.
+            dz = self._scores(Xt, w, b)
+            dz -= dz.max(axis=1, keepdims=True)
+            picked = dz[rows, y].astype(np.float64)
+            np.exp(dz, out=dz)
+            total = dz.sum(axis=1, dtype=np.float64)
+            loss = float(np.mean(np.log(total) - picked)) + 0.5 * l2 * float(theta @ theta)
+            dz *= (1.0 / (total * n)).astype(np.float32)[:, None]  # softmax / n
+            dz[rows, y] -= np.float32(1.0 / n)
             if self.per_class:
                 dw = np.einsum("nc,ncm->mc", dz, Xt)
             else:  # one BLAS matrix-vector product over all (row, class) pairs

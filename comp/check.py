@@ -12,7 +12,7 @@ prior, a file identical to one already built or submitted.
 from __future__ import annotations
 
 import os
-import re
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -21,12 +21,22 @@ import pandas as pd
 
 from comp.config import Competition, Workspace
 from comp.errors import CompError
-from comp.provenance import sha256_bytes, sha256_file
-from comp.submission import _INT, SHOW, CheckReport, Table, first, id_hint, labels_of, parse_csv, read_sample
+from comp.submission import (
+    INTEGER,
+    SHOW,
+    CheckReport,
+    Table,
+    first,
+    id_hint,
+    labels_of,
+    parse_csv,
+    read_sample,
+    read_zipped_csv,
+    same_as_earlier,
+)
 
 SUM_TOLERANCE = 1e-6  # per-class probabilities must sum to 1 within this
 _NAN_WORDS = {"nan", "NaN", "NAN", "None", "null", "NULL", "NA", "N/A", "<NA>"}
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def check_file(comp: Competition, ws: Workspace, path: str | os.PathLike, strict: bool = False) -> CheckReport:
@@ -37,9 +47,13 @@ def check_file(comp: Competition, ws: Workspace, path: str | os.PathLike, strict
     if not path.is_file():
         raise CompError(f"{path} not found: pass the submission CSV (e.g. submissions/NAME.csv)")
     data = path.read_bytes()
-    report = check_bytes(comp, ws, data, str(path))
+    where, zipped = str(path), zipfile.is_zipfile(path)
+    if zipped:  # a CodaBench results zip: its one CSV is what gets scored
+        data, where = read_zipped_csv(path)
+    report = check_bytes(comp, ws, data, where)
     if report.ok:
-        report.warnings.extend(_same_as_earlier(ws, path, data))
+        # a zip's CSV naturally equals the CSV it was made from: compare it with the ledger only
+        report.warnings.extend(same_as_earlier(ws, path, data, siblings=not zipped))
     if strict and report.warnings:
         report.errors.extend(f"{w} (an error under --strict)" for w in report.warnings)
         report.warnings = []
@@ -61,13 +75,16 @@ def check_bytes(comp: Competition, ws: Workspace, data: bytes, where: str = "sub
     ids = table.column(comp.id_column)
     report.errors.extend(_check_ids(sample, table, ids, comp.id_column))
     label_cols = [c for c in table.header if c != comp.id_column]
-    values = np.array([table.column(c) for c in label_cols], dtype=object).T.reshape(len(ids), len(label_cols))
+    # One numpy string array: the per-cell checks below run as vectorised string/number ops (1M+ cells is common)
+    values = np.array(table.rows, dtype=str)[:, [table.header.index(c) for c in label_cols]]
     empty = _check_empty(values, label_cols, ids, table.lines)
     report.errors.extend(empty)
+    numbers = None
     if not empty:
-        report.errors.extend(_check_labels(comp, label_cols, values, ids, table.lines))
+        numbers = _floats(values) if comp.kind in ("binary", "class_probs") else None  # parsed once, used twice
+        report.errors.extend(_check_labels(comp, label_cols, values, numbers, ids, table.lines))
     if report.ok:
-        report.warnings.extend(_distribution_warnings(comp, ws, label_cols, values))
+        report.warnings.extend(_distribution_warnings(comp, ws, label_cols, values, numbers))
     return report
 
 
@@ -83,22 +100,26 @@ def _check_header(sample: Table, table: Table) -> list[str]:
     want, got = sample.header, table.header
     if got == want:
         return []
-    spec = f"the header must be exactly: {','.join(want)}"
+    spec = f"the header must be exactly: {_columns(want)}"
     if len(got) == 1 and len(want) > 1:
         for name, sep in (("semicolons", ";"), ("tabs", "\t"), ("'|'", "|")):
             if got[0].count(sep) == len(want) - 1:
                 return [f"fields are separated by {name}, the sample uses commas: write it with to_csv(path) "
                         f"(sep=','), not sep={sep!r}"]
         return [f"the header has one column {got[0]!r} but the sample has {len(want)}; {spec}"]
-    if len(got) == len(want) + 1 and got[1:] == want and (got[0] == "" or got[0].startswith("Unnamed")):
+    if len(got) == len(want) + 1 and got[:-1] == want and got[-1] == "":
+        return [f"every line ends with an extra comma (an empty last column); the header must be exactly: "
+                f"{_columns(want)}"]
+    index_like = got[0] in ("", "index", "level_0") or got[0].startswith("Unnamed")  # to_csv / reset_index names
+    if len(got) == len(want) + 1 and got[1:] == want and index_like:
         return [f"the first column {got[0]!r} looks like a pandas index column (0, 1, 2, ...): write the file "
                 f"with to_csv(path, index=False); {spec}"]
     if got and got[0] in set(sample.column(want[0])):
         return [f"the file has no header row: its first line is a data row (id {got[0]!r}); add the header "
-                f"{','.join(want)}"]
+                f"{_columns(want)}"]
     if sorted(got) == sorted(want):
-        return [f"the columns are in the order {','.join(got)}; the sample's order is {','.join(want)}: "
-                f"reorder them (frame[{want!r}])"]
+        return [f"the columns are in the order {_columns(got)}; the sample's order is {_columns(want)}: "
+                "reorder them (frame[sample_columns])"]
     errors = []
     norm = {w.strip().lower(): w for w in want}
     renamed = [(g, norm[g.strip().lower()]) for g in got if g not in want and g.strip().lower() in norm]
@@ -113,7 +134,14 @@ def _check_header(sample: Table, table: Table) -> list[str]:
     dupes = [repr(c) for c, n in Counter(got).items() if n > 1]
     if dupes:
         errors.append(f"column(s) {first(dupes)} appear more than once; {spec}")
-    return errors or [f"the header {','.join(got)} differs from the sample's; {spec}"]
+    return errors or [f"the header {_columns(got)} differs from the sample's; {spec}"]
+
+
+def _columns(names: list[str]) -> str:
+    """A header for a message: whole when short, else its start and its width (dog breeds have 121 columns)."""
+    if len(names) <= 12:
+        return ",".join(names)
+    return ",".join(names[:6]) + f",... ({len(names)} columns)"
 
 
 def _check_shape(sample: Table, table: Table) -> list[str]:
@@ -166,15 +194,16 @@ def _check_ids(sample: Table, table: Table, ids: list[str], id_col: str) -> list
 
 def _check_empty(values: np.ndarray, cols: list[str], ids: list[str], lines: list[int]) -> list[str]:
     errors = []
+    stripped = np.strings.strip(values)
     for j, col in enumerate(cols):
         cells = values[:, j]
-        empty = np.flatnonzero([not v.strip() for v in cells])
+        empty = np.flatnonzero(np.strings.str_len(stripped[:, j]) == 0)
         if len(empty):
             errors.append(f"empty value(s) in column {col!r} on {first([_at(lines, ids, i) for i in empty])}: every "
                           "cell needs a prediction (a NaN written by pandas comes out empty)")
-        nan = np.flatnonzero([v.strip() in _NAN_WORDS for v in cells])
+        nan = np.flatnonzero(np.isin(stripped[:, j], list(_NAN_WORDS)))
         if len(nan):
-            errors.append(f"missing value(s) {cells[nan[0]]!r} in column {col!r} on "
+            errors.append(f"missing value(s) {str(cells[nan[0]])!r} in column {col!r} on "
                           f"{first([_at(lines, ids, i) for i in nan])}: fill the NaNs with real predictions")
     return errors
 
@@ -183,14 +212,14 @@ def _check_empty(values: np.ndarray, cols: list[str], ids: list[str], lines: lis
 # Labels, per kind
 
 
-def _check_labels(comp: Competition, cols: list[str], values: np.ndarray, ids: list[str],
-                  lines: list[int]) -> list[str]:
+def _check_labels(comp: Competition, cols: list[str], values: np.ndarray, numbers: np.ndarray | None,
+                  ids: list[str], lines: list[int]) -> list[str]:
     if comp.kind in ("binary", "class_probs"):
-        return _check_probabilities(comp, cols, values, ids, lines)
+        return _check_probabilities(comp, cols, values, numbers, ids, lines)
     errors = []
     for j, col in enumerate(cols):
         check = {"class_name": _check_names, "class_id": _check_class_ids, "topk": _check_topk}[comp.kind]
-        errors += check(comp, col, list(values[:, j]), ids, lines)
+        errors += check(comp, col, values[:, j].tolist(), ids, lines)
     return errors
 
 
@@ -208,7 +237,7 @@ def _check_names(comp: Competition, col: str, cells: list[str], ids: list[str], 
         j = comp.classes.index(found[0])
         return [f"column {col!r} holds folder names ({found[0]!r}...), the sample uses class names "
                 f"({labels[j]!r}): write each class's submission label ({at})"]
-    if all(_INT.fullmatch(v) for v in found) and not all(_INT.fullmatch(x) for x in labels):
+    if all(INTEGER.fullmatch(v) for v in found) and not all(INTEGER.fullmatch(x) for x in labels):
         return [f"column {col!r} holds folder names or class indices {found[0]!r}..{found[-1]!r}, the sample uses "
                 f"class names (e.g. {labels[0]!r}): map each index to its class name ({at})"]
     lower = {x.lower(): x for x in labels}
@@ -220,15 +249,18 @@ def _check_names(comp: Competition, col: str, cells: list[str], ids: list[str], 
 
 def _check_class_ids(comp: Competition, col: str, cells: list[str], ids: list[str], lines: list[int]) -> list[str]:
     labels = labels_of(comp)
-    known = {int(x) for x in labels if _INT.fullmatch(x)}
-    floats, names, unknown, other = [], [], [], []
+    known = {int(x) for x in labels if INTEGER.fullmatch(x)}
+    names_lower = {x.lower() for x in [*labels, *comp.classes]}
+    floats, names, unknown, padded, other = [], [], [], [], []
     for i, v in enumerate(cells):
-        if _INT.fullmatch(v):
+        if INTEGER.fullmatch(v):
             if int(v) not in known:
                 unknown.append(i)
+            elif str(int(v)) != v:
+                padded.append(i)  # "03" or "+3": a scorer comparing text would not match "3"
         elif _is_integral_float(v):
             floats.append(i)
-        elif v in labels or v in comp.classes or v.lower() in {x.lower() for x in comp.classes}:
+        elif v.lower() in names_lower:
             names.append(i)
         else:
             other.append(i)
@@ -241,6 +273,9 @@ def _check_class_ids(comp: Competition, col: str, cells: list[str], ids: list[st
     if names:
         errors.append(f"column {col!r} holds class names ({show(names)}), the sample uses integer class ids: write "
                       "each class's id")
+    if padded:
+        errors.append(f"column {col!r} writes class ids with leading zeros or signs ({show(padded)}); write plain "
+                      "integers like '3'")
     if unknown:
         span = f"{min(known)}..{max(known)}" if known else "none"
         errors.append(f"unknown class id(s) in column {col!r} ({show(unknown)}); the known ids are {span}")
@@ -281,14 +316,13 @@ def _check_topk(comp: Competition, col: str, cells: list[str], ids: list[str], l
     return [messages[key].format(first(rows)) for key, rows in problems.items()]
 
 
-def _check_probabilities(comp: Competition, cols: list[str], values: np.ndarray, ids: list[str],
+def _check_probabilities(comp: Competition, cols: list[str], values: np.ndarray, x: np.ndarray, ids: list[str],
                          lines: list[int]) -> list[str]:
-    x = _floats(values)
 
     def cells(mask: np.ndarray) -> str:
         rows, columns = np.nonzero(mask)
         pairs = zip(rows, columns, strict=True)
-        return first([f"{_at(lines, ids, i)} column {cols[j]!r}: {values[i, j]!r}" for i, j in pairs])
+        return first([f"{_at(lines, ids, i)} column {cols[j]!r}: {str(values[i, j])!r}" for i, j in pairs])
 
     what = (f"the probability of class {comp.positive_class!r}" if comp.kind == "binary" and comp.positive_class
             else "probabilities")
@@ -317,8 +351,11 @@ def _check_probabilities(comp: Competition, cols: list[str], values: np.ndarray,
 
 def _floats(cells: np.ndarray) -> np.ndarray:
     """Text cells -> floats; NaN marks a cell that is not a number ("nan" itself was rejected earlier)."""
-    flat = pd.to_numeric(pd.Series(cells.ravel(), dtype=object).str.strip(), errors="coerce")
-    return flat.to_numpy(dtype=np.float64, na_value=np.nan).reshape(cells.shape)
+    try:
+        return cells.astype(np.float64)  # numpy's C parser: fast, and exact for every valid file
+    except ValueError:
+        flat = pd.to_numeric(pd.Series(cells.ravel().tolist(), dtype=object), errors="coerce")
+        return flat.to_numpy(dtype=np.float64, na_value=np.nan).reshape(cells.shape)
 
 
 def _is_integral_float(value: str) -> bool:
@@ -330,25 +367,30 @@ def _is_integral_float(value: str) -> bool:
 
 
 def _natural(value: str) -> tuple:
-    return (0, int(value), "") if _INT.fullmatch(value) else (1, 0, value)
+    return (0, int(value), "") if INTEGER.fullmatch(value) else (1, 0, value)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Warnings
 
 
-def _distribution_warnings(comp: Competition, ws: Workspace, cols: list[str], values: np.ndarray) -> list[str]:
+def _distribution_warnings(comp: Competition, ws: Workspace, cols: list[str], values: np.ndarray,
+                           numbers: np.ndarray | None) -> list[str]:
     """A collapsed model (one class everywhere) or a class mix far from the training prior (often a label-order bug:
     torchvision's ImageFolder sorts "10" before "2")."""
-    predicted = _predicted_classes(comp, cols, values)
+    predicted = _predicted_classes(comp, cols, values, numbers)
     if predicted is None or len(predicted) < 2 or comp.num_classes < 2:
         return []
     labels = labels_of(comp)
     warnings = []
-    if comp.kind == "binary" and len(set(values[:, 0])) == 1:
-        warnings.append(f"every row holds the same probability {values[0, 0]}: is this the sample itself?")
+    if comp.kind in ("binary", "class_probs") and (values == values[0]).all():
+        shown = ",".join(values[0].tolist()[:SHOW]) + (",..." if values.shape[1] > SHOW else "")
+        warnings.append(f"every row holds the same probabilities ({shown}): is this the sample itself?")
     elif len(set(predicted)) == 1:
         warnings.append(f"every row predicts {labels[predicted[0]]!r}: a collapsed model, or the sample itself?")
+    if comp.kind == "binary" and comp.metric == "roc_auc" and np.isin(numbers, (0.0, 1.0)).all():
+        warnings.append("every value is 0 or 1: hard labels throw away the ranking ROC AUC scores; write the "
+                        "probabilities instead")
     prior = _training_prior(comp, ws)
     if prior is not None:
         n, c = len(predicted), comp.num_classes
@@ -363,24 +405,25 @@ def _distribution_warnings(comp: Competition, ws: Workspace, cols: list[str], va
     return warnings
 
 
-def _predicted_classes(comp: Competition, cols: list[str], values: np.ndarray) -> np.ndarray | None:
+def _predicted_classes(comp: Competition, cols: list[str], values: np.ndarray,
+                       numbers: np.ndarray | None) -> np.ndarray | None:
     """The class index each row predicts (its label, its first top-k label, its most likely column)."""
     labels = labels_of(comp)
     if comp.kind == "binary":
         pos = comp.positive_class if comp.positive_class in comp.classes else comp.classes[-1]
         p = comp.classes.index(pos)
-        return np.where(_floats(values[:, :1])[:, 0] > 0.5, p, 1 - p) if comp.num_classes == 2 else None
+        return np.where(numbers[:, 0] > 0.5, p, 1 - p) if comp.num_classes == 2 else None
     if comp.kind == "class_probs":
         index = {x: j for j, x in enumerate(labels)}
         if not all(c in index for c in cols):
             return None
-        return np.array([index[cols[j]] for j in _floats(values).argmax(axis=1)])
+        return np.array([index[cols[j]] for j in numbers.argmax(axis=1)])
     index = {x: j for j, x in enumerate(labels)}
     if comp.kind == "class_id":
-        index = {str(int(x)): j for j, x in enumerate(labels) if _INT.fullmatch(x)}
-        cells = [str(int(v)) for v in values[:, 0]]
+        index = {str(int(x)): j for j, x in enumerate(labels) if INTEGER.fullmatch(x)}
+        cells = [str(int(v)) for v in values[:, 0].tolist()]
     else:
-        cells = [v.split(" ")[0] for v in values[:, 0]]
+        cells = [v.split(" ")[0] for v in values[:, 0].tolist()]
     return np.array([index[v] for v in cells]) if all(v in index for v in cells) else None
 
 
@@ -396,25 +439,3 @@ def _training_prior(comp: Competition, ws: Workspace) -> np.ndarray | None:
     counts = labels.value_counts()
     prior = np.array([counts.get(c, 0) for c in comp.classes], dtype=np.float64)
     return prior / prior.sum() if prior.sum() else None
-
-
-def _same_as_earlier(ws: Workspace, path: Path, data: bytes) -> list[str]:
-    """A file byte-identical to one already built or sent only spends a daily submission."""
-    folder = ws.submissions_dir
-    if not folder.is_dir():
-        return []
-    digest = sha256_bytes(data)
-    for other in sorted(folder.glob("*.csv")):
-        if other == ws.ledger or other.resolve() == path.resolve() or other.stat().st_size != len(data):
-            continue
-        if sha256_file(other) == digest:
-            return [f"this file is identical (sha256) to {other}: submitting it again only spends a submission"]
-    if ws.ledger.is_file():
-        try:
-            text = ws.ledger.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return []
-        if digest in set(_SHA256.findall(text)):
-            return [f"a file identical (sha256 {digest[:12]}) to this one was already submitted (see {ws.ledger}): "
-                    "submitting it again only spends a submission"]
-    return []

@@ -13,17 +13,22 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.utils.data
 from PIL import Image, ImageFile, ImageOps
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from torchvision.transforms import v2
 
 from comp import atomic
 from comp.config import Workspace
 from comp.errors import CompError
+
+if TYPE_CHECKING:
+    import torch
+    import torch.utils.data
+
+# torch and torchvision are imported inside the functions that use them: `comp init` and `comp verify` import this
+# module for `open_rgb` and IMAGE_EXTENSIONS and should not wait seconds for torch to load.
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -119,8 +124,11 @@ def _decode_or_error(args: tuple[str, int]) -> np.ndarray | str:
 
 
 def cache_key(paths: Sequence[str | os.PathLike], size: int) -> str:
-    """sha256 of the ordered paths with their sizes and mtimes, the side and the cache policy version."""
-    h = hashlib.sha256(f"comp-image-cache v{CACHE_VERSION} size={size}\n".encode())
+    """`<set>-<content>`: a sha256 prefix of the ordered paths, the side and the cache policy version, then one of
+    the files' sizes and mtimes. A changed file changes only the second part, so its set's old cache can be found
+    and removed."""
+    names = hashlib.sha256(f"comp-image-cache v{CACHE_VERSION} size={size}\n".encode())
+    stats = hashlib.sha256()
     for p in paths:
         try:
             st = os.stat(p)
@@ -128,8 +136,9 @@ def cache_key(paths: Sequence[str | os.PathLike], size: int) -> str:
             raise CompError(
                 f"image {p} cannot be read ({err.strerror}); run `comp verify` to list missing files"
             ) from err
-        h.update(f"{os.fspath(p)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+        names.update(f"{os.fspath(p)}\n".encode())
+        stats.update(f"{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return f"{names.hexdigest()[:24]}-{stats.hexdigest()[:24]}"
 
 
 def cached_images(
@@ -144,7 +153,10 @@ def cached_images(
     """
     if size < 1:
         raise CompError(f"image cache size {size} must be a positive number of pixels")
-    target = ws.image_cache(cache_key(paths, size))
+    if len(paths) == 0:
+        return np.empty((0, size, size, 3), np.uint8)  # numpy cannot memory-map an empty array
+    key = cache_key(paths, size)
+    target = ws.image_cache(key)
     if target.exists():
         try:
             arr = np.load(target, mmap_mode="r")
@@ -153,6 +165,9 @@ def cached_images(
         except (OSError, ValueError):
             pass  # unreadable (e.g. a disk error mid-copy): rebuild it below
     _build_cache(target, [os.fspath(p) for p in paths], size, workers)
+    for stale in target.parent.glob(f"{key.split('-')[0]}-*.npy"):
+        if stale != target:  # the same image set before a file changed: never read again
+            stale.unlink(missing_ok=True)
     return np.load(target, mmap_mode="r")
 
 
@@ -172,36 +187,32 @@ def _build_cache(target: Path, paths: list[str], size: int, workers: int | None)
     with atomic.atomic_path(target) as tmp:
         # open_memmap writes straight to disk, so a set larger than RAM still builds.
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
-        jobs = ((p, size) for p in paths)
-        with _progress() as progress:
-            task = progress.add_task(f"caching {n} images at {size}px", total=n)
-            if use_pool:
-                # fork: workers inherit the imported modules instead of re-importing torch (seconds each).
-                ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-                with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                    _fill(out, paths, pool.map(_decode_or_error, jobs, chunksize=8), progress, task)
-            else:
-                _fill(out, paths, map(_decode_or_error, jobs), progress, task)
+        jobs = [(p, size) for p in paths]
+        if use_pool:
+            # fork: workers inherit the imported modules instead of re-importing torch (seconds each). The pool
+            # starts (map submits every job) before the progress bar's thread exists, so no lock is forked held.
+            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                _fill(out, paths, pool.map(_decode_or_error, jobs, chunksize=8), size)
+        else:
+            _fill(out, paths, map(_decode_or_error, jobs), size)
         out.flush()
         del out
 
 
-def _fill(out: np.ndarray, paths: list[str], results: Iterable[np.ndarray | str], progress: Progress, task) -> None:
-    for i, result in enumerate(results):
-        if isinstance(result, str):
-            raise CompError(
-                f"cannot decode image {paths[i]}: {result}; run `comp verify` to find every unreadable file, then "
-                "fix or remove it"
-            )
-        out[i] = result
-        progress.advance(task)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        transient=True,
-    )
+def _fill(out: np.ndarray, paths: list[str], results: Iterable[np.ndarray | str], size: int) -> None:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task(f"caching {len(paths)} images at {size}px", total=len(paths))
+        for i, result in enumerate(results):
+            if isinstance(result, str):
+                raise CompError(
+                    f"cannot decode image {paths[i]}: {result}; run `comp verify` to find every unreadable file, "
+                    "then fix or remove it"
+                )
+            out[i] = result
+            progress.advance(task)
 
 
 def _available_cores() -> int:
@@ -215,8 +226,10 @@ def _available_cores() -> int:
 # Dataset and loader
 
 
-class ArrayDataset(torch.utils.data.Dataset):
-    """Images from an (N, H, W, 3) uint8 array (usually `cached_images`) with optional integer labels.
+class ArrayDataset:
+    """A map-style torch dataset of images from an (N, H, W, 3) uint8 array (usually `cached_images`) with optional
+    integer labels. (Not a `torch.utils.data.Dataset` subclass only so that importing this module stays torch-free;
+    DataLoader, Subset and the samplers need nothing but `len` and indexing.)
 
     Item i is `(transform(CHW uint8 tensor), label)`, label -1 when `labels` is None. The tensor is a channels-last
     view of the HWC row, which torchvision's uint8 resize kernels read without a copy.
@@ -236,6 +249,8 @@ class ArrayDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        import torch
+
         x = torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1)
         if self.transform is not None:
             x = self.transform(x)
@@ -277,6 +292,9 @@ def make_loader(
     `workers=None` picks `default_workers`. `seed` makes the shuffle order and each worker's augmentation RNG
     reproducible. Pass either `shuffle=True` or a `sampler`, not both.
     """
+    import torch
+    import torch.utils.data
+
     if sampler is not None and shuffle:
         raise ValueError("make_loader: pass shuffle=False with a sampler")
     if workers is None:
@@ -295,13 +313,20 @@ def collate_channels_last(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.
 
     The re-layout models want on the device costs least here: in the loader worker, on uint8, in one copy.
     """
+    import torch
+    import torch.utils.data
+
     first = batch[0][0]
     if first.dim() != 3:  # not an image item: leave it to torch's own rules
         return torch.utils.data.default_collate(batch)
     c, h, w = first.shape
-    out = torch.empty((len(batch), h, w, c), dtype=first.dtype)
     if torch.utils.data.get_worker_info() is not None:
-        out.share_memory_()  # allocated where the parent can map it, so the batch is not copied again on the way
+        # Allocated in shared memory, where the parent maps it, so the batch is not copied again on its way there
+        # (what torch's default_collate does too).
+        storage = first._typed_storage()._new_shared(len(batch) * h * w * c, device=first.device)
+        out = first.new(storage).view(len(batch), h, w, c)
+    else:
+        out = torch.empty((len(batch), h, w, c), dtype=first.dtype)
     for i, (image, _) in enumerate(batch):
         out[i].copy_(image.permute(1, 2, 0))
     labels = torch.tensor([label for _, label in batch], dtype=torch.int64)
@@ -315,14 +340,6 @@ def collate_channels_last(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.
 # tensors (torchvision.transforms.v2; a flip of a 224 px uint8 crop costs microseconds there, and workers run in
 # parallel even on a CPU-only box); float conversion, normalisation and random erasing run batched on the training
 # device (`GpuBatchAugment`), so workers ship 4x smaller uint8 batches. Mixup/CutMix belong to the training loop.
-
-_INTERPOLATION = {
-    "bilinear": v2.InterpolationMode.BILINEAR,
-    "bicubic": v2.InterpolationMode.BICUBIC,
-    "nearest": v2.InterpolationMode.NEAREST,
-    "lanczos": v2.InterpolationMode.LANCZOS,
-}
-
 
 def _img_size(data_config: dict, recipe: object | None = None) -> int:
     size = getattr(recipe, "img_size", 0) if recipe is not None else 0
@@ -339,6 +356,8 @@ def train_transform(data_config: dict, recipe: object) -> Callable[[torch.Tensor
     numpy (RandAugment's op choice), all three of which DataLoader seeds per worker. Normalisation and random
     erasing follow per batch on the device in `GpuBatchAugment`.
     """
+    from torchvision.transforms import v2
+
     size = _img_size(data_config, recipe)
     scale_min = float(getattr(recipe, "scale_min", 0.08))
     ops: list[Callable] = [
@@ -376,9 +395,14 @@ def train_transform(data_config: dict, recipe: object) -> Callable[[torch.Tensor
 def eval_transform(data_config: dict) -> Callable[[torch.Tensor], torch.Tensor]:
     """Per-sample evaluation transform, timm's policy: resize the shorter side to img_size / crop_pct with the model's
     interpolation, centre-crop img_size. On a cache built with `cache_size` the resize is a no-op."""
+    from torchvision.transforms import v2
+
     size = _img_size(data_config)
     crop_pct = float(data_config.get("crop_pct", 1.0) or 1.0)
-    interpolation = _INTERPOLATION.get(str(data_config.get("interpolation", "bicubic")), v2.InterpolationMode.BICUBIC)
+    # timm names its modes as torchvision does ("bicubic", "bilinear", ...); anything else gets timm's default
+    name = str(data_config.get("interpolation") or "bicubic")
+    modes = {m.value: m for m in v2.InterpolationMode}
+    interpolation = modes.get(name, v2.InterpolationMode.BICUBIC)
     return v2.Compose([
         v2.Resize(cache_size(size, crop_pct), interpolation=interpolation, antialias=True),
         v2.CenterCrop(size),
@@ -392,12 +416,16 @@ def batch_normalize(images: torch.Tensor, data_config: dict, *, channels_last: b
 
 def _scale_bias(data_config: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     # (x / 255 - mean) / std as x * scale + bias: two in-place passes over the batch instead of three new tensors.
+    import torch
+
     mean = torch.tensor(data_config["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
     std = torch.tensor(data_config["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
     return 1 / (255 * std), -mean / std
 
 
 def _normalize(images: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    import torch
+
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)  # re-layout the uint8, 4x less to move
     return images.float().mul_(scale).add_(bias)
@@ -413,11 +441,16 @@ class GpuBatchAugment:
     """
 
     def __init__(self, data_config: dict, recipe: object, device: torch.device | str = "cpu") -> None:
+        import torch
+
         self.device = torch.device(device)
         self.scale, self.bias = _scale_bias(data_config, self.device)
+        self.erase = None
         erasing = float(getattr(recipe, "random_erasing", 0.0))
-        from timm.data.random_erasing import RandomErasing
-        self.erase = RandomErasing(erasing, mode="pixel", device=str(self.device)) if erasing > 0 else None
+        if erasing > 0:
+            from timm.data.random_erasing import RandomErasing
+
+            self.erase = RandomErasing(erasing, mode="pixel", device=str(self.device))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         out = _normalize(images, self.scale, self.bias, channels_last=True)

@@ -103,7 +103,7 @@ def build_step(ctx: DemoContext) -> str:
     _existing_demo_toml(ctx)  # refuse a foreign workspace before writing 1,800 files into it
     if _is_demo_dir(data) and answers.is_file() and not ctx.force:
         return f"reused {_rel(ctx, data)}"
-    if data.exists() and not _is_demo_dir(data) and any(data.iterdir()):
+    if data.exists() and not _is_demo_dir(data) and (data.is_file() or any(data.iterdir())):
         raise CompError(f"{data} exists and is not a comp demo folder; pass another --dir or remove it")
     data.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename at the end, so an interrupted build never leaves a half-written demo.
@@ -192,6 +192,49 @@ STEPS: list[Step] = [
 ]
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# train, stack, score: two tiny models on every fold, their stack, and each submission's held-out score
+
+DEMO_MODELS = ("tiny", "tiny2")  # recipes in comp/recipes/, copied into models/ by init
+STACK_NAME = "demo_stack"
+
+
+def train_step(ctx: DemoContext) -> str:
+    from comp.train import train
+
+    parts = []
+    for alias in DEMO_MODELS:
+        summaries = train(ctx.ws, alias, "all", force=ctx.force, console=ctx.console)
+        done = sum(s.get("status") == "trained" for s in summaries)
+        parts.append(f"{alias} ({done} fold(s) trained, {len(summaries) - done} reused)")
+    return "; ".join(parts)
+
+
+def stack_step(ctx: DemoContext) -> str:
+    from comp.stack import stack
+
+    comp = ctx.ws.load()
+    # One submission per single model (a mean of one: the same code path) and the stack of both.
+    for alias in DEMO_MODELS:
+        stack(comp, ctx.ws, [alias], "mean", f"demo_{alias}")
+    result = stack(comp, ctx.ws, list(DEMO_MODELS), "best", STACK_NAME)
+    cv = ", ".join(f"{row} {s['oof']:.4f}" for row, s in result.table.items())
+    return f"chose {result.method} by honest CV ({comp.metric}: {cv}); wrote {_rel(ctx, result.csv)}"
+
+
+def score_step(ctx: DemoContext) -> str:
+    from comp.stack import score_file
+
+    comp = ctx.ws.load()
+    names = [*(f"demo_{alias}" for alias in DEMO_MODELS), STACK_NAME]
+    scores = {name: score_file(comp, ctx.ws, ctx.ws.submission_csv(name), ctx.answers) for name in names}
+    return f"held-out {comp.metric}: " + ", ".join(f"{name} {value:.4f}" for name, value in scores.items())
+
+
+# `comp demo` runs all of them; STEPS alone stops at the folds (fast, for tests of the preparation).
+ALL_STEPS: list[Step] = [*STEPS, Step("train", train_step), Step("stack", stack_step), Step("score", score_step)]
+
+
 def run_demo(
     ws: Workspace,
     data_dir: Path = Path("data/demo"),
@@ -203,7 +246,7 @@ def run_demo(
     console = console or Console()
     data = ws.path(data_dir).resolve()
     ctx = DemoContext(ws=ws, data_dir=data, answers=answers_path(data), force=force, console=console)
-    steps = STEPS if steps is None else steps
+    steps = ALL_STEPS if steps is None else steps
     total = time.perf_counter()
     for i, step in enumerate(steps, 1):
         start = time.perf_counter()

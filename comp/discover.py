@@ -19,7 +19,7 @@ import pandas as pd
 from comp.config import DEFAULT_METRIC, KINDS, Competition, Workspace
 from comp.data import IMAGE_EXTENSIONS
 from comp.errors import CompError
-from comp.layouts import detect_format, is_image_file, read_table, scan_images, sort_classes
+from comp.layouts import FolderIndex, detect_format, read_table, scan_images, sort_classes
 
 if TYPE_CHECKING:
     from comp.init import Findings, InitOptions
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 SEARCH_DEPTH = 2  # Kaggle zips often unpack one level deeper (data/train/train/*.jpg)
 LABEL_COLUMN_NAMES = ("label", "labels", "class", "category", "target", "y", "breed", "species", "diagnosis")
 VAL_NAMES = ("val", "valid", "validation", "dev")
-SKIP_DIRS = ("__MACOSX",)
 
 
 def discover(data: Path, ws: Workspace, options: InitOptions) -> Findings:
@@ -55,7 +54,7 @@ def _named(folder: Path, *words: str) -> bool:
 
 
 def _has_extension(value: str) -> bool:
-    return Path(value).suffix.lower() in IMAGE_EXTENSIONS
+    return os.path.splitext(value)[1].lower() in IMAGE_EXTENSIONS
 
 
 def _match(values: pd.Series, keys: set[str]) -> float:
@@ -66,7 +65,7 @@ def _match(values: pd.Series, keys: set[str]) -> float:
 
 
 class _Discovery:
-    """One pass over a competition folder; each folder is listed at most once (competitions hold 100k+ files)."""
+    """One pass over a competition folder, asking the questions in order; `run()` returns the Findings."""
 
     def __init__(self, data: Path, ws: Workspace, options: InitOptions) -> None:
         self.data, self.ws, self.opt = data, ws, options
@@ -74,40 +73,9 @@ class _Discovery:
         self.warnings: list[str] = []
         self.skipped: list[Path] = []
         self.generated: dict[str, pd.DataFrame] = {}
-        self._keys: dict[Path, tuple[set[str], Counter]] = {}
-        self._classes: dict[Path, list[Path]] = {}
-        self.dirs = self._walk_dirs()
-        self.csvs = sorted(p for d in self.dirs for p in d.glob("*.csv") if p.is_file())
-
-    def _walk_dirs(self) -> list[Path]:
-        found, frontier = [self.data], [self.data]
-        for _ in range(SEARCH_DEPTH):
-            frontier = [c for d in frontier for c in sorted(d.iterdir())
-                        if c.is_dir() and not c.name.startswith(".") and c.name not in SKIP_DIRS]
-            found += frontier
-        return found
-
-    def file_keys(self, folder: Path) -> tuple[set[str], Counter]:
-        """Names and stems of the images directly in `folder`, and how common each extension is."""
-        if folder not in self._keys:
-            keys: set[str] = set()
-            exts: Counter = Counter()
-            for entry in os.scandir(folder):
-                path = Path(entry.path)
-                if entry.is_file() and is_image_file(path):
-                    keys.update((path.name, path.stem))
-                    exts[path.suffix] += 1
-            self._keys[folder] = (keys, exts)
-        return self._keys[folder]
-
-    def class_dirs(self, folder: Path) -> list[Path]:
-        """Sub-folders of `folder` holding images (class folders), when there are at least two of them."""
-        if folder not in self._classes:
-            subdirs = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")
-                       and p.name not in SKIP_DIRS]
-            with_images = [d for d in subdirs if any(is_image_file(f) for f in d.rglob("*") if f.is_file())]
-            self._classes[folder] = with_images if len(with_images) >= 2 else []
-        return self._classes[folder]
+        # When DATA_DIR is the workspace itself, comp's own folders (submissions/*.csv...) are not the competition's.
+        own = {ws.folds_dir, ws.models_dir, ws.submissions_dir, ws.reports_dir}
+        self.index = FolderIndex(data, SEARCH_DEPTH, exclude=own)
 
     def _given(self, value: str, flag: str, want_dir: bool) -> Path:
         for base in (Path.cwd(), self.data):
@@ -136,7 +104,7 @@ class _Discovery:
         fields.update(self._submission_fields(sample, sample_path, test_dir, classes))
         if test_dir is not None and not fields["id_has_extension"] and not fields.get("image_ext"):
             # Test ids without extension while training ids carry one (or class folders): find it from the files.
-            exts = Counter(p.suffix for p in scan_images(test_dir)[0])
+            exts = self.index.file_keys(test_dir)[1] or Counter(p.suffix for p in scan_images(test_dir)[0])
             fields["image_ext"] = exts.most_common(1)[0][0] if exts else ""
         if answers is not None:
             rel = relative(self.ws.generated_dir / "test_answers.csv", self.ws)
@@ -156,6 +124,9 @@ class _Discovery:
             seed=self.opt.seed,
             **fields,
         )
+        if self.opt.id_column and self.opt.id_column not in (comp.id_column, comp.train_id_column):
+            raise CompError(f"--id-column {self.opt.id_column!r} is neither a column of the sample submission nor "
+                            "of the labels CSV; check its spelling (it is case-sensitive)")
         from comp.init import Findings  # here, not at the top: comp.init imports this module
 
         return Findings(comp, skipped=[_listing([p], self.data) for p in sorted(set(self.skipped))],
@@ -164,7 +135,7 @@ class _Discovery:
     def _find_sample(self) -> Path | None:
         if self.opt.sample:
             return self._given(self.opt.sample, "--sample", want_dir=False)
-        found = [p for p in self.csvs if "sample" in p.name.lower() or "submission" in p.name.lower()]
+        found = [p for p in self.index.csvs if "sample" in p.name.lower() or "submission" in p.name.lower()]
         if len(found) > 1:
             raise CompError(f"more than one sample submission in {self.data}: {_listing(found, self.data)}; "
                             "pass --sample FILE")
@@ -173,7 +144,7 @@ class _Discovery:
     def _find_train(self) -> dict:
         if self.opt.labels_csv:
             return self._csv_train(self._given(self.opt.labels_csv, "--labels-csv", want_dir=False))
-        roots = [d for d in self.dirs if _named(d, "train") and self.class_dirs(d)]
+        roots = [d for d in self.index.dirs if _named(d, "train") and self.index.class_dirs(d)]
         if roots:
             shallowest = min(len(r.parts) for r in roots)
             roots = [r for r in roots if len(r.parts) == shallowest]
@@ -194,10 +165,13 @@ class _Discovery:
             return self._csv_train(candidates[0])
         if len(self._top_level_classes()) >= 2:
             return self._folder_train(self.data)
+        zips = sorted(self.data.glob("*.zip"))
+        seen = _listing(self.index.dirs[1:] + self.index.csvs, self.data)
         raise CompError(
             f"found no training labels in {self.data}: no labels CSV (train.csv, labels.csv, trainLabels.csv...) and "
-            f"no class folders (train/<class>/*.jpg). Saw: {_listing(self.dirs[1:] + self.csvs, self.data)}. "
-            "Pass --labels-csv FILE, or point DATA_DIR at the folder holding train/"
+            f"no class folders (train/<class>/*.jpg). Saw: {seen}. "
+            + (f"Unzip {_listing(zips, self.data)} first. " if zips else "")
+            + "Pass --labels-csv FILE, or point DATA_DIR at the folder holding train/"
         )
 
     def _label_csvs(self) -> list[Path]:
@@ -205,22 +179,22 @@ class _Discovery:
             name = name.lower()
             return ("train" in name or "label" in name) and not any(w in name for w in ("sample", "submission", "test"))
 
-        return [p for p in self.csvs if looks_like_labels(p.name)]
+        return [p for p in self.index.csvs if looks_like_labels(p.name)]
 
     # -- class folders
     def _top_level_classes(self) -> list[Path]:
         """Class folders right in DATA_DIR (alaska2: Cover/, JMiPOD/...), without its train/test/val folders."""
-        return [d for d in self.class_dirs(self.data) if not _named(d, "train", "test", *VAL_NAMES)]
+        return [d for d in self.index.class_dirs(self.data) if not _named(d, "train", "test", *VAL_NAMES)]
 
     def _folder_train(self, root: Path) -> dict:
         if self.opt.group_column:
             raise CompError("--group-column needs a labels CSV; this competition has class folders")
         # A val/ beside the training root is more labelled data: the folds re-split everything.
         roots = [root] + [d for d in sorted(root.parent.iterdir() if root != self.data else root.iterdir())
-                          if d.is_dir() and d.name.lower() in VAL_NAMES and self.class_dirs(d)]
+                          if d.is_dir() and d.name.lower() in VAL_NAMES and self.index.class_dirs(d)]
         classes: set[str] = set()
         for r in roots:
-            for class_dir in self._top_level_classes() if r == self.data else self.class_dirs(r):
+            for class_dir in self._top_level_classes() if r == self.data else self.index.class_dirs(r):
                 classes.add(class_dir.name)
                 self.skipped += scan_images(class_dir)[1]
             if r != self.data:  # DATA_DIR's own files (CSVs, READMEs) are the competition's, not junk
@@ -237,16 +211,29 @@ class _Discovery:
         if raw.shape[0] < 2:
             raise CompError(f"{path} has no data rows")
         scores = []
-        for folder in self.dirs:
-            if _named(folder, "test") or not self.file_keys(folder)[0]:
+        for folder in self.index.dirs:
+            if _named(folder, "test") or not self.index.file_keys(folder)[0]:
                 continue
-            keys = self.file_keys(folder)[0]
+            keys = self.index.file_keys(folder)[0]
             for j in range(raw.shape[1]):
                 column = raw.iloc[1:, j]
                 # Ids are unique: a label column of small integers must not win against "1.png, 2.png, ...".
                 score = _match(column, keys) * column.nunique() / len(column)
                 if score >= 0.5:
                     scores.append((score, _named(folder, "train"), -len(folder.parts), folder, j))
+        if not scores:
+            # Ids may be paths from DATA_DIR ("train_images/abc.jpg", "images/abc"): match those once, as a fallback
+            # (it lists every image below DATA_DIR).
+            keys, exts = self.index.file_keys(self.data)
+            for p in scan_images(self.data)[0]:
+                rel = p.relative_to(self.data).as_posix()
+                keys |= {rel, rel.rsplit(".", 1)[0]}  # extends the cached keys of DATA_DIR: ids are paths from it
+                exts[p.suffix] += p.parent != self.data
+            for j in range(raw.shape[1]):
+                column = raw.iloc[1:, j]
+                score = _match(column, keys) * column.nunique() / len(column)
+                if score >= 0.5:
+                    scores.append((score, False, 0, self.data, j))
         if not scores:
             if quiet:
                 return None
@@ -263,7 +250,7 @@ class _Discovery:
                             "pass --id-column C")
         folder, j = best[3], best[4]
         first = str(raw.iloc[0, j]).strip()
-        headerless = first in self.file_keys(folder)[0] or _has_extension(first)
+        headerless = first in self.index.file_keys(folder)[0] or _has_extension(first)
         return folder, j, headerless
 
     def _csv_train(self, path: Path) -> dict:
@@ -287,10 +274,10 @@ class _Discovery:
             raise CompError(f"{path}: empty label in column {label_col!r}, line {line}; fix the file or pass "
                             "--label-column")
         ids = frame[id_col].str.strip()
-        exts = self.file_keys(folder)[1]
+        exts = self.index.file_keys(folder)[1]
         image_ext = "" if ids.map(_has_extension).all() else (exts.most_common(1)[0][0] if exts else "")
-        self.skipped += scan_images(folder, recursive=False)[1]
-        missing = int((~ids.isin(self.file_keys(folder)[0])).sum())
+        self.skipped += self.index.junk(folder)
+        missing = int((~ids.isin(self.index.file_keys(folder)[0])).sum())
         if missing:
             self.warnings.append(f"{missing} labelled id(s) have no image file in {relative(folder, self.ws)} "
                                  "(`comp verify` lists them)")
@@ -327,15 +314,15 @@ class _Discovery:
             found = [self._given(self.opt.test_dir, "--test-dir", want_dir=True)]
         else:
             train = {self.ws.path(t).resolve() for t in train_dirs}
-            found = [d for d in self.dirs if _named(d, "test") and d.resolve() not in train
-                     and (self.file_keys(d)[0] or self.class_dirs(d))]
+            found = [d for d in self.index.dirs if _named(d, "test") and d.resolve() not in train
+                     and (self.index.file_keys(d)[0] or self.index.class_dirs(d))]
             shallowest = min((len(d.parts) for d in found), default=0)
             found = [d for d in found if len(d.parts) == shallowest]
             if not found and sample is not None:
                 # No folder called test (leaf-classification keeps every image in images/): the folder holding
                 # the sample's ids is the test folder.
-                found = [d for d in self.dirs if self.file_keys(d)[0]
-                         and any(_match(sample[c], self.file_keys(d)[0]) >= 0.9 for c in sample.columns)]
+                found = [d for d in self.index.dirs if self.index.file_keys(d)[0]
+                         and any(_match(sample[c], self.index.file_keys(d)[0]) >= 0.9 for c in sample.columns)]
                 if len(found) == 1:
                     self.notes.append(f"test images: the sample's ids are files in {relative(found[0], self.ws)}")
         if len(found) > 1:
@@ -343,14 +330,13 @@ class _Discovery:
         if not found:
             return None, None
         test_dir = found[0]
-        if self.file_keys(test_dir)[0] or not self.class_dirs(test_dir):
-            images, skipped = scan_images(test_dir, recursive=False)
-            self.skipped += skipped
-            if not images:
+        if self.index.file_keys(test_dir)[0] or not self.index.class_dirs(test_dir):
+            self.skipped += self.index.junk(test_dir)
+            if not self.index.file_keys(test_dir)[0]:
                 raise CompError(f"{test_dir} holds no images (extensions {', '.join(IMAGE_EXTENSIONS)})")
             return test_dir, None
         rows = []
-        for class_dir in self.class_dirs(test_dir):
+        for class_dir in self.index.class_dirs(test_dir):
             images, skipped = scan_images(class_dir)
             self.skipped += skipped
             rows += [(p.relative_to(test_dir).as_posix(), class_dir.name) for p in images]
@@ -367,10 +353,14 @@ class _Discovery:
             ids = stems
             answers = answers.assign(id=ids) if answers is not None else None
         header = ("image_name", "pred_label") if codabench else ("id", "label")
-        frame = pd.DataFrame({header[0]: ids, header[1]: fields["classes"][0]})
+        classes = fields["classes"]
+        if self.opt.kind == "class_probs":  # --kind decides the columns a made-up sample has
+            frame = pd.DataFrame({header[0]: ids, **{c: 1 / len(classes) for c in classes}})
+        else:
+            frame = pd.DataFrame({header[0]: ids, header[1]: 0.5 if self.opt.kind == "binary" else classes[0]})
         rel = relative(self.ws.generated_dir / "sample_submission.csv", self.ws)
         self.generated[rel] = frame
-        self.notes.append(f"no sample submission shipped: wrote {rel} ({header[0]},{header[1]}; {len(ids)} rows)")
+        self.notes.append(f"no sample submission shipped: wrote {rel} ({','.join(frame.columns[:4])}; {len(ids)} rows)")
         return self.ws.path(rel), frame.astype(str), answers
 
     def _submission_fields(self, sample: pd.DataFrame | None, sample_path: Path | None, test_dir: Path | None,
@@ -393,8 +383,8 @@ class _Discovery:
     def _sample_id_column(self, sample: pd.DataFrame, path: Path, test_dir: Path) -> str:
         if self.opt.id_column and self.opt.id_column in sample.columns:
             return self.opt.id_column
-        keys = set(self.file_keys(test_dir)[0])
-        for p in scan_images(test_dir)[0]:  # labelled test folders: ids are paths like "cat/0001.jpg"
+        keys = set(self.index.file_keys(test_dir)[0])
+        for p in scan_images(test_dir)[0] if not keys else []:  # labelled test folders: ids like "cat/0001.jpg"
             rel = p.relative_to(test_dir).as_posix()
             keys |= {rel, rel.rsplit(".", 1)[0]}
         matching = [c for c in sample.columns if _match(sample[c], keys) >= 0.5]

@@ -116,7 +116,8 @@ def make_folds(
     }
     if ws.folds_csv.exists() or ws.folds_json.exists():
         existing = _read_params(ws)
-        same = existing is not None and all(existing.get(k) == v for k, v in params.items())
+        # The name is informative only: renaming the competition in comp.toml does not change the split.
+        same = existing is not None and all(existing.get(k) == v for k, v in params.items() if k != "competition")
         if same and not force:
             return load_folds(ws), False
         if not force:

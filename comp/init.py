@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from comp import atomic
-from comp.config import Competition, Workspace
+from comp.config import PLATFORMS, Competition, Workspace
 from comp.discover import discover
 from comp.errors import CompError
 from comp.layouts import normalise_label, test_items, train_items
@@ -61,6 +61,17 @@ def init_workspace(data_dir: str | os.PathLike, ws: Workspace, options: InitOpti
     """Inspect `data_dir`, write `ws/comp.toml`, create folds/, submissions/, models/ (with the stock recipes)."""
     if ws.comp_toml.exists() and not options.force:
         raise CompError(f"{ws.comp_toml} already exists; pass --force to replace it (recipes and runs are kept)")
+    if options.platform not in PLATFORMS:
+        raise CompError(f"--platform {options.platform!r} is not one of {', '.join(PLATFORMS)}")
+    if options.n_folds < 2:
+        raise CompError(f"--n-folds {options.n_folds}: use 2 or more (5 is usual)")
+    if options.metric:
+        from comp.metrics import greater_is_better  # sklearn is slow to import; only needed to check a --metric
+
+        try:
+            greater_is_better(options.metric)  # the metrics module knows the names; it raises a CompError
+        except ValueError as err:
+            raise CompError(f"--metric {options.metric!r}: not a metric (e.g. accuracy, map@5)") from err
     data = Path(data_dir).expanduser().resolve()
     if not data.is_dir():
         raise CompError(f"{data_dir} is not a folder; pass the folder holding the competition's unzipped files")

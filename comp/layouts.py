@@ -9,6 +9,7 @@ reports it, so a user sees every problem of the data in one list instead of one 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +22,17 @@ from comp.errors import CompError
 # GIF is left out on purpose: in the competitions seen so far a .gif among JPEGs is a placeholder ("image not
 # found", hymenoptera's train/ants/imageNotFound.gif), and torchvision's ImageFolder skips it the same way.
 TRAIN_EXTENSIONS = tuple(ext for ext in IMAGE_EXTENSIONS if ext != ".gif")
+SKIP_DIRS = ("__MACOSX",)  # macOS zip debris: AppleDouble copies of every image
 
 
 def is_image_file(path: Path) -> bool:
     """An image the harness uses: a known extension (not .gif), and not a hidden/AppleDouble file like `._x.jpg`."""
-    return path.suffix.lower() in TRAIN_EXTENSIONS and not path.name.startswith(".")
+    return is_image_name(path.name)
+
+
+def is_image_name(name: str) -> bool:
+    """`is_image_file` on a bare file name (no Path objects: folders hold 100k+ files)."""
+    return os.path.splitext(name)[1].lower() in TRAIN_EXTENSIONS and not name.startswith(".")
 
 
 def scan_images(folder: Path, recursive: bool = True) -> tuple[list[Path], list[Path]]:
@@ -39,9 +46,63 @@ def scan_images(folder: Path, recursive: bool = True) -> tuple[list[Path], list[
     for dirpath, dirnames, filenames in walker:
         dirnames.sort()
         for name in filenames:
-            path = Path(dirpath) / name
-            (images if is_image_file(path) else skipped).append(path)
-    return sorted(images), sorted(skipped)
+            (images if is_image_name(name) else skipped).append(Path(dirpath, name))
+    return sorted(images, key=str), sorted(skipped, key=str)  # str keys: sorting 100k Paths directly takes seconds
+
+
+class FolderIndex:
+    """The folders of a competition down to `depth`, each listed at most once: competitions hold 100k+ files."""
+
+    def __init__(self, root: Path, depth: int, exclude: set[Path] | None = None) -> None:
+        self.root = root
+        self._keys: dict[Path, tuple[set[str], Counter]] = {}
+        self._junk: dict[Path, list[Path]] = {}
+        self._classes: dict[Path, list[Path]] = {}
+        self.dirs = [root]
+        frontier = [root]
+        for _ in range(depth):
+            frontier = [c for d in frontier for c in _subdirs(d) if c not in (exclude or set())]
+            self.dirs += frontier
+        self.csvs = sorted(p for d in self.dirs for p in d.glob("*.csv") if p.is_file())
+
+    def file_keys(self, folder: Path) -> tuple[set[str], Counter]:
+        """Names and stems of the images directly in `folder` (what an id may be), and how common each extension is.
+        The returned objects are the cache: a caller may extend them (ids that are paths from the root)."""
+        if folder not in self._keys:
+            keys: set[str] = set()
+            exts: Counter = Counter()
+            junk = []
+            for entry in os.scandir(folder):
+                if not entry.is_file():
+                    continue
+                if is_image_name(entry.name):
+                    stem, ext = os.path.splitext(entry.name)
+                    keys.update((entry.name, stem))
+                    exts[ext] += 1
+                else:
+                    junk.append(Path(entry.path))
+            self._keys[folder] = (keys, exts)
+            self._junk[folder] = sorted(junk)
+        return self._keys[folder]
+
+    def junk(self, folder: Path) -> list[Path]:
+        """The files directly in `folder` that are not images (README, .DS_Store, .gif placeholders...)."""
+        self.file_keys(folder)
+        return self._junk[folder]
+
+    def class_dirs(self, folder: Path) -> list[Path]:
+        """Sub-folders of `folder` holding images (class folders), when there are at least two of them."""
+        if folder not in self._classes:
+            with_images = [d for d in _subdirs(folder) if any(is_image_file(f) for f in d.rglob("*") if f.is_file())]
+            self._classes[folder] = with_images if len(with_images) >= 2 else []
+        return self._classes[folder]
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    """Visible sub-folders, sorted; scandir's cached entry types avoid a stat per file in 100k-file folders."""
+    names = [e.name for e in os.scandir(folder)
+             if e.is_dir() and not e.name.startswith(".") and e.name not in SKIP_DIRS]
+    return [folder / name for name in sorted(names)]
 
 
 def read_table(path: Path, header: bool = True) -> pd.DataFrame:
@@ -54,6 +115,8 @@ def read_table(path: Path, header: bool = True) -> pd.DataFrame:
         raise CompError(f"{path} not found; fix the path in comp.toml or run `comp init DATA_DIR --force`") from err
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise CompError(f"{path} is not a readable CSV ({err}); check the file or re-download it") from err
+    except OSError as err:
+        raise CompError(f"cannot read {path}: {err.strerror or err}") from err
     if not header:
         names = ["id", "label"] + [f"column{i}" for i in range(3, frame.shape[1] + 1)]
         frame.columns = names[: frame.shape[1]]
@@ -248,6 +311,7 @@ def detect_format(sample: pd.DataFrame, id_column: str, classes: list[str], kind
                         f"(columns: {', '.join(sample.columns)}); pass --id-column if the id is another column")
     values = [v.strip() for c in label_columns for v in sample[c] if v.strip()]
     notes: list[str] = []
+    forced = bool(kind)
     if not kind:
         kind, note = _guess_kind(label_columns, values, classes, where)
         if note:
@@ -273,7 +337,9 @@ def detect_format(sample: pd.DataFrame, id_column: str, classes: list[str], kind
         return SubmissionFormat(kind, label_columns, [str(i) for i in range(len(classes))], notes=tuple(notes))
     tokens = [t for v in values for t in v.split()] if kind == "topk" else values
     top_k = max((len(v.split()) for v in values), default=0) if kind == "topk" else 5
-    return SubmissionFormat(kind, label_columns, _spell_like_sample(tokens, classes, where), top_k=top_k or 5,
+    # A forced kind says the sample's values are placeholders: only values that are classes teach a spelling.
+    spelled = _spell_like_sample(tokens, classes, where, strict=not forced)
+    return SubmissionFormat(kind, label_columns, spelled, top_k=top_k or 5,
                             notes=tuple(notes))
 
 
@@ -323,12 +389,12 @@ def _pair_columns(columns: list[str], classes: list[str], where: str) -> list[st
     return [p for p in paired if p]
 
 
-def _spell_like_sample(tokens: list[str], classes: list[str], where: str) -> list[str]:
+def _spell_like_sample(tokens: list[str], classes: list[str], where: str, strict: bool = True) -> list[str]:
     """Each class as the sample spells it (`golden retriever` for folder `golden_retriever`), else as trained."""
     spelled = {normalise_label(t): t for t in tokens}
     known = {normalise_label(c) for c in classes}
     unknown = sorted({t for t in tokens if normalise_label(t) not in known})
-    if unknown:
+    if unknown and strict:
         raise CompError(f"{where}: label(s) {', '.join(map(repr, unknown[:5]))} in the sample are not training "
                         f"labels ({', '.join(classes[:10])}); pass --label-column or --kind")
     return [spelled.get(normalise_label(c), c) for c in classes]

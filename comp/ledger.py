@@ -109,6 +109,7 @@ def plot(ws: Workspace, frame: pd.DataFrame | None = None) -> Path | None:
     low = float(min(cv[keep].min(), public[keep].min()))
     high = float(max(cv[keep].max(), public[keep].max()))
     ax.plot([low, high], [low, high], linestyle="--", linewidth=0.8, color="grey", label="public = CV")
+    ax.margins(0.15)  # keep the labels of points at the edges inside the figure
     ax.set_xlabel("CV score")
     ax.set_ylabel("public leaderboard score")
     ax.set_title("Does CV predict the leaderboard?")

@@ -201,12 +201,13 @@ def _num_classes(model: nn.Module) -> int:
 @contextmanager
 def epoch_progress(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
     """A rich bar over an epoch's batches with images/s and ETA; yields `advance(n_images)`."""
-    if not enabled:
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:  # logs and pipes get the per-epoch summary line only
         yield lambda n: None
         return
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+        TimeRemainingColumn(), console=console, transient=True,
     )
     task = bar.add_task(description, total=total, rate="")
     images = 0

@@ -1,311 +1,246 @@
-"""Checkpoints to logits with test-time augmentation (TTA): ttach's transforms, run batched.
+"""Checkpoints to logits: recompute a trained model's OOF and test logits with another TTA, without retraining.
 
-`ttach.ClassificationTTAWrapper` runs one full forward pass per view in a Python loop. Here every view of a batch
-is stacked along the batch dimension and sent through the model in one pass (one pass per distinct view shape),
-then de-augmented and merged; the merged logits equal ttach's `merge_mode="mean"` within float tolerance.
+`predict_model(ws, alias, fold, tta)` rebuilds each fold's model from the resolved `recipe.toml` and
+`best.safetensors` beside it, reads the images through the same cache and evaluation view as training, and rewrites
+the fold's `comp.logits` files and `metrics.json` (with the TTA recorded). `tta="auto"` scores every preset on the
+OOF rows and keeps the best by the competition metric, the cheaper one on a tie.
 
-Merges: `mean` (mean of logits, ttach's default) or `prob` (mean of softmax probabilities, returned as log-probs so
-the result is still a logits-like array). ttach's `gmean`/`tsharpen` are not offered: they merge raw logits and give
-NaN for negative values.
-
-`predict_logits` is the one entry point that training and `comp predict` share, so OOF/test logits are computed
-the same way everywhere.
+The TTA engine itself lives in `comp.tta`; `predict_logits` is re-exported here for callers that know it as
+`comp.predict.predict_logits`.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-import warnings
-from collections.abc import Sequence
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-import ttach
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch import nn
 
-from comp.errors import CompError
+from comp import atomic, metrics
+from comp.config import Workspace, from_dict, load_toml, to_dict
+from comp.errors import CompError, StaleError
+from comp.provenance import code_version, sha256_obj
+from comp.tta import MERGES, PRESETS, VIEWS, predict_logits
 
-PRESETS = ("none", "hflip", "vflip", "d4", "five_crop", "multiscale")
-MERGES = ("mean", "prob")
-# Forward passes per image; `--tta auto` breaks metric ties in favour of the cheaper preset.
-VIEWS = {"none": 1, "hflip": 2, "vflip": 2, "multiscale": 3, "five_crop": 5, "d4": 8}
-# multiscale: the model size times these factors (rounded to the model's stride/patch multiple), bilinear.
-MULTISCALE_FACTORS = (0.875, 1.125)
-# five_crop without a crop_pct in the data config: crops cover 87.5% of each side (timm's classic eval ratio).
-FIVE_CROP_PCT = 0.875
+__all__ = ["MERGES", "PRESETS", "VIEWS", "FoldResult", "PredictResult", "auto_order", "predict_logits",
+           "predict_model"]
 
 
-def model_size(data_config: dict) -> tuple[int, int]:
-    """(height, width) the model expects, from timm's data config `input_size` (C, H, W)."""
-    try:
-        _, h, w = data_config["input_size"]
-        return int(h), int(w)
-    except (KeyError, TypeError, ValueError) as err:
-        raise CompError(
-            f"data config {data_config!r} has no input_size (C, H, W); build it with comp.models.data_config(model)"
-        ) from err
+@dataclass
+class FoldResult:
+    fold: int
+    oof_score: float
+    n_oof: int
+    n_test: int
 
 
-def source_size(preset: str, data_config: dict, image_size: tuple[int, int] | None = None) -> tuple[int, int]:
-    """The size images are resized to before the TTA views are made.
-
-    The model size for every preset except `five_crop`, which crops model-size views out of a larger image: the
-    image as given when it is larger than the model size (the cached square, `comp.data.cache_size`), else the
-    model size / crop_pct (what timm's eval transform resizes to before its centre crop), so the five crops see
-    about the scale a normal evaluation sees.
-    """
-    h, w = model_size(data_config)
-    if preset != "five_crop":
-        return h, w
-    if image_size is not None and image_size[0] > h and image_size[1] > w:
-        return int(image_size[0]), int(image_size[1])
-    # crop_pct 1.0 would make the five crops identical; fall back to the classic ratio then.
-    pct = float(data_config.get("crop_pct") or FIVE_CROP_PCT)
-    pct = pct if pct < 1.0 else FIVE_CROP_PCT
-    return max(h + 1, round(h / pct)), max(w + 1, round(w / pct))
+@dataclass
+class PredictResult:
+    alias: str
+    metric: str
+    tta: str  # the preset used (the chosen one under auto)
+    merge: str
+    folds: list[FoldResult]
+    missing: list[int]  # folds without a checkpoint (skipped under --fold all)
+    tta_scores: dict[str, float] = field(default_factory=dict)  # auto: OOF score of each preset tried
+    unavailable: dict[str, str] = field(default_factory=dict)  # auto: presets the model refused, and why
 
 
-def _size_multiple(model: nn.Module | None) -> int:
-    """Sizes a model handles cleanly: a ViT's patch size, else 8 (CNN feature maps stay aligned)."""
-    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
-    if isinstance(patch, int):
-        return patch
-    if isinstance(patch, Sequence) and patch:
-        return int(max(patch))
-    return 8
+def auto_order() -> list[str]:
+    """Presets from the cheapest to the most expensive (forward passes per image); ties keep PRESETS order."""
+    return sorted(PRESETS, key=lambda p: (VIEWS[p], PRESETS.index(p)))
 
 
-def _multiscale_sizes(h: int, w: int, multiple: int) -> list[tuple[int, int]]:
-    def snap(x: float) -> int:
-        return max(multiple, int(math.floor(x / multiple + 0.5)) * multiple)
-
-    lo_f, hi_f = MULTISCALE_FACTORS
-    # At tiny sizes rounding can land back on the model size; step one multiple away so there are three scales.
-    lo = (min(snap(h * lo_f), h - multiple), min(snap(w * lo_f), w - multiple))
-    hi = (max(snap(h * hi_f), h + multiple), max(snap(w * hi_f), w + multiple))
-    return [(h, w), (max(lo[0], multiple), max(lo[1], multiple)), hi]
-
-
-def tta_transforms(preset: str, data_config: dict, model: nn.Module | None = None) -> ttach.Compose:
-    """The ttach transforms of a preset, for images already at `source_size(preset, data_config)`."""
-    h, w = model_size(data_config)
-    if preset == "none":
-        return _identity()
-    if preset == "hflip":
-        return ttach.aliases.hflip_transform()
-    if preset == "vflip":
-        return ttach.aliases.vlip_transform()  # sic: ttach 0.0.3 spells it this way
-    if preset == "d4":
-        return ttach.aliases.d4_transform()
-    if preset == "five_crop":
-        return ttach.aliases.five_crop_transform(h, w)
-    if preset == "multiscale":
-        # ttach's Scale defaults to nearest-neighbour and int() truncation; explicit sizes + bilinear instead.
-        sizes = _multiscale_sizes(h, w, _size_multiple(model))
-        return ttach.Compose([ttach.Resize(sizes, original_size=(h, w), interpolation="bilinear", align_corners=False)])
-    raise CompError(f"unknown TTA preset {preset!r}; choose one of {', '.join(PRESETS)} (or auto in `comp predict`)")
+def choose_preset(metric: str, scores: dict[str, float]) -> str:
+    """The best-scoring preset; a tie goes to the cheaper one (only a strictly better score displaces it)."""
+    best, best_score = None, None
+    for preset in auto_order():
+        if preset in scores and (best is None or metrics.is_better(metric, scores[preset], best_score)):
+            best, best_score = preset, scores[preset]
+    if best is None:
+        raise CompError("--tta auto: no preset could be scored on the OOF rows")
+    return best
 
 
-def _identity() -> ttach.Compose:
-    # A Compose with one parameter-free view: Multiply by 1 is skipped by ttach, so it is the plain forward pass.
-    return ttach.Compose([ttach.Multiply([1])])
-
-
-def _check_merge(merge: str) -> None:
-    if merge not in MERGES:
-        raise CompError(f"unknown TTA merge {merge!r}; choose mean (of logits) or prob (mean of probabilities)")
-
-
-def _as_tensor(output, where: str) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    raise CompError(f"{where}: the model returned {type(output).__name__}, expected a (batch, classes) tensor")
-
-
-def tta_forward(model: nn.Module, x: torch.Tensor, transforms: ttach.Compose, merge: str = "mean") -> torch.Tensor:
-    """Merged logits (B, C) of `model` over all `transforms` views of `x` (B, 3, H, W), batched.
-
-    Views of the same shape go through the model in one forward pass (d4 on a square input: all 8 at once);
-    outputs are de-augmented with ttach's own label pipeline, then merged in float32.
-    """
-    _check_merge(merge)
-    transformers = list(transforms)
-    views = [t.augment_image(x) for t in transformers]
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, v in enumerate(views):
-        by_shape.setdefault(tuple(v.shape[1:]), []).append(i)
-    outputs: list[torch.Tensor | None] = [None] * len(views)
-    batch = x.shape[0]
-    for idx in by_shape.values():
-        stacked = torch.cat([views[i] for i in idx]) if len(idx) > 1 else views[idx[0]]
-        y = _as_tensor(model(stacked), "TTA forward").float()
-        for j, i in enumerate(idx):
-            outputs[i] = transformers[i].deaugment_label(y[j * batch : (j + 1) * batch])
-    stacked_out = torch.stack(outputs)  # (V, B, C)
-    if merge == "mean":
-        return stacked_out.mean(0)
-    # log(mean(softmax)) via logsumexp: finite for any logits, unlike ttach's gmean/tsharpen on raw outputs.
-    return torch.logsumexp(torch.log_softmax(stacked_out, dim=-1), dim=0) - math.log(len(views))
-
-
-def view_shapes(transforms: ttach.Compose, size: tuple[int, int]) -> list[tuple[int, int]]:
-    """The distinct (h, w) of the views a preset makes from an input of `size`."""
-    x = torch.zeros(1, 3, *size)
-    return sorted({tuple(t.augment_image(x).shape[2:]) for t in transforms})
-
-
-def check_view_shapes(model: nn.Module, shapes: Sequence[tuple[int, int]], preset: str) -> None:
-    """Refuse clearly, before a long run, when the model cannot take some view's shape (fixed-size ViTs)."""
-    device = next(model.parameters(), torch.zeros(0)).device
-    for shape in shapes:
-        try:
-            with torch.inference_mode():
-                model(torch.zeros(1, 3, *shape, device=device))
-        except (RuntimeError, AssertionError, ValueError) as err:
+def fold_list(ws: Workspace, alias: str, fold: int | str, n_folds: int) -> tuple[list[int], list[int]]:
+    """(folds to predict, folds without a checkpoint) for `--fold K|all`."""
+    have = [k for k in range(n_folds) if ws.run(alias, k).best.exists()]
+    missing = [k for k in range(n_folds) if k not in have]
+    if fold == "all":
+        if not have:
             raise CompError(
-                f"TTA preset {preset!r} needs the model to accept {shape[0]}x{shape[1]} input, but it refused "
-                f"({str(err).splitlines()[0][:160]}). Fixed-size models (e.g. ViTs without dynamic_img_size) only "
-                "take their own size: use --tta none, hflip, vflip or five_crop (or d4 on square input)"
-            ) from err
-
-
-def inference_model(model: nn.Module, shapes: Sequence[tuple[int, int]], device) -> nn.Module:
-    """A faster copy of an eval-mode `model` for inference, or `model` itself when no rewrite is safe.
-
-    On CPU most of the TTA speed-up comes from here, not from batching (a bigger batch is slower per image on a
-    CPU: its activations fall out of cache): BatchNorm is folded into the preceding convolution (torch.fx `fuse`,
-    for models that trace symbolically) and 4-D tensors use channels_last, which oneDNN's convolutions prefer.
-    The rewrite is kept only if it matches the original within 1e-4 on a probe input of every view shape.
-    """
-    from torch.fx.experimental.optimization import fuse
-
+                f"{alias} has no trained fold under {ws.model_dir(alias)}: run `comp train --model {alias}` first"
+            )
+        return have, missing
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fast = fuse(copy.deepcopy(model))
-    except Exception:  # noqa: BLE001 - not traceable (data-dependent control flow, ...): keep the original graph
-        fast = copy.deepcopy(model)
-    fast = fast.eval().to(device, memory_format=torch.channels_last)
-    generator = torch.Generator().manual_seed(0)
-    try:
-        with torch.inference_mode():
-            for shape in shapes:
-                probe = torch.randn(2, 3, *shape, generator=generator).to(device)
-                want = _as_tensor(model(probe), "probe").float()
-                got = _as_tensor(fast(probe.contiguous(memory_format=torch.channels_last)), "probe").float()
-                tolerance = 1e-4 * max(1.0, want.abs().max().item())
-                if got.shape != want.shape or (got - want).abs().max().item() > tolerance:
-                    return model
-    except (RuntimeError, AssertionError, ValueError, TypeError):
-        return model
-    return fast
-
-
-def prepare_batch(
-    images_uint8: np.ndarray | torch.Tensor, data_config: dict, size: tuple[int, int], device
-) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> normalised float (B, 3, h, w) on `device`, resized to `size` when it differs.
-
-    Pixels travel as uint8 (4x less to copy) and become floats on the device. Resizing uses the data config's
-    interpolation (bilinear or bicubic) with antialiasing, as timm's eval transform does.
-    """
-    x = torch.as_tensor(images_uint8).to(device, non_blocking=True)
-    # (B, H, W, 3) permuted to (B, 3, H, W) is already channels_last in memory; the ops below keep that layout.
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    if tuple(x.shape[2:]) != tuple(size):
-        mode = "bicubic" if data_config.get("interpolation") == "bicubic" else "bilinear"
-        x = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True)
-    mean = torch.tensor(data_config.get("mean", (0.485, 0.456, 0.406)), device=device).view(1, 3, 1, 1)
-    std = torch.tensor(data_config.get("std", (0.229, 0.224, 0.225)), device=device).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
-def _check_images(images: np.ndarray) -> None:
-    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[-1] != 3:
-        shape = getattr(images, "shape", None)
-        raise CompError(f"predict_logits expects uint8 images of shape (N, H, W, 3), got {shape}")
-    if images.dtype != np.uint8:
-        raise CompError(f"predict_logits expects uint8 images, got {images.dtype}; pass the cached uint8 array")
-
-
-def predict_logits(
-    model: nn.Module,
-    images_uint8: np.ndarray,
-    data_config: dict,
-    tta: str = "none",
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    merge: str = "mean",
-    progress: bool = True,
-    description: str = "predict",
-    optimize: bool = True,
-) -> np.ndarray:
-    """Logits (N, C) float32 of `model` on uint8 images (N, H, W, 3), with TTA preset `tta` merged by `merge`.
-
-    Images are resized to the model size (five_crop: to model size / crop_pct, then cropped) and normalised with
-    `data_config` mean/std (timm's `resolve_model_data_config` dict). `batch_size` bounds the images per forward
-    pass, views included, so memory does not grow with the preset: d4 at batch_size 64 runs 8 images x 8 views.
-    The model is put in eval mode and moved to `device` (its training flag is restored afterwards); with
-    `optimize` a BN-folded channels_last copy runs the passes (see `inference_model`). A rich progress bar is
-    shown when there is more than a handful of steps.
-    """
-    if tta not in PRESETS:
-        raise CompError(f"unknown TTA preset {tta!r}; choose one of {', '.join(PRESETS)}")
-    _check_merge(merge)
-    _check_images(images_uint8)
-    if batch_size < 1:
-        raise CompError(f"batch_size must be at least 1, got {batch_size}")
-    device = torch.device(device)
-    size = source_size(tta, data_config, images_uint8.shape[1:3])
-    transforms = tta_transforms(tta, data_config, model)
-    per_step = max(1, batch_size // len(transforms))
-    n = len(images_uint8)
-    was_training = model.training
-    model.eval().to(device)
-    try:
-        shapes = view_shapes(transforms, size)
-        if tta != "none":
-            check_view_shapes(model, shapes, tta)
-        fast = inference_model(model, shapes, device) if optimize else model
-        chunks: list[np.ndarray] = []
-        steps = range(0, n, per_step)
-        with _progress(len(steps), description, enabled=progress and len(steps) > 4) as advance, torch.inference_mode():
-            for start in steps:
-                x = prepare_batch(images_uint8[start : start + per_step], data_config, size, device)
-                chunks.append(tta_forward(fast, x, transforms, merge).cpu().numpy())
-                advance()
-    finally:
-        model.train(was_training)
-    if not chunks:  # no images: still return the right number of columns
-        with torch.inference_mode():
-            classes = _as_tensor(model.eval()(torch.zeros(1, 3, *model_size(data_config), device=device)), "predict")
-        model.train(was_training)
-        return np.zeros((0, classes.shape[-1]), dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
-
-
-class _progress:
-    """A rich progress bar on stderr (or a no-op), used as `with _progress(total, text) as advance:`."""
-
-    def __init__(self, total: int, description: str, enabled: bool) -> None:
-        self.total, self.description, self.enabled = total, description, enabled
-        self.bar: Progress | None = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=True,
+        k = int(fold)
+    except ValueError:
+        raise CompError(f"--fold {fold!r}: give a fold number 0..{n_folds - 1} or `all`") from None
+    if not 0 <= k < n_folds:
+        raise CompError(f"--fold {k}: folds.csv has folds 0..{n_folds - 1}")
+    if k not in have:
+        raise CompError(
+            f"{alias} fold {k} has no checkpoint ({ws.run(alias, k).best} is missing): run "
+            f"`comp train --model {alias} --fold {k}` first"
         )
-        self.bar.start()
-        task = self.bar.add_task(self.description, total=self.total)
-        return lambda: self.bar.advance(task)
+    return [k], []
 
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+
+def _check_inputs(ws: Workspace, alias: str, k: int, folds_hash: str, competition_hash: str) -> dict[str, Any]:
+    """The run's provenance, refusing a run trained on other folds or another comp.toml (its OOF would leak)."""
+    from comp.checkpoint import read_provenance
+
+    paths = ws.run(alias, k)
+    record = read_provenance(paths)
+    if record is None or not paths.recipe.exists():
+        raise CompError(
+            f"{paths.dir} has weights but no provenance.json/recipe.toml, so how they were made is unknown; "
+            f"retrain with `comp train --model {alias} --fold {k} --force`"
+        )
+    if record.get("folds_hash") != folds_hash:
+        raise StaleError(
+            f"{alias} fold {k} was trained on other folds than folds/folds.csv now holds: its OOF rows would include "
+            f"images it trained on. Retrain it: `comp train --model {alias} --fold {k} --force`"
+        )
+    if record.get("competition_hash") != competition_hash:
+        raise StaleError(
+            f"{alias} fold {k} was trained with another comp.toml (classes or data changed since); retrain it: "
+            f"`comp train --model {alias} --fold {k} --force`"
+        )
+    return record
+
+
+class _Fold:
+    """One fold's rebuilt model, its data config and the cached images it reads (shared across folds)."""
+
+    def __init__(self, ws: Workspace, alias: str, k: int, num_classes: int, image_cache: dict) -> None:
+        from comp import checkpoint, data
+        from comp.models import build_model, data_config
+        from comp.recipe import Recipe
+
+        paths = ws.run(alias, k)
+        self.recipe = from_dict(Recipe, load_toml(paths.recipe), str(paths.recipe))
+        self.model = build_model(self.recipe, num_classes, pretrained=False, ws=ws)
+        checkpoint.load_weights(paths.best, self.model)
+        self.config = data_config(self.model)
+        side = data.cache_size(int(self.config["input_size"][-1]), float(self.config.get("crop_pct") or 1.0))
+        self.side, self.ws, self.cache = side, ws, image_cache
+        self.batch = self.recipe.eval_batch_size or 2 * self.recipe.batch_size
+
+    def images(self, paths: list[str]) -> np.ndarray:
+        from comp import data
+
+        key = (tuple(paths), self.side)
+        if key not in self.cache:
+            self.cache[key] = data.cached_images(self.ws, paths, self.side)
+        return self.cache[key]
+
+    def predict(self, paths: list[str], rows: np.ndarray, tta: str, merge: str, device, label: str) -> np.ndarray:
+        from comp.train import eval_view
+
+        view = eval_view(self.images(paths), self.config, tta)  # training's evaluation crop, so logits match
+        return predict_logits(self.model, view, self.config, tta, self.batch, device, merge, description=label,
+                              indices=rows)
+
+
+def predict_model(
+    ws: Workspace,
+    alias: str,
+    fold: int | str = "all",
+    tta: str = "none",
+    device: str = "auto",
+    merge: str = "mean",
+    console: Console | None = None,
+) -> PredictResult:
+    """Recompute `alias`'s OOF and test logits for fold `fold` (or every trained fold) with TTA `tta` (or auto)."""
+    from comp.folds import load_folds
+    from comp.layouts import test_items, train_items
+    from comp.logits import Logits, load, save
+    from comp.train import resolve_device
+
+    console = console or Console(stderr=True)
+    if tta != "auto" and tta not in PRESETS:
+        raise CompError(f"--tta {tta!r}: choose one of {', '.join(PRESETS)} or auto")
+    if merge not in MERGES:
+        raise CompError(f"--merge {merge!r}: choose mean (of logits) or prob (mean of probabilities)")
+    comp = ws.load()
+    folds = load_folds(ws, comp)
+    competition_hash = sha256_obj(to_dict(comp))  # as comp.train records it
+    todo, missing = fold_list(ws, alias, fold, folds.n_folds)
+    records = {k: _check_inputs(ws, alias, k, folds.hash, competition_hash) for k in todo}
+    items = train_items(comp, ws).merge(folds.frame[["id", "fold"]], on="id", how="left", validate="one_to_one")
+    if items["fold"].isna().any():
+        raise StaleError("some training ids are not in folds.csv; run `comp folds --force` (then retrain)")
+    class_index = {c: i for i, c in enumerate(comp.classes)}
+    y = items["label"].astype(str).map(class_index).to_numpy(dtype=np.int64)
+    test = test_items(comp, ws)
+    train_paths, test_paths = items["path"].astype(str).tolist(), test["path"].astype(str).tolist()
+    run_device = resolve_device(device)
+    cache: dict = {}
+    fold_rows = {k: np.flatnonzero(items["fold"].to_numpy() == k) for k in todo}
+
+    # OOF logits for every candidate preset (one under a fixed --tta), per fold.
+    candidates = auto_order() if tta == "auto" else [tta]
+    oof: dict[str, dict[int, np.ndarray]] = {p: {} for p in candidates}
+    unavailable: dict[str, str] = {}
+    for k in todo:
+        run = _Fold(ws, alias, k, comp.num_classes, cache)
+        for preset in candidates:
+            if preset in unavailable:
+                continue
+            try:
+                oof[preset][k] = run.predict(train_paths, fold_rows[k], preset, merge, run_device,
+                                             f"{alias} f{k} oof {preset}")
+            except CompError as err:
+                if tta != "auto":
+                    raise
+                unavailable[preset] = str(err)  # e.g. a fixed-size ViT refusing multiscale
+        del run
+    all_rows = np.concatenate([fold_rows[k] for k in todo])
+    scores = {
+        p: metrics.score(comp.metric, y[all_rows], np.concatenate([oof[p][k] for k in todo]), comp.top_k)
+        for p in candidates if p not in unavailable
+    }
+    chosen = choose_preset(comp.metric, scores) if tta == "auto" else tta
+
+    results = []
+    for k in todo:
+        paths = ws.run(alias, k)
+        started = time.time()
+        run = _Fold(ws, alias, k, comp.num_classes, cache)
+        test_logits = (run.predict(test_paths, np.arange(len(test)), chosen, merge, run_device,
+                                   f"{alias} f{k} test {chosen}") if len(test) else None)
+        old_meta = load(paths.oof).meta if paths.oof.exists() else {}
+        meta = {**old_meta, "folds_hash": folds.hash, "recipe_hash": records[k].get("recipe_hash", ""),
+                "competition_hash": competition_hash, "code_version": code_version(), "model": alias, "fold": k,
+                "tta": chosen, "tta_merge": merge}
+        if tta == "auto":
+            meta["tta_scores"] = scores
+        save(paths.oof, Logits(items["id"].to_numpy()[fold_rows[k]], oof[chosen][k], comp.classes, meta))
+        if test_logits is not None:
+            save(paths.test, Logits(test["id"].to_numpy(), test_logits, comp.classes, meta))
+        score = metrics.score(comp.metric, y[fold_rows[k]], oof[chosen][k], comp.top_k)
+        _update_metrics(paths.metrics, comp.metric, score, chosen, merge, scores if tta == "auto" else None,
+                        time.time() - started)
+        results.append(FoldResult(k, score, len(fold_rows[k]), len(test)))
+    return PredictResult(alias, comp.metric, chosen, merge, results, missing,
+                         scores if tta == "auto" else {}, unavailable)
+
+
+def _update_metrics(path, metric: str, score: float, tta: str, merge: str, tta_scores: dict | None,
+                    seconds: float) -> None:
+    """metrics.json keeps what training wrote; the OOF score and the TTA that produced it are replaced."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, ValueError):
+        record = {}
+    record.update(metric=metric, oof_score=score, tta=tta, tta_merge=merge, predicted_by="comp predict",
+                  predict_s=round(seconds, 2))
+    if tta_scores is not None:
+        record["tta_scores"] = tta_scores
+    else:
+        record.pop("tta_scores", None)
+    atomic.write_json(path, record)

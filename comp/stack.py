@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from comp import atomic, blend, logits, metrics
-from comp.config import Competition, Workspace
+from comp.config import Competition, Workspace, to_dict
 from comp.errors import CompError, StaleError
 from comp.folds import Folds, load_folds
-from comp.provenance import code_version, sha256_file
+from comp.provenance import code_version, sha256_file, sha256_obj
 
 METHODS = ("mean", "weights", "logreg")  # in order of simplicity: `best` keeps the simpler one on a tie
 CHOICES = ("best", *METHODS)
@@ -49,6 +50,7 @@ class StackResult:
     temperature: float | None  # fitted on all OOF when the metric is log loss
     csv: Path
     json: Path
+    warnings: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -89,7 +91,7 @@ def load_model(comp: Competition, ws: Workspace, folds: Folds, alias: str) -> Mo
                 )
         part, test = logits.load(run.oof), logits.load(run.test)
         for kind, lg, path in (("OOF", part, run.oof), ("test", test, run.test)):
-            _check_provenance(comp, folds, lg, f"{where} {kind} logits ({path})", alias, k)
+            _check_provenance(comp, folds, lg, f"{where} {kind} logits ({path})", alias, k, meta0 or part.meta)
         rows = np.flatnonzero(frame["fold"].to_numpy() == k)
         _check_oof_ids(part, ids, rows, frame["fold"].to_numpy(), f"{where} OOF logits ({run.oof})", alias, k)
         oof[rows] = part.reindex(ids[rows])
@@ -110,7 +112,8 @@ def load_model(comp: Competition, ws: Workspace, folds: Folds, alias: str) -> Mo
     return ModelLogits(alias, oof, np.asarray(test_ids), (test_sum / comp.n_folds).astype(np.float32), tta, meta0)
 
 
-def _check_provenance(comp: Competition, folds: Folds, lg: logits.Logits, where: str, alias: str, k: int) -> None:
+def _check_provenance(comp: Competition, folds: Folds, lg: logits.Logits, where: str, alias: str, k: int,
+                      meta0: dict) -> None:
     retrain = f"retrain it: `comp train {alias} --fold {k}`"
     if lg.classes != list(comp.classes):
         raise StaleError(
@@ -125,9 +128,9 @@ def _check_provenance(comp: Competition, folds: Folds, lg: logits.Logits, where:
         )
     if "fold" in lg.meta and str(lg.meta["fold"]) != str(k):
         raise CompError(f"{where}: the file says it is fold {lg.meta['fold']}; was it copied by hand? {retrain}")
-    current = current_competition_hash(comp)
-    if current is not None and lg.meta.get("competition_hash") not in (None, current):
-        raise StaleError(f"{where}: made for another comp.toml (competition hash differs); {retrain}")
+    first = meta0.get("competition_hash")  # fold 0's OOF: every fold of a model must share it
+    if first is not None and lg.meta.get("competition_hash") not in (None, first):
+        raise StaleError(f"{where}: made for another comp.toml than fold 0 (competition hash differs); {retrain}")
 
 
 def _check_oof_ids(part: logits.Logits, ids: np.ndarray, rows: np.ndarray, fold: np.ndarray, where: str,
@@ -151,17 +154,13 @@ def _check_oof_ids(part: logits.Logits, ids: np.ndarray, rows: np.ndarray, fold:
                          f"retrain: `comp train {alias} --fold {k}`")
 
 
-def current_competition_hash(comp: Competition) -> str | None:
-    """The competition hash training records, when the training module defines one (else None: not checked)."""
-    try:
-        from comp import train
-    except ImportError:
-        return None
-    fn = getattr(train, "competition_hash", None)
-    return fn(comp) if callable(fn) else None
+def competition_hash(comp: Competition) -> str:
+    """The hash training records for comp.toml (`comp.train`: sha256 of its fields)."""
+    return sha256_obj(to_dict(comp))
 
 
 def load_models(comp: Competition, ws: Workspace, aliases: list[str] | None) -> tuple[Folds, list[ModelLogits]]:
+    """Load and cross-check the models (default: every finished one); refusals name the model and fold."""
     folds = load_folds(ws, comp)
     if not aliases:
         aliases = finished_models(comp, ws)
@@ -188,6 +187,17 @@ def load_models(comp: Competition, ws: Workspace, aliases: list[str] | None) -> 
             raise StaleError(f"models {ref.alias!r} and {m.alias!r} were trained for different comp.toml files "
                              "(competition hashes differ); retrain the stale one")
     return folds, models
+
+
+def drift_warnings(comp: Competition, models: list[ModelLogits]) -> list[str]:
+    """comp.toml edited since training: a warning, not an error, since most edits (metric, answers, submission
+    spelling) leave the logits valid; the edits that do not (classes, folds) are refused above."""
+    now = competition_hash(comp)
+    stale = [m.alias for m in models if m.meta.get("competition_hash") not in (None, now)]
+    if not stale:
+        return []
+    return [f"comp.toml changed since {', '.join(stale)} {'was' if len(stale) == 1 else 'were'} trained; if the "
+            "data or labels changed, retrain before trusting this blend"]
 
 
 def labels(comp: Competition, folds: Folds) -> np.ndarray:
@@ -242,10 +252,13 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
     folds, loaded = load_models(comp, ws, models)
     aliases = [m.alias for m in loaded]
     y, fold = labels(comp, folds), folds.frame["fold"].to_numpy()
-    table, X = cv_table(comp, y, fold, loaded, METHODS if method == "best" else (method,))
-    chosen = pick_best(comp.metric, table) if method == "best" else method
-    final = make_estimator(chosen, comp).fit(X, y)
-    test_log_probs = final.predict_log_proba(blend.as_log_probs([m.test for m in loaded]))
+    # The blends' BLAS calls are memory-bound matrix-vector products: extra BLAS threads only contend for the
+    # cores (measured 2.5x slower with 2 threads on a busy 2-core box, bench/bench_stack.py).
+    with threadpool_limits(limits=1, user_api="blas"):
+        table, X = cv_table(comp, y, fold, loaded, METHODS if method == "best" else (method,))
+        chosen = pick_best(comp.metric, table) if method == "best" else method
+        final = make_estimator(chosen, comp).fit(X, y)
+        test_log_probs = final.predict_log_proba(blend.as_log_probs([m.test for m in loaded]))
     name = name or _default_name(aliases, chosen)
 
     from comp import submission
@@ -273,7 +286,8 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
         "csv_sha256": sha256_file(csv_path),
     }
     atomic.write_json(ws.submission_json(name), sidecar)
-    return StackResult(name, chosen, comp.metric, table, weights, temperature, csv_path, ws.submission_json(name))
+    return StackResult(name, chosen, comp.metric, table, weights, temperature, csv_path, ws.submission_json(name),
+                       drift_warnings(comp, loaded))
 
 
 def _default_name(aliases: list[str], method: str) -> str:

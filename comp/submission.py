@@ -2,7 +2,8 @@
 
 `to_frame` builds it (header, id form, row order and label representation all copied from the sample, joined on
 id, never on position); `write` puts it on disk atomically after the same checks `comp check` runs; `check_file`
-validates any CSV against the sample (the checks themselves live in `comp/check.py`).
+validates any CSV (or CodaBench results zip) against the sample. This module reads and writes the format; the
+checks themselves live in `comp/check.py`.
 
 The five label representations (`comp.kind`): `class_name` (a class name per row), `class_id` (an integer id,
 the class folder's name), `binary` (the probability of `comp.positive_class`), `class_probs` (one probability column
@@ -17,6 +18,7 @@ import io
 import math
 import os
 import re
+import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,10 +30,12 @@ import pandas as pd
 from comp import atomic
 from comp.config import Competition, Workspace
 from comp.errors import CompError
+from comp.provenance import sha256_bytes, sha256_file
 
 SHOW = 3  # examples a message lists; it names the first few, never thousands
-_INT = re.compile(r"[+-]?\d+")
+INTEGER = re.compile(r"[+-]?\d+")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -67,7 +71,7 @@ def check_file(comp: Competition, ws: Workspace, path: str | os.PathLike, strict
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Reading a CSV as text
+# Reading: a CSV as text, a results zip, the sample, earlier submissions
 
 
 def parse_csv(data: bytes, where: str) -> Table:
@@ -102,6 +106,22 @@ def parse_csv(data: bytes, where: str) -> Table:
     if not rows:
         raise CompError(f"{where} is empty: write the header and one row per test id")
     return Table(header=rows[0], rows=rows[1:], lines=lines[1:])
+
+
+def read_zipped_csv(path: Path) -> tuple[bytes, str]:
+    """The one CSV of a results zip (CodaBench scores `prediction.csv` at the zip's root) and a name for messages."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            csvs = [n for n in archive.namelist() if n.lower().endswith(".csv") and not n.startswith("__MACOSX/")]
+            if len(csvs) != 1:
+                raise CompError(f"{path} holds {len(csvs)} CSV files ({first(csvs)}); a results zip holds exactly one, "
+                                "at its root (e.g. prediction.csv)")
+            if "/" in csvs[0]:
+                raise CompError(f"{path}: {csvs[0]} is inside a folder; the platform reads the zip's root: zip the "
+                                f"file itself (cd into its folder, then zip), not its folder")
+            return archive.read(csvs[0]), f"{path}:{csvs[0]}"
+    except (zipfile.BadZipFile, OSError) as err:
+        raise CompError(f"{path} is not a readable zip ({err}); rebuild it") from None
 
 
 def read_sample(comp: Competition, ws: Workspace) -> Table:
@@ -145,14 +165,40 @@ def id_hint(extra: Sequence[str], missing: Sequence[str], id_col: str) -> str:
     if all(os.path.splitext(x)[1] and os.path.splitext(x)[0] in miss for x in probe):
         stem, ext = os.path.splitext(probe[0])
         return f"ids carry the {ext!r} extension the sample's ids lack (e.g. {probe[0]!r}, the sample has {stem!r})"
-    by_int = {int(m): m for m in missing if _INT.fullmatch(m)}
-    if all(_INT.fullmatch(x) and int(x) in by_int for x in probe):
+    by_int = {int(m): m for m in missing if INTEGER.fullmatch(m)}
+    if all(INTEGER.fullmatch(x) and int(x) in by_int for x in probe):
         return (f"ids lost their leading zeros (e.g. {probe[0]!r}, the sample has {by_int[int(probe[0])]!r}): "
                 f"read and write column {id_col!r} as text (dtype=str)")
+    if all("/" in x and x.rsplit("/", 1)[1] in miss for x in probe):
+        folder = probe[0].rsplit("/", 1)[0] + "/"
+        return f"ids carry a folder the sample's ids lack (e.g. {probe[0]!r}): drop {folder!r}, write the file name"
     lower = {m.lower(): m for m in missing}
     if all(x.lower() in lower for x in probe):
         return f"ids differ in case from the sample's (e.g. {probe[0]!r}, the sample has {lower[probe[0].lower()]!r})"
     return ""
+
+
+def same_as_earlier(ws: Workspace, path: Path, data: bytes, siblings: bool = True) -> list[str]:
+    """A file byte-identical to one already built or sent only spends a daily submission."""
+    folder = ws.submissions_dir
+    if not folder.is_dir():
+        return []
+    digest = sha256_bytes(data)
+    for other in sorted(folder.glob("*.csv")) if siblings else []:
+        if other == ws.ledger or other.resolve() == path.resolve() or other.stat().st_size != len(data):
+            continue
+        if sha256_file(other) == digest:
+            return [f"this file is identical (sha256) to {other}: the same predictions; submitting both only spends "
+                    "a submission"]
+    if ws.ledger.is_file():
+        try:
+            text = ws.ledger.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return []
+        if digest in set(_SHA256.findall(text)):
+            return [f"a file identical (sha256 {digest[:12]}) to this one was already submitted (see {ws.ledger}): "
+                    "submitting it again only spends a submission"]
+    return []
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -163,7 +209,9 @@ def to_frame(comp: Competition, ws: Workspace, ids: Sequence[str], probs: np.nda
     """Probabilities `probs` (n, C), columns in `comp.classes` order, for test `ids` (as `test_items` gives them)
     -> a DataFrame in the sample's exact format: its header, its ids in its row order, its label representation."""
     sample = read_sample(comp, ws)
-    probs = np.asarray(probs, dtype=np.float64)
+    probs = np.asarray(probs)
+    if not np.issubdtype(probs.dtype, np.floating):
+        probs = probs.astype(np.float64)
     ids = [str(i) for i in ids]
     if probs.ndim != 2 or probs.shape != (len(ids), comp.num_classes):
         raise CompError(
@@ -172,10 +220,10 @@ def to_frame(comp: Competition, ws: Workspace, ids: Sequence[str], probs: np.nda
         )
     _require_probabilities(probs, ids)
     order = _sample_order(sample, ids, comp.id_column)
-    probs = probs[order]
     label_cols = [c for c in sample.header if c != comp.id_column]
-    columns = {comp.id_column: pd.Series(sample.column(comp.id_column), dtype=object)}
-    columns.update(_label_columns(comp, label_cols, probs))
+    # Labels are computed in the given row order and then moved to the sample's: cheaper than copying `probs`
+    columns = {comp.id_column: np.asarray(sample.column(comp.id_column), dtype=object)}
+    columns.update({c: values[order] for c, values in _label_columns(comp, label_cols, probs).items()})
     return pd.DataFrame(columns)[sample.header]
 
 
@@ -190,6 +238,10 @@ def _require_probabilities(probs: np.ndarray, ids: list[str]) -> None:
             f"submission writer: values from {probs.min():.3g} to {probs.max():.3g} are not probabilities; "
             "pass softmax(logits), not logits"
         )
+    zero = np.flatnonzero(probs.sum(axis=1) <= 0)
+    if len(zero):
+        raise CompError(f"submission writer: all-zero probabilities for id(s) {first([repr(ids[i]) for i in zero])}; "
+                        "pass softmax(logits)")
 
 
 def _sample_order(sample: Table, ids: list[str], id_col: str) -> np.ndarray:
@@ -217,7 +269,7 @@ def _sample_order(sample: Table, ids: list[str], id_col: str) -> np.ndarray:
     return np.array([at[w] for w in want], dtype=np.int64)
 
 
-def _label_columns(comp: Competition, label_cols: list[str], probs: np.ndarray) -> dict[str, pd.Series]:
+def _label_columns(comp: Competition, label_cols: list[str], probs: np.ndarray) -> dict[str, np.ndarray]:
     labels = labels_of(comp)
     if comp.kind != "class_probs" and len(label_cols) != 1:
         raise CompError(
@@ -225,22 +277,30 @@ def _label_columns(comp: Competition, label_cols: list[str], probs: np.ndarray) 
             f"({first(label_cols)}); set kind = \"class_probs\" if it holds one column per class"
         )
     if comp.kind == "class_name":
-        return {label_cols[0]: pd.Series(np.asarray(labels, dtype=object)[probs.argmax(axis=1)], dtype=object)}
+        return {label_cols[0]: np.asarray(labels, dtype=object)[probs.argmax(axis=1)]}
     if comp.kind == "class_id":
-        not_int = [repr(label) for label in labels if not _INT.fullmatch(label)]
+        not_int = [repr(label) for label in labels if not INTEGER.fullmatch(label)]
         if not_int:
             raise CompError(
                 f"comp.toml: kind is class_id but submission_labels {first(not_int)} are not integers; set "
                 "submission_labels to the integer id of each class (or kind = \"class_name\")"
             )
-        return {label_cols[0]: pd.Series(np.array([int(x) for x in labels])[probs.argmax(axis=1)], dtype="int64")}
+        return {label_cols[0]: np.array([int(x) for x in labels], dtype=np.int64)[probs.argmax(axis=1)]}
     if comp.kind == "binary":
-        return {label_cols[0]: pd.Series(probs[:, _positive_index(comp)].clip(0, 1), dtype="float64")}
+        return {label_cols[0]: probs[:, positive_index(comp)].astype(np.float64).clip(0, 1)}
     if comp.kind == "topk":
+        spaced = [repr(label) for label in labels if " " in label or not label]
+        if spaced:
+            raise CompError(f"comp.toml: top-k labels are space-separated, so labels {first(spaced)} cannot be "
+                            "written; set submission_labels without spaces")
         k = min(comp.top_k, probs.shape[1])
-        best = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        # argpartition first: a full sort of 50k rows x 5k classes takes a minute, the top k of each a second
+        top = np.argpartition(-probs, k - 1, axis=1)[:, :k] if k < probs.shape[1] else np.tile(
+            np.arange(k), (len(probs), 1))
+        best = np.take_along_axis(top, np.argsort(-np.take_along_axis(probs, top, axis=1), axis=1, kind="stable"),
+                                  axis=1)
         names = np.asarray(labels, dtype=object)
-        return {label_cols[0]: pd.Series([" ".join(names[row]) for row in best], dtype=object)}
+        return {label_cols[0]: np.array([" ".join(names[row]) for row in best], dtype=object)}
     # class_probs: the sample's columns, in its order, each matched to a class by its submission label
     index = {label: j for j, label in enumerate(labels)} | {c: j for j, c in enumerate(comp.classes)}
     unmatched = [repr(c) for c in label_cols if c not in index]
@@ -250,12 +310,13 @@ def _label_columns(comp: Competition, label_cols: list[str], probs: np.ndarray) 
             f"{len(labels)} classes" + (f"; no class is written as {first(unmatched)}" if unmatched else "")
             + ": fix submission_labels so each sample column names one class"
         )
-    p = probs.clip(0, None)
-    p = p / p.sum(axis=1, keepdims=True)
-    return {c: pd.Series(p[:, index[c]], dtype="float64") for c in label_cols}
+    p = probs.astype(np.float64).clip(0, None)
+    p /= p.sum(axis=1, keepdims=True)
+    return {c: p[:, index[c]] for c in label_cols}
 
 
-def _positive_index(comp: Competition) -> int:
+def positive_index(comp: Competition) -> int:
+    """Column of `comp.classes` whose probability a binary submission holds."""
     positive = comp.positive_class
     if not positive and sorted(comp.classes) == ["0", "1"]:
         positive = "1"  # the only unambiguous default: a 0/1 target's probability is that of "1"
@@ -266,6 +327,9 @@ def _positive_index(comp: Competition) -> int:
             "the sample's column holds"
         )
     return comp.classes.index(positive)
+
+
+_positive_index = positive_index  # the name comp/stack.py imports
 
 
 def float_digits(num_classes: int) -> int:

@@ -184,7 +184,7 @@ class _Job:
         self.run.barrier()
         if state.finished:
             self.console.print(f"{self.alias} fold {k}: already trained (use --force to retrain)")
-            return {"fold": k, "status": "skipped", **_read_metrics(paths)}
+            return {**_read_metrics(paths), "fold": k, "status": "skipped"}
         started = time.time()
         if self.run.main:
             checkpoint.write_provenance(paths, self._provenance(k, finished=False))
@@ -281,7 +281,7 @@ class _Job:
             checkpoint.write_provenance(paths, record)
             self.console.print(
                 f"{self.alias} fold {k}: OOF {self.comp.metric} {oof_score:.4f} (tta {tta}) -> {paths.dir}",
-                highlight=False,
+                highlight=False, soft_wrap=True,
             )
         self.run.barrier()
         return summary

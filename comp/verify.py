@@ -127,9 +127,13 @@ def fingerprint(comp: Competition, ws: Workspace) -> str:
     h = hashlib.sha256()
     h.update(ws.comp_toml.read_bytes() if ws.comp_toml.exists() else b"")
     skip = {ws.root / d for d in _ARTIFACT_DIRS}
+    roots: list[Path] = []
+    for root in sorted({r.resolve() for r in _data_roots(comp, ws)}):  # parents sort before their children
+        if not any(root.is_relative_to(r) for r in roots):  # train/ inside data/ is walked once, with data/
+            roots.append(root)
     files = set()
-    for root in _data_roots(comp, ws):
-        files.update(_walk_files(root.resolve() if root.exists() else root, skip))
+    for root in roots:
+        files.update(_walk_files(root, skip))
     for path, size, mtime in sorted(files):
         h.update(f"{path}\0{size}\0{mtime}\n".encode())
     return h.hexdigest()

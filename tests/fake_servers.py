@@ -131,6 +131,7 @@ class FakeKaggle(_Server):
     public_score: str = "0.91234"
     error_text: str = "Submission Scoring Error: your file has 9 rows, the solution 10"
     data_zip: bytes = b""  # DownloadDataFiles serves this
+    code_competition: bool = False  # GetCompetition says isKernelsSubmissionsOnly
 
     def __post_init__(self) -> None:
         _Server.__init__(self, KAGGLE_PORT)
@@ -154,7 +155,10 @@ class FakeKaggle(_Server):
             return _json(404, {"code": 404, "message": f"Competition '{slug}' not found"})
         if slug in self.rules_not_accepted:
             return _json(403, {"code": 403, "message": "You must accept this competition's rules before you submit"})
-        return getattr(self, f"_{method}")(body)
+        handler = getattr(self, f"_{method}", None)
+        if handler is None:
+            return _json(404, {"code": 404, "message": f"no method {method}"})
+        return handler(body)
 
     def _authorized(self, request: Request) -> bool:
         auth = request.headers.get("Authorization", "")
@@ -162,6 +166,9 @@ class FakeKaggle(_Server):
             return auth == f"Bearer {self.token}"
         expected = base64.b64encode(f"{self.username}:{self.key}".encode()).decode()
         return auth == f"Basic {expected}"
+
+    def _GetCompetition(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        return _json(200, {"ref": body["competitionName"], "isKernelsSubmissionsOnly": self.code_competition})
 
     def _made_today(self) -> int:
         return len(self.submissions)
@@ -241,6 +248,7 @@ class FakeCodabench(_Server):
     pending_polls: int = 2
     outcome: str = "Finished"
     score: float = 0.87
+    dataset_key: str = ""  # answer POST /api/datasets/ with this key instead of a fresh UUID
 
     def __post_init__(self) -> None:
         _Server.__init__(self, 0)
@@ -266,7 +274,7 @@ class FakeCodabench(_Server):
                 return _json(404, {"detail": "Not found."})
             return _json(200, {"can": self.can_submit, "reason": "" if self.can_submit else "You are not approved"})
         if method == "POST" and path == "/api/datasets/":
-            key = str(uuid.uuid4())
+            key = self.dataset_key or str(uuid.uuid4())
             self.datasets[key] = None
             return _json(201, {"key": key, "sassy_url": f"{self.base}/sassy/{key}"})
         if method == "PUT" and (m := re.fullmatch(r"/api/datasets/completed/([\w-]+)/", path)):

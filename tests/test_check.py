@@ -3,6 +3,8 @@ already built or submitted), --strict, and the errors for a missing file or samp
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,7 +54,7 @@ def test_one_class_everywhere_warns_and_strict_makes_it_an_error(workspace):
 def test_the_sample_itself_warns_for_binary(workspace):
     comp = build_format("aerial-cactus", workspace, None)
     report = check_file(comp, Workspace(workspace), workspace / comp.sample_submission)
-    assert report.ok and any("same probability 0.5" in w for w in report.warnings)
+    assert report.ok and any("every row holds the same probabilities (0.5)" in w for w in report.warnings)
 
 
 def test_a_class_mix_far_from_the_training_prior_warns(workspace):
@@ -137,3 +139,45 @@ def test_probabilities_written_with_few_digits_fail_only_when_rows_drift(workspa
     sums = np.abs(pd.read_csv(path).iloc[:, 1:].sum(axis=1) - 1)
     errors = check_file(comp, ws, path).errors
     assert (sums > 1e-6).any() and any("do not sum to 1" in e and "9 significant digits" in e for e in errors)
+
+
+def test_a_real_models_submission_passes_against_the_real_sample(shared, workspace):
+    comp = build_format("aerial-cactus", workspace, shared)
+    real = shared / "formats" / "aerial-cactus-identification__real_submission_example.csv"
+    report = check_file(comp, Workspace(workspace), real)
+    assert report.errors == [] and report.warnings == []
+
+
+def test_a_real_file_with_stray_columns_is_refused_by_name(shared, workspace):
+    comp = build_format("cifar-10", workspace, shared)
+    stray = shared / "formats" / "cifar-10__trainLabels_head.csv"  # header id,label,index, (two extra columns)
+    (error,) = check_file(comp, Workspace(workspace), stray).errors
+    assert "unexpected column(s) 'index', ''" in error and "must be exactly: id,label" in error
+
+
+def test_hard_labels_in_an_auc_competition_warn(workspace):
+    comp = build_format("aerial-cactus", workspace, None)
+    ws = Workspace(workspace)
+    sample = pd.read_csv(workspace / comp.sample_submission, dtype=str)
+    path = workspace / "hard.csv"
+    sample.assign(has_cactus=[str(i % 2) for i in range(len(sample))]).to_csv(path, index=False)
+    report = check_file(comp, ws, path)
+    assert report.ok and any("hard labels" in w for w in report.warnings)
+
+
+def test_a_codabench_zip_is_checked_by_its_csv_and_a_zipped_folder_is_refused(workspace):
+    comp = build_format("nycu", workspace, None)
+    ws = Workspace(workspace)
+    ids, probs = random_probs(comp, ws)
+    csv_path = write(comp, ws, "prediction", to_frame(comp, ws, ids, probs))
+    good, nested, broken = (workspace / f"{n}.zip" for n in ("good", "nested", "broken"))
+    with zipfile.ZipFile(good, "w") as z:
+        z.write(csv_path, "prediction.csv")
+    assert check_file(comp, ws, good).errors == check_file(comp, ws, good).warnings == []
+    with zipfile.ZipFile(nested, "w") as z:
+        z.write(csv_path, "out/prediction.csv")
+    with pytest.raises(CompError, match="inside a folder; the platform reads the zip's root"):
+        check_file(comp, ws, nested)
+    with zipfile.ZipFile(broken, "w") as z:
+        z.writestr("prediction.csv", csv_path.read_text().replace("\n", "\n ", 3))
+    assert any("leading/trailing whitespace" in e for e in check_file(comp, ws, broken).errors)

@@ -70,6 +70,10 @@ def _index_column(comp: Competition, rows: Rows) -> bytes:
     return _bytes([["", *rows[0]]] + [[str(i), *row] for i, row in enumerate(rows[1:])])
 
 
+def _reset_index_column(comp: Competition, rows: Rows) -> bytes:
+    return _bytes([["index", *rows[0]]] + [[str(i), *row] for i, row in enumerate(rows[1:])])
+
+
 def _swap_columns(comp: Competition, rows: Rows) -> bytes:
     return _bytes([row[::-1] for row in rows])
 
@@ -85,9 +89,8 @@ def _scale_row(comp: Competition, rows: Rows) -> bytes:
 
 
 def _ragged(comp: Competition, rows: Rows) -> bytes:
-    text = _bytes(rows).decode()
-    first, rest = text.split("\n", 2)[1], text.split("\n", 2)[2]
-    return (text.split("\n")[0] + "\n" + first.replace(" ", ",", 1) + "\n" + rest).encode()
+    rows[1] = [rows[1][0], *rows[1][1].split(" ", 1)]  # "a,b c" written as "a,b,c": one field too many
+    return _bytes(rows)
 
 
 def _known(comp: Competition, n: int) -> str:
@@ -105,6 +108,7 @@ BATTERY: list[tuple[str, str, Callable[[Competition, Rows], bytes], str]] = [
     ("a class column missing", "dog-breed", _with_rows(lambda r: [row[:-1] for row in r]), "missing column(s)"),
     ("a column twice", "cifar-10", _with_rows(lambda r: [[*row, row[1]] for row in r]), "appear more than once"),
     ("pandas index column", "cifar-10", _index_column, "looks like a pandas index column"),
+    ("a reset_index() column", "humpback", _reset_index_column, "the first column 'index' looks like a pandas index"),
     ("semicolons", "cifar-10", _with_rows(lambda r: r, sep=";"), "separated by semicolons"),
     ("tabs", "humpback", _with_rows(lambda r: r, sep="\t"), "separated by tabs"),
     ("no header row", "cassava", _with_rows(lambda r: r[1:]), "has no header row"),
@@ -125,6 +129,9 @@ BATTERY: list[tuple[str, str, Callable[[Competition, Rows], bytes], str]] = [
      "ids lack the '.jpg' extension the sample uses"),
     ("ids with an extension the sample lacks", "dog-breed", _set_ids(lambda i: i + ".jpg"),
      "ids carry the '.jpg' extension the sample's ids lack"),
+    ("ids with a folder", "cassava", _set_ids(lambda i: "test_images/" + i), "ids carry a folder"),
+    ("a trailing comma on every line", "cifar-10", _with_rows(lambda r: [[*row, ""] for row in r]),
+     "ends with an extra comma"),
     ("ids written as floats", "cifar-10", _set_ids(lambda i: i + ".0"), "ids were written as floats"),
     ("ids that lost leading zeros", "nycu", _set_ids(lambda i: str(int(i))), "ids lost their leading zeros"),
     ("whitespace around ids", "cassava", _set_ids(lambda i: " " + i), "ids have leading/trailing whitespace"),
@@ -151,6 +158,7 @@ BATTERY: list[tuple[str, str, Callable[[Competition, Rows], bytes], str]] = [
     ("whitespace around a label", "cifar-10", _set_cell(2, "cat "), "labels in column 'label' have leading/trailing"),
     ("float class ids", "cassava", _set_labels(lambda v: v + ".0"), "float class ids"),
     ("class names instead of ids", "cassava", _set_cell(1, "Healthy"), "must hold integer class ids"),
+    ("a zero-padded class id", "nycu", _set_cell(1, "07"), "leading zeros or signs"),
     ("an unknown class id", "nycu", _set_cell(1, "100"), "unknown class id(s) in column 'pred_label'"),
     # top-k
     ("top-k with 6 labels", "humpback", lambda comp, rows: _set_cell(1, _known(comp, 6))(comp, rows),

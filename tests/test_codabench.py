@@ -102,6 +102,13 @@ def test_unreachable_server(codabench, monkeypatch):
     assert code == 1 and "could not reach CodaBench" in out
 
 
+def test_a_key_with_path_components_from_the_server_is_refused(codabench, workspace):
+    codabench.dataset_key = "../../admin/delete"
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "usable key" in out
+    assert not [r for r in codabench.requests if "admin" in r.path] and not Workspace(workspace).ledger.exists()
+
+
 def test_make_zip_refuses_folder_names(tmp_path):
     csv = tmp_path / "p.csv"
     csv.write_text("image_name,pred_label\na,1\n")

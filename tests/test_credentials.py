@@ -29,6 +29,9 @@ def test_token_comes_first_value_or_file(isolated, monkeypatch, tmp_path):  # no
     token_file.write_text("  path-token  \n")
     monkeypatch.setenv("KAGGLE_API_TOKEN", str(token_file))
     assert find_credential().token == "path-token"
+    monkeypatch.setenv("KAGGLE_API_TOKEN", str(tmp_path / "missing" / "tok.txt"))
+    with pytest.raises(CompError, match="no such file"):
+        find_credential()
 
 
 def test_kaggle_json_locations_and_env_overrides(isolated, monkeypatch, tmp_path):  # noqa: F811
@@ -128,3 +131,17 @@ def test_no_command_shows_or_stores_a_credential(isolated, workspace, monkeypatc
     for where, text in haystacks.items():
         for secret in secrets:
             assert secret not in text, f"credential {secret!r} found in {where}"
+
+
+def test_kaggle_environment_is_chosen_by_name(monkeypatch):
+    from kagglesdk import KaggleEnv
+
+    from comp.platforms.kaggle import kaggle_env
+
+    monkeypatch.delenv("COMP_KAGGLE_ENV", raising=False)
+    assert kaggle_env() is KaggleEnv.PROD
+    monkeypatch.setenv("COMP_KAGGLE_ENV", "test")
+    assert kaggle_env() is KaggleEnv.TEST
+    monkeypatch.setenv("COMP_KAGGLE_ENV", "moon")
+    with pytest.raises(CompError, match="not one of"):
+        kaggle_env()

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.transforms import v2
 
 from comp import data
@@ -63,6 +63,14 @@ def test_cache_round_trip_equals_direct_decode(workspace):
     assert np.abs(arr[1].astype(int) - np.asarray(data.open_rgb(wide).resize((24, 24))).astype(int)).mean() > 10
 
 
+def test_large_jpeg_reduced_decode_stays_close_to_a_full_decode(workspace):
+    yy, xx = np.mgrid[0:240, 0:320]
+    path = _save(workspace / "big.jpg", np.stack([xx % 256, yy, (xx + yy) % 256], -1).astype(np.uint8), quality=95)
+    fast = data.decode_square(path, 24)  # decoded at 1/4 scale by the JPEG decoder, then resized
+    full = np.asarray(ImageOps.fit(data.open_rgb(path), (24, 24), Image.Resampling.BICUBIC))
+    assert fast.shape == (24, 24, 3) and np.abs(fast.astype(int) - full.astype(int)).mean() < 3
+
+
 def test_cache_reused_then_rebuilt_when_a_file_changes(workspace, monkeypatch):
     rng = np.random.default_rng(1)
     paths = [_save(workspace / f"{i}.png", _noise(rng, 20, 20)) for i in range(3)]
@@ -79,7 +87,9 @@ def test_cache_reused_then_rebuilt_when_a_file_changes(workspace, monkeypatch):
 
     _save(Path(paths[1]), np.zeros((20, 20, 3), np.uint8))  # same name, new content
     rebuilt = data.cached_images(ws, paths, 16, workers=0)
-    assert len(_cache_files(ws)) == 2
+    assert len(_cache_files(ws)) == 1  # the outdated cache of this set was removed
+    other_set = data.cached_images(ws, paths[:2], 16, workers=0)
+    assert len(_cache_files(ws)) == 2 and len(other_set) == 2  # ...but not another set's
     np.testing.assert_array_equal(rebuilt[0], first[0])
     assert rebuilt[1].max() == 0 and first[1].max() > 0
 
@@ -123,6 +133,7 @@ def test_unreadable_image_is_a_comp_error_and_leaves_no_cache(workspace):
     with pytest.raises(CompError, match="missing.png"):
         data.cached_images(ws, [str(workspace / "missing.png")], 8, workers=0)
     assert _cache_files(ws) == []
+    assert data.cached_images(ws, [], 8).shape == (0, 8, 8, 3)
 
 
 def test_dataset_loader_and_batch_ops_shapes(workspace):
@@ -208,11 +219,29 @@ def test_loader_order_is_reproducible_and_memmap_pickles_by_name(workspace):
     images = data.cached_images(Workspace(workspace), paths, 8, workers=0)
     dataset = data.ArrayDataset(images, [0, 1, 0, 1, 0, 1])
 
-    def order(seed: int) -> list[int]:
-        loader = data.make_loader(dataset, 2, shuffle=True, workers=0, seed=seed)
-        return [int(v) for xb, _ in loader for v in xb[:, 0, 0, 0]]
+    def order(seed: int, workers: int = 0) -> list[int]:
+        loader = data.make_loader(dataset, 2, shuffle=True, workers=workers, seed=seed)
+        batches = list(loader)
+        assert all(xb.is_contiguous(memory_format=torch.channels_last) for xb, _ in batches)
+        return [int(v) for xb, _ in batches for v in xb[:, 0, 0, 0]]
 
     assert order(7) == order(7) and sorted(order(7)) == list(range(6))
+    assert order(7, workers=1) == order(7)  # a worker process reads the same memmap and keeps the order
     blob = pickle.dumps(dataset)
     assert len(blob) < images.nbytes  # sent as a file name, not the pixels
     assert torch.equal(pickle.loads(blob)[5][0], dataset[5][0])
+
+
+def test_bench_results_are_oriented_and_rendered(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    from bench.__main__ import _DATA, render
+    from bench.common import Result
+
+    faster = Result.from_seconds("step", 1.0, 4.0, "harness vs loop")  # times: lower is better
+    assert faster.ratio == 4.0 and faster.line() == "step: 4.00x (harness vs loop)"
+    assert Result.from_rates("epoch", 300.0, 100.0, "x").ratio == 3.0  # rates: higher is better
+    machine = {k: "?" for k in ("date", "cpu", "cores", "gpu", "python", "torch", "torchvision")}
+    entry = {"machine": machine, "seconds": 2.0, "error": "", "about": "", "results": [faster.__dict__]}
+    text = render({"modules": {"step": entry}})
+    assert "| step | 1 | 4 | s | **4.00x** | harness vs loop |" in text
+    assert _DATA.search(text)  # the raw numbers ride along, so one module can be re-run alone

@@ -154,3 +154,19 @@ def test_an_id_with_two_label_rows_is_refused(workspace):
     pd.concat([labels, labels.iloc[[4]]]).to_csv(ws.path(comp.labels_csv), index=False)
     with pytest.raises(CompError, match="id '5' has more than one labelled row"):
         make_folds(comp, ws)
+
+
+def test_real_kaggle_cifar_labels_are_balanced(shared, workspace):
+    """The real headerless `<id>.png,<label>` file: uneven classes (14-28 images), ids kept as written."""
+    data = shared / "data" / "cifar10-kaggle-small" / "image_data_format_1"
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    comp = Competition(name="cifar-10", layout="csv", data_dir=str(data), train_dirs=[str(data / "train")],
+                       labels_csv=str(data / "trainLabels.csv"), labels_header=False, classes=classes,
+                       submission_labels=classes)
+    ws = Workspace(workspace)
+    ws.save(comp)
+    folds, _ = make_folds(comp, ws)
+    assert folds.frame["id"].head(3).tolist() == ["1.png", "2.png", "3.png"]
+    table = pd.crosstab(folds.frame["label"], folds.frame["fold"])
+    assert table.shape == (10, 5) and ((table.max(axis=1) - table.min(axis=1)) <= 1).all()
+    assert table.sum(axis=1).to_dict()["automobile"] == 28

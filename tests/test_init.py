@@ -121,6 +121,8 @@ def test_numeric_class_folders_are_codabench_style(workspace):
     train = layouts.train_items(comp, ws)
     assert set(train["label"]) == {"0", "1", "2", "10"} and len(train) == 8
     assert "notes.txt" in out and "sample_submission.csv" in out
+    comp, ws, _ = _init(data, "--force", "--kind", "class_probs", "--platform", "kaggle")
+    assert (comp.label_columns, comp.id_column) == (["0", "1", "2", "10"], "id")
 
 
 def test_val_pooled_spaces_mapped_and_labelled_test(workspace):
@@ -235,6 +237,9 @@ def test_refuses_ambiguous_or_wrong_input(workspace):
     assert "--label-column" in _init(data, ok=False)
     assert "--group-column" in _init(data, "--label-column", "kind_a", "--group-column", "nope", ok=False)
     assert "--kind" in _init(data, "--kind", "bogus", ok=False)
+    assert "--platform" in _init(data, "--platform", "kagle", ok=False)
+    assert "--n-folds 1" in _init(data, "--n-folds", "1", ok=False)
+    assert "unknown metric 'acc'" in _init(data, "--metric", "acc", ok=False)
     assert not (workspace / "comp.toml").exists() and not (workspace / ".comp").exists()  # nothing half-written
 
 
@@ -246,6 +251,12 @@ def test_refuses_to_overwrite_and_main_prints_no_traceback(kaggle_data, monkeypa
     err = capsys.readouterr().err
     assert exit_info.value.code == 1
     assert "comp.toml already exists" in err and "--force" in err and "Traceback" not in err
+    shutil.copy(kaggle_data / "train.csv", kaggle_data / "trainLabels.csv")
+    monkeypatch.setattr(sys, "argv", ["comp", "init", str(kaggle_data), "--force"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "--labels-csv" in err and "Traceback" not in err
 
 
 def test_ambiguous_id_column_is_refused(workspace):
@@ -254,3 +265,74 @@ def test_ambiguous_id_column_is_refused(workspace):
     sample.insert(1, "file", sample["id"] + ".png")
     sample.to_csv(data / "sample_submission.csv", index=False)
     assert "--id-column" in _init(data, ok=False)
+    sample.drop(columns="file").to_csv(data / "sample_submission.csv", index=False)
+    labels = pd.read_csv(data / "train.csv", dtype=str)
+    labels.insert(1, "file", labels["id"] + ".png")
+    labels.to_csv(data / "train.csv", index=False)
+    assert "several columns name the image files (id, file); pass --id-column" in _init(data, ok=False)
+    assert _init(data, "--id-column", "file")[0].train_id_column == "file"
+    labels[["id"]].to_csv(data / "train.csv", index=False)  # no label column at all
+    assert "cannot tell which column is the label" in _init(data, "--force", ok=False)
+
+
+def test_other_real_world_shapes(workspace):
+    """Nested zips (train/train/), top-level class folders beside Test/ (alaska2), every image in one folder
+    (leaf-classification), class folders beside a train.csv (paddy)."""
+    nested = workspace / "nested"
+    for i in range(4):
+        _image(nested / "train" / "train" / f"{i}.jpg")
+    _image(nested / "test" / "test" / "q.jpg")
+    pd.DataFrame({"id": [f"{i}.jpg" for i in range(4)], "label": ["a", "b"] * 2}).to_csv(nested / "train.csv",
+                                                                                      index=False)
+    pd.DataFrame({"id": ["q.jpg"], "label": "a"}).to_csv(nested / "sample_submission.csv", index=False)
+    comp, ws, _ = _init(nested)
+    assert (comp.train_dirs, comp.test_dir) == (["nested/train/train"], "nested/test/test")
+
+    top = workspace / "top"
+    for cls in ("Cover", "JMiPOD", "Test"):
+        _image(top / cls / "0001.jpg")
+    pd.DataFrame({"Id": ["0001.jpg"], "Label": "Cover"}).to_csv(top / "sample_submission.csv", index=False)
+    comp, ws, out = _init(top, "--force")
+    assert (comp.layout, comp.train_dirs, comp.test_dir, comp.classes) == (
+        "folders", ["top"], "top/Test", ["Cover", "JMiPOD"])
+    assert len(layouts.train_items(comp, ws)) == 2 and "sample_submission.csv" not in out.split("ignored")[1][:60]
+
+    leaf = workspace / "leaf"
+    for i in range(1, 7):
+        _image(leaf / "images" / f"{i}.jpg")
+    pd.DataFrame({"id": ["1", "2", "3", "4"], "species": ["Acer_Mono", "Quercus Rubra"] * 2,
+                  "margin1": ["0.1", "0.2", "0.3", "0.4"]}).to_csv(leaf / "train.csv", index=False)
+    pd.DataFrame({"id": ["5", "6"], "margin1": "0.1"}).to_csv(leaf / "test.csv", index=False)
+    pd.DataFrame({"id": ["5", "6"], "Acer_Mono": 0.5, "Quercus_Rubra": 0.5}).to_csv(leaf / "sample_submission.csv",
+                                                                                     index=False)
+    comp, ws, _ = _init(leaf, "--force")
+    assert (comp.train_label_column, comp.test_dir, comp.kind) == ("species", "leaf/images", "class_probs")
+    assert comp.submission_labels == ["Acer_Mono", "Quercus_Rubra"]
+    assert [Path(p).name for p in layouts.test_items(comp, ws)["path"]] == ["5.jpg", "6.jpg"]
+
+    paddy = make_folder_competition(workspace / "paddy", classes=("blast", "normal"), n_per_class=2, n_test=2)
+    pd.DataFrame({"image_id": ["0000.jpg"], "label": ["blast"]}).to_csv(paddy / "train.csv", index=False)
+    comp, _, out = _init(paddy, "--force")
+    assert comp.layout == "folders" and "train.csv ignored" in out
+
+
+def test_label_in_file_name_is_refused_with_a_hint(workspace):
+    for name in ("cat.0.jpg", "dog.0.jpg"):
+        _image(workspace / "dvc" / "train" / name)
+    _image(workspace / "dvc" / "test1" / "1.jpg")
+    message = _init(workspace / "dvc", ok=False)
+    assert "found no training labels" in message and "--labels-csv" in message
+    make_kaggle_competition(workspace / "k", n_per_class=2, n_test=2)
+    assert "'ID'" in _init(workspace / "k", "--id-column", "ID", ok=False)
+
+
+def test_ids_that_are_paths_from_the_data_folder(workspace):
+    data = workspace / "paths"
+    for i in range(4):
+        _image(data / "train_images" / "part1" / f"{i}.png")
+    pd.DataFrame({"filepath": [f"train_images/part1/{i}" for i in range(4)], "target": ["a", "b"] * 2}).to_csv(
+        data / "train.csv", index=False)
+    comp, ws, _ = _init(data)
+    assert (comp.train_dirs, comp.train_id_column, comp.train_label_column, comp.image_ext) == (
+        ["paths"], "filepath", "target", ".png")
+    assert all(Path(p).exists() for p in layouts.train_items(comp, ws)["path"])

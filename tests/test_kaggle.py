@@ -83,6 +83,13 @@ def test_unknown_competition(kaggle, workspace):
     assert not Workspace(workspace).ledger.exists()
 
 
+def test_code_competition_refuses_a_csv_upload(kaggle, workspace):
+    toy_workspace(workspace)
+    kaggle.code_competition = True
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "code competition" in out and not _calls(kaggle, "StartSubmissionUpload")
+
+
 def test_rules_not_accepted(kaggle, workspace):
     toy_workspace(workspace)
     kaggle.rules_not_accepted.add("toy-comp")
@@ -238,4 +245,11 @@ def test_failed_download_leaves_nothing(kaggle, workspace):
     kaggle.data_zip = b"this is not a zip"
     code, out = run_cli("download", "--competition", "toy-comp")
     assert code == 1 and "not a zip" in out
+    assert not (workspace / "data").exists() or list((workspace / "data").iterdir()) == []
+
+
+def test_download_before_accepting_rules(kaggle, workspace):
+    kaggle.rules_not_accepted.add("toy-comp")
+    code, out = run_cli("download", "--competition", "toy-comp")
+    assert code == 1 and "toy-comp/rules" in out
     assert not (workspace / "data").exists() or list((workspace / "data").iterdir()) == []

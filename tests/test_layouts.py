@@ -123,6 +123,9 @@ def test_sample_values_that_are_not_classes_are_refused():
     sample = _frame(id=["a"], label=["zebra"])
     with pytest.raises(CompError, match="'zebra'.*--label-column"):
         detect_format(sample, "id", ["cat", "dog", "frog"])
+    # --kind says the values are placeholders
+    assert detect_format(sample, "id", ["cat", "dog", "frog"], kind="class_name").submission_labels == [
+        "cat", "dog", "frog"]
 
 
 def test_integer_placeholders_of_many_classes_are_class_ids():
@@ -154,6 +157,9 @@ def test_real_sample_headers(shared):
     cactus = read_table(formats / "aerial-cactus-identification__sample_submission.csv")
     fmt = detect_format(cactus, "id", ["0", "1"])
     assert (fmt.kind, fmt.label_columns, fmt.positive_class) == ("binary", ["has_cactus"], "1")
+
+    real = read_table(formats / "aerial-cactus-identification__real_submission_example.csv")  # a model's output
+    assert detect_format(real, "id", ["0", "1"]).kind == "binary"
 
     alaska = read_table(formats / "alaska2-image-steganalysis__real_submission_example.csv")
     assert detect_format(alaska, "Id", ["0", "1"]).kind == "binary"

@@ -122,5 +122,19 @@ def test_names_with_path_components_are_refused():
     assert safe_file_name("blend v2 (hflip).csv") == "blend v2 (hflip).csv"
 
 
+def test_unpack_refuses_members_outside_the_folder(tmp_path):
+    import zipfile
+
+    from comp.platforms.fetch import unpack
+
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("ok.txt", "fine")
+        archive.writestr("../evil.txt", "escape")
+    with pytest.raises(CompError, match="outside its folder"):
+        unpack(bad, tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "out").exists()
+
+
 def test_redact_replaces_every_secret():
     assert redact("token abcd1234 and key k3y-zz9 here", ["abcd1234", "k3y-zz9", ""]) == "token *** and key *** here"

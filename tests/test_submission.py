@@ -261,6 +261,10 @@ def test_writer_refuses_logits_bad_shapes_and_bad_settings(workspace):
                            classes=["cat", "dog"])
     with pytest.raises(CompError, match="not integers"):
         to_frame(class_id, ws, ids, np.full((3, 2), 0.5))
+    topk = Competition(name="toy", sample_submission=comp.sample_submission, kind="topk", classes=["cat", "dog"],
+                       submission_labels=["big cat", "dog"])
+    with pytest.raises(CompError, match="space-separated"):
+        to_frame(topk, ws, ids, np.full((3, 2), 0.5))
     missing = Competition(name="toy", sample_submission="nowhere.csv", classes=["cat", "dog"])
     with pytest.raises(CompError, match="not found"):
         to_frame(missing, ws, ids, np.full((3, 2), 0.5))
@@ -285,3 +289,28 @@ def test_check_bytes_agrees_with_check_file(workspace):
     data = b"id,label\nt1.png,cat\nt2.png,dog\n"
     (workspace / "short.csv").write_bytes(data)
     assert check_bytes(comp, ws, data).errors == check_file(comp, ws, workspace / "short.csv").errors != []
+
+
+@pytest.mark.parametrize(
+    ("layout", "kind", "ids_with_ext"),
+    [("csv", "class_name", False), ("csv", "class_probs", True), ("csv", "binary", False), ("folders", "", False)],
+)
+def test_writer_accepts_what_init_and_test_items_produce(layout, kind, ids_with_ext, workspace):
+    from conftest import make_folder_competition, make_kaggle_competition
+
+    from comp.init import InitOptions, init_workspace
+    from comp.layouts import test_items
+
+    if layout == "csv":
+        classes = ("0", "1") if kind == "binary" else ("cat", "dog", "frog")
+        data = make_kaggle_competition(workspace / "data" / "toy", classes=classes, kind=kind,
+                                       ids_with_ext=ids_with_ext, n_per_class=2)
+    else:
+        data = make_folder_competition(workspace / "data" / "toy", n_per_class=2)
+    ws = Workspace(workspace)
+    comp = init_workspace(data, ws, InitOptions()).competition
+    ids = test_items(comp, ws)["id"].tolist()[::-1]
+    probs = np.random.default_rng(0).dirichlet(np.ones(comp.num_classes), size=len(ids))
+    path = write(comp, ws, "first", to_frame(comp, ws, ids, probs))
+    assert check_file(comp, ws, path).errors == []
+    assert pd.read_csv(path, dtype=str, keep_default_na=False).columns.tolist() == read_sample(comp, ws).header

@@ -8,7 +8,7 @@ import timm
 import torch
 import ttach
 
-from comp import predict
+from comp import tta
 from comp.errors import CompError
 
 SIZE = 32
@@ -40,44 +40,44 @@ def cnn() -> torch.nn.Module:
     return _model()
 
 
-@pytest.mark.parametrize("preset", predict.PRESETS)
+@pytest.mark.parametrize("preset", tta.PRESETS)
 def test_batched_equals_ttach_for_every_preset(cnn, preset):
     config = _config(cnn)
     images = _images()
-    x = predict.prepare_batch(images, config, predict.source_size(preset, config, images.shape[1:3]), "cpu")
-    transforms = predict.tta_transforms(preset, config, cnn)
-    assert len(transforms) == predict.VIEWS[preset]
+    x = tta.prepare_batch(images, config, tta.source_size(preset, config, images.shape[1:3]), "cpu")
+    transforms = tta.tta_transforms(preset, config, cnn)
+    assert len(transforms) == tta.VIEWS[preset]
     with torch.inference_mode():
         want = ttach.ClassificationTTAWrapper(cnn, transforms, merge_mode="mean")(x).numpy()
-        batched = predict.tta_forward(cnn, x, transforms).numpy()
+        batched = tta.tta_forward(cnn, x, transforms).numpy()
     # predict_logits end to end: chunked (batch_size 9 -> views split across steps), BN-folded channels_last copy.
-    full = predict.predict_logits(cnn, images, config, tta=preset, batch_size=9)
+    full = tta.predict_logits(cnn, images, config, tta=preset, batch_size=9, optimize=True)
     assert full.dtype == np.float32 and full.shape == (5, 4)
     assert np.abs(batched - want).max() <= 1e-4
     assert np.abs(full - want).max() <= 1e-4
     if preset != "none":  # the views really change the answer, so equality above is not trivially true
-        plain = predict.predict_logits(cnn, images, config, tta="none")
+        plain = tta.predict_logits(cnn, images, config, tta="none")
         assert np.abs(plain - want).max() > 1e-4
 
 
 def test_d4_on_non_square_input_groups_views_by_shape(cnn):
     config = dict(_config(cnn), input_size=(3, 32, 48))
     images = _images(3, 32, 48)
-    x = predict.prepare_batch(images, config, (32, 48), "cpu")
-    transforms = predict.tta_transforms("d4", config)
+    x = tta.prepare_batch(images, config, (32, 48), "cpu")
+    transforms = tta.tta_transforms("d4", config)
     with torch.inference_mode():
         want = ttach.ClassificationTTAWrapper(cnn, transforms)(x).numpy()
-    got = predict.predict_logits(cnn, images, config, tta="d4")
+    got = tta.predict_logits(cnn, images, config, tta="d4", optimize=True)
     assert np.abs(got - want).max() <= 1e-4
 
 
 def test_prob_merge_is_log_of_mean_probabilities_and_never_nan(cnn):
     config = _config(cnn)
     images = _images()
-    got = predict.predict_logits(cnn, images, config, tta="d4", merge="prob")
+    got = tta.predict_logits(cnn, images, config, tta="d4", merge="prob")
     assert np.isfinite(got).all()
     assert np.allclose(np.exp(got).sum(axis=1), 1.0, atol=1e-5)  # log-probabilities
-    x = predict.prepare_batch(images, config, (SIZE, SIZE), "cpu")
+    x = tta.prepare_batch(images, config, (SIZE, SIZE), "cpu")
     softmax_model = torch.nn.Sequential(cnn, torch.nn.Softmax(dim=1))
     with torch.inference_mode():
         want = ttach.ClassificationTTAWrapper(softmax_model, ttach.aliases.d4_transform())(x).log().numpy()
@@ -88,7 +88,7 @@ def test_prob_merge_is_log_of_mean_probabilities_and_never_nan(cnn):
 
 
 def test_multiscale_is_bilinear_on_stride_multiples(cnn):
-    transforms = predict.tta_transforms("multiscale", _config(cnn, 224), cnn)
+    transforms = tta.tta_transforms("multiscale", _config(cnn, 224), cnn)
     (resize,) = transforms.aug_transforms
     assert resize.interpolation == "bilinear"
     assert sorted(resize.params) == [(200, 200), (224, 224), (256, 256)]
@@ -98,40 +98,47 @@ def test_multiscale_refuses_a_fixed_size_vit_but_runs_a_dynamic_one():
     images = _images(2, 32, 32)
     fixed = _model("test_vit", img_size=SIZE, dynamic_img_size=False)  # test_vit is dynamic by default
     with pytest.raises(CompError, match="multiscale.*accept"):
-        predict.predict_logits(fixed, images, _config(fixed), tta="multiscale")
+        tta.predict_logits(fixed, images, _config(fixed), tta="multiscale")
     dynamic = _model("test_vit", img_size=SIZE, dynamic_img_size=True)
-    transforms = predict.tta_transforms("multiscale", _config(dynamic), dynamic)
+    transforms = tta.tta_transforms("multiscale", _config(dynamic), dynamic)
     assert all(h % 16 == 0 for h, _ in transforms.aug_transforms[0].params)  # the patch size
-    assert predict.predict_logits(dynamic, images, _config(dynamic), tta="multiscale").shape == (2, 4)
+    assert tta.predict_logits(dynamic, images, _config(dynamic), tta="multiscale").shape == (2, 4)
 
 
 def test_five_crop_feeds_a_larger_image_and_crops_model_size_views(cnn):
     config = dict(_config(cnn), crop_pct=0.8)
-    assert predict.source_size("five_crop", config) == (40, 40)  # model size / crop_pct
-    assert predict.source_size("five_crop", config, (48, 48)) == (48, 48)  # a larger cached square as it is
-    assert predict.source_size("five_crop", dict(config, crop_pct=1.0), (32, 32)) == (37, 37)  # never 5 equal crops
-    assert predict.source_size("d4", config, (48, 48)) == (32, 32)
+    assert tta.source_size("five_crop", config) == (40, 40)  # model size / crop_pct
+    assert tta.source_size("five_crop", config, (48, 48)) == (48, 48)  # a larger cached square as it is
+    assert tta.source_size("five_crop", dict(config, crop_pct=1.0), (32, 32)) == (37, 37)  # never 5 equal crops
+    assert tta.source_size("d4", config, (48, 48)) == (32, 32)
     x = torch.zeros(1, 3, 40, 40)
-    assert {tuple(t.augment_image(x).shape[2:]) for t in predict.tta_transforms("five_crop", config)} == {(32, 32)}
+    assert {tuple(t.augment_image(x).shape[2:]) for t in tta.tta_transforms("five_crop", config)} == {(32, 32)}
 
 
 def test_bad_input_is_refused_with_a_clear_message(cnn):
     config = _config(cnn)
     with pytest.raises(CompError, match="unknown TTA preset"):
-        predict.predict_logits(cnn, _images(), config, tta="d8")
+        tta.predict_logits(cnn, _images(), config, tta="d8")
     with pytest.raises(CompError, match="merge"):
-        predict.predict_logits(cnn, _images(), config, merge="gmean")
+        tta.predict_logits(cnn, _images(), config, merge="gmean")
     with pytest.raises(CompError, match="uint8"):
-        predict.predict_logits(cnn, _images().astype(np.float32), config)
+        tta.predict_logits(cnn, _images().astype(np.float32), config)
     with pytest.raises(CompError, match=r"\(N, H, W, 3\)"):
-        predict.predict_logits(cnn, _images()[..., 0], config)
-    assert predict.predict_logits(cnn, _images(0), config).shape == (0, 4)
+        tta.predict_logits(cnn, _images()[..., 0], config)
+    assert tta.predict_logits(cnn, _images(0), config).shape == (0, 4)
 
 
 def test_model_training_flag_is_restored(cnn):
     cnn.train()
     try:
-        predict.predict_logits(cnn, _images(2), _config(cnn))
+        tta.predict_logits(cnn, _images(2), _config(cnn))
         assert cnn.training
     finally:
         cnn.eval()
+
+
+def test_indices_predict_only_those_rows_in_that_order(cnn):
+    images, config = _images(6), _config(cnn)
+    full = tta.predict_logits(cnn, images, config, tta="hflip")
+    picked = tta.predict_logits(cnn, images, config, tta="hflip", indices=np.array([4, 1, 2]), batch_size=4)
+    assert np.abs(picked - full[[4, 1, 2]]).max() <= 1e-5

