@@ -62,6 +62,8 @@ class Competition:
     classes: list[str] = field(default_factory=list)  # training labels; the order of every logits column
     submission_labels: list[str] = field(default_factory=list)  # how each class is written in the submission
     positive_class: str = ""  # binary kind: the class whose probability the submission holds
+    codabench_phase: str = ""  # CodaBench phase id to submit to (or --phase / $CODABENCH_PHASE)
+    submission_zip_name: str = ""  # CodaBench: the file name inside the results zip ("" -> prediction.csv)
     n_folds: int = 5  # K of the stratified K-fold split
     seed: int = 42  # seed of the fold split
 

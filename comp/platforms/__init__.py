@@ -143,7 +143,9 @@ def make_backend(comp: Competition, phase: str = "", zip_name: str = "") -> Back
     if comp.platform == "codabench":
         from comp.platforms.codabench import CodabenchBackend
 
-        return CodabenchBackend.from_env(phase=phase, zip_name=zip_name)
+        return CodabenchBackend.from_env(
+            phase=phase or comp.codabench_phase, zip_name=zip_name or comp.submission_zip_name
+        )
     return None
 
 
