@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 
 from comp import atomic, metrics
 from comp.config import Workspace, from_dict, load_toml, to_dict
@@ -153,7 +152,6 @@ def predict_model(
     tta: str = "none",
     device: str = "auto",
     merge: str = "mean",
-    console: Console | None = None,
 ) -> PredictResult:
     """Recompute `alias`'s OOF and test logits for fold `fold` (or every trained fold) with TTA `tta` (or auto)."""
     from comp.folds import load_folds
@@ -161,7 +159,6 @@ def predict_model(
     from comp.logits import Logits, load, save
     from comp.train import resolve_device
 
-    console = console or Console(stderr=True)
     if tta != "auto" and tta not in PRESETS:
         raise CompError(f"--tta {tta!r}: choose one of {', '.join(PRESETS)} or auto")
     if merge not in MERGES:
@@ -185,9 +182,13 @@ def predict_model(
     # OOF logits for every candidate preset (one under a fixed --tta), per fold.
     candidates = auto_order() if tta == "auto" else [tta]
     oof: dict[str, dict[int, np.ndarray]] = {p: {} for p in candidates}
+    test_logits: dict[int, np.ndarray | None] = {}
     unavailable: dict[str, str] = {}
+    started = time.time()
     for k in todo:
         run = _Fold(ws, alias, k, comp.num_classes, cache)
+        if tta != "auto":  # the preset is known: test logits now, without rebuilding the model later
+            test_logits[k] = _test(run, test_paths, tta, merge, run_device, f"{alias} f{k} test {tta}")
         for preset in candidates:
             if preset in unavailable:
                 continue
@@ -209,10 +210,9 @@ def predict_model(
     results = []
     for k in todo:
         paths = ws.run(alias, k)
-        started = time.time()
-        run = _Fold(ws, alias, k, comp.num_classes, cache)
-        test_logits = (run.predict(test_paths, np.arange(len(test)), chosen, merge, run_device,
-                                   f"{alias} f{k} test {chosen}") if len(test) else None)
+        if k not in test_logits:
+            run = _Fold(ws, alias, k, comp.num_classes, cache)
+            test_logits[k] = _test(run, test_paths, chosen, merge, run_device, f"{alias} f{k} test {chosen}")
         old_meta = load(paths.oof).meta if paths.oof.exists() else {}
         meta = {**old_meta, "folds_hash": folds.hash, "recipe_hash": records[k].get("recipe_hash", ""),
                 "competition_hash": competition_hash, "code_version": code_version(), "model": alias, "fold": k,
@@ -220,14 +220,18 @@ def predict_model(
         if tta == "auto":
             meta["tta_scores"] = scores
         save(paths.oof, Logits(items["id"].to_numpy()[fold_rows[k]], oof[chosen][k], comp.classes, meta))
-        if test_logits is not None:
-            save(paths.test, Logits(test["id"].to_numpy(), test_logits, comp.classes, meta))
+        if test_logits[k] is not None:
+            save(paths.test, Logits(test["id"].to_numpy(), test_logits[k], comp.classes, meta))
         score = metrics.score(comp.metric, y[fold_rows[k]], oof[chosen][k], comp.top_k)
         _update_metrics(paths.metrics, comp.metric, score, chosen, merge, scores if tta == "auto" else None,
-                        time.time() - started)
+                        (time.time() - started) / len(todo))
         results.append(FoldResult(k, score, len(fold_rows[k]), len(test)))
     return PredictResult(alias, comp.metric, chosen, merge, results, missing,
                          scores if tta == "auto" else {}, unavailable)
+
+
+def _test(run: _Fold, paths: list[str], tta: str, merge: str, device, label: str) -> np.ndarray | None:
+    return run.predict(paths, np.arange(len(paths)), tta, merge, device, label) if paths else None
 
 
 def _update_metrics(path, metric: str, score: float, tta: str, merge: str, tta_scores: dict | None,
@@ -238,7 +242,7 @@ def _update_metrics(path, metric: str, score: float, tta: str, merge: str, tta_s
     except (OSError, ValueError):
         record = {}
     record.update(metric=metric, oof_score=score, tta=tta, tta_merge=merge, predicted_by="comp predict",
-                  predict_s=round(seconds, 2))
+                  predict_s=round(seconds, 2))  # this fold's share of the command's time
     if tta_scores is not None:
         record["tta_scores"] = tta_scores
     else:

@@ -86,7 +86,7 @@ def load_model(comp: Competition, ws: Workspace, folds: Folds, alias: str) -> Mo
         for path in (run.oof, run.test):
             if not path.is_file():
                 raise CompError(
-                    f"{where}: {path} is missing; train it (`comp train {alias} --fold {k}`) or predict it "
+                    f"{where}: {path} is missing; train it (`comp train --model {alias} --fold {k}`) or predict it "
                     f"(`comp predict --model {alias} --fold {k}`), or leave {alias!r} out of --models"
                 )
         part, test = logits.load(run.oof), logits.load(run.test)
@@ -114,7 +114,7 @@ def load_model(comp: Competition, ws: Workspace, folds: Folds, alias: str) -> Mo
 
 def _check_provenance(comp: Competition, folds: Folds, lg: logits.Logits, where: str, alias: str, k: int,
                       meta0: dict) -> None:
-    retrain = f"retrain it: `comp train {alias} --fold {k}`"
+    retrain = f"retrain it: `comp train --model {alias} --fold {k}`"
     if lg.classes != list(comp.classes):
         raise StaleError(
             f"{where}: its classes ({', '.join(lg.classes[:5])}{', ...' if len(lg.classes) > 5 else ''}) differ "
@@ -140,7 +140,7 @@ def _check_oof_ids(part: logits.Logits, ids: np.ndarray, rows: np.ndarray, fold:
     if missing:
         raise StaleError(
             f"{where}: {len(missing)} id(s) of fold {k} in folds.csv have no logits (e.g. {missing[:3]}); "
-            f"retrain: `comp train {alias} --fold {k}`"
+            f"retrain: `comp train --model {alias} --fold {k}`"
         )
     position = {i: j for j, i in enumerate(ids)}
     unknown = [i for i in part.ids if i not in position]
@@ -151,7 +151,7 @@ def _check_oof_ids(part: logits.Logits, ids: np.ndarray, rows: np.ndarray, fold:
                "logits have seen their labels" if foreign else f"{len(unknown)} id(s) not in folds.csv "
                f"(e.g. {unknown[:3]})")
         raise StaleError(f"{where}: holds {why}; OOF logits must cover exactly fold {k}; "
-                         f"retrain: `comp train {alias} --fold {k}`")
+                         f"retrain: `comp train --model {alias} --fold {k}`")
 
 
 def competition_hash(comp: Competition) -> str:
@@ -167,7 +167,7 @@ def load_models(comp: Competition, ws: Workspace, aliases: list[str] | None) -> 
         if not aliases:
             raise CompError(
                 f"no finished models in {ws.models_dir} (a model needs OOF and test logits for all "
-                f"{comp.n_folds} folds): train one first, e.g. `comp train ALIAS --fold all`"
+                f"{comp.n_folds} folds): train one first, e.g. `comp train --model ALIAS --fold all`"
             )
     dupes = sorted({a for a in aliases if aliases.count(a) > 1})
     if dupes:

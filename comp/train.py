@@ -33,8 +33,6 @@ from comp.models import build_model, data_config, unwrap
 from comp.provenance import code_version, sha256_obj
 from comp.recipe import load_recipe, recipe_dict, recipe_hash
 
-EVAL_CHUNK = 1024  # images per predict call: bounds the memory of a fold's validation copy
-
 
 @dataclass(frozen=True)
 class Dist:
@@ -295,14 +293,9 @@ class _Job:
         from comp.predict import predict_logits
 
         shard = idx[self.run.rank :: self.run.world]
-        view = eval_view(images, self.data_config, tta)
         batch = self.recipe.eval_batch_size or 2 * self.recipe.batch_size
-        parts = [
-            predict_logits(model, np.ascontiguousarray(view[shard[i : i + EVAL_CHUNK]]), self.data_config, tta, batch,
-                           self.run.device, progress=False)
-            for i in range(0, len(shard), EVAL_CHUNK)
-        ]
-        out = np.concatenate(parts) if parts else np.zeros((0, self.comp.num_classes), np.float32)
+        out = predict_logits(model, eval_view(images, self.data_config, tta), self.data_config, tta, batch,
+                             self.run.device, progress=self.run.main and len(shard) > 4 * batch, indices=shard)
         if self.run.world == 1:
             return out
         gathered: list[Any] = [None] * self.run.world

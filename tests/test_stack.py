@@ -3,6 +3,7 @@ stale or mismatched inputs by model and fold, honest CV wiring, and a real-data 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from comp.cli import app
 from comp.config import Competition, Workspace
 from comp.errors import CompError, StaleError
 from comp.folds import make_folds
-from comp.stack import load_models, score_file, stack
+from comp.stack import competition_hash, load_models, score_file, stack
 from comp.submission import check_file
 
 runner = CliRunner()
@@ -25,7 +26,7 @@ runner = CliRunner()
 def make_workspace(root: Path, classes: tuple[str, ...] = ("cat", "dog", "frog"), n_per_class: int = 20,
                    n_test: int = 12, kind: str = "class_name", metric: str = "accuracy",
                    train_ids: list[str] | None = None, train_labels: list[str] | None = None,
-                   test_ids: list[str] | None = None, test_labels: list[str] | None = None):
+                   test_ids: list[str] | None = None, test_labels: list[str] | None = None, **settings):
     """A csv-layout workspace with labels, a sample submission, answers and folds; images are not needed to stack.
     Returns (competition, workspace, folds, y_train, test_ids, y_test)."""
     ws = Workspace(root)
@@ -42,7 +43,8 @@ def make_workspace(root: Path, classes: tuple[str, ...] = ("cat", "dog", "frog")
         sample = pd.DataFrame({"id": test_ids, **{c: 1.0 / len(classes) for c in classes}})
         label_columns = list(classes)
     else:
-        sample = pd.DataFrame({"id": test_ids, "label": classes[0]})
+        placeholder = {"binary": 0.5, "topk": " ".join(classes[:3])}.get(kind, classes[0])
+        sample = pd.DataFrame({"id": test_ids, "label": placeholder})
         label_columns = ["label"]
     sample.to_csv(data / "sample_submission.csv", index=False)
     pd.DataFrame({"id": test_ids, "label": test_labels}).to_csv(root / "answers.csv", index=False)
@@ -50,7 +52,7 @@ def make_workspace(root: Path, classes: tuple[str, ...] = ("cat", "dog", "frog")
         name="toy", data_dir="data", layout="csv", train_dirs=["data/train"], labels_csv="data/train.csv",
         test_dir="data/test", test_answers="answers.csv", sample_submission="data/sample_submission.csv",
         label_columns=label_columns, kind=kind, metric=metric, classes=list(classes),
-        submission_labels=list(classes), n_folds=5,
+        submission_labels=list(classes), n_folds=5, **settings,
     )
     ws.save(competition)
     folds, _ = make_folds(competition, ws)
@@ -67,7 +69,8 @@ def noisy_logits(y: np.ndarray, n_classes: int, strength: float, seed: int, scal
 def save_model(ws: Workspace, competition: Competition, folds, alias: str, oof: np.ndarray, test: np.ndarray,
                test_ids: list[str], **meta) -> None:
     """Write fold k's OOF logits (its rows of folds.csv) and test logits (`test` plus a little fold noise)."""
-    base = {"folds_hash": folds.hash, "recipe_hash": f"r-{alias}", "competition_hash": "c0", "model": alias,
+    base = {"folds_hash": folds.hash, "recipe_hash": f"r-{alias}", "competition_hash": competition_hash(competition),
+            "model": alias,
             "tta": "none", **meta}
     ids = folds.frame["id"].to_numpy()
     for k in range(competition.n_folds):
@@ -165,6 +168,27 @@ def test_score_cli_matches_the_metric(two_models):
     assert f"{expected:.5f}" in out.output
 
 
+@pytest.mark.parametrize("kind, metric, classes, settings", [
+    ("binary", "roc_auc", ("0", "1"), {}),
+    ("class_id", "accuracy", ("3", "7", "11"), {}),
+    ("topk", "map@k", ("ant", "bee", "cat", "dog", "eel", "fox"), {"top_k": 3}),
+    ("class_probs", "log_loss", ("cat", "dog", "frog"), {}),
+])
+def test_score_reads_back_every_kind(workspace, kind, metric, classes, settings):
+    """Scoring the written file gives the metric of the blend it was written from (ranks and argmax survive)."""
+    competition, ws, folds, y, test_ids, y_test = make_workspace(workspace, classes, n_test=30, kind=kind,
+                                                                 metric=metric, **settings)
+    test = noisy_logits(y_test, len(classes), 1.0, 7)
+    save_model(ws, competition, folds, "a", noisy_logits(y, len(classes), 1.0, 3), test, test_ids)
+    result = stack(competition, ws, ["a"], "mean", "only_a")
+    assert check_file(competition, ws, result.csv).ok
+    avg = np.mean([logits.load(ws.run("a", k).test).reindex(test_ids) for k in range(5)], axis=0)
+    if metric == "log_loss":  # the written probabilities carry the fitted temperature
+        avg = avg / result.temperature
+    expected = metrics.score(metric, y_test, avg, competition.top_k)
+    assert score_file(competition, ws, result.csv) == pytest.approx(expected, abs=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Refusals: each names the model and the fold
 
@@ -180,8 +204,8 @@ def _rewrite(ws, alias: str, k: int, which: str = "oof", **change) -> None:
 
 
 @pytest.mark.parametrize("case, error, words", [
-    ("folds_hash", StaleError, ["'b' fold 3", "folds", "comp train b --fold 3"]),
-    ("missing", CompError, ["'b' fold 3", "missing", "comp train b --fold 3"]),
+    ("folds_hash", StaleError, ["'b' fold 3", "folds", "comp train --model b --fold 3"]),
+    ("missing", CompError, ["'b' fold 3", "missing", "comp train --model b --fold 3"]),
     ("ids_missing", StaleError, ["'b' fold 3", "have no logits"]),
     ("training_rows", StaleError, ["'b' fold 3", "training rows", "seen their labels"]),
     ("classes", StaleError, ["'b' fold 3", "classes"]),
@@ -221,6 +245,13 @@ def test_stale_or_mismatched_inputs_are_refused(two_models, case, error, words):
     for word in words:
         assert word in str(err.value), str(err.value)
     assert not ws.submission_csv("x").exists() and not ws.submission_json("x").exists()
+
+
+def test_an_edited_comp_toml_is_a_warning(two_models):
+    competition, ws, *_ = two_models
+    assert stack(competition, ws, method="mean", name="x").warnings == []
+    edited = dataclasses.replace(competition, metric="f1_macro")
+    assert "comp.toml changed since a, b were trained" in stack(edited, ws, method="mean", name="x").warnings[0]
 
 
 def test_refusals_through_the_cli_and_defaults(workspace):
@@ -297,3 +328,36 @@ def test_stack_of_two_real_models_beats_the_best_single_one(shared, workspace):
     best_held_out = max(score_file(competition, ws, r.csv) for r in singles.values())
     assert both.table[both.method]["oof"] >= best_cv + 0.02, both.table
     assert score_file(competition, ws, both.csv) >= best_held_out, both.table
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The demo's end: stack and score steps on the real demo workspace, with logits standing in for training
+
+
+def test_demo_ends_with_a_stack_scored_next_to_each_single_model(workspace):
+    from rich.console import Console
+
+    from comp.demo import ALL_STEPS, DEMO_MODELS, Step, run_demo
+    from comp.folds import load_folds
+
+    def fake_train(ctx) -> str:
+        """What `comp train` leaves behind, without the minutes of training: OOF and test logits per fold."""
+        comp, ws = ctx.ws.load(), ctx.ws
+        folds = load_folds(ws, comp)
+        index = {c: i for i, c in enumerate(comp.classes)}
+        answers = pd.read_csv(ctx.answers, dtype=str)
+        y, y_test = folds.frame["label"].map(index).to_numpy(), answers["label"].map(index).to_numpy()
+        meta = {"competition_hash": competition_hash(comp)}
+        for seed, alias in enumerate(DEMO_MODELS):
+            save_model(ws, comp, folds, alias, noisy_logits(y, comp.num_classes, 1.5, seed),
+                       noisy_logits(y_test, comp.num_classes, 1.5, seed + 5), answers["id"].tolist(), **meta)
+        return "logits written"
+
+    steps = [s for s in ALL_STEPS if s.name != "train"]
+    steps.insert([s.name for s in steps].index("stack"), Step("train", fake_train))
+    console = Console(width=400, record=True)
+    run_demo(Workspace(workspace), steps=steps, console=console)
+    out = console.export_text()
+    assert "stack chose" in out and "held-out accuracy: demo_tiny 0." in out and "demo_stack 0." in out, out
+    scores = dict(part.split() for part in out.split("held-out accuracy: ")[1].split(" (")[0].split(", "))
+    assert float(scores["demo_stack"]) >= max(float(scores["demo_tiny"]), float(scores["demo_tiny2"]))

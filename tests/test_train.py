@@ -160,5 +160,39 @@ def test_finetuning_real_effnet_lite0_weights_beats_training_from_scratch(shared
         view = np.ascontiguousarray(train_mod.eval_view(val_images, cfg, "none"))
         scores[pretrained] = accuracy(y_val, predict_logits(trainer.eval_model(), view, cfg, "none", 32, "cpu",
                                                             progress=False))
-    print(scores)
-    assert scores[True] >= 0.75 and scores[True] > scores[False] + 0.1, scores
+    assert scores[True] >= 0.7 and scores[True] > scores[False] + 0.15, scores
+
+
+@pytest.mark.parametrize("overrides", [
+    ["mixup=0.2", "cutmix=1.0", "ema=true", "grad_accum=2", "clip_grad=1.0", "layer_decay=0.8",
+     "freeze_epochs=1", "unfreeze_every=1", "random_erasing=0.25", 'schedule="step"'],
+    ['amp="bf16"', 'optimizer="sgd"', "drop_path=0.1", 'rand_augment="rand-m9-mstd0.5"', "color_jitter=0.3"],
+])
+def test_optional_features_train_and_change_the_weights(overrides):
+    """Each recipe switch is exercised once: the step runs, the loss is finite and only what should move moves."""
+    import torch
+
+    from comp.loop import Trainer
+    from comp.models import build_model, data_config, head_parameter_names
+    from comp.recipe import load_recipe
+
+    recipe = load_recipe(Workspace.here(), "tiny", ["batch_size=4", *overrides])
+    train_mod.seed_everything(0)
+    model = build_model(recipe, num_classes=3)
+    cfg = data_config(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dataset = data.ArrayDataset(np.random.default_rng(0).integers(0, 256, (8, 36, 36, 3), dtype=np.uint8),
+                                np.array([0, 1, 2, 0, 1, 2, 0, 1]), data.train_transform(cfg, recipe))
+    trainer = Trainer(recipe, model, cfg, torch.device("cpu"), len(dataset))
+    loader = data.make_loader(dataset, recipe.batch_size, shuffle=True, workers=0, drop_last=True, seed=0)
+    loss, seen = trainer.train_epoch(loader, epoch=0)
+    assert np.isfinite(loss) and seen == 8
+    changed = {k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])}
+    head = head_parameter_names(model)
+    if recipe.freeze_epochs:  # epoch 0 trains the head only (BatchNorm statistics still update)
+        assert {k for k in changed if "running" not in k} == head
+    else:
+        assert changed - head
+    trainer.train_epoch(loader, epoch=1)
+    state = trainer.state_dict()
+    assert state["num_updates"] == 2 * (2 // recipe.grad_accum) and (not recipe.ema or state["ema"])
