@@ -122,3 +122,20 @@ def kaggle_data(workspace) -> Path:
 @pytest.fixture
 def folder_data(workspace) -> Path:
     return make_folder_competition(workspace / "data" / "toy")
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run `comp ARGS` through the real entry point (`comp.cli.main`, the no-traceback boundary).
+
+    Returns (exit code, stdout+stderr with whitespace collapsed)."""
+    from comp.cli import main
+
+    def run(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr("sys.argv", ["comp", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        captured = capsys.readouterr()
+        return exit_info.value.code, " ".join((captured.out + captured.err).split())
+
+    return run

@@ -94,6 +94,12 @@ def test_cache_reused_then_rebuilt_when_a_file_changes(workspace, monkeypatch):
     assert rebuilt[1].max() == 0 and first[1].max() > 0
 
 
+def test_upsampling_small_images_warns(workspace):
+    paths = [_save(workspace / f"{i}.png", np.zeros((8, 10, 3), np.uint8)) for i in range(2)]
+    with pytest.warns(UserWarning, match="typically 8 px.*upsampled 4x.*img_size"):
+        data.cached_images(Workspace(workspace), paths, 32, workers=0)
+
+
 def test_odd_modes_decode_to_rgb(workspace):
     rng = np.random.default_rng(2)
     rgba = np.zeros((20, 20, 4), np.uint8)  # fully transparent: composited on white

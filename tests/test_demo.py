@@ -3,8 +3,6 @@ second run reuses everything."""
 
 from __future__ import annotations
 
-import sys
-
 import pandas as pd
 import pytest
 from conftest import make_kaggle_competition
@@ -18,21 +16,10 @@ from comp.folds import load_folds
 from comp.verify import require_verified
 
 
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """Run `comp ARGS` through the real entry point; returns (exit code, stdout+stderr with whitespace collapsed)."""
-    from comp.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["comp", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, " ".join((captured.out + captured.err).split())
-
-
-def test_demo_builds_a_competition_and_a_second_run_reuses_it(workspace, monkeypatch, capsys):
+def test_demo_builds_a_competition_and_a_second_run_reuses_it(workspace, monkeypatch, capsys, cli):
     # The preparation steps only: training and stacking are covered by their own tests (and `make demo`).
     monkeypatch.setattr(demo_module, "ALL_STEPS", STEPS)
-    code, out = run_cli(monkeypatch, capsys, "demo")
+    code, out = cli("demo")
     assert code == 0, out
     for name in ("build", "init", "verify", "folds"):
         assert f"{name} " in out

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,17 +10,6 @@ from conftest import make_kaggle_competition
 from comp.config import Competition, Workspace
 from comp.errors import CompError, StaleError
 from comp.folds import assign_folds, load_folds, make_folds
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """Run `comp ARGS` through the real entry point; returns (exit code, stdout+stderr with whitespace collapsed)."""
-    from comp.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["comp", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, " ".join((captured.out + captured.err).split())
 
 
 def kaggle_workspace(root, **kwargs) -> tuple[Competition, Workspace]:
@@ -91,17 +78,17 @@ def test_group_column_in_the_labels_file_is_used(workspace):
     assert (merged.groupby("patient")["fold"].nunique() == 1).all()
 
 
-def test_existing_folds_are_kept_and_replaced_only_with_force(workspace, monkeypatch, capsys):
+def test_existing_folds_are_kept_and_replaced_only_with_force(workspace, cli):
     kaggle_workspace(workspace)
-    code, out = run_cli(monkeypatch, capsys, "folds")
+    code, out = cli("folds")
     assert code == 0 and "wrote folds/folds.csv" in out and "30 rows in 3 folds" in out
     before = (workspace / "folds" / "folds.csv").read_bytes()
-    code, out = run_cli(monkeypatch, capsys, "folds")  # same parameters: nothing to do
+    code, out = cli("folds")  # same parameters: nothing to do
     assert code == 0 and "up to date" in out
-    code, out = run_cli(monkeypatch, capsys, "folds", "--seed", "5")
+    code, out = cli("folds", "--seed", "5")
     assert code == 1 and "--force" in out and "stale" in out and "Traceback" not in out
     assert (workspace / "folds" / "folds.csv").read_bytes() == before
-    code, out = run_cli(monkeypatch, capsys, "folds", "--seed", "5", "--n-folds", "2", "--force")
+    code, out = cli("folds", "--seed", "5", "--n-folds", "2", "--force")
     assert code == 0 and "2 folds" in out
     assert (workspace / "folds" / "folds.csv").read_bytes() != before
 

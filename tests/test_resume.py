@@ -15,7 +15,7 @@ from test_train import make_workspace
 
 from comp import logits
 
-EPOCHS = 3
+EPOCHS = 4
 CMD = [sys.executable, "-m", "comp", "train", "--model", "tiny", "--fold", "0", "--device", "cpu",
        "--set", f"epochs={EPOCHS}", "--set", "ema=true", "--set", "ema_decay=0.9"]
 
@@ -44,8 +44,7 @@ def test_sigkill_mid_run_then_resume_gives_the_same_oof(workspace):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        fresh = run.provenance.exists() and not json.loads(run.provenance.read_text()).get("finished", True)
-        if fresh and run.last.exists():
+        if _started_afresh(run) and run.last.exists():
             os.kill(proc.pid, signal.SIGKILL)
             break
         time.sleep(0.02)
@@ -66,3 +65,11 @@ def test_sigkill_mid_run_then_resume_gives_the_same_oof(workspace):
             torch.testing.assert_close(final_state[part][key], value, atol=1e-5, rtol=0, msg=f"{part} {key}")
     history = run.history.read_text().strip().splitlines()
     assert len(history) == EPOCHS + 1  # header + one row per epoch, none repeated
+
+
+def _started_afresh(run) -> bool:
+    # --force first deletes the old run directory, then writes a provenance with finished = false.
+    try:
+        return json.loads(run.provenance.read_text()).get("finished") is False
+    except (OSError, ValueError):  # not there yet, or removed between two looks
+        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -95,6 +96,10 @@ def test_finished_fold_is_skipped_and_stale_inputs_are_refused(workspace):
     make_folds(comp, ws, seed=comp.seed + 1, force=True)
     with pytest.raises(StaleError, match=r"the folds .* changed"):
         train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1"])
+    ws.save(dataclasses.replace(comp, metric="f1_macro"))
+    verify(ws.load(), ws, workers=0)
+    with pytest.raises(StaleError, match=r"comp.toml changed"):
+        train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1"])
 
     # --force retrains on the new folds and records them.
     redone = train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1"], force=True)[0]
@@ -156,7 +161,8 @@ def test_finetuning_real_effnet_lite0_weights_beats_training_from_scratch(shared
         trainer = Trainer(recipe, model, cfg, torch.device("cpu"), len(dataset))
         for epoch in range(recipe.epochs):
             train_mod.seed_everything(0, epoch)
-            trainer.train_epoch(data.make_loader(dataset, recipe.batch_size, shuffle=True, workers=0, seed=epoch), epoch)
+            loader = data.make_loader(dataset, recipe.batch_size, shuffle=True, workers=0, seed=epoch)
+            trainer.train_epoch(loader, epoch)
         view = np.ascontiguousarray(train_mod.eval_view(val_images, cfg, "none"))
         scores[pretrained] = accuracy(y_val, predict_logits(trainer.eval_model(), view, cfg, "none", 32, "cpu",
                                                             progress=False))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 
 import numpy as np
 import pandas as pd
@@ -16,17 +15,6 @@ import comp.verify as verify_mod
 from comp.config import Competition, Workspace
 from comp.errors import CompError
 from comp.verify import require_verified, verify
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """Run `comp ARGS` through the real entry point; returns (exit code, stdout+stderr with whitespace collapsed)."""
-    from comp.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["comp", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, " ".join((captured.out + captured.err).split())
 
 
 def toy(root, n_per_class: int = 4, n_test: int = 3) -> tuple[Competition, Workspace]:
@@ -127,9 +115,9 @@ def test_every_broken_kind_is_reported_by_path(workspace, monkeypatch):
     assert not report.passed
 
 
-def test_cli_exit_codes_and_the_cache(workspace, monkeypatch, capsys):
+def test_cli_exit_codes_and_the_cache(workspace, monkeypatch, cli):
     comp, ws = toy(workspace)
-    code, out = run_cli(monkeypatch, capsys, "verify")
+    code, out = cli("verify")
     assert code == 0 and "12 train, 3 test" in out and "passed" in out and "decoded" in out
     assert require_verified(comp, ws).passed
 
@@ -138,11 +126,11 @@ def test_cli_exit_codes_and_the_cache(workspace, monkeypatch, capsys):
 
     with monkeypatch.context() as patch:
         patch.setattr(verify_mod, "decode_all", no_decoding)
-        code, out = run_cli(monkeypatch, capsys, "verify")
+        code, out = cli("verify")
     assert code == 0 and "cached" in out
 
     (ws.path("data/toy/train") / "5.png").write_bytes(b"")
-    code, out = run_cli(monkeypatch, capsys, "verify")
+    code, out = cli("verify")
     assert code == 1 and "zero-byte" in out and "data/toy/train/5.png" in out and "Traceback" not in out
     with pytest.raises(CompError, match="found 1 error.*zero-byte.*comp verify"):
         require_verified(comp, ws)
