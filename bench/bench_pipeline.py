@@ -29,7 +29,7 @@ from comp.config import Workspace
 TARGET_ITEMS = 2000  # hymenoptera's ~400 JPEGs repeated to about this many
 BATCH = 64
 WORKERS = 2
-EPOCHS = 2
+EPOCHS = 3
 DATA_CONFIG = {  # timm's data config of a typical ImageNet model (resnet50.a1_in1k)
     "input_size": (3, 224, 224), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
     "interpolation": "bicubic", "crop_pct": 0.875,
@@ -44,7 +44,7 @@ def _image_folder(root: Path) -> list[Path]:
     if not jpegs:
         raise FileNotFoundError(f"no JPEGs under {source}; set $COMP_SHARED to the shared folder")
     links = []
-    for copy in range(-(-TARGET_ITEMS // len(jpegs))):
+    for copy in range(max(1, round(TARGET_ITEMS / len(jpegs)))):
         for p in jpegs:
             link = root / p.parent.name / f"{copy}_{p.parent.parent.name}_{p.name}"
             link.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +87,7 @@ def run() -> list[Result]:
 
 
 def _run() -> list[Result]:
+    device = bench_device()
     with temp_workspace() as root:
         links = _image_folder(root / "images")
         ws = Workspace(root)
@@ -105,7 +106,6 @@ def _run() -> list[Result]:
         build = time.perf_counter() - start
         labels = [baseline_set.class_to_idx[p.parent.name] for p in links]
         harness_set = data.ArrayDataset(images, labels, data.train_transform(DATA_CONFIG, RECIPE))
-        device = bench_device()
         augment = data.GpuBatchAugment(DATA_CONFIG, RECIPE, device)
 
         def harness() -> torch.utils.data.DataLoader:

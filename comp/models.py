@@ -39,6 +39,15 @@ def build_model(
         model = _timm(recipe, num_classes, pretrained)
     if recipe.img_size:
         model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, recipe.img_size, recipe.img_size)}
+    if pretrained and recipe.zero_head:
+        # A randomly initialised head on pretrained features gives large logits (timm's EfficientNet init scales by
+        # 1/sqrt(num_classes)) and early gradients that wreck the backbone; a zero head starts at uniform
+        # predictions and learns from the features alone.
+        names = head_parameter_names(model)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in names:
+                    param.zero_()
     return model
 
 
@@ -181,8 +190,20 @@ def _torchvision(recipe: Recipe, num_classes: int, pretrained: bool) -> nn.Modul
             f"could not load torchvision weights {recipe.name}.{recipe.weights}: {type(err).__name__}: {err}. "
             "Without internet, put the file in torch.hub's checkpoints cache or --set pretrained=false"
         ) from err
+    if weights is not None and recipe.img_size and recipe.name.startswith("vit_"):
+        fixed = int(weights.transforms().crop_size[0])
+        if recipe.img_size != fixed:
+            raise CompError(
+                f"torchvision {recipe.name} with {recipe.weights} only takes {fixed} px input (position embeddings "
+                f"are fixed); set img_size = {fixed} (or 0) in the recipe, or use a timm ViT, which resamples them"
+            )
     head_name = _replace_last_linear(model, num_classes)
-    model.pretrained_cfg = _torchvision_cfg(weights, head_name, recipe.img_size, num_classes)
+    # The data config follows the recipe's weights even when built without them (a probe for the input size, or
+    # weights loaded from a checkpoint next), so every copy of a recipe's model normalises alike.
+    config_weights = weights
+    if config_weights is None and recipe.pretrained and recipe.weights:
+        config_weights = tvm.get_model_weights(recipe.name).__members__.get(recipe.weights)
+    model.pretrained_cfg = _torchvision_cfg(config_weights, head_name, recipe.img_size, num_classes)
     return model
 
 

@@ -24,12 +24,14 @@ from comp.errors import CompError, StaleError
 from comp.provenance import code_version, sha256_obj
 from comp.tta import MERGES, PRESETS, VIEWS, predict_logits
 
-__all__ = ["MERGES", "PRESETS", "VIEWS", "FoldResult", "PredictResult", "auto_order", "predict_logits",
-           "predict_model"]
+__all__ = ["MERGES", "PRESETS", "VIEWS", "FoldResult", "PredictResult", "auto_order", "choose_preset",
+           "predict_logits", "predict_model"]
 
 
 @dataclass
 class FoldResult:
+    """One fold's outcome: its OOF score with the TTA used, and how many rows were written."""
+
     fold: int
     oof_score: float
     n_oof: int
@@ -38,6 +40,8 @@ class FoldResult:
 
 @dataclass
 class PredictResult:
+    """What `predict_model` did, for the CLI summary."""
+
     alias: str
     metric: str
     tta: str  # the preset used (the chosen one under auto)

@@ -49,3 +49,20 @@ def code_version() -> str:
     for f in sorted(pkg.rglob("*.py")):
         h.update(f.read_bytes())
     return f"{comp.__version__}+src.{h.hexdigest()[:10]}"
+
+
+# comp.toml fields that decide what a model learns and predicts. Edits to the others (metric, platform, the
+# submission's spelling, local answers) leave trained logits valid, so they must not force a retrain.
+_IDENTITY_FIELDS = (
+    "name", "data_dir", "layout", "train_dirs", "labels_csv", "labels_header", "train_id_column", "train_label_column",
+    "image_ext", "test_dir", "id_column", "id_has_extension", "classes",
+)
+
+
+def competition_hash(comp) -> str:
+    """Hash of the competition's identity (its data and classes), recorded by training and checked by every later
+    stage: logits made for another competition, or before its classes or data files were changed, are refused."""
+    import dataclasses
+
+    fields = dataclasses.asdict(comp)
+    return sha256_obj({name: fields[name] for name in _IDENTITY_FIELDS})

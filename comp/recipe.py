@@ -34,6 +34,7 @@ class Recipe:
     #                    "package:<module>" for the one weights file an installed package ships
     load_by_order: bool = False  # file: map weights onto the model by parameter order (names differ, shapes match)
     pretrained: bool = True  # start from the weights above; false trains from scratch
+    zero_head: bool = True  # pretrained: start the new classifier at zero (BiT-style) instead of the library's init
     img_size: int = 0  # input side in px; 0 keeps the model's pretrained size
     drop_rate: float = 0.0  # dropout before the classifier
     drop_path: float = 0.0  # stochastic depth rate (timm models that support it)
@@ -69,7 +70,7 @@ class Recipe:
     affine_translate: float = 0.0  # random translation as a fraction of the side; 0 = off
     random_erasing: float = 0.0  # random erasing probability; 0 = off
     # -- speed and numerics
-    amp: str = "auto"  # auto (bf16 on CUDA/MPS when supported, else off) | bf16 | fp16 | none
+    amp: str = "auto"  # auto (bf16 on a CUDA GPU that supports it, else off) | bf16 | fp16 | none
     channels_last: bool = True  # NHWC memory format on accelerators (ignored on CPU)
     compile: bool = False  # torch.compile the model
     num_workers: int = -1  # DataLoader workers; -1 = min(8, cpu count - 1)
@@ -100,6 +101,9 @@ class Recipe:
             raise CompError(f"recipe: scale_min = {self.scale_min}; use a value in (0, 1]")
         if self.layer_decay and not 0 < self.layer_decay <= 1:
             raise CompError(f"recipe: layer_decay = {self.layer_decay}; use 0 (off) or a value in (0, 1]")
+        from comp.tta import PRESETS  # checked here, not after hours of training when the test logits are made
+
+        _choice("tta", self.tta, PRESETS)
 
     @property
     def uses_mix(self) -> bool:

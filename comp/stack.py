@@ -19,10 +19,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from comp import atomic, blend, logits, metrics
-from comp.config import Competition, Workspace, to_dict
+from comp.config import Competition, Workspace
 from comp.errors import CompError, StaleError
 from comp.folds import Folds, load_folds
-from comp.provenance import code_version, sha256_file, sha256_obj
+from comp.provenance import code_version, competition_hash, sha256_file
 
 METHODS = ("mean", "weights", "logreg")  # in order of simplicity: `best` keeps the simpler one on a tie
 CHOICES = ("best", *METHODS)
@@ -154,11 +154,6 @@ def _check_oof_ids(part: logits.Logits, ids: np.ndarray, rows: np.ndarray, fold:
                          f"retrain: `comp train --model {alias} --fold {k}`")
 
 
-def competition_hash(comp: Competition) -> str:
-    """The hash training records for comp.toml (`comp.train`: sha256 of its fields)."""
-    return sha256_obj(to_dict(comp))
-
-
 def load_models(comp: Competition, ws: Workspace, aliases: list[str] | None) -> tuple[Folds, list[ModelLogits]]:
     """Load and cross-check the models (default: every finished one); refusals name the model and fold."""
     folds = load_folds(ws, comp)
@@ -186,18 +181,20 @@ def load_models(comp: Competition, ws: Workspace, aliases: list[str] | None) -> 
         if len(hashes) > 1:
             raise StaleError(f"models {ref.alias!r} and {m.alias!r} were trained for different comp.toml files "
                              "(competition hashes differ); retrain the stale one")
+    refuse_other_competition(comp, models)
     return folds, models
 
 
-def drift_warnings(comp: Competition, models: list[ModelLogits]) -> list[str]:
-    """comp.toml edited since training: a warning, not an error, since most edits (metric, answers, submission
-    spelling) leave the logits valid; the edits that do not (classes, folds) are refused above."""
+def refuse_other_competition(comp: Competition, models: list[ModelLogits]) -> None:
+    """Refuse models trained for another competition, or before its data or classes changed (the identity hash of
+    comp.toml differs); edits that leave logits valid (metric, submission spelling) are not part of that hash."""
     now = competition_hash(comp)
     stale = [m.alias for m in models if m.meta.get("competition_hash") not in (None, now)]
-    if not stale:
-        return []
-    return [f"comp.toml changed since {', '.join(stale)} {'was' if len(stale) == 1 else 'were'} trained; if the "
-            "data or labels changed, retrain before trusting this blend"]
+    if stale:
+        raise StaleError(
+            f"model(s) {', '.join(stale)} were trained for another competition or before comp.toml's data or classes "
+            f"changed (competition hash differs); retrain: `comp train --model {stale[0]} --fold all --force`"
+        )
 
 
 def labels(comp: Competition, folds: Folds) -> np.ndarray:
@@ -286,8 +283,7 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
         "csv_sha256": sha256_file(csv_path),
     }
     atomic.write_json(ws.submission_json(name), sidecar)
-    return StackResult(name, chosen, comp.metric, table, weights, temperature, csv_path, ws.submission_json(name),
-                       drift_warnings(comp, loaded))
+    return StackResult(name, chosen, comp.metric, table, weights, temperature, csv_path, ws.submission_json(name), [])
 
 
 def _default_name(aliases: list[str], method: str) -> str:

@@ -1,6 +1,6 @@
 """One (model, fold): the training loop, optional features switched once at setup, resume, OOF and test logits.
 
-`train(ws, alias, folds, ...)` is what `comp train` calls. Each fold trains on the other folds, is evaluated on its
+`train(ws, alias, fold, ...)` is what `comp train` calls. Each fold trains on the other folds, is evaluated on its
 own rows every epoch with the competition's metric, keeps its best weights, and writes its logits (see
 comp.logits) plus metrics, history, curves, the resolved recipe and provenance under `ws.run(alias, k)`.
 
@@ -8,7 +8,11 @@ Reproducibility: every epoch starts from RNG seeds derived from (recipe seed, fo
 loader, so an epoch's shuffle, augmentation and mixup draws do not depend on what ran before it. That is what lets a
 run killed mid-epoch resume from the last saved epoch and end with the same logits as an uninterrupted run.
 Under `torchrun` the same code runs with DDP: a DistributedSampler splits training, evaluation is split into
-disjoint shards (no padding duplicates) and gathered, and only rank 0 writes.
+disjoint shards (no padding duplicates) and gathered, and only rank 0 writes. Several machines work the same way,
+with torchrun's rendezvous flags and a workspace every node sees at the same path (shared filesystem):
+
+    torchrun --nnodes 2 --node_rank R --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \
+        -m comp train --model swag --fold 0
 """
 
 from __future__ import annotations
@@ -21,16 +25,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 from rich.console import Console
 
 from comp import atomic, checkpoint, data, metrics
-from comp.config import Competition, Workspace, save_toml, to_dict
+from comp import logits as logits_io
+from comp.config import Workspace, save_toml
 from comp.errors import CompError
 from comp.loop import Trainer, epoch_progress
 from comp.models import build_model, data_config, unwrap
-from comp.provenance import code_version, sha256_obj
+from comp.predict import predict_logits
+from comp.provenance import code_version, competition_hash
 from comp.recipe import load_recipe, recipe_dict, recipe_hash
 
 
@@ -105,47 +112,55 @@ def train(
     """Train `alias` on fold `fold` (an int, or "all") of the workspace; returns one summary dict per fold."""
     from comp.folds import load_folds
     from comp.layouts import test_items, train_items
+    from comp.verify import require_verified
 
     console = console or Console(stderr=True)
     comp = ws.load()
-    try:
-        from comp.verify import require_verified
-    except ImportError:  # verify.py not available: training still works on data the loader can read
-        require_verified = None
-    if require_verified is not None:
-        require_verified(comp, ws)
+    require_verified(comp, ws)
     recipe = load_recipe(ws, alias, overrides)
     folds = load_folds(ws, comp)
-    if fold == "all":
-        fold_list = list(range(folds.n_folds))
-    else:
-        try:
-            fold_list = [int(fold)]
-        except ValueError:
-            raise CompError(f"--fold {fold!r}: give a fold number 0..{folds.n_folds - 1} or `all`") from None
-        if not 0 <= fold_list[0] < folds.n_folds:
-            raise CompError(f"--fold {fold}: folds.csv has folds 0..{folds.n_folds - 1}; pick one of them or `all`")
+    fold_list = _fold_list(fold, folds.n_folds)
     items = train_items(comp, ws)
-    merged = items.merge(folds.frame[["id", "fold"]], on="id", how="left", validate="one_to_one")
+    try:
+        merged = items.merge(folds.frame[["id", "fold"]], on="id", how="left", validate="one_to_one")
+    except pd.errors.MergeError:
+        raise CompError("training ids repeat in the labels or in folds.csv; run `comp verify` to find them") from None
     if merged["fold"].isna().any():
         missing = merged.loc[merged["fold"].isna(), "id"].tolist()
         raise CompError(
             f"{len(missing)} training id(s) are not in folds.csv (e.g. {missing[:3]}); run `comp folds --force`"
         )
     run = setup_distributed(resolve_device(device))
-    if run.device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    if run.device.type == "cuda":
+        # Fixed input sizes: let cuDNN pick the fastest kernels; TF32 matmuls on Ampere+ (fp32 runs, bf16 unaffected).
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
     inputs = {
         "recipe_hash": recipe_hash(recipe),
         "folds_hash": folds.hash,
-        "competition_hash": _competition_hash(comp),
+        "competition_hash": competition_hash(comp),
     }
-    job = _Job(ws, comp, alias, recipe, merged, test_items(comp, ws), inputs, run, console)
-    return [job.fold(k, force) for k in fold_list]
+    # Deterministic CPU kernels make a resumed run repeat the interrupted one exactly; restored afterwards because
+    # the switch is process-wide (a library caller may not want it).
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(run.device.type == "cpu" or was_deterministic, warn_only=True)
+    try:
+        job = _Job(ws, comp, alias, recipe, merged, test_items(comp, ws), inputs, run, console)
+        return [job.fold(k, force) for k in fold_list]
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
 
 
-def _competition_hash(comp: Competition) -> str:
-    return sha256_obj(to_dict(comp))
+def _fold_list(fold: int | str, n_folds: int) -> list[int]:
+    if fold == "all":
+        return list(range(n_folds))
+    try:
+        k = int(fold)
+    except ValueError:
+        raise CompError(f"--fold {fold!r}: give a fold number 0..{n_folds - 1} or `all`") from None
+    if not 0 <= k < n_folds:
+        raise CompError(f"--fold {fold}: folds.csv has folds 0..{n_folds - 1}; pick one of them or `all`")
+    return [k]
 
 
 class _Job:
@@ -181,7 +196,7 @@ class _Job:
         state = checkpoint.check_run(paths, self.inputs, self.alias, k, force, wipe=self.run.main)
         self.run.barrier()
         if state.finished:
-            self.console.print(f"{self.alias} fold {k}: already trained (use --force to retrain)")
+            self.say(f"{self.alias} fold {k}: already trained (use --force to retrain)")
             return {**_read_metrics(paths), "fold": k, "status": "skipped"}
         started = time.time()
         if self.run.main:
@@ -201,21 +216,12 @@ class _Job:
             history, best, best_epoch = last["history"], last["best"], last["best_epoch"]
             start_epoch = int(last["epoch"]) + (self.recipe.epochs if last.get("stopped") else 1)
             checkpoint.set_rng_state(last["rng"])
-            self.console.print(f"{self.alias} fold {k}: resuming after epoch {int(last['epoch']) + 1}")
+            self.say(f"{self.alias} fold {k}: resuming after epoch {int(last['epoch']) + 1}")
         metric = self.comp.metric
         for epoch in range(start_epoch, self.recipe.epochs):
             seed_everything(self.recipe.seed, k, epoch, self.run.rank)
             t0 = time.time()
-            sampler = torch.utils.data.DistributedSampler(
-                torch.utils.data.Subset(dataset, train_idx), num_replicas=self.run.world, rank=self.run.rank,
-                shuffle=True, seed=self.recipe.seed + k,
-            )
-            sampler.set_epoch(epoch)
-            loader = data.make_loader(
-                torch.utils.data.Subset(dataset, train_idx), self.recipe.batch_size, shuffle=False, sampler=sampler,
-                workers=None if self.recipe.num_workers < 0 else self.recipe.num_workers, device=self.run.device,
-                drop_last=trainer.drop_last(len(sampler)), seed=int(torch.randint(0, 2**31 - 1, ()).item()),
-            )
+            loader = self._loader(dataset, train_idx, trainer, k, epoch)
             with epoch_progress(f"{self.alias} f{k} e{epoch + 1}/{self.recipe.epochs}", len(loader),
                                 enabled=self.run.main) as advance:
                 loss, n_seen = trainer.train_epoch(loader, epoch, advance)
@@ -243,10 +249,24 @@ class _Job:
                     highlight=False, soft_wrap=True,
                 )
             if stop:
-                self.console.print(f"early stop: no {metric} improvement for {self.recipe.patience} epochs")
+                self.say(f"{self.alias} fold {k}: early stop, {metric} flat for {self.recipe.patience} epochs")
                 break
         self.run.barrier()
         return self._finish(k, paths, trainer, val_idx, history, best, best_epoch, started)
+
+    def _loader(self, dataset, train_idx: np.ndarray, trainer: Trainer, k: int, epoch: int):
+        """This epoch's loader: a fresh one each epoch, so its shuffle (DistributedSampler, also with one process) and
+        its workers' augmentation seeds follow from (seed, fold, epoch) alone, whatever ran before."""
+        subset = torch.utils.data.Subset(dataset, train_idx)
+        sampler = torch.utils.data.DistributedSampler(
+            subset, num_replicas=self.run.world, rank=self.run.rank, shuffle=True, seed=self.recipe.seed + k
+        )
+        sampler.set_epoch(epoch)
+        return data.make_loader(
+            subset, self.recipe.batch_size, shuffle=False, sampler=sampler,
+            workers=None if self.recipe.num_workers < 0 else self.recipe.num_workers, device=self.run.device,
+            drop_last=trainer.drop_last(len(sampler)), seed=int(torch.randint(0, 2**31 - 1, ()).item()),
+        )
 
     def _finish(self, k, paths, trainer, val_idx, history, best, best_epoch, started) -> dict[str, Any]:
         model = unwrap(trainer.eval_model())
@@ -264,7 +284,6 @@ class _Job:
                    "best_epoch": None if best_epoch is None else best_epoch + 1, "oof_score": oof_score, "tta": tta,
                    "epochs_done": len(history), "n_oof": len(val_idx), "n_test": len(self.test)}
         if self.run.main:
-            from comp import logits as logits_io
             meta = {**self.inputs, "code_version": code_version(), "model": self.alias, "fold": k, "tta": tta}
             logits_io.save(paths.oof, logits_io.Logits(self.items["id"].to_numpy()[val_idx], oof,
                                                        self.comp.classes, meta))
@@ -284,14 +303,16 @@ class _Job:
         self.run.barrier()
         return summary
 
+    def say(self, text: str) -> None:
+        if self.run.main:
+            self.console.print(text, highlight=False, soft_wrap=True)
+
     def _provenance(self, k: int, finished: bool) -> dict[str, Any]:
         return {**self.inputs, "code_version": code_version(), "model": self.alias, "fold": k,
                 "name": self.recipe.name, "finished": finished, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
     def predict(self, model, images: np.ndarray, idx: np.ndarray, tta: str) -> np.ndarray:
         """Logits for `images[idx]`: each rank takes a disjoint shard, rank 0 gathers them in order."""
-        from comp.predict import predict_logits
-
         shard = idx[self.run.rank :: self.run.world]
         batch = self.recipe.eval_batch_size or 2 * self.recipe.batch_size
         out = predict_logits(model, eval_view(images, self.data_config, tta), self.data_config, tta, batch,

@@ -3,6 +3,9 @@
 `ttach.ClassificationTTAWrapper` runs one full forward pass per view in a Python loop. Here every view of a batch
 is stacked along the batch dimension and sent through the model in one pass (one pass per distinct view shape),
 then de-augmented and merged; the merged logits equal ttach's `merge_mode="mean"` within float tolerance.
+Batching the views is what pays on a GPU (fewer, fuller kernel launches); on a CPU a bigger batch is not cheaper
+per image, and the speed-up there comes from the prepared model copy (`inference_model`: BN folded into the
+convolutions, channels_last). `bench/bench_tta.py` measures both parts against ttach.
 
 Merges: `mean` (mean of logits, ttach's default) or `prob` (mean of softmax probabilities, returned as log-probs so
 the result is still a logits-like array). ttach's `gmean`/`tsharpen` are not offered: they merge raw logits and give

@@ -52,6 +52,7 @@ def test_local_safetensors_file_loads_through_timm(workspace):
     for key, value in donor.state_dict().items():
         if not key.startswith("fc."):  # timm drops a head whose class count differs from its pretrained config
             assert torch.equal(model.state_dict()[key], value), key
+    assert not model.fc.weight.any() and not model.fc.bias.any()  # zero_head: fine-tuning starts from uniform output
 
 
 def test_load_by_order_maps_renamed_tensors_and_keeps_a_fresh_head(workspace):

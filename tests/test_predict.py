@@ -14,6 +14,7 @@ from conftest import make_kaggle_competition
 from comp import logits, predict
 from comp.cli import main
 from comp.config import Competition, Workspace
+from comp.errors import CompError
 from comp.folds import make_folds
 
 CLASSES = ("cat", "dog", "frog")
@@ -113,6 +114,22 @@ def test_auto_scores_presets_on_oof_and_records_the_choice(ws, run_cli):
     assert logits.load(ws.run("tiny", 0).oof).meta["tta"] == record["tta"]
     assert logits.load(ws.run("tiny", 0).test).meta["tta_scores"] == scores
     assert "<- chosen" in out
+
+
+def test_auto_skips_presets_the_model_refuses(ws, run_cli, monkeypatch):
+    real = predict.predict_logits
+
+    def refusing(model, images, config, tta, *args, **kwargs):  # as a fixed-size ViT refuses multiscale
+        if tta == "multiscale":
+            raise CompError("TTA preset 'multiscale' needs the model to accept 24x24 input, but it refused")
+        return real(model, images, config, tta, *args, **kwargs)
+
+    monkeypatch.setattr(predict, "predict_logits", refusing)
+    code, out = run_cli("predict", "--model", "tiny", "--fold", "1", "--tta", "auto", "--device", "cpu")
+    assert code == 0, out
+    record = json.loads(ws.run("tiny", 1).metrics.read_text())
+    assert set(record["tta_scores"]) == set(predict.PRESETS) - {"multiscale"}
+    assert "multiscale (skipped)" in out
 
 
 def test_ties_go_to_the_cheaper_preset():

@@ -35,6 +35,8 @@ def test_overrides_are_type_checked_and_unknown_keys_refused():
         load_recipe(ws, "tiny", ['amp="fp8"'])
     with pytest.raises(CompError, match="batch_size"):
         load_recipe(ws, "tiny", ["batch_size=0"])
+    with pytest.raises(CompError, match="tta = 'd8' is not one of"):
+        load_recipe(ws, "tiny", ['tta="d8"'])
 
 
 def test_workspace_recipe_wins_and_its_keys_are_checked(workspace):

@@ -247,11 +247,15 @@ def test_stale_or_mismatched_inputs_are_refused(two_models, case, error, words):
     assert not ws.submission_csv("x").exists() and not ws.submission_json("x").exists()
 
 
-def test_an_edited_comp_toml_is_a_warning(two_models):
+def test_comp_toml_edits_that_keep_logits_valid_pass_and_another_competition_is_refused(two_models):
     competition, ws, *_ = two_models
     assert stack(competition, ws, method="mean", name="x").warnings == []
-    edited = dataclasses.replace(competition, metric="f1_macro")
-    assert "comp.toml changed since a, b were trained" in stack(edited, ws, method="mean", name="x").warnings[0]
+    edited = dataclasses.replace(competition, metric="f1_macro")  # the metric does not change what models learned
+    assert stack(edited, ws, method="mean", name="x").warnings == []
+    other = dataclasses.replace(competition, name="another-competition")
+    with pytest.raises(StaleError, match=r"a, b were trained for another competition"):
+        stack(other, ws, method="mean", name="y")
+    assert not ws.submission_csv("y").exists()
 
 
 def test_refusals_through_the_cli_and_defaults(workspace):

@@ -147,8 +147,12 @@ def status_command() -> None:
     if not grid.models:
         console.print("no trained models yet: run `comp train --model tiny` (or any recipe alias)")
         return
-    table = Table(title=f"models x folds ({grid.metric}, OOF)", title_justify="left")
-    table.add_column("model")
+    from rich import box
+
+    # No vertical rules: with 5+ folds a boxed grid leaves the model names no room in an 80-column terminal.
+    table = Table(title=f"models x folds ({grid.metric}, OOF)", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True)
+    table.add_column("model", no_wrap=True)
     for k in range(grid.n_folds):
         table.add_column(f"fold {k}", justify="right", no_wrap=True)
     table.add_column("mean +- std", justify="right", no_wrap=True)
