@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from comp import atomic, metrics
-from comp.config import Workspace, from_dict, load_toml, to_dict
+from comp.config import Workspace, from_dict, load_toml
 from comp.errors import CompError, StaleError
-from comp.provenance import code_version, sha256_obj
+from comp.provenance import code_version, competition_hash
 from comp.tta import MERGES, PRESETS, VIEWS, predict_logits
 
 __all__ = ["MERGES", "PRESETS", "VIEWS", "FoldResult", "PredictResult", "auto_order", "choose_preset",
@@ -92,7 +92,7 @@ def fold_list(ws: Workspace, alias: str, fold: int | str, n_folds: int) -> tuple
     return [k], []
 
 
-def _check_inputs(ws: Workspace, alias: str, k: int, folds_hash: str, competition_hash: str) -> dict[str, Any]:
+def _check_inputs(ws: Workspace, alias: str, k: int, folds_hash: str, comp_hash: str) -> dict[str, Any]:
     """The run's provenance, refusing a run trained on other folds or another comp.toml (its OOF would leak)."""
     from comp.checkpoint import read_provenance
 
@@ -108,7 +108,7 @@ def _check_inputs(ws: Workspace, alias: str, k: int, folds_hash: str, competitio
             f"{alias} fold {k} was trained on other folds than folds/folds.csv now holds: its OOF rows would include "
             f"images it trained on. Retrain it: `comp train --model {alias} --fold {k} --force`"
         )
-    if record.get("competition_hash") != competition_hash:
+    if record.get("competition_hash") != comp_hash:
         raise StaleError(
             f"{alias} fold {k} was trained with another comp.toml (classes or data changed since); retrain it: "
             f"`comp train --model {alias} --fold {k} --force`"
@@ -169,9 +169,9 @@ def predict_model(
         raise CompError(f"--merge {merge!r}: choose mean (of logits) or prob (mean of probabilities)")
     comp = ws.load()
     folds = load_folds(ws, comp)
-    competition_hash = sha256_obj(to_dict(comp))  # as comp.train records it
+    comp_hash = competition_hash(comp)  # what comp.train records
     todo, missing = fold_list(ws, alias, fold, folds.n_folds)
-    records = {k: _check_inputs(ws, alias, k, folds.hash, competition_hash) for k in todo}
+    records = {k: _check_inputs(ws, alias, k, folds.hash, comp_hash) for k in todo}
     items = train_items(comp, ws).merge(folds.frame[["id", "fold"]], on="id", how="left", validate="one_to_one")
     if items["fold"].isna().any():
         raise StaleError("some training ids are not in folds.csv; run `comp folds --force` (then retrain)")
@@ -219,7 +219,7 @@ def predict_model(
             test_logits[k] = _test(run, test_paths, chosen, merge, run_device, f"{alias} f{k} test {chosen}")
         old_meta = load(paths.oof).meta if paths.oof.exists() else {}
         meta = {**old_meta, "folds_hash": folds.hash, "recipe_hash": records[k].get("recipe_hash", ""),
-                "competition_hash": competition_hash, "code_version": code_version(), "model": alias, "fold": k,
+                "competition_hash": comp_hash, "code_version": code_version(), "model": alias, "fold": k,
                 "tta": chosen, "tta_merge": merge}
         if tta == "auto":
             meta["tta_scores"] = scores

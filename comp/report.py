@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from comp import atomic, metrics
-from comp.config import Competition, Workspace, to_dict
+from comp.config import Competition, Workspace
 from comp.errors import CompError
-from comp.provenance import sha256_obj
+from comp.provenance import competition_hash
 
 TOP_PAIRS = 10  # confused pairs listed in the report
 ANNOTATE_MAX = 20  # write counts inside the confusion-matrix cells up to this many classes
@@ -70,12 +70,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _cell(ws: Workspace, alias: str, k: int, folds_hash: str | None, competition_hash: str) -> Cell:
+def _cell(ws: Workspace, alias: str, k: int, folds_hash: str | None, comp_hash: str) -> Cell:
     paths = ws.run(alias, k)
     provenance = _read_json(paths.provenance) or {}
     if provenance and folds_hash is not None and provenance.get("folds_hash") != folds_hash:
         return Cell("stale", why="folds")
-    if provenance and provenance.get("competition_hash") != competition_hash:
+    if provenance and provenance.get("competition_hash") != comp_hash:
         return Cell("stale", why="comp.toml")
     record = _read_json(paths.metrics)
     if record is not None and paths.oof.exists():
@@ -103,10 +103,10 @@ def status(ws: Workspace) -> Status:
 
         folds = load_folds(ws)
         folds_hash, n_folds = folds.hash, folds.n_folds
-    competition_hash = sha256_obj(to_dict(comp))
+    comp_hash = competition_hash(comp)
     result = Status(comp.metric, n_folds, folds_hash)
     for alias in model_aliases(ws):
-        cells = [_cell(ws, alias, k, folds_hash, competition_hash) for k in range(n_folds)]
+        cells = [_cell(ws, alias, k, folds_hash, comp_hash) for k in range(n_folds)]
         model = ModelStatus(alias, cells)
         if folds_hash is not None and all(c.state == "trained" for c in cells):
             try:

@@ -145,8 +145,12 @@ def tta_forward(model: nn.Module, x: torch.Tensor, transforms: ttach.Compose, me
         by_shape.setdefault(tuple(v.shape[1:]), []).append(i)
     outputs: list[torch.Tensor | None] = [None] * len(views)
     batch = x.shape[0]
+    # rot90 views come out in another memory layout and torch.cat then falls back to NCHW; keep the input's
+    # channels_last so a channels_last model does not convert every batch.
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     for idx in by_shape.values():
         stacked = torch.cat([views[i] for i in idx]) if len(idx) > 1 else views[idx[0]]
+        stacked = stacked.contiguous(memory_format=layout)
         y = _as_tensor(model(stacked), "TTA forward").float()
         for j, i in enumerate(idx):
             outputs[i] = transformers[i].deaugment_label(y[j * batch : (j + 1) * batch])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,6 @@ import pytest
 from conftest import make_kaggle_competition
 
 from comp import logits, predict
-from comp.cli import main
 from comp.config import Competition, Workspace
 from comp.errors import CompError
 from comp.folds import make_folds
@@ -52,23 +50,9 @@ def ws(trained, workspace) -> Workspace:
     return Workspace(workspace)
 
 
-@pytest.fixture
-def run_cli(monkeypatch, capsys):
-    """`comp ARGS` through the real entry point -> (exit code, output with whitespace collapsed)."""
-
-    def run(*args: str) -> tuple[int, str]:
-        monkeypatch.setattr(sys, "argv", ["comp", *args])
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-        captured = capsys.readouterr()
-        return exit_info.value.code, " ".join((captured.out + captured.err).split())
-
-    return run
-
-
-def test_predict_with_unchanged_tta_reproduces_training_logits(ws, run_cli):
+def test_predict_with_unchanged_tta_reproduces_training_logits(ws, cli):
     before = {k: (logits.load(ws.run("tiny", k).oof), logits.load(ws.run("tiny", k).test)) for k in range(3)}
-    code, out = run_cli("predict", "--model", "tiny", "--tta", "none", "--device", "cpu")
+    code, out = cli("predict", "--model", "tiny", "--tta", "none", "--device", "cpu")
     assert code == 0, out
     for k in range(3):
         oof, test = logits.load(ws.run("tiny", k).oof), logits.load(ws.run("tiny", k).test)
@@ -80,10 +64,10 @@ def test_predict_with_unchanged_tta_reproduces_training_logits(ws, run_cli):
         assert oof.meta["recipe_hash"] == old_oof.meta["recipe_hash"]
 
 
-def test_predict_one_fold_with_hflip_rewrites_only_that_fold(ws, run_cli):
+def test_predict_one_fold_with_hflip_rewrites_only_that_fold(ws, cli):
     untouched = logits.load(ws.run("tiny", 1).oof)
     before = logits.load(ws.run("tiny", 0).oof)
-    code, out = run_cli("predict", "--model", "tiny", "--fold", "0", "--tta", "hflip", "--device", "cpu")
+    code, out = cli("predict", "--model", "tiny", "--fold", "0", "--tta", "hflip", "--device", "cpu")
     assert code == 0, out
     after = logits.load(ws.run("tiny", 0).oof)
     assert after.meta["tta"] == "hflip" and list(after.ids) == list(before.ids)
@@ -94,8 +78,8 @@ def test_predict_one_fold_with_hflip_rewrites_only_that_fold(ws, run_cli):
     np.testing.assert_array_equal(logits.load(ws.run("tiny", 1).oof).values, untouched.values)
 
 
-def test_prob_merge_is_recorded_and_finite(ws, run_cli):
-    code, out = run_cli("predict", "--model", "tiny", "--fold", "2", "--tta", "vflip", "--merge", "prob", "--device",
+def test_prob_merge_is_recorded_and_finite(ws, cli):
+    code, out = cli("predict", "--model", "tiny", "--fold", "2", "--tta", "vflip", "--merge", "prob", "--device",
                         "cpu")
     assert code == 0, out
     oof = logits.load(ws.run("tiny", 2).oof)
@@ -103,8 +87,8 @@ def test_prob_merge_is_recorded_and_finite(ws, run_cli):
     assert np.isfinite(oof.values).all() and np.allclose(np.exp(oof.values).sum(axis=1), 1, atol=1e-5)
 
 
-def test_auto_scores_presets_on_oof_and_records_the_choice(ws, run_cli):
-    code, out = run_cli("predict", "--model", "tiny", "--fold", "0", "--tta", "auto", "--device", "cpu")
+def test_auto_scores_presets_on_oof_and_records_the_choice(ws, cli):
+    code, out = cli("predict", "--model", "tiny", "--fold", "0", "--tta", "auto", "--device", "cpu")
     assert code == 0, out
     record = json.loads(ws.run("tiny", 0).metrics.read_text())
     scores = record["tta_scores"]
@@ -116,7 +100,7 @@ def test_auto_scores_presets_on_oof_and_records_the_choice(ws, run_cli):
     assert "<- chosen" in out
 
 
-def test_auto_skips_presets_the_model_refuses(ws, run_cli, monkeypatch):
+def test_auto_skips_presets_the_model_refuses(ws, cli, monkeypatch):
     real = predict.predict_logits
 
     def refusing(model, images, config, tta, *args, **kwargs):  # as a fixed-size ViT refuses multiscale
@@ -125,7 +109,7 @@ def test_auto_skips_presets_the_model_refuses(ws, run_cli, monkeypatch):
         return real(model, images, config, tta, *args, **kwargs)
 
     monkeypatch.setattr(predict, "predict_logits", refusing)
-    code, out = run_cli("predict", "--model", "tiny", "--fold", "1", "--tta", "auto", "--device", "cpu")
+    code, out = cli("predict", "--model", "tiny", "--fold", "1", "--tta", "auto", "--device", "cpu")
     assert code == 0, out
     record = json.loads(ws.run("tiny", 1).metrics.read_text())
     assert set(record["tta_scores"]) == set(predict.PRESETS) - {"multiscale"}
@@ -139,16 +123,16 @@ def test_ties_go_to_the_cheaper_preset():
     assert predict.auto_order()[:3] == ["none", "hflip", "vflip"]
 
 
-def test_refuses_runs_from_other_folds_and_missing_checkpoints(ws, run_cli):
+def test_refuses_runs_from_other_folds_and_missing_checkpoints(ws, cli):
     provenance = ws.run("tiny", 2).provenance
     record = json.loads(provenance.read_text())
     provenance.write_text(json.dumps({**record, "folds_hash": "0" * 64}))
-    code, out = run_cli("predict", "--model", "tiny", "--tta", "none", "--device", "cpu")
+    code, out = cli("predict", "--model", "tiny", "--tta", "none", "--device", "cpu")
     assert code == 1 and "tiny fold 2 was trained on other folds" in out
     ws.run("tiny", 1).best.unlink()
-    code, out = run_cli("predict", "--model", "tiny", "--fold", "1", "--device", "cpu")
+    code, out = cli("predict", "--model", "tiny", "--fold", "1", "--device", "cpu")
     assert code == 1 and "tiny fold 1 has no checkpoint" in out
-    code, out = run_cli("predict", "--model", "nope", "--device", "cpu")
+    code, out = cli("predict", "--model", "nope", "--device", "cpu")
     assert code == 1 and "nope has no trained fold" in out
-    code, out = run_cli("predict", "--model", "tiny", "--tta", "d8", "--device", "cpu")
+    code, out = cli("predict", "--model", "tiny", "--tta", "d8", "--device", "cpu")
     assert code == 1 and "--tta 'd8'" in out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +11,9 @@ import pytest
 from conftest import make_kaggle_competition
 
 from comp import atomic, logits
-from comp.cli import main
-from comp.config import Competition, Workspace, to_dict
+from comp.config import Competition, Workspace
 from comp.folds import load_folds, make_folds
-from comp.provenance import sha256_obj
+from comp.provenance import competition_hash
 from comp.report import report, status
 
 CLASSES = ("cat", "dog", "frog")
@@ -47,31 +45,19 @@ def write_run(ws: Workspace, comp: Competition, alias: str, k: int, confuse: dic
                             f"val_{comp.metric}": [0.5, 0.8]})
     atomic.write_csv(paths.history, history)
     atomic.write_json(paths.provenance, {"folds_hash": folds_hash or folds.hash, "finished": finished,
-                                         "competition_hash": sha256_obj(to_dict(comp))})
+                                         "competition_hash": competition_hash(comp)})
     if finished:
         logits.save(paths.oof, logits.Logits(rows["id"].to_numpy(), values, list(CLASSES), meta))
         accuracy = float(np.mean(np.array(predicted) == rows["label"].to_numpy()))
         atomic.write_json(paths.metrics, {"oof_score": accuracy, "tta": "none", "metric": comp.metric})
 
 
-@pytest.fixture
-def run_cli(monkeypatch, capsys):
-    def run(*args: str) -> tuple[int, str]:
-        monkeypatch.setattr(sys, "argv", ["comp", *args])
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-        captured = capsys.readouterr()
-        return exit_info.value.code, " ".join((captured.out + captured.err).split())
-
-    return run
-
-
-def test_report_writes_confusion_per_class_pairs_curves_and_cv(workspace, run_cli):
+def test_report_writes_confusion_per_class_pairs_curves_and_cv(workspace, cli):
     ws, comp = make_workspace(workspace)
     write_run(ws, comp, "a", 0, confuse={"cat": "dog"})  # fold 0's cats (2 of them) read as dogs
     write_run(ws, comp, "a", 1)
     write_run(ws, comp, "a", 2, confuse={"frog": "cat"})
-    code, out = run_cli("report", "--model", "a")
+    code, out = cli("report", "--model", "a")
     assert code == 0, out
     result = report(ws, "a")
     folds = load_folds(ws).frame
@@ -96,16 +82,16 @@ def test_report_writes_confusion_per_class_pairs_curves_and_cv(workspace, run_cl
     assert f"mean {result.cv['mean']:.4f} +- {result.cv['std']:.4f}" in out and "cat -> dog" in out
 
 
-def test_report_names_a_missing_fold(workspace, run_cli):
+def test_report_names_a_missing_fold(workspace, cli):
     ws, comp = make_workspace(workspace)
     write_run(ws, comp, "a", 0)
-    code, out = run_cli("report", "--model", "a")
+    code, out = cli("report", "--model", "a")
     assert code == 1 and "a fold 1 has no OOF logits" in out
-    code, out = run_cli("report")
+    code, out = cli("report")
     assert code == 1 and "no model has every fold trained" in out
 
 
-def test_status_grid_shows_scores_running_missing_and_stale(workspace, run_cli):
+def test_status_grid_shows_scores_running_missing_and_stale(workspace, cli):
     ws, comp = make_workspace(workspace)
     for k in range(3):
         write_run(ws, comp, "a", k)
@@ -119,12 +105,12 @@ def test_status_grid_shows_scores_running_missing_and_stale(workspace, run_cli):
     assert [c.state for c in by_alias["b"].cells] == ["trained", "running", "missing"]
     assert by_alias["b"].cells[0].score < 1.0 and by_alias["b"].cv is None
     assert by_alias["c"].cells[0].state == "stale" and by_alias["c"].cells[0].why == "folds"
-    code, out = run_cli("status")
+    code, out = cli("status")
     assert code == 0, out
     assert "stale (folds)" in out and "running (e2)" in out and "1.0000 +- 0.0000" in out
 
 
-def test_status_without_models_says_what_to_do(workspace, run_cli):
+def test_status_without_models_says_what_to_do(workspace, cli):
     make_workspace(workspace)
-    code, out = run_cli("status")
+    code, out = cli("status")
     assert code == 0 and "no trained models yet" in out
