@@ -108,6 +108,9 @@ def _check_inputs(ws: Workspace, alias: str, k: int, folds_hash: str, comp_hash:
             f"{alias} fold {k} was trained on other folds than folds/folds.csv now holds: its OOF rows would include "
             f"images it trained on. Retrain it: `comp train --model {alias} --fold {k} --force`"
         )
+    from comp.recipe import refuse_edited_recipe
+
+    refuse_edited_recipe(ws, alias, record.get("recipe_file_hash"), f"{alias} fold {k}")
     if record.get("competition_hash") != comp_hash:
         raise StaleError(
             f"{alias} fold {k} was trained with another comp.toml (classes or data changed since); retrain it: "

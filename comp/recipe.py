@@ -13,8 +13,8 @@ from typing import Any
 
 from comp import config
 from comp.config import Workspace
-from comp.errors import CompError
-from comp.provenance import sha256_obj
+from comp.errors import CompError, StaleError
+from comp.provenance import sha256_file, sha256_obj
 
 STOCK_DIR = Path(__file__).parent / "recipes"
 SOURCES = ("timm", "torchvision", "file")
@@ -171,3 +171,24 @@ def weights_path(ws: Workspace, spec: str) -> Path:
     if not path.exists():
         raise CompError(f"recipe weights file {path} not found; fix `weights` in the recipe or --set weights=PATH")
     return path
+
+
+def recipe_file_hash(ws: Workspace, alias: str) -> str:
+    """sha256 of the recipe file `alias` resolves to now; training records it so later stages see edits."""
+    return sha256_file(recipe_file(ws, alias))
+
+
+def refuse_edited_recipe(ws: Workspace, alias: str, recorded: str | None, where: str) -> None:
+    """Refuse artifacts made from an older version of models/<alias>.toml (mixing them in would be silent)."""
+    if recorded is None:  # made before the file hash was recorded
+        return
+    try:
+        now = recipe_file_hash(ws, alias)
+    except CompError:
+        now = None
+    if now != recorded:
+        state = "is now missing" if now is None else "was edited since"
+        raise StaleError(
+            f"{where}: the recipe {alias!r} it was trained from {state}; retrain with "
+            f"`comp train --model {alias} --fold all --force`, or restore the recipe file as it was"
+        )

@@ -23,6 +23,7 @@ from comp.config import Competition, Workspace
 from comp.errors import CompError, StaleError
 from comp.folds import Folds, load_folds
 from comp.provenance import code_version, competition_hash, sha256_file
+from comp.recipe import refuse_edited_recipe
 
 METHODS = ("mean", "weights", "logreg")  # in order of simplicity: `best` keeps the simpler one on a tie
 CHOICES = ("best", *METHODS)
@@ -90,6 +91,7 @@ def load_model(comp: Competition, ws: Workspace, folds: Folds, alias: str) -> Mo
                     f"(`comp predict --model {alias} --fold {k}`), or leave {alias!r} out of --models"
                 )
         part, test = logits.load(run.oof), logits.load(run.test)
+        refuse_edited_recipe(ws, alias, part.meta.get("recipe_file_hash"), where)
         for kind, lg, path in (("OOF", part, run.oof), ("test", test, run.test)):
             _check_provenance(comp, folds, lg, f"{where} {kind} logits ({path})", alias, k, meta0 or part.meta)
         rows = np.flatnonzero(frame["fold"].to_numpy() == k)

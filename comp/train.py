@@ -38,7 +38,7 @@ from comp.loop import Trainer, epoch_progress
 from comp.models import build_model, data_config, unwrap
 from comp.predict import predict_logits
 from comp.provenance import code_version, competition_hash
-from comp.recipe import load_recipe, recipe_dict, recipe_hash
+from comp.recipe import load_recipe, recipe_dict, recipe_file_hash, recipe_hash
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,8 @@ def train(
         "recipe_hash": recipe_hash(recipe),
         "folds_hash": folds.hash,
         "competition_hash": competition_hash(comp),
+        # Not compared by training (the resolved recipe is); lets later stages see the recipe file edited since.
+        "recipe_file_hash": recipe_file_hash(ws, alias),
     }
     # Deterministic CPU kernels make a resumed run repeat the interrupted one exactly; restored afterwards because
     # the switch is process-wide (a library caller may not want it).
