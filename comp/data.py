@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from comp import atomic
 from comp.config import Workspace
 from comp.errors import CompError
+from comp.progress import progress_bar
 
 if TYPE_CHECKING:
     import torch
@@ -219,7 +220,7 @@ def _fill(out: np.ndarray, paths: list[str], results: Iterable[tuple[np.ndarray,
     natives = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, transient=True) as progress:
+    with progress_bar(*columns) as progress:
         task = progress.add_task(f"caching {len(paths)} images at {size}px", total=len(paths))
         for i, result in enumerate(results):
             if isinstance(result, str):

@@ -133,6 +133,13 @@ def _check_provenance(comp: Competition, folds: Folds, lg: logits.Logits, where:
     first = meta0.get("competition_hash")  # fold 0's OOF: every fold of a model must share it
     if first is not None and lg.meta.get("competition_hash") not in (None, first):
         raise StaleError(f"{where}: made for another comp.toml than fold 0 (competition hash differs); {retrain}")
+    # Folds of one model trained with different settings (e.g. another --set epochs=) are not one model's OOF.
+    recipe0 = meta0.get("recipe_hash")
+    if recipe0 is not None and lg.meta.get("recipe_hash") not in (None, recipe0):
+        raise StaleError(
+            f"{where}: trained with other recipe settings than fold 0 (recipe hash differs, e.g. a different --set); "
+            f"retrain every fold with the same settings: `comp train --model {alias} --fold all --force [--set ...]`"
+        )
 
 
 def _check_oof_ids(part: logits.Logits, ids: np.ndarray, rows: np.ndarray, fold: np.ndarray, where: str,

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import ttach
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 from torch import nn
 
 from comp.errors import CompError
+from comp.progress import progress_bar
 
 PRESETS = ("none", "hflip", "vflip", "d4", "five_crop", "multiscale")
 MERGES = ("mean", "prob")
@@ -317,10 +317,7 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return lambda: None
-        self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=True,
-        )
+        self.bar = progress_bar()
         self.bar.start()
         task = self.bar.add_task(self.description, total=self.total)
         return lambda: self.bar.advance(task)

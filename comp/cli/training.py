@@ -33,11 +33,10 @@ def train(
     summaries = run_train(Workspace.here(), model, fold, device=device, overrides=overrides, force=force)
     if int(os.environ.get("RANK", 0)) != 0:  # under torchrun only rank 0 reports
         return
-    for s in summaries:
-        if s.get("status") == "skipped":
-            continue
-        console.print(
-            f"[bold]{model}[/] fold {s['fold']}: OOF {s['metric']} {s['oof_score']:.4f} "
-            f"(best epoch {s['best_epoch']}, tta {s['tta']})",
-            highlight=False,
-        )
+    trained = [s for s in summaries if s.get("status") != "skipped"]
+    skipped = [str(s["fold"]) for s in summaries if s.get("status") == "skipped"]
+    if trained:  # each fold already printed its own line; the summary says where the folds stand together
+        scores = ", ".join(f"fold {s['fold']} {s['oof_score']:.4f}" for s in trained)
+        console.print(f"[bold]{model}[/]: OOF {trained[0]['metric']} {scores}", highlight=False)
+    if skipped:
+        console.print(f"{model}: fold(s) {', '.join(skipped)} already finished (use --force to retrain)")
