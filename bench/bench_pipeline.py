@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import torch
 from torchvision import datasets, transforms
 
-from bench.common import SHARED, Result, bench_device, sync, temp_workspace
+from bench.common import SHARED, Result, bench_device, one_thread, sync, temp_workspace
 from comp import data
 from comp.config import Workspace
 
@@ -78,12 +78,8 @@ def run() -> list[Result]:
     torch.manual_seed(0)
     # The loader workers own the cores; the main process only hands batches on (and, on a CPU-only box, normalises
     # the harness's). More intra-op threads there would spin-wait against the workers for the same two cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return _run()
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run() -> list[Result]:

@@ -17,7 +17,7 @@ import time
 import torch
 from torch import nn
 
-from bench.common import Result
+from bench.common import Result, one_thread
 
 SIZE, BATCH, STEPS, ROUNDS = 64, 32, 4, 8
 
@@ -61,16 +61,12 @@ def run() -> list[Result]:
     def harness() -> None:
         trainer.train_epoch(batches, epoch=0)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         plain(), harness()  # warm-up: allocator, kernel selection
         harness_s, plain_s = [], []
         for r in range(ROUNDS):  # alternate the order so drifts in machine load hit both alike
             for fn, times in ((plain, plain_s), (harness, harness_s))[:: 1 if r % 2 == 0 else -1]:
                 times.append(_cpu_seconds(fn))
-    finally:
-        torch.set_num_threads(threads)
     note = f"Trainer step vs plain PyTorch loop, resnet18 {SIZE}px b{BATCH} fp32 CPU"
     harness_t, plain_t = statistics.median(harness_s), statistics.median(plain_s)
     detail = (f"{STEPS} steps of {BATCH}, median of {ROUNDS} alternating rounds in CPU seconds (1 thread): "

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from bench.common import Result
+from bench.common import Result, one_thread
 
 N_IMAGES, BATCH, SIZE = 64, 16, 160
 ROUNDS = 3
@@ -29,12 +29,8 @@ def cpu_seconds(fn) -> float:
 
 
 def run() -> list[Result]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return _run()
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run() -> list[Result]:

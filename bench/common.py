@@ -87,6 +87,20 @@ def bench_device() -> str:
 
 
 @contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch intra-op threads set to 1 for the block: timings in CPU seconds stay comparable, and on a small box
+    extra threads would spin-wait against loader workers for the same cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextmanager
 def temp_workspace() -> Iterator[Path]:
     """A throwaway workspace directory (also set as $COMP_WORKSPACE) removed afterwards."""
     old = os.environ.get("COMP_WORKSPACE")

@@ -139,3 +139,27 @@ def cli(monkeypatch, capsys):
         return exit_info.value.code, " ".join((captured.out + captured.err).split())
 
     return run
+
+
+TOY_CLASSES = ("cat", "dog", "frog")
+
+
+def make_toy_workspace(root: Path, n_per_class: int = 8, n_folds: int = 3, n_test: int = 6):
+    """A verified workspace with folds on a generated Kaggle-layout competition (as `comp init` would write it),
+    so training-side tests need neither `comp init` nor ../shared. Returns (Workspace, Competition)."""
+    from comp.config import Competition, Workspace
+    from comp.folds import make_folds
+    from comp.verify import verify
+
+    make_kaggle_competition(Path(root) / "data" / "toy", TOY_CLASSES, n_per_class=n_per_class, n_test=n_test)
+    comp = Competition(
+        name="toy", data_dir="data/toy", layout="csv", train_dirs=["data/toy/train"], labels_csv="data/toy/train.csv",
+        image_ext=".png", test_dir="data/toy/test", sample_submission="data/toy/sample_submission.csv",
+        classes=list(TOY_CLASSES), submission_labels=list(TOY_CLASSES), n_folds=n_folds,
+    )
+    ws = Workspace(Path(root))
+    ws.save(comp)
+    make_folds(comp, ws)
+    report, _ = verify(comp, ws, workers=0)
+    assert report.passed
+    return ws, comp

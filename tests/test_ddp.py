@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import torch
-from test_train import make_workspace
+from conftest import make_toy_workspace as make_workspace
 
 from comp import data, logits
 from comp.checkpoint import load_weights

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_train import make_workspace
+from conftest import make_toy_workspace as make_workspace
 
 from comp import logits
 

@@ -8,32 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_kaggle_competition
+from conftest import make_toy_workspace
 
 from comp import logits, predict
-from comp.config import Competition, Workspace
+from comp.config import Workspace
 from comp.errors import CompError
-from comp.folds import make_folds
-
-CLASSES = ("cat", "dog", "frog")
 
 
 def make_trained_workspace(root: Path) -> Workspace:
     """A 3-fold toy competition with the stock `tiny` recipe trained for one epoch on every fold."""
     from comp.train import train
 
-    make_kaggle_competition(root / "data" / "toy", CLASSES, n_per_class=6, n_test=4)
-    comp = Competition(
-        name="toy", data_dir="data/toy", layout="csv", train_dirs=["data/toy/train"], labels_csv="data/toy/train.csv",
-        image_ext=".png", test_dir="data/toy/test", sample_submission="data/toy/sample_submission.csv",
-        classes=list(CLASSES), submission_labels=list(CLASSES), n_folds=3,
-    )
-    ws = Workspace(root)
-    ws.save(comp)
-    make_folds(comp, ws)
-    from comp.verify import verify
-
-    verify(comp, ws, workers=0)
+    ws, _ = make_toy_workspace(root, n_per_class=6, n_test=4)
     train(ws, "tiny", "all", device="cpu", overrides=["epochs=1"])
     return ws
 

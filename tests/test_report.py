@@ -8,28 +8,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_kaggle_competition
+from conftest import TOY_CLASSES as CLASSES
+from conftest import make_toy_workspace
 
 from comp import atomic, logits
 from comp.config import Competition, Workspace
-from comp.folds import load_folds, make_folds
+from comp.folds import load_folds
 from comp.provenance import competition_hash
 from comp.report import report, status
 
-CLASSES = ("cat", "dog", "frog")
-
 
 def make_workspace(root: Path) -> tuple[Workspace, Competition]:
-    make_kaggle_competition(root / "data" / "toy", CLASSES, n_per_class=6, n_test=3)
-    comp = Competition(
-        name="toy", data_dir="data/toy", layout="csv", train_dirs=["data/toy/train"], labels_csv="data/toy/train.csv",
-        image_ext=".png", test_dir="data/toy/test", sample_submission="data/toy/sample_submission.csv",
-        classes=list(CLASSES), submission_labels=list(CLASSES), n_folds=3,
-    )
-    ws = Workspace(root)
-    ws.save(comp)
-    make_folds(comp, ws)
-    return ws, comp
+    return make_toy_workspace(root, n_per_class=6, n_test=3)
 
 
 def write_run(ws: Workspace, comp: Competition, alias: str, k: int, confuse: dict[str, str] | None = None,

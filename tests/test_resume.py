@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import torch
-from test_train import make_workspace
+from conftest import make_toy_workspace as make_workspace
 
 from comp import logits
 

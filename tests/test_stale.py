@@ -7,7 +7,7 @@ import dataclasses
 import shutil
 
 import pytest
-from test_train import make_workspace
+from conftest import make_toy_workspace as make_workspace
 
 from comp import train as train_mod
 from comp.folds import make_folds

@@ -4,42 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_kaggle_competition
+from conftest import make_toy_workspace as make_workspace
 from typer.testing import CliRunner
 
 import comp.train as train_mod
 from comp import data, logits
 from comp.cli import app
-from comp.config import Competition, Workspace
+from comp.config import Workspace
 from comp.errors import StaleError
 from comp.folds import make_folds
 from comp.layouts import train_items
 from comp.verify import verify
-
-CLASSES = ("cat", "dog", "frog")
-
-
-def make_workspace(
-    root: Path, n_per_class: int = 8, n_folds: int = 3, n_test: int = 6
-) -> tuple[Workspace, Competition]:
-    """A verified workspace with folds on a generated Kaggle-layout competition (no `comp init` needed)."""
-    make_kaggle_competition(root / "data" / "toy", CLASSES, n_per_class=n_per_class, n_test=n_test)
-    comp = Competition(
-        name="toy", data_dir="data/toy", layout="csv", train_dirs=["data/toy/train"], labels_csv="data/toy/train.csv",
-        image_ext=".png", test_dir="data/toy/test", sample_submission="data/toy/sample_submission.csv",
-        classes=list(CLASSES), submission_labels=list(CLASSES), n_folds=n_folds,
-    )
-    ws = Workspace(Path(root))
-    ws.save(comp)
-    make_folds(comp, ws)
-    report, _ = verify(comp, ws, workers=0)
-    assert report.passed
-    return ws, comp
 
 
 def test_all_folds_cover_every_id_once_and_never_train_on_their_own_rows(workspace, monkeypatch):
