@@ -20,10 +20,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from torchvision import datasets, transforms
+from torchvision import datasets
+from torchvision import transforms as tv_transforms
 
 from bench.common import SHARED, Result, bench_device, one_thread, sync, temp_workspace
-from comp import data
+from comp import data, transforms
 from comp.config import Workspace
 
 TARGET_ITEMS = 2000  # hymenoptera's ~400 JPEGs repeated to about this many
@@ -87,9 +88,9 @@ def _run() -> list[Result]:
     with temp_workspace() as root:
         links = _image_folder(root / "images")
         ws = Workspace(root)
-        baseline_set = datasets.ImageFolder(str(root / "images"), transform=transforms.Compose([
-            transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-            transforms.Normalize(DATA_CONFIG["mean"], DATA_CONFIG["std"]),
+        baseline_set = datasets.ImageFolder(str(root / "images"), transform=tv_transforms.Compose([
+            tv_transforms.RandomResizedCrop(224), tv_transforms.RandomHorizontalFlip(), tv_transforms.ToTensor(),
+            tv_transforms.Normalize(DATA_CONFIG["mean"], DATA_CONFIG["std"]),
         ]))
 
         def baseline() -> torch.utils.data.DataLoader:
@@ -101,8 +102,8 @@ def _run() -> list[Result]:
         images = data.cached_images(ws, [str(p) for p in links], size, workers=WORKERS)
         build = time.perf_counter() - start
         labels = [baseline_set.class_to_idx[p.parent.name] for p in links]
-        harness_set = data.ArrayDataset(images, labels, data.train_transform(DATA_CONFIG, RECIPE))
-        augment = data.GpuBatchAugment(DATA_CONFIG, RECIPE, device)
+        harness_set = data.ArrayDataset(images, labels, transforms.train_transform(DATA_CONFIG, RECIPE))
+        augment = transforms.GpuBatchAugment(DATA_CONFIG, RECIPE, device)
 
         def harness() -> torch.utils.data.DataLoader:
             return data.make_loader(harness_set, BATCH, shuffle=True, workers=WORKERS, device=device)

@@ -24,10 +24,10 @@ from timm.scheduler import CosineLRScheduler, StepLRScheduler
 from timm.utils import ModelEmaV3
 from torch import nn
 
-from comp.data import GpuBatchAugment
 from comp.errors import CompError
 from comp.models import set_trainable, trainable_stage_count
 from comp.recipe import Recipe
+from comp.transforms import GpuBatchAugment
 
 
 def amp_dtype(recipe: Recipe, device: torch.device) -> torch.dtype | None:

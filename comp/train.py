@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from rich.console import Console
 
-from comp import atomic, checkpoint, data, metrics
+from comp import atomic, checkpoint, data, metrics, transforms
 from comp import logits as logits_io
 from comp.config import Workspace, save_toml
 from comp.errors import CompError
@@ -209,7 +209,8 @@ class _Job:
             raise CompError(f"fold {k} has {len(val_idx)} held-out and {len(train_idx)} training rows; remake folds")
         seed_everything(self.recipe.seed, k)
         model = build_model(self.recipe, self.comp.num_classes, ws=self.ws)
-        dataset = data.ArrayDataset(self.train_images, self.y, data.train_transform(self.data_config, self.recipe))
+        augment = transforms.train_transform(self.data_config, self.recipe)
+        dataset = data.ArrayDataset(self.train_images, self.y, augment)
         trainer = Trainer(self.recipe, model, self.data_config, self.run.device, len(train_idx), self.run.world)
         history, best, best_epoch, start_epoch = [], None, None, 0
         last = checkpoint.load_last(paths)

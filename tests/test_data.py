@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.transforms import v2
 
-from comp import data
+from comp import data, transforms
 from comp.config import Workspace
 from comp.errors import CompError
 
@@ -145,7 +145,7 @@ def test_unreadable_image_is_a_comp_error_and_leaves_no_cache(workspace):
 def test_dataset_loader_and_batch_ops_shapes(workspace):
     images = np.random.default_rng(4).integers(0, 256, size=(10, 20, 20, 3), dtype=np.uint8)
     recipe = SimpleNamespace(img_size=16, hflip=0.5, scale_min=0.5, random_erasing=0.5)
-    train = data.ArrayDataset(images, list(range(10)), data.train_transform(DATA_CONFIG, recipe))
+    train = data.ArrayDataset(images, list(range(10)), transforms.train_transform(DATA_CONFIG, recipe))
     x, y = train[3]
     assert x.shape == (3, 16, 16) and x.dtype == torch.uint8 and y == 3
     loader = data.make_loader(train, 4, shuffle=True, device="cpu", drop_last=True)
@@ -154,11 +154,11 @@ def test_dataset_loader_and_batch_ops_shapes(workspace):
     assert len(batches) == 2
     xb, yb = batches[0]
     assert xb.shape == (4, 3, 16, 16) and xb.dtype == torch.uint8 and yb.dtype == torch.int64
-    out = data.GpuBatchAugment(DATA_CONFIG, recipe)(xb)
+    out = transforms.GpuBatchAugment(DATA_CONFIG, recipe)(xb)
     assert out.dtype == torch.float32 and out.shape == (4, 3, 16, 16)
     assert out.is_contiguous(memory_format=torch.channels_last) and torch.isfinite(out).all()
 
-    test = data.ArrayDataset(images, None, data.eval_transform(DATA_CONFIG))
+    test = data.ArrayDataset(images, None, transforms.eval_transform(DATA_CONFIG))
     xt, yt = test[0]
     assert xt.shape == (3, 16, 16) and yt == -1
     # the 20 px cache is exactly cache_size(16, 0.8): eval is a pure centre crop of it
@@ -168,7 +168,7 @@ def test_dataset_loader_and_batch_ops_shapes(workspace):
 def test_batch_normalize_uses_the_models_mean_and_std():
     mean = torch.tensor(DATA_CONFIG["mean"]).view(1, 3, 1, 1)
     batch = torch.stack([torch.zeros(3, 4, 4, dtype=torch.uint8), torch.full((3, 4, 4), 255, dtype=torch.uint8)])
-    out = data.batch_normalize(batch, DATA_CONFIG)
+    out = transforms.batch_normalize(batch, DATA_CONFIG)
     std = torch.tensor(DATA_CONFIG["std"]).view(1, 3, 1, 1)
     torch.testing.assert_close(out[0:1], (-mean / std).expand(1, 3, 4, 4))
     torch.testing.assert_close(out[1:2], ((1 - mean) / std).expand(1, 3, 4, 4))
@@ -177,22 +177,22 @@ def test_batch_normalize_uses_the_models_mean_and_std():
 def test_flips_follow_their_probabilities():
     # scale_min=1 on a square image: the crop is the whole image, so only the flips change it
     image = torch.arange(3 * 4 * 4, dtype=torch.uint8).view(3, 4, 4)
-    keep = data.train_transform(DATA_CONFIG, SimpleNamespace(img_size=4, scale_min=1.0, hflip=0.0))
-    both = data.train_transform(DATA_CONFIG, SimpleNamespace(img_size=4, scale_min=1.0, hflip=1.0, vflip=1.0))
+    keep = transforms.train_transform(DATA_CONFIG, SimpleNamespace(img_size=4, scale_min=1.0, hflip=0.0))
+    both = transforms.train_transform(DATA_CONFIG, SimpleNamespace(img_size=4, scale_min=1.0, hflip=1.0, vflip=1.0))
     assert torch.equal(keep(image), image)
     assert torch.equal(both(image), image.flip(1, 2))
     torch.manual_seed(0)
-    half = data.train_transform(DATA_CONFIG, SimpleNamespace(img_size=4, scale_min=1.0, hflip=0.5))
+    half = transforms.train_transform(DATA_CONFIG, SimpleNamespace(img_size=4, scale_min=1.0, hflip=0.5))
     flipped = sum(torch.equal(half(image), image.flip(2)) for _ in range(200))
     assert 70 < flipped < 130
 
 
 def test_batch_augment_erases_only_when_asked():
     batch = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
-    plain = data.GpuBatchAugment(DATA_CONFIG, SimpleNamespace(random_erasing=0.0))
-    torch.testing.assert_close(plain(batch), data.batch_normalize(batch, DATA_CONFIG))
-    erased = data.GpuBatchAugment(DATA_CONFIG, SimpleNamespace(random_erasing=1.0))(batch)
-    changed = (erased != data.batch_normalize(batch, DATA_CONFIG)).flatten(1).any(1)
+    plain = transforms.GpuBatchAugment(DATA_CONFIG, SimpleNamespace(random_erasing=0.0))
+    torch.testing.assert_close(plain(batch), transforms.batch_normalize(batch, DATA_CONFIG))
+    erased = transforms.GpuBatchAugment(DATA_CONFIG, SimpleNamespace(random_erasing=1.0))(batch)
+    changed = (erased != transforms.batch_normalize(batch, DATA_CONFIG)).flatten(1).any(1)
     assert changed.all()
 
 
@@ -201,8 +201,8 @@ def test_transforms_are_deterministic_under_a_seed():
         img_size=16, scale_min=0.3, rand_augment="rand-m9-mstd0.5", color_jitter=0.4, affine_degrees=10.0,
         affine_translate=0.1, hflip=0.5, vflip=0.5, random_erasing=1.0,
     )
-    transform = data.train_transform(DATA_CONFIG, recipe)
-    augment = data.GpuBatchAugment(DATA_CONFIG, recipe)
+    transform = transforms.train_transform(DATA_CONFIG, recipe)
+    augment = transforms.GpuBatchAugment(DATA_CONFIG, recipe)
     image = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (24, 24, 3), dtype=np.uint8)).permute(2, 0, 1)
 
     def sample(seed: int) -> torch.Tensor:
@@ -217,7 +217,7 @@ def test_transforms_are_deterministic_under_a_seed():
 
 def test_bad_rand_augment_string_is_a_comp_error():
     with pytest.raises(CompError, match="rand_augment"):
-        data.train_transform(DATA_CONFIG, SimpleNamespace(rand_augment="randaug-strong"))
+        transforms.train_transform(DATA_CONFIG, SimpleNamespace(rand_augment="randaug-strong"))
 
 
 def test_loader_order_is_reproducible_and_memmap_pickles_by_name(workspace):

@@ -12,7 +12,7 @@ from conftest import make_toy_workspace as make_workspace
 from typer.testing import CliRunner
 
 import comp.train as train_mod
-from comp import data, logits
+from comp import data, logits, transforms
 from comp.cli import app
 from comp.config import Workspace
 from comp.errors import StaleError
@@ -149,7 +149,7 @@ def _finetune_vs_scratch(pick) -> dict[bool, float]:
         side = data.cache_size(112, cfg["crop_pct"])
         train_images = data.cached_images(ws, train_paths, side, workers=0)
         val_images = data.cached_images(ws, val_paths, side, workers=0)
-        dataset = data.ArrayDataset(train_images, y_train, data.train_transform(cfg, recipe))
+        dataset = data.ArrayDataset(train_images, y_train, transforms.train_transform(cfg, recipe))
         trainer = Trainer(recipe, model, cfg, torch.device("cpu"), len(dataset))
         for epoch in range(recipe.epochs):
             train_mod.seed_everything(0, epoch)
@@ -180,7 +180,7 @@ def test_optional_features_train_and_change_the_weights(overrides):
     cfg = data_config(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     dataset = data.ArrayDataset(np.random.default_rng(0).integers(0, 256, (8, 36, 36, 3), dtype=np.uint8),
-                                np.array([0, 1, 2, 0, 1, 2, 0, 1]), data.train_transform(cfg, recipe))
+                                np.array([0, 1, 2, 0, 1, 2, 0, 1]), transforms.train_transform(cfg, recipe))
     trainer = Trainer(recipe, model, cfg, torch.device("cpu"), len(dataset))
     loader = data.make_loader(dataset, recipe.batch_size, shuffle=True, workers=0, drop_last=True, seed=0)
     loss, seen = trainer.train_epoch(loader, epoch=0)
