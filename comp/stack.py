@@ -49,8 +49,8 @@ class StackResult:
     table: dict[str, dict]  # row name -> blend.fold_scores(...) ("model:<alias>" for singles, then the methods)
     weights: dict[str, float]  # model alias -> share in the chosen blend
     temperature: float | None  # fitted on all OOF when the metric is log loss
-    csv: Path
-    json: Path
+    csv: Path | None  # None when the competition has no test set (CV only)
+    json: Path | None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -65,7 +65,8 @@ def finished_models(comp: Competition, ws: Workspace) -> list[str]:
     aliases = sorted(p.name for p in ws.models_dir.iterdir() if p.is_dir())
     return [
         a for a in aliases
-        if all(ws.run(a, k).oof.is_file() and ws.run(a, k).test.is_file() for k in range(comp.n_folds))
+        if all(ws.run(a, k).oof.is_file() and (ws.run(a, k).test.is_file() or not comp.test_dir)
+               for k in range(comp.n_folds))
     ]
 
 
@@ -84,13 +85,16 @@ def load_model(comp: Competition, ws: Workspace, folds: Folds, alias: str) -> Mo
     for k in range(comp.n_folds):
         run = ws.run(alias, k)
         where = f"model {alias!r} fold {k}"
-        for path in (run.oof, run.test):
+        # Without a test set (comp.toml test_dir empty) models are compared by CV alone.
+        for path in (run.oof, run.test) if comp.test_dir else (run.oof,):
             if not path.is_file():
                 raise CompError(
                     f"{where}: {path} is missing; train it (`comp train --model {alias} --fold {k}`) or predict it "
                     f"(`comp predict --model {alias} --fold {k}`), or leave {alias!r} out of --models"
                 )
-        part, test = logits.load(run.oof), logits.load(run.test)
+        part = logits.load(run.oof)
+        test = logits.load(run.test) if comp.test_dir else logits.Logits([], np.zeros((0, comp.num_classes)),
+                                                                         part.classes, part.meta)
         refuse_edited_recipe(ws, alias, part.meta.get("recipe_file_hash"), where)
         for kind, lg, path in (("OOF", part, run.oof), ("test", test, run.test)):
             _check_provenance(comp, folds, lg, f"{where} {kind} logits ({path})", alias, k, meta0 or part.meta)
@@ -266,13 +270,16 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
         final = make_estimator(chosen, comp).fit(X, y)
         test_log_probs = final.predict_log_proba(blend.as_log_probs([m.test for m in loaded]))
     name = name or _default_name(aliases, chosen)
+    weights = {a: float(w) for a, w in zip(aliases, final.weights_, strict=True)}
+    temperature = float(final.temperature_) if hasattr(final, "temperature_") else None
+    if not comp.test_dir:
+        note = "the competition has no test images (comp.toml test_dir is empty): CV only, no submission written"
+        return StackResult(name, chosen, comp.metric, table, weights, temperature, None, None, [note])
 
     from comp import submission
 
     frame = submission.to_frame(comp, ws, [str(i) for i in loaded[0].test_ids], blend.probabilities(test_log_probs))
     csv_path = submission.write(comp, ws, name, frame)
-    weights = {a: float(w) for a, w in zip(aliases, final.weights_, strict=True)}
-    temperature = float(final.temperature_) if hasattr(final, "temperature_") else None
     sidecar = {
         "name": name,
         "models": aliases,  # the ledger reads models, method and cv

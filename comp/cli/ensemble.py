@@ -38,6 +38,8 @@ def stack_command(
     print_cv_table(result.table, result.metric, chosen=result.method)
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    if result.csv is None:
+        return
     weights = ", ".join(f"{a} {w:.3f}" for a, w in result.weights.items())
     temp = f", temperature {result.temperature:.3f}" if result.temperature is not None else ""
     console.print(
