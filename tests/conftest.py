@@ -163,3 +163,15 @@ def make_toy_workspace(root: Path, n_per_class: int = 8, n_folds: int = 3, n_tes
     report, _ = verify(comp, ws, workers=0)
     assert report.passed
     return ws, comp
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run only where CUDA is available (a lent GPU machine); elsewhere they skip cleanly."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
