@@ -189,3 +189,16 @@ def check_matches(folds: Folds, comp: Competition, ws: Workspace) -> None:
         f"{ws.folds_csv} was made from other training labels than the current ones: {', '.join(parts)}; "
         "run `comp folds --force` (models trained on the old folds become stale)"
     )
+
+
+def parse_fold(fold: int | str, n_folds: int) -> list[int]:
+    """`--fold K|all` -> the fold numbers it names; a bad value is a CompError listing the valid ones."""
+    if fold == "all":
+        return list(range(n_folds))
+    try:
+        k = int(fold)
+    except ValueError:
+        raise CompError(f"--fold {fold!r}: give a fold number 0..{n_folds - 1} or `all`") from None
+    if not 0 <= k < n_folds:
+        raise CompError(f"--fold {fold}: folds.csv has folds 0..{n_folds - 1}; pick one of them or `all`")
+    return [k]

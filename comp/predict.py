@@ -78,12 +78,9 @@ def fold_list(ws: Workspace, alias: str, fold: int | str, n_folds: int) -> tuple
                 f"{alias} has no trained fold under {ws.model_dir(alias)}: run `comp train --model {alias}` first"
             )
         return have, missing
-    try:
-        k = int(fold)
-    except ValueError:
-        raise CompError(f"--fold {fold!r}: give a fold number 0..{n_folds - 1} or `all`") from None
-    if not 0 <= k < n_folds:
-        raise CompError(f"--fold {k}: folds.csv has folds 0..{n_folds - 1}")
+    from comp.folds import parse_fold
+
+    (k,) = parse_fold(fold, n_folds)
     if k not in have:
         raise CompError(
             f"{alias} fold {k} has no checkpoint ({ws.run(alias, k).best} is missing): run "

@@ -110,7 +110,7 @@ def train(
     console: Console | None = None,
 ) -> list[dict[str, Any]]:
     """Train `alias` on fold `fold` (an int, or "all") of the workspace; returns one summary dict per fold."""
-    from comp.folds import load_folds
+    from comp.folds import load_folds, parse_fold
     from comp.layouts import test_items, train_items
     from comp.verify import require_verified
 
@@ -119,7 +119,7 @@ def train(
     require_verified(comp, ws)
     recipe = load_recipe(ws, alias, overrides)
     folds = load_folds(ws, comp)
-    fold_list = _fold_list(fold, folds.n_folds)
+    fold_list = parse_fold(fold, folds.n_folds)
     items = train_items(comp, ws)
     try:
         merged = items.merge(folds.frame[["id", "fold"]], on="id", how="left", validate="one_to_one")
@@ -151,18 +151,6 @@ def train(
         return [job.fold(k, force) for k in fold_list]
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
-
-
-def _fold_list(fold: int | str, n_folds: int) -> list[int]:
-    if fold == "all":
-        return list(range(n_folds))
-    try:
-        k = int(fold)
-    except ValueError:
-        raise CompError(f"--fold {fold!r}: give a fold number 0..{n_folds - 1} or `all`") from None
-    if not 0 <= k < n_folds:
-        raise CompError(f"--fold {fold}: folds.csv has folds 0..{n_folds - 1}; pick one of them or `all`")
-    return [k]
 
 
 class _Job:
