@@ -104,6 +104,24 @@ def env_float(name: str, default: float) -> float:
     return value
 
 
+def upload_with_retries(attempt: Callable[[], tuple[str, str]], retries: int, backoff: float, platform: str,
+                        hint: str) -> str:
+    """Run `attempt` (-> (ref, "") on success, ("", why) on a retryable failure) up to `retries` times with
+    exponential backoff; returns the ref, or raises a CompError saying nothing was submitted. Final refusals are
+    raised by `attempt` itself and end the loop at once."""
+    why = ""
+    for n in range(1, retries + 1):
+        ref, why = attempt()
+        if ref:
+            return ref
+        if n < retries:
+            time.sleep(backoff * 2 ** (n - 1))
+    raise CompError(
+        f"the upload to {platform} failed after {retries} attempts ({why}); nothing was submitted and nothing "
+        f"recorded. {hint}"
+    )
+
+
 def poll(backend: Backend, ref: str, timeout: float, interval: float, say: Say | None = None) -> Remote | None:
     """Ask for `ref` until it is no longer pending or `timeout` seconds pass; returns the last answer."""
     deadline = time.monotonic() + timeout

@@ -12,13 +12,12 @@ from __future__ import annotations
 import io
 import os
 import re
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from comp.errors import CompError
-from comp.platforms import Remote, env_float, redact, safe_name
+from comp.platforms import Remote, env_float, redact, safe_name, upload_with_retries
 
 DEFAULT_URL = "https://www.codabench.org"
 DEFAULT_ZIP_NAME = "prediction.csv"  # what NYCU-style results competitions read at the zip root
@@ -108,8 +107,7 @@ class CodabenchBackend:
         if not self.phase:
             raise CompError(f"no CodaBench phase to submit to; {_PHASE_HELP}")
         data = make_zip(Path(path), self.zip_name)
-        why = ""
-        for attempt in range(1, self.retries + 1):
+        def attempt() -> tuple[str, str]:
             dataset = self._json(
                 "POST", "/api/datasets/", "creating the upload",
                 json={"type": "submission", "request_sassy_file_name": "submission.zip", "file_size": len(data)},
@@ -118,22 +116,20 @@ class CodabenchBackend:
             if not _KEY.match(key) or not url.startswith(("http://", "https://")):
                 raise CompError("CodaBench answered the upload request without a usable key/URL; try again later")
             why = self._put(url, data)
-            if not why:
-                self._json("PUT", f"/api/datasets/completed/{key}/", "finishing the upload")
-                created = self._json(
-                    "POST", "/api/submissions/", "creating the submission",
-                    json={"phase": int(self.phase), "data": key, "tasks": [], "description": message},
-                )
-                ref = str(created.get("id", ""))
-                if not ref.isdigit():
-                    raise CompError("CodaBench accepted the upload but returned no submission id; check its website")
-                return ref
-            if attempt < self.retries:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-        raise CompError(
-            f"the upload to CodaBench failed after {self.retries} attempts ({why}); nothing was submitted and nothing "
-            "recorded. Check your network and run the command again"
-        )
+            if why:
+                return "", why
+            self._json("PUT", f"/api/datasets/completed/{key}/", "finishing the upload")
+            created = self._json(
+                "POST", "/api/submissions/", "creating the submission",
+                json={"phase": int(self.phase), "data": key, "tasks": [], "description": message},
+            )
+            ref = str(created.get("id", ""))
+            if not ref.isdigit():
+                raise CompError("CodaBench accepted the upload but returned no submission id; check its website")
+            return ref, ""
+
+        return upload_with_retries(attempt, self.retries, self.backoff, "CodaBench",
+                                   "Check your network and run the command again")
 
     def status(self, ref: str) -> Remote | None:
         if not str(ref).isdigit():

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from comp.errors import CompError
-from comp.platforms import Remote, env_float, redact, safe_file_name, safe_name
+from comp.platforms import Remote, env_float, redact, safe_file_name, safe_name, upload_with_retries
 
 _STATUS = {"PENDING": "pending", "COMPLETE": "complete", "ERROR": "error"}
 _TOKEN_HELP = (
@@ -189,8 +188,7 @@ class KaggleBackend:
         )
 
         data = Path(path).read_bytes()
-        why = ""
-        for attempt in range(1, self.retries + 1):
+        def attempt() -> tuple[str, str]:
             start = ApiStartSubmissionUploadRequest()
             start.competition_name = self.competition
             start.file_name = safe_file_name(Path(path).name)
@@ -198,21 +196,19 @@ class KaggleBackend:
             start.last_modified_epoch_seconds = int(Path(path).stat().st_mtime)
             upload = self._call("starting the upload", self._api.start_submission_upload, start)
             why = self._put(upload.create_url, data)
-            if not why:
-                create = ApiCreateSubmissionRequest()
-                create.competition_name = self.competition
-                create.blob_file_tokens = upload.token
-                create.submission_description = message
-                result = self._call("creating the submission", self._api.create_submission, create)
-                if result.ref:
-                    return str(result.ref)
-                why = f"Kaggle answered ref 0: {self._redact(result.message or 'Could not submit')}"
-            if attempt < self.retries:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-        raise CompError(
-            f"the upload to Kaggle failed after {self.retries} attempts ({why}); nothing was submitted and nothing "
-            "recorded. Check https://www.kaggle.com status and your network, then run the command again"
-        )
+            if why:
+                return "", why
+            create = ApiCreateSubmissionRequest()
+            create.competition_name = self.competition
+            create.blob_file_tokens = upload.token
+            create.submission_description = message
+            result = self._call("creating the submission", self._api.create_submission, create)
+            if result.ref:
+                return str(result.ref), ""
+            return "", f"Kaggle answered ref 0: {self._redact(result.message or 'Could not submit')}"
+
+        return upload_with_retries(attempt, self.retries, self.backoff, "Kaggle",
+                                   "Check https://www.kaggle.com status and your network, then run the command again")
 
     def status(self, ref: str) -> Remote | None:
         """The listing is newest first and refs grow, so paging stops at the first page reaching back to `ref`."""
