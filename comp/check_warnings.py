@@ -64,8 +64,8 @@ def _predicted_classes(comp: Competition, cols: list[str], values: np.ndarray,
 
 
 def _training_prior(comp: Competition, ws: Workspace) -> np.ndarray | None:
-    """Class shares of the training labels, from folds.csv (every trained workspace has one). `train_items` would
-    work before `comp folds` too, but importing it loads torch: seconds on every `comp check`, for a courtesy."""
+    """Class shares of the training labels, from folds.csv (every trained workspace has one): one small CSV read,
+    where `train_items` would re-read the labels file and scan the image folders on every `comp check`."""
     if not ws.folds_csv.is_file():
         return None
     try:

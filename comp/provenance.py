@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -62,7 +63,5 @@ _IDENTITY_FIELDS = (
 def competition_hash(comp) -> str:
     """Hash of the competition's identity (its data and classes), recorded by training and checked by every later
     stage: logits made for another competition, or before its classes or data files were changed, are refused."""
-    import dataclasses
-
     fields = dataclasses.asdict(comp)
     return sha256_obj({name: fields[name] for name in _IDENTITY_FIELDS})
