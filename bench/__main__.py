@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.common import REPO, Result, machine
-from comp import atomic
+from comp.core import atomic
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPORT = REPO / "BENCHMARKS.md"

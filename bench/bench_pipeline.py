@@ -24,8 +24,8 @@ from torchvision import datasets
 from torchvision import transforms as tv_transforms
 
 from bench.common import SHARED, Result, bench_device, one_thread, sync, temp_workspace
-from comp import data, transforms
-from comp.config import Workspace
+from comp.core.workspace import Workspace
+from comp.vision import augment, images
 
 TARGET_ITEMS = 2000  # hymenoptera's ~400 JPEGs repeated to about this many
 BATCH = 64
@@ -67,8 +67,8 @@ def _epoch(make_loader: Callable[[], torch.utils.data.DataLoader], on_batch: Cal
     up to normalised float batches on `device`."""
     cpu, wall = _cpu_seconds(), time.perf_counter()
     loader = make_loader()
-    for images, _ in loader:
-        on_batch(images)
+    for batch, _ in loader:
+        on_batch(batch)
     sync(device)
     del loader  # shuts the workers down and joins them, so their CPU time is counted
     gc.collect()
@@ -98,15 +98,15 @@ def _run() -> list[Result]:
                                                pin_memory=device == "cuda")
 
         start = time.perf_counter()
-        size = data.cache_size(224, DATA_CONFIG["crop_pct"])
-        images = data.cached_images(ws, [str(p) for p in links], size, workers=WORKERS)
+        size = images.cache_size(224, DATA_CONFIG["crop_pct"])
+        pixels = images.cached_images(ws, [str(p) for p in links], size, workers=WORKERS)
         build = time.perf_counter() - start
         labels = [baseline_set.class_to_idx[p.parent.name] for p in links]
-        harness_set = data.ArrayDataset(images, labels, transforms.train_transform(DATA_CONFIG, RECIPE))
-        augment = transforms.GpuBatchAugment(DATA_CONFIG, RECIPE, device)
+        harness_set = images.ArrayDataset(pixels, labels, augment.train_transform(DATA_CONFIG, RECIPE))
+        batch_augment = augment.GpuBatchAugment(DATA_CONFIG, RECIPE, device)
 
         def harness() -> torch.utils.data.DataLoader:
-            return data.make_loader(harness_set, BATCH, shuffle=True, workers=WORKERS, device=device)
+            return images.make_loader(harness_set, BATCH, shuffle=True, workers=WORKERS, device=device)
 
         def to_device(images: torch.Tensor) -> torch.Tensor:
             return images.to(device, non_blocking=True)
@@ -114,7 +114,7 @@ def _run() -> list[Result]:
         harness_runs, baseline_runs = [], []
         for _ in range(EPOCHS):  # alternate so load from other processes on the box hits both alike
             baseline_runs.append(_epoch(baseline, to_device, device))
-            harness_runs.append(_epoch(harness, lambda images: augment(to_device(images)), device))
+            harness_runs.append(_epoch(harness, lambda batch: batch_augment(to_device(batch)), device))
         n = len(links)
         setting = (f"{n} JPEGs at 224 px, batch {BATCH}, {WORKERS} workers + 1 main thread, best of {EPOCHS} epochs, "
                    f"float batches on {device}")

@@ -24,7 +24,8 @@ N_ROWS, N_MODELS, N_CLASSES, N_TEST = 50_000, 3, 100, 10_000
 def _make_workspace(root):
     """A csv-layout workspace (labels + sample, no images) with folds and three models' logits files."""
     from comp import logits
-    from comp.config import Competition, Workspace
+    from comp.core.config import Competition
+    from comp.core.workspace import Workspace
     from comp.folds import make_folds
 
     rng = np.random.default_rng(0)
@@ -75,7 +76,7 @@ def _baseline_one_fold(X: np.ndarray, y: np.ndarray, fold: np.ndarray) -> tuple[
 
 
 def run() -> list[Result]:
-    from comp.stack import stack
+    from comp.ensemble.stack import stack
 
     with temp_workspace() as root:
         competition, ws, y, fold, raw = _make_workspace(root)

@@ -25,10 +25,10 @@ SIZE, BATCH, STEPS, ROUNDS = 64, 32, 4, 8
 def run() -> list[Result]:
     import timm
 
-    from comp.config import Workspace
-    from comp.loop import Trainer
-    from comp.models import build_model, data_config
-    from comp.recipe import load_recipe
+    from comp.core.workspace import Workspace
+    from comp.modeling.models import build_model, data_config
+    from comp.modeling.recipe import load_recipe
+    from comp.training.loop import Trainer
 
     torch.manual_seed(0)
     recipe = load_recipe(Workspace.here(), "tiny", [

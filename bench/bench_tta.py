@@ -37,7 +37,7 @@ def _run() -> list[Result]:
     import timm
     import ttach
 
-    from comp import tta
+    from comp.vision import tta
 
     torch.manual_seed(0)
     model = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()

@@ -20,9 +20,10 @@ import pandas as pd
 from PIL import Image
 from rich.console import Console
 
-from comp import atomic
-from comp.config import Competition, Workspace
-from comp.errors import CompError
+from comp.core import atomic
+from comp.core.config import Competition
+from comp.core.errors import CompError
+from comp.core.workspace import Workspace
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 IMAGE_SIZE = 32  # px; the 8x8 digits are upscaled so tiny timm models see a usual input size
@@ -153,7 +154,7 @@ def init_step(ctx: DemoContext) -> str:
     comp = _existing_demo_toml(ctx)
     if comp is not None and not ctx.force:
         return f"reused {ws.comp_toml.name} ({comp.name}, {comp.num_classes} classes)"
-    from comp.init import InitOptions, init_workspace
+    from comp.setup.init import InitOptions, init_workspace
 
     findings = init_workspace(ctx.data_dir, ws, InitOptions(name="digits-demo", force=True))
     # init cannot know the answers (a real competition never ships them); record them for local scoring.
@@ -167,7 +168,7 @@ def init_step(ctx: DemoContext) -> str:
 
 
 def verify_step(ctx: DemoContext) -> str:
-    from comp.verify import verify
+    from comp.setup.verify import verify
 
     report, cached = verify(ctx.ws.load(), ctx.ws, use_cache=not ctx.force, console=ctx.console)
     if not report.passed:
@@ -202,7 +203,7 @@ STACK_NAME = "demo_stack"
 
 
 def train_step(ctx: DemoContext) -> str:
-    from comp.train import train
+    from comp.training.train import train
 
     parts = []
     for alias in DEMO_MODELS:
@@ -213,7 +214,7 @@ def train_step(ctx: DemoContext) -> str:
 
 
 def stack_step(ctx: DemoContext) -> str:
-    from comp.stack import stack
+    from comp.ensemble.stack import stack
 
     comp = ctx.ws.load()
     # One submission per single model (a mean of one: the same code path) and the stack of both.
@@ -225,7 +226,7 @@ def stack_step(ctx: DemoContext) -> str:
 
 
 def score_step(ctx: DemoContext) -> str:
-    from comp.stack import score_file
+    from comp.ensemble.stack import score_file
 
     comp = ctx.ws.load()
     names = [*(f"demo_{alias}" for alias in DEMO_MODELS), STACK_NAME]

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from comp import atomic
-from comp.config import Competition, Workspace
-from comp.errors import CompError, StaleError
-from comp.provenance import sha256_bytes, sha256_file, sha256_obj
+from comp.core import atomic
+from comp.core.config import Competition
+from comp.core.errors import CompError, StaleError
+from comp.core.provenance import sha256_bytes, sha256_file, sha256_obj
+from comp.core.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def make_folds(
     Existing folds made with the same parameters from the same labels are kept as they are (written=False);
     different ones are replaced only with `force`, because trained models carry the old folds' hash.
     """
-    from comp.layouts import train_items
+    from comp.items import train_items
 
     n_folds = comp.n_folds if n_folds is None else n_folds
     seed = comp.seed if seed is None else seed
@@ -170,7 +171,7 @@ def load_folds(ws: Workspace, comp: Competition | None = None) -> Folds:
 
 def check_matches(folds: Folds, comp: Competition, ws: Workspace) -> None:
     """Raise StaleError unless `folds` were made from the current train_items (same ids, same labels)."""
-    from comp.layouts import train_items
+    from comp.items import train_items
 
     items = train_items(comp, ws)
     if folds.params.get("labels_hash") == labels_hash(items):

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from comp import atomic
-from comp.errors import CompError
+from comp.core import atomic
+from comp.core.errors import CompError
 
 
 @dataclass

@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from comp import atomic, metrics
-from comp.config import Workspace, from_dict, load_toml
-from comp.errors import CompError, StaleError
-from comp.provenance import code_version, competition_hash
-from comp.tta import MERGES, PRESETS, VIEWS, predict_logits
+from comp.core import atomic, metrics
+from comp.core.config import from_dict, load_toml
+from comp.core.errors import CompError, StaleError
+from comp.core.provenance import code_version, competition_hash
+from comp.core.workspace import Workspace
+from comp.vision.tta import MERGES, PRESETS, VIEWS, predict_logits
 
 __all__ = ["MERGES", "PRESETS", "VIEWS", "FoldResult", "PredictResult", "auto_order", "choose_preset",
            "predict_logits", "predict_model"]
@@ -91,7 +92,7 @@ def fold_list(ws: Workspace, alias: str, fold: int | str, n_folds: int) -> tuple
 
 def _check_inputs(ws: Workspace, alias: str, k: int, folds_hash: str, comp_hash: str) -> dict[str, Any]:
     """The run's provenance, refusing a run trained on other folds or another comp.toml (its OOF would leak)."""
-    from comp.checkpoint import read_provenance
+    from comp.runs import read_provenance
 
     paths = ws.run(alias, k)
     record = read_provenance(paths)
@@ -105,7 +106,7 @@ def _check_inputs(ws: Workspace, alias: str, k: int, folds_hash: str, comp_hash:
             f"{alias} fold {k} was trained on other folds than folds/folds.csv now holds: its OOF rows would include "
             f"images it trained on. Retrain it: `comp train --model {alias} --fold {k} --force`"
         )
-    from comp.recipe import refuse_edited_recipe
+    from comp.modeling.recipe import refuse_edited_recipe
 
     refuse_edited_recipe(ws, alias, record.get("recipe_file_hash"), f"{alias} fold {k}")
     if record.get("competition_hash") != comp_hash:
@@ -120,29 +121,29 @@ class _Fold:
     """One fold's rebuilt model, its data config and the cached images it reads (shared across folds)."""
 
     def __init__(self, ws: Workspace, alias: str, k: int, num_classes: int, image_cache: dict) -> None:
-        from comp import checkpoint, data
-        from comp.models import build_model, data_config
-        from comp.recipe import Recipe
+        from comp.modeling.models import build_model, data_config, load_weights
+        from comp.modeling.recipe import Recipe
+        from comp.vision import images
 
         paths = ws.run(alias, k)
         self.recipe = from_dict(Recipe, load_toml(paths.recipe), str(paths.recipe))
         self.model = build_model(self.recipe, num_classes, pretrained=False, ws=ws)
-        checkpoint.load_weights(paths.best, self.model)
+        load_weights(paths.best, self.model)
         self.config = data_config(self.model)
-        side = data.cache_size(int(self.config["input_size"][-1]), float(self.config.get("crop_pct") or 1.0))
+        side = images.cache_size(int(self.config["input_size"][-1]), float(self.config.get("crop_pct") or 1.0))
         self.side, self.ws, self.cache = side, ws, image_cache
         self.batch = self.recipe.eval_batch_size or 2 * self.recipe.batch_size
 
     def images(self, paths: list[str]) -> np.ndarray:
-        from comp import data
+        from comp.vision import images
 
         key = (tuple(paths), self.side)
         if key not in self.cache:
-            self.cache[key] = data.cached_images(self.ws, paths, self.side)
+            self.cache[key] = images.cached_images(self.ws, paths, self.side)
         return self.cache[key]
 
     def predict(self, paths: list[str], rows: np.ndarray, tta: str, merge: str, device, label: str) -> np.ndarray:
-        from comp.train import eval_view
+        from comp.vision.tta import eval_view
 
         view = eval_view(self.images(paths), self.config, tta)  # training's evaluation crop, so logits match
         return predict_logits(self.model, view, self.config, tta, self.batch, device, merge, description=label,
@@ -158,10 +159,10 @@ def predict_model(
     merge: str = "mean",
 ) -> PredictResult:
     """Recompute `alias`'s OOF and test logits for fold `fold` (or every trained fold) with TTA `tta` (or auto)."""
+    from comp.core.device import resolve_device
     from comp.folds import load_folds
-    from comp.layouts import test_items, train_items
+    from comp.items import test_items, train_items
     from comp.logits import Logits, load, save
-    from comp.train import resolve_device
 
     if tta != "auto" and tta not in PRESETS:
         raise CompError(f"--tta {tta!r}: choose one of {', '.join(PRESETS)} or auto")

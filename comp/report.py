@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from comp import atomic, metrics
-from comp.config import Competition, Workspace
-from comp.errors import CompError
-from comp.provenance import competition_hash
+from comp.core import atomic, metrics
+from comp.core.config import Competition
+from comp.core.errors import CompError
+from comp.core.provenance import competition_hash
+from comp.core.workspace import Workspace
 
 TOP_PAIRS = 10  # confused pairs listed in the report
 ANNOTATE_MAX = 20  # write counts inside the confusion-matrix cells up to this many classes

@@ -147,9 +147,10 @@ TOY_CLASSES = ("cat", "dog", "frog")
 def make_toy_workspace(root: Path, n_per_class: int = 8, n_folds: int = 3, n_test: int = 6):
     """A verified workspace with folds on a generated Kaggle-layout competition (as `comp init` would write it),
     so training-side tests need neither `comp init` nor ../shared. Returns (Workspace, Competition)."""
-    from comp.config import Competition, Workspace
+    from comp.core.config import Competition
+    from comp.core.workspace import Workspace
     from comp.folds import make_folds
-    from comp.verify import verify
+    from comp.setup.verify import verify
 
     make_kaggle_competition(Path(root) / "data" / "toy", TOY_CLASSES, n_per_class=n_per_class, n_test=n_test)
     comp = Competition(

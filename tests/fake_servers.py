@@ -27,8 +27,9 @@ import pytest
 from conftest import make_kaggle_competition
 from typer.testing import CliRunner
 
-from comp.config import Competition, Workspace
-from comp.errors import CompError
+from comp.core.config import Competition
+from comp.core.errors import CompError
+from comp.core.workspace import Workspace
 
 KAGGLE_PORT = 7777  # kagglesdk.KaggleEnv.TEST = http://localhost:7777
 _SERVICE = "/api/v1/competitions.CompetitionApiService/"

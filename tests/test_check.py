@@ -10,11 +10,13 @@ import pandas as pd
 import pytest
 from test_submission import _write_sample, build_format, random_probs
 
-from comp import atomic
-from comp.config import Competition, Workspace
-from comp.errors import CompError
-from comp.provenance import sha256_file
-from comp.submission import check_file, to_frame, write
+from comp.core import atomic
+from comp.core.config import Competition
+from comp.core.errors import CompError
+from comp.core.provenance import sha256_file
+from comp.core.workspace import Workspace
+from comp.submission.check import check_file
+from comp.submission.write import to_frame, write
 
 
 def _three_classes(workspace, n: int = 60) -> tuple[Competition, Workspace, list[str]]:

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from test_submission import CIFAR, FORMATS, REAL, build_format, valid_submission
 
-from comp.config import Competition, Workspace
-from comp.submission import check_file
+from comp.core.config import Competition
+from comp.core.workspace import Workspace
+from comp.submission.check import check_file
 
 Rows = list[list[str]]
 

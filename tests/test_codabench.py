@@ -8,8 +8,8 @@ import zipfile
 import pytest
 from fake_servers import FakeCodabench, isolated, run_cli, toy_workspace  # noqa: F401  (isolated is a fixture)
 
-from comp import ledger
-from comp.config import Workspace
+from comp.core.workspace import Workspace
+from comp.platforms import ledger
 from comp.platforms.codabench import make_zip
 
 

@@ -9,7 +9,7 @@ import pytest
 from fake_servers import FakeCodabench, FakeKaggle, isolated, run_cli, toy_workspace  # noqa: F401  (fixture)
 from test_kaggle import _bundle
 
-from comp.errors import CompError
+from comp.core.errors import CompError
 from comp.platforms.kaggle import find_credential
 
 

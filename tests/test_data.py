@@ -13,9 +13,9 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.transforms import v2
 
-from comp import data, transforms
-from comp.config import Workspace
-from comp.errors import CompError
+from comp.core.errors import CompError
+from comp.core.workspace import Workspace
+from comp.vision import augment, images
 
 DATA_CONFIG = {
     "input_size": (3, 16, 16), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
@@ -39,10 +39,10 @@ def _cache_files(ws: Workspace) -> list[Path]:
 
 
 def test_cache_size_follows_crop_pct():
-    assert data.cache_size(224, 0.875) == 256
-    assert data.cache_size(224, 1.0) == 224
+    assert images.cache_size(224, 0.875) == 256
+    assert images.cache_size(224, 1.0) == 224
     with pytest.raises(CompError, match="crop_pct"):
-        data.cache_size(224, 0)
+        images.cache_size(224, 0)
 
 
 def test_cache_round_trip_equals_direct_decode(workspace):
@@ -51,23 +51,24 @@ def test_cache_round_trip_equals_direct_decode(workspace):
     yy, xx = np.mgrid[0:30, 0:50]  # smooth, so the two resamplers' sub-pixel differences stay small
     wide = _save(workspace / "wide.png", np.stack([xx * 5, yy * 8, (xx + yy) * 3], -1).astype(np.uint8))
     ws = Workspace(workspace)
-    arr = data.cached_images(ws, [square, wide], 24, workers=0)
+    arr = images.cached_images(ws, [square, wide], 24, workers=0)
     assert isinstance(arr, np.memmap) and arr.shape == (2, 24, 24, 3) and arr.dtype == np.uint8
     assert not arr.flags.writeable
     # square source: exactly PIL's bicubic resize of the decoded image
-    np.testing.assert_array_equal(arr[0], np.asarray(data.open_rgb(square).resize((24, 24), Image.Resampling.BICUBIC)))
+    expected = images.open_rgb(square).resize((24, 24), Image.Resampling.BICUBIC)
+    np.testing.assert_array_equal(arr[0], np.asarray(expected))
     # non-square: the centre square, as torchvision's Resize(shorter side) + CenterCrop computes it independently
     bicubic = v2.InterpolationMode.BICUBIC
-    reference = np.asarray(v2.Compose([v2.Resize(24, bicubic), v2.CenterCrop(24)])(data.open_rgb(wide)))
+    reference = np.asarray(v2.Compose([v2.Resize(24, bicubic), v2.CenterCrop(24)])(images.open_rgb(wide)))
     assert np.abs(arr[1].astype(int) - reference.astype(int)).mean() < 2
-    assert np.abs(arr[1].astype(int) - np.asarray(data.open_rgb(wide).resize((24, 24))).astype(int)).mean() > 10
+    assert np.abs(arr[1].astype(int) - np.asarray(images.open_rgb(wide).resize((24, 24))).astype(int)).mean() > 10
 
 
 def test_large_jpeg_reduced_decode_stays_close_to_a_full_decode(workspace):
     yy, xx = np.mgrid[0:240, 0:320]
     path = _save(workspace / "big.jpg", np.stack([xx % 256, yy, (xx + yy) % 256], -1).astype(np.uint8), quality=95)
-    fast = data.decode_square(path, 24)  # decoded at 1/4 scale by the JPEG decoder, then resized
-    full = np.asarray(ImageOps.fit(data.open_rgb(path), (24, 24), Image.Resampling.BICUBIC))
+    fast = images.decode_square(path, 24)  # decoded at 1/4 scale by the JPEG decoder, then resized
+    full = np.asarray(ImageOps.fit(images.open_rgb(path), (24, 24), Image.Resampling.BICUBIC))
     assert fast.shape == (24, 24, 3) and np.abs(fast.astype(int) - full.astype(int)).mean() < 3
 
 
@@ -75,20 +76,20 @@ def test_cache_reused_then_rebuilt_when_a_file_changes(workspace, monkeypatch):
     rng = np.random.default_rng(1)
     paths = [_save(workspace / f"{i}.png", _noise(rng, 20, 20)) for i in range(3)]
     ws = Workspace(workspace)
-    first = np.array(data.cached_images(ws, paths, 16, workers=0))
+    first = np.array(images.cached_images(ws, paths, 16, workers=0))
     assert len(_cache_files(ws)) == 1
 
     def no_decode(*_args):
         raise AssertionError("the cache should have been reused")
 
     with monkeypatch.context() as m:
-        m.setattr(data, "decode_square", no_decode)
-        np.testing.assert_array_equal(data.cached_images(ws, paths, 16, workers=0), first)
+        m.setattr(images, "decode_square", no_decode)
+        np.testing.assert_array_equal(images.cached_images(ws, paths, 16, workers=0), first)
 
     _save(Path(paths[1]), np.zeros((20, 20, 3), np.uint8))  # same name, new content
-    rebuilt = data.cached_images(ws, paths, 16, workers=0)
+    rebuilt = images.cached_images(ws, paths, 16, workers=0)
     assert len(_cache_files(ws)) == 1  # the outdated cache of this set was removed
-    other_set = data.cached_images(ws, paths[:2], 16, workers=0)
+    other_set = images.cached_images(ws, paths[:2], 16, workers=0)
     assert len(_cache_files(ws)) == 2 and len(other_set) == 2  # ...but not another set's
     np.testing.assert_array_equal(rebuilt[0], first[0])
     assert rebuilt[1].max() == 0 and first[1].max() > 0
@@ -97,7 +98,7 @@ def test_cache_reused_then_rebuilt_when_a_file_changes(workspace, monkeypatch):
 def test_upsampling_small_images_warns(workspace):
     paths = [_save(workspace / f"{i}.png", np.zeros((8, 10, 3), np.uint8)) for i in range(2)]
     with pytest.warns(UserWarning, match="typically 8 px.*upsampled 4x.*img_size"):
-        data.cached_images(Workspace(workspace), paths, 32, workers=0)
+        images.cached_images(Workspace(workspace), paths, 32, workers=0)
 
 
 def test_odd_modes_decode_to_rgb(workspace):
@@ -115,7 +116,7 @@ def test_odd_modes_decode_to_rgb(workspace):
     ]
     Image.fromarray(rgba, "RGBA").save(paths[1])
     Image.fromarray(np.full((20, 20), 65535, np.uint16)).save(paths[4])
-    arr = data.cached_images(Workspace(workspace), paths, 8, workers=0)
+    arr = images.cached_images(Workspace(workspace), paths, 8, workers=0)
     assert arr.shape == (5, 8, 8, 3)
     assert (arr[0, ..., 0] == arr[0, ..., 1]).all()  # grey stays grey
     assert (arr[1] == 255).all() and (arr[4] == 255).all()
@@ -123,9 +124,9 @@ def test_odd_modes_decode_to_rgb(workspace):
 
 def test_parallel_build_equals_serial_build(workspace):
     rng = np.random.default_rng(3)
-    paths = [_save(workspace / f"{i}.jpg", _noise(rng, 24, 18)) for i in range(data._SMALL_SET + 6)]
-    serial = np.array(data.cached_images(Workspace(workspace / "a"), paths, 12, workers=0))
-    parallel = data.cached_images(Workspace(workspace / "b"), paths, 12, workers=2)
+    paths = [_save(workspace / f"{i}.jpg", _noise(rng, 24, 18)) for i in range(images._SMALL_SET + 6)]
+    serial = np.array(images.cached_images(Workspace(workspace / "a"), paths, 12, workers=0))
+    parallel = images.cached_images(Workspace(workspace / "b"), paths, 12, workers=2)
     np.testing.assert_array_equal(parallel, serial)
 
 
@@ -135,40 +136,40 @@ def test_unreadable_image_is_a_comp_error_and_leaves_no_cache(workspace):
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     ws = Workspace(workspace)
     with pytest.raises(CompError, match="bad.jpg.*comp verify"):
-        data.cached_images(ws, [good, str(bad)], 8, workers=0)
+        images.cached_images(ws, [good, str(bad)], 8, workers=0)
     with pytest.raises(CompError, match="missing.png"):
-        data.cached_images(ws, [str(workspace / "missing.png")], 8, workers=0)
+        images.cached_images(ws, [str(workspace / "missing.png")], 8, workers=0)
     assert _cache_files(ws) == []
-    assert data.cached_images(ws, [], 8).shape == (0, 8, 8, 3)
+    assert images.cached_images(ws, [], 8).shape == (0, 8, 8, 3)
 
 
 def test_dataset_loader_and_batch_ops_shapes(workspace):
-    images = np.random.default_rng(4).integers(0, 256, size=(10, 20, 20, 3), dtype=np.uint8)
+    pixels = np.random.default_rng(4).integers(0, 256, size=(10, 20, 20, 3), dtype=np.uint8)
     recipe = SimpleNamespace(img_size=16, hflip=0.5, scale_min=0.5, random_erasing=0.5)
-    train = data.ArrayDataset(images, list(range(10)), transforms.train_transform(DATA_CONFIG, recipe))
+    train = images.ArrayDataset(pixels, list(range(10)), augment.train_transform(DATA_CONFIG, recipe))
     x, y = train[3]
     assert x.shape == (3, 16, 16) and x.dtype == torch.uint8 and y == 3
-    loader = data.make_loader(train, 4, shuffle=True, device="cpu", drop_last=True)
+    loader = images.make_loader(train, 4, shuffle=True, device="cpu", drop_last=True)
     assert loader.num_workers == 0  # tiny set: no worker processes
     batches = list(loader)
     assert len(batches) == 2
     xb, yb = batches[0]
     assert xb.shape == (4, 3, 16, 16) and xb.dtype == torch.uint8 and yb.dtype == torch.int64
-    out = transforms.GpuBatchAugment(DATA_CONFIG, recipe)(xb)
+    out = augment.GpuBatchAugment(DATA_CONFIG, recipe)(xb)
     assert out.dtype == torch.float32 and out.shape == (4, 3, 16, 16)
     assert out.is_contiguous(memory_format=torch.channels_last) and torch.isfinite(out).all()
 
-    test = data.ArrayDataset(images, None, transforms.eval_transform(DATA_CONFIG))
+    test = images.ArrayDataset(pixels, None, augment.eval_transform(DATA_CONFIG))
     xt, yt = test[0]
     assert xt.shape == (3, 16, 16) and yt == -1
     # the 20 px cache is exactly cache_size(16, 0.8): eval is a pure centre crop of it
-    assert torch.equal(xt, torch.from_numpy(images[0, 2:18, 2:18]).permute(2, 0, 1))
+    assert torch.equal(xt, torch.from_numpy(pixels[0, 2:18, 2:18]).permute(2, 0, 1))
 
 
 def test_batch_normalize_uses_the_models_mean_and_std():
     mean = torch.tensor(DATA_CONFIG["mean"]).view(1, 3, 1, 1)
     batch = torch.stack([torch.zeros(3, 4, 4, dtype=torch.uint8), torch.full((3, 4, 4), 255, dtype=torch.uint8)])
-    out = transforms.batch_normalize(batch, DATA_CONFIG)
+    out = augment.batch_normalize(batch, DATA_CONFIG)
     std = torch.tensor(DATA_CONFIG["std"]).view(1, 3, 1, 1)
     torch.testing.assert_close(out[0:1], (-mean / std).expand(1, 3, 4, 4))
     torch.testing.assert_close(out[1:2], ((1 - mean) / std).expand(1, 3, 4, 4))
@@ -177,22 +178,22 @@ def test_batch_normalize_uses_the_models_mean_and_std():
 def test_flips_follow_their_probabilities():
     # scale_min=1 on a square image: the crop is the whole image, so only the flips change it
     image = torch.arange(3 * 4 * 4, dtype=torch.uint8).view(3, 4, 4)
-    keep = transforms.train_transform(DATA_CONFIG, SimpleNamespace(img_size=4, scale_min=1.0, hflip=0.0))
-    both = transforms.train_transform(DATA_CONFIG, SimpleNamespace(img_size=4, scale_min=1.0, hflip=1.0, vflip=1.0))
+    keep = augment.train_transform(DATA_CONFIG, SimpleNamespace(img_size=4, scale_min=1.0, hflip=0.0))
+    both = augment.train_transform(DATA_CONFIG, SimpleNamespace(img_size=4, scale_min=1.0, hflip=1.0, vflip=1.0))
     assert torch.equal(keep(image), image)
     assert torch.equal(both(image), image.flip(1, 2))
     torch.manual_seed(0)
-    half = transforms.train_transform(DATA_CONFIG, SimpleNamespace(img_size=4, scale_min=1.0, hflip=0.5))
+    half = augment.train_transform(DATA_CONFIG, SimpleNamespace(img_size=4, scale_min=1.0, hflip=0.5))
     flipped = sum(torch.equal(half(image), image.flip(2)) for _ in range(200))
     assert 70 < flipped < 130
 
 
 def test_batch_augment_erases_only_when_asked():
     batch = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
-    plain = transforms.GpuBatchAugment(DATA_CONFIG, SimpleNamespace(random_erasing=0.0))
-    torch.testing.assert_close(plain(batch), transforms.batch_normalize(batch, DATA_CONFIG))
-    erased = transforms.GpuBatchAugment(DATA_CONFIG, SimpleNamespace(random_erasing=1.0))(batch)
-    changed = (erased != transforms.batch_normalize(batch, DATA_CONFIG)).flatten(1).any(1)
+    plain = augment.GpuBatchAugment(DATA_CONFIG, SimpleNamespace(random_erasing=0.0))
+    torch.testing.assert_close(plain(batch), augment.batch_normalize(batch, DATA_CONFIG))
+    erased = augment.GpuBatchAugment(DATA_CONFIG, SimpleNamespace(random_erasing=1.0))(batch)
+    changed = (erased != augment.batch_normalize(batch, DATA_CONFIG)).flatten(1).any(1)
     assert changed.all()
 
 
@@ -201,15 +202,15 @@ def test_transforms_are_deterministic_under_a_seed():
         img_size=16, scale_min=0.3, rand_augment="rand-m9-mstd0.5", color_jitter=0.4, affine_degrees=10.0,
         affine_translate=0.1, hflip=0.5, vflip=0.5, random_erasing=1.0,
     )
-    transform = transforms.train_transform(DATA_CONFIG, recipe)
-    augment = transforms.GpuBatchAugment(DATA_CONFIG, recipe)
+    transform = augment.train_transform(DATA_CONFIG, recipe)
+    batch_augment = augment.GpuBatchAugment(DATA_CONFIG, recipe)
     image = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (24, 24, 3), dtype=np.uint8)).permute(2, 0, 1)
 
     def sample(seed: int) -> torch.Tensor:
         random.seed(seed)  # timm's RandAugment draws from `random` and numpy
         np.random.seed(seed)
         torch.manual_seed(seed)
-        return augment(torch.stack([transform(image) for _ in range(4)]))
+        return batch_augment(torch.stack([transform(image) for _ in range(4)]))
 
     assert torch.equal(sample(0), sample(0))
     assert not torch.equal(sample(0), sample(1))
@@ -217,16 +218,16 @@ def test_transforms_are_deterministic_under_a_seed():
 
 def test_bad_rand_augment_string_is_a_comp_error():
     with pytest.raises(CompError, match="rand_augment"):
-        transforms.train_transform(DATA_CONFIG, SimpleNamespace(rand_augment="randaug-strong"))
+        augment.train_transform(DATA_CONFIG, SimpleNamespace(rand_augment="randaug-strong"))
 
 
 def test_loader_order_is_reproducible_and_memmap_pickles_by_name(workspace):
     paths = [_save(workspace / f"{i}.png", np.full((8, 8, 3), i, np.uint8)) for i in range(6)]
-    images = data.cached_images(Workspace(workspace), paths, 8, workers=0)
-    dataset = data.ArrayDataset(images, [0, 1, 0, 1, 0, 1])
+    pixels = images.cached_images(Workspace(workspace), paths, 8, workers=0)
+    dataset = images.ArrayDataset(pixels, [0, 1, 0, 1, 0, 1])
 
     def order(seed: int, workers: int = 0) -> list[int]:
-        loader = data.make_loader(dataset, 2, shuffle=True, workers=workers, seed=seed)
+        loader = images.make_loader(dataset, 2, shuffle=True, workers=workers, seed=seed)
         batches = list(loader)
         assert all(xb.is_contiguous(memory_format=torch.channels_last) for xb, _ in batches)
         return [int(v) for xb, _ in batches for v in xb[:, 0, 0, 0]]
@@ -234,7 +235,7 @@ def test_loader_order_is_reproducible_and_memmap_pickles_by_name(workspace):
     assert order(7) == order(7) and sorted(order(7)) == list(range(6))
     assert order(7, workers=1) == order(7)  # a worker process reads the same memmap and keeps the order
     blob = pickle.dumps(dataset)
-    assert len(blob) < images.nbytes  # sent as a file name, not the pixels
+    assert len(blob) < pixels.nbytes  # sent as a file name, not the pixels
     assert torch.equal(pickle.loads(blob)[5][0], dataset[5][0])
 
 

@@ -11,13 +11,12 @@ import pandas as pd
 import torch
 from conftest import make_toy_workspace as make_workspace
 
-from comp import data, logits
-from comp.checkpoint import load_weights
-from comp.layouts import train_items
-from comp.models import build_model, data_config
-from comp.predict import predict_logits
-from comp.recipe import load_recipe
-from comp.train import eval_view
+from comp import logits
+from comp.items import train_items
+from comp.modeling.models import build_model, data_config, load_weights
+from comp.modeling.recipe import load_recipe
+from comp.vision import images
+from comp.vision.tta import eval_view, predict_logits
 
 
 def test_two_gloo_processes_give_complete_oof_matching_the_saved_model(workspace):
@@ -43,8 +42,8 @@ def test_two_gloo_processes_give_complete_oof_matching_the_saved_model(workspace
     load_weights(ws.run("tiny", 1).best, model)
     cfg = data_config(model)
     items = train_items(comp, ws).set_index("id").loc[list(oof.ids)]
-    images = data.cached_images(ws, items["path"].tolist(), data.cache_size(32, cfg["crop_pct"]), workers=0)
+    pixels = images.cached_images(ws, items["path"].tolist(), images.cache_size(32, cfg["crop_pct"]), workers=0)
     torch.manual_seed(0)
-    expected = predict_logits(model, np.ascontiguousarray(eval_view(images, cfg, "none")), cfg, "none", 16, "cpu",
+    expected = predict_logits(model, np.ascontiguousarray(eval_view(pixels, cfg, "none")), cfg, "none", 16, "cpu",
                               progress=False)
     np.testing.assert_allclose(oof.values, expected, atol=1e-4, rtol=0)

@@ -8,12 +8,12 @@ import pytest
 from conftest import make_kaggle_competition
 
 from comp import demo as demo_module
-from comp.config import Workspace
-from comp.data import open_rgb
+from comp.core.errors import CompError
+from comp.core.workspace import Workspace
 from comp.demo import DIGIT_NAMES, STEPS, Step, run_demo
-from comp.errors import CompError
 from comp.folds import load_folds
-from comp.verify import require_verified
+from comp.setup.verify import require_verified
+from comp.vision.images import open_rgb
 
 
 def test_demo_builds_a_competition_and_a_second_run_reuses_it(workspace, monkeypatch, capsys, cli):
@@ -54,7 +54,7 @@ def test_demo_builds_a_competition_and_a_second_run_reuses_it(workspace, monkeyp
 
 def test_demo_refuses_a_workspace_of_another_competition(workspace):
     make_kaggle_competition(workspace / "data" / "toy", n_per_class=2, n_test=1)
-    from comp.config import Competition
+    from comp.core.config import Competition
 
     Workspace(workspace).save(Competition(name="toy", data_dir="data/toy", classes=["cat", "dog", "frog"]))
     with pytest.raises(CompError, match="another competition.*empty directory"):

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from conftest import make_kaggle_competition
 
-from comp.config import Competition, Workspace
-from comp.errors import CompError, StaleError
+from comp.core.config import Competition
+from comp.core.errors import CompError, StaleError
+from comp.core.workspace import Workspace
 from comp.folds import assign_folds, load_folds, make_folds
 
 

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from comp import atomic, logits, metrics
-from comp.config import Competition, Workspace, from_dict, with_overrides
-from comp.errors import CompError
+from comp import logits
+from comp.core import atomic, metrics
+from comp.core.config import Competition, from_dict, with_overrides
+from comp.core.errors import CompError
+from comp.core.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def test_sigkill_during_write_never_leaves_a_truncated_target(tmp_path):
     target = tmp_path / "big.bin"
     atomic.write_bytes(target, b"A" * 10)
     code = (
-        "import sys; from comp import atomic\n"
+        "import sys; from comp.core import atomic\n"
         "with atomic.atomic_path(sys.argv[1]) as t:\n"
         "    f = open(t, 'wb')\n"
         "    while True: f.write(b'B' * (1 << 20)); f.flush()\n"

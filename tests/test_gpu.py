@@ -8,7 +8,7 @@ import pytest
 from conftest import make_toy_workspace
 
 from comp import logits
-from comp import train as train_mod
+from comp.training import train as train_mod
 
 pytestmark = pytest.mark.gpu
 
@@ -27,9 +27,9 @@ def test_cuda_training_with_amp_and_channels_last_writes_finite_logits(workspace
 def test_cuda_and_cpu_predictions_agree_for_the_same_weights(workspace):
     import torch
 
-    from comp.models import build_model, data_config
-    from comp.predict import predict_logits
-    from comp.recipe import load_recipe
+    from comp.modeling.models import build_model, data_config
+    from comp.modeling.recipe import load_recipe
+    from comp.vision.tta import predict_logits
 
     ws, comp = make_toy_workspace(workspace)
     recipe = load_recipe(ws, "tiny")

@@ -15,10 +15,10 @@ from conftest import make_folder_competition, make_kaggle_competition
 from PIL import Image
 from typer.testing import CliRunner
 
-from comp import layouts
+from comp import items as layouts
 from comp.cli import app, main
-from comp.config import Workspace
-from comp.errors import CompError
+from comp.core.errors import CompError
+from comp.core.workspace import Workspace
 
 runner = CliRunner()
 

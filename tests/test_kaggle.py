@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from fake_servers import FakeKaggle, isolated, run_cli, toy_workspace  # noqa: F401  (isolated is a fixture)
 
-from comp import ledger
-from comp.config import Workspace
+from comp.core.workspace import Workspace
+from comp.platforms import ledger
 from comp.platforms.kaggle import KaggleBackend, KaggleCredential
 
 

@@ -10,9 +10,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from comp.config import Competition, Workspace
-from comp.errors import CompError
-from comp.layouts import detect_format, read_table, sort_classes, test_items, train_items
+from comp.core.config import Competition
+from comp.core.errors import CompError
+from comp.core.workspace import Workspace
+from comp.items import test_items, train_items
+from comp.setup.formats import detect_format
+from comp.setup.scan import read_table, sort_classes
 
 
 def _image(path: Path, size: int = 8) -> None:

@@ -19,8 +19,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
-from comp import metrics
-from comp.blend import HillClimbBlend, LogisticStacker, MeanBlend, as_log_probs, honest_predictions
+from comp.core import metrics
+from comp.ensemble.blend import HillClimbBlend, LogisticStacker, MeanBlend, as_log_probs, honest_predictions
 
 N_CLASSES = 5
 TOLERANCE = 0.03  # accuracy noise of one honest CV on 600 rows

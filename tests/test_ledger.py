@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from fake_servers import isolated, run_cli, toy_workspace  # noqa: F401  (isolated is a fixture)
 
-from comp import ledger
-from comp.config import Workspace
-from comp.errors import CompError
-from comp.platforms import newest_submission, redact, safe_file_name, safe_name
+from comp.core.errors import CompError
+from comp.core.workspace import Workspace
+from comp.platforms import ledger
+from comp.platforms.base import redact, safe_file_name, safe_name
+from comp.platforms.submit import newest_submission
 
 
 def _row(**extra: str) -> dict[str, str]:

@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from comp.config import Workspace
-from comp.errors import CompError
-from comp.models import build_model, data_config, set_trainable, stages, trainable_stage_count
-from comp.recipe import load_recipe
+from comp.core.errors import CompError
+from comp.core.workspace import Workspace
+from comp.modeling.models import build_model, data_config, set_trainable, stages, trainable_stage_count
+from comp.modeling.recipe import load_recipe
 
 
 def _recipe(alias: str = "tiny", *overrides: str):

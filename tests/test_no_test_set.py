@@ -7,9 +7,9 @@ import dataclasses
 
 from conftest import make_toy_workspace
 
-from comp import train as train_mod
-from comp.stack import finished_models, stack
-from comp.verify import verify
+from comp.ensemble.stack import finished_models, stack
+from comp.setup.verify import verify
+from comp.training import train as train_mod
 
 
 def test_cv_only_without_a_test_set(workspace, cli):

@@ -11,13 +11,13 @@ import pytest
 from conftest import make_toy_workspace
 
 from comp import logits, predict
-from comp.config import Workspace
-from comp.errors import CompError
+from comp.core.errors import CompError
+from comp.core.workspace import Workspace
 
 
 def make_trained_workspace(root: Path) -> Workspace:
     """A 3-fold toy competition with the stock `tiny` recipe trained for one epoch on every fold."""
-    from comp.train import train
+    from comp.training.train import train
 
     ws, _ = make_toy_workspace(root, n_per_class=6, n_test=4)
     train(ws, "tiny", "all", device="cpu", overrides=["epochs=1"])

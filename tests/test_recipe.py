@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from comp.config import Workspace
-from comp.errors import CompError
-from comp.recipe import load_recipe, recipe_file, recipe_hash, stock_aliases, weights_path
+from comp.core.errors import CompError
+from comp.core.workspace import Workspace
+from comp.modeling.recipe import load_recipe, recipe_file, recipe_hash, stock_aliases, weights_path
 
 STOCK = {"resnext", "resnet50", "convnext", "swag", "vit", "effnet-lite0", "tiny", "tiny2"}
 

@@ -11,10 +11,12 @@ import pytest
 from conftest import TOY_CLASSES as CLASSES
 from conftest import make_toy_workspace
 
-from comp import atomic, logits
-from comp.config import Competition, Workspace
+from comp import logits
+from comp.core import atomic
+from comp.core.config import Competition
+from comp.core.provenance import competition_hash
+from comp.core.workspace import Workspace
 from comp.folds import load_folds
-from comp.provenance import competition_hash
 from comp.report import report, status
 
 

@@ -12,13 +12,16 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from comp import blend, logits, metrics
+from comp import logits
 from comp.cli import app
-from comp.config import Competition, Workspace
-from comp.errors import CompError, StaleError
+from comp.core import metrics
+from comp.core.config import Competition
+from comp.core.errors import CompError, StaleError
+from comp.core.workspace import Workspace
+from comp.ensemble import blend
+from comp.ensemble.stack import competition_hash, load_models, score_file, stack
 from comp.folds import make_folds
-from comp.stack import competition_hash, load_models, score_file, stack
-from comp.submission import check_file
+from comp.submission.check import check_file
 
 runner = CliRunner()
 

@@ -9,10 +9,10 @@ import shutil
 import pytest
 from conftest import make_toy_workspace as make_workspace
 
-from comp import train as train_mod
+from comp.core.workspace import STOCK_RECIPES
 from comp.folds import make_folds
-from comp.recipe import STOCK_DIR
-from comp.verify import verify
+from comp.setup.verify import verify
+from comp.training import train as train_mod
 
 STAGES = (
     ("train", ["train", "--model", "tiny", "--fold", "all", "--device", "cpu", "--set", "epochs=1"]),
@@ -25,7 +25,7 @@ STAGES = (
 def trained(workspace):
     ws, comp = make_workspace(workspace, n_per_class=6, n_folds=2, n_test=3)
     ws.models_dir.mkdir(exist_ok=True)
-    shutil.copy(STOCK_DIR / "tiny.toml", ws.recipe_path("tiny"))
+    shutil.copy(STOCK_RECIPES / "tiny.toml", ws.recipe_path("tiny"))
     train_mod.train(ws, "tiny", "all", device="cpu", overrides=["epochs=1"])
     return ws, comp
 

@@ -16,10 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from comp.check import check_bytes
-from comp.config import Competition, Workspace
-from comp.errors import CompError
-from comp.submission import check_file, float_digits, read_sample, to_csv_bytes, to_frame, write
+from comp.core.config import Competition
+from comp.core.errors import CompError
+from comp.core.workspace import Workspace
+from comp.submission.check import check_bytes, check_file
+from comp.submission.parse import read_sample
+from comp.submission.write import float_digits, to_csv_bytes, to_frame, write
 
 FORMATS_DIR = "formats"
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -298,8 +300,8 @@ def test_check_bytes_agrees_with_check_file(workspace):
 def test_writer_accepts_what_init_and_test_items_produce(layout, kind, ids_with_ext, workspace):
     from conftest import make_folder_competition, make_kaggle_competition
 
-    from comp.init import InitOptions, init_workspace
-    from comp.layouts import test_items
+    from comp.items import test_items
+    from comp.setup.init import InitOptions, init_workspace
 
     if layout == "csv":
         classes = ("0", "1") if kind == "binary" else ("cat", "dog", "frog")

@@ -11,21 +11,22 @@ import pytest
 from conftest import make_toy_workspace as make_workspace
 from typer.testing import CliRunner
 
-import comp.train as train_mod
-from comp import data, logits, transforms
+import comp.training.train as train_mod
+from comp import logits
 from comp.cli import app
-from comp.config import Workspace
-from comp.errors import StaleError
+from comp.core.errors import StaleError
+from comp.core.workspace import Workspace
 from comp.folds import make_folds
-from comp.layouts import train_items
-from comp.verify import verify
+from comp.items import train_items
+from comp.setup.verify import verify
+from comp.vision import augment, images
 
 
 def test_all_folds_cover_every_id_once_and_never_train_on_their_own_rows(workspace, monkeypatch):
     ws, comp = make_workspace(workspace)
     seen: dict[int, set[int]] = {}
     current: list[int] = []
-    fold_method, getitem = train_mod._Job.fold, data.ArrayDataset.__getitem__
+    fold_method, getitem = train_mod._Job.fold, images.ArrayDataset.__getitem__
 
     def fold(self, k, force):
         current.append(k)
@@ -36,7 +37,7 @@ def test_all_folds_cover_every_id_once_and_never_train_on_their_own_rows(workspa
         return getitem(self, i)
 
     monkeypatch.setattr(train_mod._Job, "fold", fold)
-    monkeypatch.setattr(data.ArrayDataset, "__getitem__", record)
+    monkeypatch.setattr(images.ArrayDataset, "__getitem__", record)
     result = CliRunner().invoke(app, ["train", "--model", "tiny", "--fold", "all", "--device", "cpu",
                                       "--set", "epochs=1"])
     assert result.exit_code == 0, result.output
@@ -128,11 +129,11 @@ def test_finetuning_real_effnet_lite0_weights_beats_training_from_scratch(shared
 def _finetune_vs_scratch(pick) -> dict[bool, float]:
     import torch
 
-    from comp.loop import Trainer
-    from comp.metrics import accuracy
-    from comp.models import build_model, data_config
-    from comp.predict import predict_logits
-    from comp.recipe import load_recipe
+    from comp.core.metrics import accuracy
+    from comp.modeling.models import build_model, data_config
+    from comp.modeling.recipe import load_recipe
+    from comp.training.loop import Trainer
+    from comp.vision.tta import predict_logits
 
     train_paths, y_train = pick("train", 40)
     val_paths, y_val = pick("val", 30)
@@ -146,14 +147,14 @@ def _finetune_vs_scratch(pick) -> dict[bool, float]:
         train_mod.seed_everything(0)
         model = build_model(recipe, num_classes=2)
         cfg = data_config(model)
-        side = data.cache_size(112, cfg["crop_pct"])
-        train_images = data.cached_images(ws, train_paths, side, workers=0)
-        val_images = data.cached_images(ws, val_paths, side, workers=0)
-        dataset = data.ArrayDataset(train_images, y_train, transforms.train_transform(cfg, recipe))
+        side = images.cache_size(112, cfg["crop_pct"])
+        train_images = images.cached_images(ws, train_paths, side, workers=0)
+        val_images = images.cached_images(ws, val_paths, side, workers=0)
+        dataset = images.ArrayDataset(train_images, y_train, augment.train_transform(cfg, recipe))
         trainer = Trainer(recipe, model, cfg, torch.device("cpu"), len(dataset))
         for epoch in range(recipe.epochs):
             train_mod.seed_everything(0, epoch)
-            loader = data.make_loader(dataset, recipe.batch_size, shuffle=True, workers=0, seed=epoch)
+            loader = images.make_loader(dataset, recipe.batch_size, shuffle=True, workers=0, seed=epoch)
             trainer.train_epoch(loader, epoch)
         view = np.ascontiguousarray(train_mod.eval_view(val_images, cfg, "none"))
         scores[pretrained] = accuracy(y_val, predict_logits(trainer.eval_model(), view, cfg, "none", 32, "cpu",
@@ -170,19 +171,19 @@ def test_optional_features_train_and_change_the_weights(overrides):
     """Each recipe switch is exercised once: the step runs, the loss is finite and only what should move moves."""
     import torch
 
-    from comp.loop import Trainer
-    from comp.models import build_model, data_config, head_parameter_names
-    from comp.recipe import load_recipe
+    from comp.modeling.models import build_model, data_config, head_parameter_names
+    from comp.modeling.recipe import load_recipe
+    from comp.training.loop import Trainer
 
     recipe = load_recipe(Workspace.here(), "tiny", ["batch_size=4", *overrides])
     train_mod.seed_everything(0)
     model = build_model(recipe, num_classes=3)
     cfg = data_config(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    dataset = data.ArrayDataset(np.random.default_rng(0).integers(0, 256, (8, 36, 36, 3), dtype=np.uint8),
-                                np.array([0, 1, 2, 0, 1, 2, 0, 1]), transforms.train_transform(cfg, recipe))
+    dataset = images.ArrayDataset(np.random.default_rng(0).integers(0, 256, (8, 36, 36, 3), dtype=np.uint8),
+                                np.array([0, 1, 2, 0, 1, 2, 0, 1]), augment.train_transform(cfg, recipe))
     trainer = Trainer(recipe, model, cfg, torch.device("cpu"), len(dataset))
-    loader = data.make_loader(dataset, recipe.batch_size, shuffle=True, workers=0, drop_last=True, seed=0)
+    loader = images.make_loader(dataset, recipe.batch_size, shuffle=True, workers=0, drop_last=True, seed=0)
     loss, seen = trainer.train_epoch(loader, epoch=0)
     assert np.isfinite(loss) and seen == 8
     changed = {k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])}

@@ -8,8 +8,8 @@ import timm
 import torch
 import ttach
 
-from comp import tta
-from comp.errors import CompError
+from comp.core.errors import CompError
+from comp.vision import tta
 
 SIZE = 32
 

@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import comp.verify as verify_mod
-from comp.config import Competition, Workspace
-from comp.errors import CompError
-from comp.verify import require_verified, verify
+import comp.setup.verify as verify_mod
+from comp.core.config import Competition
+from comp.core.errors import CompError
+from comp.core.workspace import Workspace
+from comp.setup.verify import require_verified, verify
 
 
 def toy(root, n_per_class: int = 4, n_test: int = 3) -> tuple[Competition, Workspace]:

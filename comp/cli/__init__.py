@@ -1,7 +1,8 @@
 """The `comp` command line: a thin Typer layer over the library.
 
 Each command parses its options, calls one library function, prints a short summary and exits non-zero with a
-clear message on bad input. Commands live in one file per area; this file builds the app and the error boundary.
+clear message on bad input. Commands live in one file per stage, as plain functions; this file builds the app, registers
+them explicitly in workflow order, and holds the one error boundary (`main`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import os
 import sys
 
 import typer
-from rich.console import Console
 
-from comp.errors import CompError
+from comp.cli import demo, ensemble, reports, setup, submission, training
+from comp.cli.output import err_console, fail
+from comp.core.errors import CompError
 
 app = typer.Typer(
     name="comp",
@@ -21,24 +23,26 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
 
-
-def fail(message: str) -> typer.Exit:
-    """Print `message` as an error and return the Exit to raise: `raise fail("...")`."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
-# Each module registers its commands on `app` at import time (after `app`, `console` and `fail` exist).
-from comp.cli import (  # noqa: E402
-    ensemble,  # noqa: F401  predict, stack, score, status, report
-    prep,  # noqa: F401  verify, folds, demo
-    submitting,  # noqa: F401  check, submit, submissions, download
-    training,  # noqa: F401  train
-    workspace,  # noqa: F401  init
-)
+# Commands in the order a user runs them (the order `comp --help` lists them).
+COMMANDS = [
+    ("init", setup.init),
+    ("download", setup.download),
+    ("verify", setup.verify),
+    ("folds", setup.folds),
+    ("train", training.train),
+    ("predict", training.predict_command),
+    ("status", reports.status_command),
+    ("report", reports.report_command),
+    ("stack", ensemble.stack_command),
+    ("score", ensemble.score_command),
+    ("check", submission.check),
+    ("submit", submission.submit),
+    ("submissions", submission.submissions),
+    ("demo", demo.demo),
+]
+for name, command in COMMANDS:
+    app.command(name)(command)
 
 
 def main() -> None:

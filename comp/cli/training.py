@@ -1,4 +1,4 @@
-"""CLI commands: training (`comp train`)."""
+"""`comp train` and `comp predict`: (model, fold) runs and their logits."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import os
 
 import typer
 
-from comp.cli import app, console
-from comp.config import Workspace
+from comp.cli.output import console
+from comp.core.workspace import Workspace
 
 
-@app.command()
 def train(
     model: str = typer.Option(..., "--model", "-m", help="recipe alias: models/<alias>.toml or a stock recipe"),
     fold: str = typer.Option("all", "--fold", "-k", help="fold number, or `all`"),
@@ -28,7 +27,7 @@ def train(
         comp train --model convnext --fold all --device cuda --set epochs=20 --set lr=3e-4
         torchrun --nproc_per_node 4 -m comp train --model swag --fold 0      # DDP, one process per GPU
     """
-    from comp.train import train as run_train
+    from comp.training.train import train as run_train
 
     summaries = run_train(Workspace.here(), model, fold, device=device, overrides=overrides, force=force)
     if int(os.environ.get("RANK", 0)) != 0:  # under torchrun only rank 0 reports
@@ -40,3 +39,42 @@ def train(
         console.print(f"[bold]{model}[/]: OOF {trained[0]['metric']} {scores}", highlight=False)
     if skipped:
         console.print(f"{model}: fold(s) {', '.join(skipped)} already finished (use --force to retrain)")
+
+
+def predict_command(
+    model: str = typer.Option(..., "--model", "-m", help="model alias (a trained models/<alias>/)"),
+    fold: str = typer.Option("all", "--fold", "-k", help="fold number, or `all` (every fold with a checkpoint)"),
+    tta: str = typer.Option("none", "--tta", help="none | hflip | vflip | d4 | five_crop | multiscale | auto"),
+    merge: str = typer.Option("mean", "--merge", help="mean (of logits) | prob (mean of probabilities)"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+) -> None:
+    """Recompute a model's OOF and test logits from its saved checkpoints with another TTA, without retraining.
+
+    Rewrites models/<alias>/fold<k>/ oof_logits.npz, test_logits.npz and metrics.json (TTA recorded). `--tta auto`
+    scores every preset on the OOF rows with the competition metric and keeps the best (the cheaper on a tie);
+    it costs 21 forward passes per OOF image (1+2+2+3+5+8 views), then the chosen preset's on the test set.
+
+        comp predict --model tiny --tta hflip
+        comp predict --model convnext --fold 0 --tta d4 --device cuda
+        comp predict --model convnext --tta auto          # then `comp stack` uses the chosen TTA's logits
+    """
+    from comp.core.workspace import Workspace
+    from comp.predict import predict_model
+
+    result = predict_model(Workspace.here(), model, fold, tta, device=device, merge=merge)
+    if result.tta_scores:
+        from rich.table import Table
+
+        table = Table(title=f"{model}: TTA presets on OOF ({result.metric})", title_justify="left")
+        table.add_column("tta")
+        table.add_column(result.metric, justify="right")
+        for preset, value in result.tta_scores.items():
+            table.add_row(preset + (" [bold green]<- chosen[/]" if preset == result.tta else ""), f"{value:.4f}")
+        for preset, why in result.unavailable.items():
+            table.add_row(f"{preset} [dim](skipped)[/]", why[:80])
+        console.print(table)
+    for f in result.folds:
+        console.print(f"[bold]{model}[/] fold {f.fold}: OOF {result.metric} {f.oof_score:.4f} (tta {result.tta}, "
+                      f"{f.n_oof} OOF + {f.n_test} test rows)", highlight=False)
+    if result.missing:
+        console.print(f"[yellow]not trained yet:[/] fold(s) {', '.join(map(str, result.missing))}", highlight=False)

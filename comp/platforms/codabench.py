@@ -16,8 +16,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from comp.errors import CompError
-from comp.platforms import Remote, env_float, redact, safe_name, upload_with_retries
+from comp.core.errors import CompError
+from comp.platforms.base import Remote, env_float, redact, safe_name, upload_with_retries
 
 DEFAULT_URL = "https://www.codabench.org"
 DEFAULT_ZIP_NAME = "prediction.csv"  # what NYCU-style results competitions read at the zip root

@@ -15,9 +15,9 @@ from pathlib import Path, PurePosixPath
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-from comp.config import Workspace
-from comp.errors import CompError
-from comp.platforms import safe_name
+from comp.core.errors import CompError
+from comp.core.workspace import Workspace
+from comp.platforms.base import safe_name
 
 
 def download_competition(ws: Workspace, slug: str, dest: Path | None = None, backend=None) -> Path:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from comp.errors import CompError
-from comp.platforms import Remote, env_float, redact, safe_file_name, safe_name, upload_with_retries
+from comp.core.errors import CompError
+from comp.platforms.base import Remote, env_float, redact, safe_file_name, safe_name, upload_with_retries
 
 _STATUS = {"PENDING": "pending", "COMPLETE": "complete", "ERROR": "error"}
 _TOKEN_HELP = (

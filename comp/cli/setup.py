@@ -1,0 +1,210 @@
+"""`comp init`, `comp download`, `comp verify`, `comp folds`: from a competition's files to a workspace."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from comp.cli.output import console, fail
+from comp.core.errors import CompError
+from comp.core.workspace import Workspace
+
+if TYPE_CHECKING:  # comp.verify imports the decoders (and torch with them); `comp --help` should not wait for that
+    from comp.setup.verify import Issue, VerifyReport
+
+
+def init(
+    data_dir: Path = typer.Argument(..., help="Folder with the competition's downloaded (unzipped) files."),
+    name: str = typer.Option("", "--name", help="Competition slug on its platform (default: the folder name)."),
+    platform: str = typer.Option("none", "--platform", help="kaggle | codabench | none."),
+    kind: str = typer.Option("", "--kind", help="Force the kind: class_name|class_id|binary|class_probs|topk."),
+    metric: str = typer.Option("", "--metric", help="Metric (default: by kind, e.g. accuracy, roc_auc, log_loss)."),
+    id_column: str = typer.Option("", "--id-column", help="The id column (sample submission and labels CSV)."),
+    label_column: str = typer.Option("", "--label-column", help="The label column of the labels CSV."),
+    labels_csv: str = typer.Option("", "--labels-csv", help="The labels CSV (id -> label), when not detected."),
+    sample: str = typer.Option("", "--sample", help="The sample submission CSV, when not detected."),
+    test_dir: str = typer.Option("", "--test-dir", help="The folder of test images, when not detected."),
+    group_column: str = typer.Option("", "--group-column", help="Labels-CSV column whose rows share a fold."),
+    n_folds: int = typer.Option(5, "--n-folds", help="K of the stratified K-fold split."),
+    seed: int = typer.Option(42, "--seed", help="Seed of the fold split."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing comp.toml (recipes and runs are kept)."),
+) -> None:
+    """Inspect a downloaded competition and write comp.toml, folds/, submissions/ and models/ (stock recipes).
+
+    Run it in the (empty) workspace folder:
+
+        comp init data/cifar-10 --platform kaggle --name cifar-10
+
+        comp init data/hw1 --platform codabench --n-folds 5
+
+    Check the table it prints; anything it guessed can be edited in comp.toml or set with the flags above.
+    """
+    # Imported here, not at the top: comp.init pulls in torch (via comp.data) and `comp --help` must stay fast.
+    from comp.setup.init import InitOptions, init_workspace, preview_mapping
+
+    ws = Workspace.here()
+    options = InitOptions(
+        name=name, platform=platform, kind=kind, metric=metric, id_column=id_column, label_column=label_column,
+        labels_csv=labels_csv, sample=sample, test_dir=test_dir, group_column=group_column, n_folds=n_folds,
+        seed=seed, force=force,
+    )
+    found = init_workspace(data_dir, ws, options)
+    comp = found.competition
+    table = Table(title=f"comp init: {comp.name}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    train_where = ", ".join(comp.train_dirs) + (f"  (labels: {comp.labels_csv})" if comp.labels_csv else "")
+    rows = [
+        ("layout", f"{comp.layout}: {train_where}"),
+        ("train images", str(found.n_train)),
+        ("classes", str(comp.num_classes)),
+        ("test images", f"{found.n_test}  ({comp.test_dir})" if comp.test_dir else "none"),
+        ("sample", comp.sample_submission or "none"),
+        ("labels columns", f"{comp.train_id_column}, {comp.train_label_column}" if comp.layout == "csv" else "-"),
+        ("submission columns", ", ".join([comp.id_column, *comp.label_columns]) if comp.sample_submission else "-"),
+        ("kind", comp.kind + (f" (top {comp.top_k})" if comp.kind == "topk" else "")
+         + (f" (positive: {comp.positive_class})" if comp.positive_class else "")),
+        ("metric", comp.metric),
+        ("class -> submission", preview_mapping(comp)),
+        ("ignored files", f"{len(found.skipped)}: " + ", ".join(found.skipped[:10])
+         + (" ..." if len(found.skipped) > 10 else "") if found.skipped else "none"),
+        ("recipes copied", ", ".join(found.copied_recipes) or "none new"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+    for note in found.notes:
+        console.print(f"[cyan]note:[/] {note}", highlight=False)
+    for warning in found.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if len(found.skipped) > 10:
+        console.print("ignored (not images): " + ", ".join(found.skipped), highlight=False, soft_wrap=True)
+    console.print(f"wrote {ws.comp_toml}; next: `comp verify`", highlight=False)
+
+
+def download(
+    competition: str = typer.Option("", "--competition", "-c", help="Kaggle slug (default: comp.toml name)"),
+    dest: Path | None = typer.Option(None, "--dir", help="where to unpack (default: data/SLUG)"),
+) -> None:
+    """Download a Kaggle competition's files, unzip them into data/SLUG, then set the workspace up on them.
+
+    Example: comp download --competition aerial-cactus-identification
+    Accept the competition's rules on kaggle.com first; credentials as for `comp submit`.
+    """
+    from comp.platforms.fetch import download_competition
+
+    ws = Workspace.here()
+    if not competition:
+        if not ws.comp_toml.exists():
+            raise fail("no competition given: pass --competition SLUG (the name in kaggle.com/competitions/SLUG)")
+        competition = ws.load().name
+    folder = download_competition(ws, competition, dest)
+    console.print(f"[green]downloaded[/] {competition} into {folder}", highlight=False)
+    command = f"comp init {folder} --platform kaggle --name {competition}"
+    if ws.comp_toml.exists():
+        console.print(f"{ws.comp_toml} exists, so it was left alone; to set up on the new files: {command} --force")
+        return
+    from comp.setup.discover import InitOptions
+    from comp.setup.init import init_workspace
+
+    try:
+        found = init_workspace(folder, ws, InitOptions(name=competition, platform="kaggle"))
+    except CompError as err:  # the files are kept: init can be rerun with explicit flags
+        raise fail(f"downloaded, but `comp init` could not set up on them: {err}\nRerun it with flags: {command}") \
+            from None
+    comp = found.competition
+    console.print(
+        f"comp init: {found.n_train} train / {found.n_test} test images, {comp.num_classes} classes, kind "
+        f"{comp.kind}, metric {comp.metric}; check {ws.comp_toml}, then `comp verify`", highlight=False,
+    )
+    for warning in found.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+
+
+SHOW_PER_KIND = 20  # findings listed per kind; the full list is in the cache file
+
+
+def verify(
+    workers: int = typer.Option(0, "--workers", "-j", help="decoding processes (0: one per CPU core)"),
+    force: bool = typer.Option(False, "--force", help="decode everything again even if the cache is current"),
+) -> None:
+    """Decode every train and test image once and check labels, folders and the sample submission.
+
+    Lists broken files (zero-byte, truncated, not an image, unreadable) by path, ids without an image, images
+    without a label or sample row, and train/test duplicates. Exits 1 on errors; duplicates are warnings.
+    The result is cached, so a second run on unchanged data is instant, and `comp train` requires it.
+
+        comp verify            # in a workspace made by `comp init`
+        comp verify -j 8 --force
+    """
+    from comp.setup.verify import verify as run_verify
+
+    ws = Workspace.here()
+    competition = ws.load()
+    report, cached = run_verify(competition, ws, workers=workers or None, use_cache=not force, console=console)
+    print_report(report, ws, cached)
+    if not report.passed:
+        raise fail(f"{len(report.errors)} error(s) in the data; fix them (see above) and run `comp verify` again")
+
+
+def print_report(report: VerifyReport, ws: Workspace, cached: bool) -> None:
+    how = "cached result (data unchanged; --force to redo)" if cached else f"decoded in {report.seconds:.1f}s"
+    console.print(f"[bold]verify[/]: {report.n_train} train, {report.n_test} test images; {how}", highlight=False)
+    if report.class_counts:
+        counts = ", ".join(f"{c} {n}" for c, n in report.class_counts.items())
+        console.print(f"  classes ({len(report.class_counts)}): {counts}", highlight=False, soft_wrap=True)
+    for split, r in report.sizes.items():
+        if r:
+            console.print(
+                f"  {split} sizes: width {r['min_w']}-{r['max_w']}, height {r['min_h']}-{r['max_h']} px",
+                highlight=False,
+            )
+    _print_issues("error", "red", report.errors, ws)
+    _print_issues("warning", "yellow", report.warnings, ws)
+    if report.passed:
+        extra = f" ({len(report.warnings)} warning(s))" if report.warnings else ""
+        console.print(f"[bold green]ok[/]: the data passed verification{extra}", highlight=False)
+
+
+def _print_issues(level: str, colour: str, issues: list[Issue], ws: Workspace) -> None:
+    by_kind: dict[str, list[Issue]] = defaultdict(list)
+    for issue in issues:
+        by_kind[issue.kind].append(issue)
+    for kind, group in by_kind.items():
+        console.print(f"[bold {colour}]{level}[/]: {kind} ({len(group)})", highlight=False)
+        for issue in group[:SHOW_PER_KIND]:
+            console.print(f"  {issue.path}: {issue.detail}", highlight=False, soft_wrap=True)
+        if len(group) > SHOW_PER_KIND:
+            console.print(f"  ... {len(group) - SHOW_PER_KIND} more in {ws.verify_cache}", highlight=False)
+
+
+def folds(
+    n_folds: int = typer.Option(None, "--n-folds", "-k", help="number of folds (default: n_folds in comp.toml)"),
+    seed: int = typer.Option(None, "--seed", help="seed of the shuffle (default: seed in comp.toml)"),
+    force: bool = typer.Option(False, "--force", help="replace existing folds (models trained on them become stale)"),
+) -> None:
+    """Split the labelled training images into stratified folds, once: folds/folds.csv + folds/folds.json.
+
+    Stratified K-fold by label (grouped by comp.toml's group_column when set). Trained models record the folds'
+    hash, so existing folds are replaced only with --force.
+
+        comp folds                 # K and seed from comp.toml
+        comp folds -k 10 --seed 1 --force
+    """
+    from comp.folds import make_folds
+
+    ws = Workspace.here()
+    result, written = make_folds(ws.load(), ws, n_folds=n_folds, seed=seed, force=force)
+    table = result.frame.groupby("fold").size()
+    sizes = ", ".join(str(n) for n in table.tolist())
+    state = "wrote" if written else "up to date:"
+    console.print(
+        f"{state} {ws.folds_csv.relative_to(ws.root)}: {len(result.frame)} rows in {result.n_folds} folds "
+        f"({result.params['method']}, seed {result.params['seed']}); rows per fold {sizes}; sha256 {result.hash[:12]}",
+        highlight=False,
+    )

@@ -1,0 +1,107 @@
+"""`comp check`, `comp submit`, `comp submissions`: a checked file to the platform, and the ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from comp.cli.output import console, err_console, fail
+from comp.core.workspace import Workspace
+from comp.platforms import ledger
+from comp.platforms import submit as platforms
+
+
+def check(
+    file: Path = typer.Argument(..., help="the submission CSV to check"),
+    strict: bool = typer.Option(False, "--strict", help="treat warnings as errors"),
+) -> None:
+    """Check a submission CSV against the sample and the competition, as the platform would.
+
+    Example: comp check submissions/blend.csv --strict
+    Exit code 0 only for a valid file; every problem names the row/id/column and the fix.
+    """
+    from comp.submission.check import check_file
+
+    ws = Workspace.here()
+    report = check_file(ws.load(), ws, file, strict=strict)
+    for error in report.errors:
+        err_console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    if report.errors:
+        raise fail(f"{file}: {len(report.errors)} error(s); fix them and run `comp check {file}` again")
+    if strict and report.warnings:
+        raise fail(f"{file}: {len(report.warnings)} warning(s) and --strict; fix them or drop --strict")
+    console.print(f"[green]ok:[/] {escape(str(file))} is a valid submission" +
+                  (f" ({len(report.warnings)} warning(s))" if report.warnings else ""), highlight=False)
+
+
+def submit(
+    file: Path | None = typer.Argument(None, help="the CSV to send (default: the newest submissions/*.csv)"),
+    message: str = typer.Option(..., "--message", "-m", help="what this submission is (shown on the leaderboard)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="check and show what would be sent; no network"),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="poll until the platform has scored it"),
+    timeout: float = typer.Option(600.0, "--timeout", help="seconds to wait for the score"),
+    phase: str = typer.Option("", "--phase", help="CodaBench phase id (default: $CODABENCH_PHASE)"),
+    zip_name: str = typer.Option("", "--zip-name", help="CodaBench: file name inside the zip (default prediction.csv)"),
+) -> None:
+    """Check a submission, upload it to the competition's platform, record it in the ledger and show its score.
+
+    Examples:
+      comp submit -m "convnext 5-fold mean + hflip" --dry-run
+      comp submit submissions/blend.csv -m "blend v2"
+      comp submit -m "v3" --no-wait          # then: comp submissions --refresh
+    Kaggle credentials: ~/.kaggle/access_token, KAGGLE_API_TOKEN, or kaggle.json / KAGGLE_USERNAME + KAGGLE_KEY.
+    CodaBench: CODABENCH_TOKEN or CODABENCH_USERNAME + CODABENCH_PASSWORD, CODABENCH_PHASE (or --phase).
+    """
+    ws = Workspace.here()
+    comp = ws.load()
+    path = file if file is not None else platforms.newest_submission(ws)
+    result = platforms.submit_file(
+        comp, ws, path, message, make=lambda: platforms.make_backend(comp, phase=phase, zip_name=zip_name),
+        dry_run=dry_run, wait=wait, timeout=timeout,
+        say=lambda text: console.print(text, highlight=False, soft_wrap=True),
+    )
+    if result.status == "complete":
+        console.print(f"[green]scored:[/] {result.ref} public score {result.public_score or '(hidden)'}")
+    elif result.status == "error":
+        raise fail(f"{comp.platform} could not score {result.ref}: {result.error or 'no reason given'}")
+
+
+def submissions(
+    refresh: bool = typer.Option(False, "--refresh", help="pull the latest status and scores from the platform"),
+) -> None:
+    """Show the ledger of submissions (and, with --refresh, pull scores back); plots CV vs public score.
+
+    Example: comp submissions --refresh
+    """
+    ws = Workspace.here()
+    if refresh:
+        changed = platforms.refresh(ws.load(), ws)
+        console.print(f"refreshed: {changed} row(s) changed")
+    frame = ledger.read(ws)
+    if frame.empty:
+        console.print(f"no submissions yet ({ws.ledger}); make one with `comp submit -m MESSAGE`")
+        return
+    table = Table(title=str(ws.ledger), title_justify="left")
+    # Narrow on screen: the full values (sha256, exact time, platform) stay in the CSV; empty columns are left out.
+    rows = [
+        {"when": str(row["time"])[5:16].replace("T", " "), "file": Path(str(row["file"])).name,
+         "message": row["message"], "made by": " / ".join(v for v in (row["models"], row["method"]) if v),
+         "cv": row["cv"], "ref": row["ref"], "status": row["status"], "public": row["public_score"],
+         "private": row["private_score"]}
+        for _, row in frame.iterrows()
+    ]
+    titles = [t for t in rows[0] if t in ("when", "file", "message", "status") or any(r[t] for r in rows)]
+    for title in titles:
+        wraps = title in ("file", "message", "made by")  # the rest are short and must stay readable
+        table.add_column(title, overflow="fold", no_wrap=not wraps)
+    for row in rows:
+        table.add_row(*(escape(str(row[t])) for t in titles))
+    console.print(table)
+    plot = ledger.plot(ws, frame)
+    if plot is not None:
+        console.print(f"CV vs public score: {plot}")

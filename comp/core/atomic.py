@@ -1,0 +1,93 @@
+"""Atomic file writes: every artifact a later stage reads appears whole or not at all.
+
+A write goes to a temp file in the same directory, is flushed and fsync'ed, then renamed over the target, so a
+SIGKILL, a full disk or a read-only directory never leaves a truncated file where a reader would find it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import json
+import os
+import signal
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from comp.core.errors import CompError
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success it is renamed onto `path`, on any error it is removed."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts should get the usual permissions
+    except OSError as err:
+        raise _io_error(target, err) from err
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        _maybe_die(target)
+        os.replace(tmp, target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _io_error(target, err) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _maybe_die(target: Path) -> None:
+    """Fault injection for tests: `COMP_FAULT_KILL=<glob>` SIGKILLs this process just before renaming a matching
+    file into place (the worst moment: the temp file is complete, the target not yet replaced)."""
+    pattern = os.environ.get("COMP_FAULT_KILL")
+    if pattern and fnmatch.fnmatch(target.name, pattern):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _io_error(target: Path, err: OSError) -> CompError:
+    if err.errno == errno.ENOSPC:
+        why = "the disk is full; free some space and run the command again"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "the directory is not writable; fix its permissions or run from a writable workspace"
+    else:
+        why = err.strerror or str(err)
+    return CompError(f"could not write {target}: {why} (nothing was changed there)")
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_csv(path: str | os.PathLike, frame, **to_csv_kwargs) -> None:
+    """Write a pandas DataFrame as CSV atomically (index off unless asked)."""
+    to_csv_kwargs.setdefault("index", False)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, **to_csv_kwargs)

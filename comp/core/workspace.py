@@ -1,0 +1,160 @@
+"""`Workspace`, the one place where artifact paths are built, and `RunPaths`, the files of one (model, fold) run.
+
+A workspace is any directory holding `comp.toml`; commands act on the current directory (or `$COMP_WORKSPACE`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from comp.core.config import Competition, from_dict, load_toml, save_toml, to_dict
+from comp.core.errors import CompError
+
+# Paths: the one place they are built
+
+STOCK_RECIPES = Path(__file__).resolve().parent.parent / "recipes"  # the recipes shipped with comp (package data)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one (model, fold) run under models/<alias>/fold<k>/."""
+
+    dir: Path
+
+    @property
+    def best(self) -> Path:  # best weights (safetensors)
+        return self.dir / "best.safetensors"
+
+    @property
+    def last(self) -> Path:  # resumable state: model, optimizer, scheduler, scaler, EMA, RNG (torch.save)
+        return self.dir / "last.pt"
+
+    @property
+    def oof(self) -> Path:  # out-of-fold logits keyed by id
+        return self.dir / "oof_logits.npz"
+
+    @property
+    def test(self) -> Path:  # test logits keyed by id (TTA applied)
+        return self.dir / "test_logits.npz"
+
+    @property
+    def metrics(self) -> Path:
+        return self.dir / "metrics.json"
+
+    @property
+    def history(self) -> Path:
+        return self.dir / "history.csv"
+
+    @property
+    def curves(self) -> Path:
+        return self.dir / "curves.png"
+
+    @property
+    def recipe(self) -> Path:  # the resolved recipe the run used
+        return self.dir / "recipe.toml"
+
+    @property
+    def provenance(self) -> Path:  # folds hash, recipe hash, competition hash, code version, timings
+        return self.dir / "provenance.json"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A competition workspace rooted at `root` (a directory holding comp.toml)."""
+
+    root: Path
+
+    @classmethod
+    def here(cls) -> Workspace:
+        return cls(Path(os.environ.get("COMP_WORKSPACE") or Path.cwd()).resolve())
+
+    # -- the competition
+    @property
+    def comp_toml(self) -> Path:
+        return self.root / "comp.toml"
+
+    def path(self, relative: str | os.PathLike) -> Path:
+        """A path from comp.toml (relative to the workspace) made absolute."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.root / p
+
+    def load(self) -> Competition:
+        if not self.comp_toml.exists():
+            raise CompError(
+                f"no comp.toml in {self.root}: run `comp init DATA_DIR` here first (or `comp demo` for the demo), "
+                "or cd into a workspace"
+            )
+        return from_dict(Competition, load_toml(self.comp_toml), str(self.comp_toml))
+
+    def save(self, competition: Competition) -> None:
+        save_toml(self.comp_toml, to_dict(competition), "# written by `comp init`; edit freely, keys are checked")
+
+    # -- folds
+    @property
+    def folds_dir(self) -> Path:
+        return self.root / "folds"
+
+    @property
+    def folds_csv(self) -> Path:
+        return self.folds_dir / "folds.csv"
+
+    @property
+    def folds_json(self) -> Path:
+        return self.folds_dir / "folds.json"
+
+    # -- models
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    def recipe_path(self, alias: str) -> Path:
+        return self.models_dir / f"{alias}.toml"
+
+    def model_dir(self, alias: str) -> Path:
+        return self.models_dir / alias
+
+    def run(self, alias: str, fold: int) -> RunPaths:
+        return RunPaths(self.model_dir(alias) / f"fold{fold}")
+
+    # -- submissions
+    @property
+    def submissions_dir(self) -> Path:
+        return self.root / "submissions"
+
+    def submission_csv(self, name: str) -> Path:
+        return self.submissions_dir / f"{name}.csv"
+
+    def submission_json(self, name: str) -> Path:
+        return self.submissions_dir / f"{name}.json"
+
+    @property
+    def ledger(self) -> Path:
+        return self.submissions_dir / "ledger.csv"
+
+    @property
+    def ledger_plot(self) -> Path:
+        return self.submissions_dir / "cv_vs_public.png"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    # -- caches (safe to delete)
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / ".comp" / "cache"
+
+    @property
+    def verify_cache(self) -> Path:
+        return self.cache_dir / "verify.json"
+
+    def image_cache(self, key: str) -> Path:
+        """Decoded uint8 image array for one (image set, size) key."""
+        return self.cache_dir / "images" / f"{key}.npy"
+
+    @property
+    def generated_dir(self) -> Path:
+        """Files comp writes on the competition's behalf (e.g. a sample submission when none is shipped)."""
+        return self.root / ".comp"

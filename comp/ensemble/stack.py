@@ -1,0 +1,390 @@
+"""`comp stack`: logits of finished models in, one honest-CV-scored blend and its submission out; `comp score`.
+
+Reads only the first waist (OOF and test logits keyed by id, `comp.logits`) and refuses any input that was not made
+from the folds, classes and competition in force, naming the model and fold. Every CV number it reports is honest:
+a blend with learned parameters is scored by `comp.blend.honest_predictions` (cross_val_predict on the folds.csv
+split), so no row is scored by anything fitted on its label. The chosen blend is then refitted on all OOF rows and
+applied to the fold-averaged test logits, and written through the second waist (`comp.submission`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from comp import logits
+from comp.core import atomic, metrics
+from comp.core.config import Competition
+from comp.core.errors import CompError, StaleError
+from comp.core.provenance import code_version, competition_hash, sha256_file
+from comp.core.workspace import Workspace
+from comp.ensemble import blend
+from comp.folds import Folds, load_folds
+from comp.modeling.recipe import refuse_edited_recipe
+from comp.submission.parse import labels_of, parse_csv
+from comp.submission.write import positive_index, to_frame
+from comp.submission.write import write as write_submission
+
+METHODS = ("mean", "weights", "logreg")  # in order of simplicity: `best` keeps the simpler one on a tie
+CHOICES = ("best", *METHODS)
+
+
+@dataclass
+class ModelLogits:
+    """One model's inputs to a blend, checked and aligned: OOF rows in folds.csv order, test fold-averaged."""
+
+    alias: str
+    oof: np.ndarray  # (n_train, C) logits, row i = folds.frame row i, each from the fold model that did not train on it
+    test_ids: np.ndarray  # (n_test,) str
+    test: np.ndarray  # (n_test, C) mean over the fold models' test logits
+    tta: str  # TTA the test logits were made with ("mixed: ..." when folds differ)
+    meta: dict[str, Any] = field(default_factory=dict)  # provenance of fold 0's OOF logits
+
+
+@dataclass
+class StackResult:
+    name: str
+    method: str  # the method used
+    metric: str
+    table: dict[str, dict]  # row name -> blend.fold_scores(...) ("model:<alias>" for singles, then the methods)
+    weights: dict[str, float]  # model alias -> share in the chosen blend
+    temperature: float | None  # fitted on all OOF when the metric is log loss
+    csv: Path | None  # None when the competition has no test set (CV only)
+    json: Path | None
+    warnings: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading and refusing stale inputs
+
+
+def finished_models(comp: Competition, ws: Workspace) -> list[str]:
+    """Aliases under models/ whose every fold has both OOF and test logits, sorted."""
+    if not ws.models_dir.is_dir():
+        return []
+    aliases = sorted(p.name for p in ws.models_dir.iterdir() if p.is_dir())
+    return [
+        a for a in aliases
+        if all(ws.run(a, k).oof.is_file() and (ws.run(a, k).test.is_file() or not comp.test_dir)
+               for k in range(comp.n_folds))
+    ]
+
+
+def load_model(comp: Competition, ws: Workspace, folds: Folds, alias: str) -> ModelLogits:
+    """Read and check every fold's OOF and test logits of `alias`; CompError/StaleError names model and fold."""
+    frame = folds.frame
+    n_folds = int(frame["fold"].max()) + 1
+    if n_folds != comp.n_folds:
+        raise StaleError(
+            f"{ws.folds_csv} has {n_folds} folds but comp.toml says n_folds = {comp.n_folds}; run "
+            "`comp folds --force` (or fix n_folds) and retrain"
+        )
+    ids = frame["id"].astype(str).to_numpy()
+    oof = np.full((len(frame), comp.num_classes), np.nan, dtype=np.float32)
+    test_ids, test_sum, ttas, meta0 = None, None, [], {}
+    for k in range(comp.n_folds):
+        run = ws.run(alias, k)
+        where = f"model {alias!r} fold {k}"
+        # Without a test set (comp.toml test_dir empty) models are compared by CV alone.
+        for path in (run.oof, run.test) if comp.test_dir else (run.oof,):
+            if not path.is_file():
+                raise CompError(
+                    f"{where}: {path} is missing; train it (`comp train --model {alias} --fold {k}`) or predict it "
+                    f"(`comp predict --model {alias} --fold {k}`), or leave {alias!r} out of --models"
+                )
+        part = logits.load(run.oof)
+        test = logits.load(run.test) if comp.test_dir else logits.Logits([], np.zeros((0, comp.num_classes)),
+                                                                         part.classes, part.meta)
+        refuse_edited_recipe(ws, alias, part.meta.get("recipe_file_hash"), where)
+        for kind, lg, path in (("OOF", part, run.oof), ("test", test, run.test)):
+            _check_provenance(comp, folds, lg, f"{where} {kind} logits ({path})", alias, k, meta0 or part.meta)
+        rows = np.flatnonzero(frame["fold"].to_numpy() == k)
+        _check_oof_ids(part, ids, rows, frame["fold"].to_numpy(), f"{where} OOF logits ({run.oof})", alias, k)
+        oof[rows] = part.reindex(ids[rows])
+        if test_ids is None:
+            test_ids, test_sum = test.ids, test.values.astype(np.float64)
+        else:
+            if set(test.ids) != set(test_ids) or len(test.ids) != len(test_ids):
+                raise StaleError(
+                    f"{where}: test logits ({run.test}) cover other test ids than fold 0's "
+                    f"({len(test.ids)} vs {len(test_ids)} ids); re-predict: `comp predict --model {alias} --fold all`"
+                )
+            test_sum += test.reindex(test_ids)
+        ttas.append(str(test.meta.get("tta", "none")))
+        meta0 = meta0 or dict(part.meta)
+    if not np.isfinite(oof).all() or not np.isfinite(test_sum).all():
+        raise CompError(f"model {alias!r}: its logits hold NaN or infinite values (a diverged run?); retrain it")
+    tta = ttas[0] if len(set(ttas)) == 1 else "mixed: " + ",".join(ttas)
+    return ModelLogits(alias, oof, np.asarray(test_ids), (test_sum / comp.n_folds).astype(np.float32), tta, meta0)
+
+
+def _check_provenance(comp: Competition, folds: Folds, lg: logits.Logits, where: str, alias: str, k: int,
+                      meta0: dict) -> None:
+    retrain = f"retrain it: `comp train --model {alias} --fold {k}`"
+    if lg.classes != list(comp.classes):
+        raise StaleError(
+            f"{where}: its classes ({', '.join(lg.classes[:5])}{', ...' if len(lg.classes) > 5 else ''}) differ "
+            f"from comp.toml's ({', '.join(comp.classes[:5])}{', ...' if comp.num_classes > 5 else ''}); {retrain}"
+        )
+    made_with = lg.meta.get("folds_hash")
+    if made_with != folds.hash:
+        raise StaleError(
+            f"{where}: made with folds {str(made_with)[:12]}, but folds/folds.csv is now {folds.hash[:12]}; its "
+            f"OOF rows would not be out-of-fold for this split; {retrain}"
+        )
+    if "fold" in lg.meta and str(lg.meta["fold"]) != str(k):
+        raise CompError(f"{where}: the file says it is fold {lg.meta['fold']}; was it copied by hand? {retrain}")
+    first = meta0.get("competition_hash")  # fold 0's OOF: every fold of a model must share it
+    if first is not None and lg.meta.get("competition_hash") not in (None, first):
+        raise StaleError(f"{where}: made for another comp.toml than fold 0 (competition hash differs); {retrain}")
+    # Folds of one model trained with different settings (e.g. another --set epochs=) are not one model's OOF.
+    recipe0 = meta0.get("recipe_hash")
+    if recipe0 is not None and lg.meta.get("recipe_hash") not in (None, recipe0):
+        raise StaleError(
+            f"{where}: trained with other recipe settings than fold 0 (recipe hash differs, e.g. a different --set); "
+            f"retrain every fold with the same settings: `comp train --model {alias} --fold all --force [--set ...]`"
+        )
+
+
+def _check_oof_ids(part: logits.Logits, ids: np.ndarray, rows: np.ndarray, fold: np.ndarray, where: str,
+                   alias: str, k: int) -> None:
+    have = set(part.ids)
+    missing = [i for i in ids[rows] if i not in have]
+    if missing:
+        raise StaleError(
+            f"{where}: {len(missing)} id(s) of fold {k} in folds.csv have no logits (e.g. {missing[:3]}); "
+            f"retrain: `comp train --model {alias} --fold {k}`"
+        )
+    position = {i: j for j, i in enumerate(ids)}
+    unknown = [i for i in part.ids if i not in position]
+    # Rows of other folds were this model's training rows: their logits have seen their labels.
+    foreign = [i for i in part.ids if i in position and fold[position[i]] != k]
+    if unknown or foreign:
+        why = (f"{len(foreign)} row(s) of other folds, which were its training rows (e.g. {foreign[:3]}), so their "
+               "logits have seen their labels" if foreign else f"{len(unknown)} id(s) not in folds.csv "
+               f"(e.g. {unknown[:3]})")
+        raise StaleError(f"{where}: holds {why}; OOF logits must cover exactly fold {k}; "
+                         f"retrain: `comp train --model {alias} --fold {k}`")
+
+
+def load_models(comp: Competition, ws: Workspace, aliases: list[str] | None) -> tuple[Folds, list[ModelLogits]]:
+    """Load and cross-check the models (default: every finished one); refusals name the model and fold."""
+    folds = load_folds(ws, comp)
+    if not aliases:
+        aliases = finished_models(comp, ws)
+        if not aliases:
+            raise CompError(
+                f"no finished models in {ws.models_dir} (a model needs OOF and test logits for all "
+                f"{comp.n_folds} folds): train one first, e.g. `comp train --model ALIAS --fold all`"
+            )
+    dupes = sorted({a for a in aliases if aliases.count(a) > 1})
+    if dupes:
+        raise CompError(f"--models lists {', '.join(dupes)} more than once; name each model once")
+    models = [load_model(comp, ws, folds, a) for a in aliases]
+    ref = models[0]
+    for m in models[1:]:
+        if set(m.test_ids) != set(ref.test_ids):
+            raise StaleError(
+                f"model {m.alias!r} has test logits for other ids than {ref.alias!r}; re-predict both on the current "
+                f"test set: `comp predict --model ALIAS --fold all`"
+            )
+        m.test = logits.Logits(m.test_ids, m.test, list(comp.classes)).reindex(ref.test_ids)
+        m.test_ids = ref.test_ids
+        hashes = {m.meta.get("competition_hash"), ref.meta.get("competition_hash")} - {None}
+        if len(hashes) > 1:
+            raise StaleError(f"models {ref.alias!r} and {m.alias!r} were trained for different comp.toml files "
+                             "(competition hashes differ); retrain the stale one")
+    refuse_other_competition(comp, models)
+    return folds, models
+
+
+def refuse_other_competition(comp: Competition, models: list[ModelLogits]) -> None:
+    """Refuse models trained for another competition, or before its data or classes changed (the identity hash of
+    comp.toml differs); edits that leave logits valid (metric, submission spelling) are not part of that hash."""
+    now = competition_hash(comp)
+    stale = [m.alias for m in models if m.meta.get("competition_hash") not in (None, now)]
+    if stale:
+        raise StaleError(
+            f"model(s) {', '.join(stale)} were trained for another competition or before comp.toml's data or classes "
+            f"changed (competition hash differs); retrain: `comp train --model {stale[0]} --fold all --force`"
+        )
+
+
+def labels(comp: Competition, folds: Folds) -> np.ndarray:
+    index = {c: i for i, c in enumerate(comp.classes)}
+    unknown = sorted(set(folds.frame["label"]) - set(index))
+    if unknown:
+        raise StaleError(f"folds.csv has label(s) {unknown[:3]} not in comp.toml classes; run `comp folds --force`")
+    return folds.frame["label"].map(index).to_numpy(dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Blending
+
+
+def make_estimator(method: str, comp: Competition) -> Any:
+    """The sklearn estimator of `method`; for log-loss competitions a fitted temperature is part of it."""
+    if method == "mean":
+        est = blend.MeanBlend()
+    elif method == "weights":
+        est = blend.HillClimbBlend(metric=comp.metric, top_k=comp.top_k)
+    elif method == "logreg":
+        return blend.LogisticStacker()  # its weights already set the temperature
+    else:
+        raise CompError(f"--method {method!r}: choose one of {', '.join(CHOICES)}")
+    return blend.TemperatureScaled(est) if comp.metric.lower() == "log_loss" else est
+
+
+def cv_table(comp: Competition, y: np.ndarray, fold: np.ndarray, models: list[ModelLogits],
+             methods: tuple[str, ...] = METHODS) -> tuple[dict[str, dict], np.ndarray]:
+    """Honest CV of each single model and of each blend method; also returns the (n, M, C) blend input."""
+    table = {f"model:{m.alias}": blend.fold_scores(comp.metric, y, m.oof, fold, comp.top_k) for m in models}
+    X = blend.as_log_probs([m.oof for m in models])
+    for method in methods:
+        oof = blend.honest_predictions(make_estimator(method, comp), X, y, fold)
+        table[method] = blend.fold_scores(comp.metric, y, oof, fold, comp.top_k)
+    return table, X
+
+
+def pick_best(metric: str, table: dict[str, dict], methods: tuple[str, ...] = METHODS) -> str:
+    best = methods[0]
+    for method in methods[1:]:
+        if metrics.is_better(metric, table[method]["oof"], table[best]["oof"]):
+            best = method
+    return best
+
+
+def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, method: str = "best",
+          name: str | None = None) -> StackResult:
+    """Blend `models` (default: all finished) with `method` (`best`: the best honest CV) and write the submission."""
+    if method not in CHOICES:
+        raise CompError(f"--method {method!r}: choose one of {', '.join(CHOICES)}")
+    folds, loaded = load_models(comp, ws, models)
+    aliases = [m.alias for m in loaded]
+    y, fold = labels(comp, folds), folds.frame["fold"].to_numpy()
+    # The blends' BLAS calls are memory-bound matrix-vector products: extra BLAS threads only contend for the
+    # cores (measured 2.5x slower with 2 threads on a busy 2-core box, bench/bench_stack.py).
+    with threadpool_limits(limits=1, user_api="blas"):
+        table, X = cv_table(comp, y, fold, loaded, METHODS if method == "best" else (method,))
+        chosen = pick_best(comp.metric, table) if method == "best" else method
+        final = make_estimator(chosen, comp).fit(X, y)
+        test_log_probs = final.predict_log_proba(blend.as_log_probs([m.test for m in loaded]))
+    name = name or _default_name(aliases, chosen)
+    weights = {a: float(w) for a, w in zip(aliases, final.weights_, strict=True)}
+    temperature = float(final.temperature_) if hasattr(final, "temperature_") else None
+    if not comp.test_dir:
+        note = "the competition has no test images (comp.toml test_dir is empty): CV only, no submission written"
+        return StackResult(name, chosen, comp.metric, table, weights, temperature, None, None, [note])
+
+    frame = to_frame(comp, ws, [str(i) for i in loaded[0].test_ids], blend.probabilities(test_log_probs))
+    csv_path = write_submission(comp, ws, name, frame)
+    sidecar = {
+        "name": name,
+        "models": aliases,  # the ledger reads models, method and cv
+        "method": chosen,
+        "cv": table[chosen]["oof"],
+        "metric": comp.metric,
+        "method_asked": method,
+        "weights": weights,
+        "temperature": temperature,
+        "tta": {m.alias: m.tta for m in loaded},
+        "recipe_hash": {m.alias: m.meta.get("recipe_hash") for m in loaded},
+        "cv_table": table,
+        "folds_hash": folds.hash,
+        "competition_hash": loaded[0].meta.get("competition_hash"),
+        "code_version": code_version(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "csv_sha256": sha256_file(csv_path),
+    }
+    atomic.write_json(ws.submission_json(name), sidecar)
+    return StackResult(name, chosen, comp.metric, table, weights, temperature, csv_path, ws.submission_json(name), [])
+
+
+def _default_name(aliases: list[str], method: str) -> str:
+    joined = "-".join(aliases) if len(aliases) <= 4 else f"{len(aliases)}models"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", f"{joined}_{method}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scoring a submission against local answers
+
+
+def score_file(comp: Competition, ws: Workspace, path: str | Path, answers: str | Path | None = None) -> float:
+    """The competition metric of submission CSV `path` against answers (id,label; default comp.test_answers).
+
+    Hard-label kinds score as one-hot probabilities, top-k lists by rank, probabilities as written."""
+    answers = answers or (ws.path(comp.test_answers) if comp.test_answers else None)
+    if answers is None:
+        raise CompError("no answers to score against: pass --answers CSV (id,label) or set test_answers in comp.toml")
+    answers = Path(answers)
+    if not answers.is_file():
+        raise CompError(f"answers file {answers} not found; pass --answers CSV (columns id,label)")
+    path = Path(path)
+    if not path.is_file():
+        raise CompError(f"{path} not found: pass a submission CSV, e.g. submissions/NAME.csv")
+    truth = parse_csv(answers.read_bytes(), f"answers {answers}")
+    if len(truth.header) < 2:
+        raise CompError(f"answers {answers}: expected two columns (id,label), got {','.join(truth.header)}")
+    ids_col, label_col = truth.header[0], truth.header[1]
+    y = _answer_indices(comp, truth.column(label_col), f"answers {answers} column {label_col!r}")
+    table = parse_csv(path.read_bytes(), f"submission {path}")
+    if comp.id_column not in table.header:
+        raise CompError(f"submission {path}: no id column {comp.id_column!r} (header: {','.join(table.header)})")
+    scores = _submission_scores(comp, table, f"submission {path}")
+    sub_ids = table.column(comp.id_column)
+    lookup = logits.Logits(np.asarray(sub_ids), scores, list(comp.classes))
+    truth_ids = truth.column(ids_col)
+    try:
+        aligned = lookup.reindex(truth_ids)
+    except CompError as err:
+        raise CompError(f"submission {path} lacks answered ids: {err}; was it made for this competition?") from None
+    return metrics.score(comp.metric, y, aligned, comp.top_k)
+
+
+def _answer_indices(comp: Competition, values: list[str], where: str) -> np.ndarray:
+    index = {c: i for i, c in enumerate(comp.classes)} | {s: i for i, s in enumerate(labels_of(comp))}
+    unknown = sorted({v for v in values if v not in index})
+    if unknown:
+        raise CompError(f"{where}: label(s) {unknown[:3]} are not classes of comp.toml; is it the right answers file?")
+    return np.array([index[v] for v in values], dtype=np.int64)
+
+
+def _submission_scores(comp: Competition, table: Any, where: str) -> np.ndarray:
+    """Per-class scores (n, C) in comp.classes order from a parsed submission, for any of the five kinds."""
+    n, n_classes = len(table.rows), comp.num_classes
+    label_cols = [c for c in table.header if c != comp.id_column]
+    try:
+        if comp.kind == "class_probs":
+            cols = {c: j for j, c in enumerate(comp.classes)} | {s: j for j, s in enumerate(labels_of(comp))}
+            probs = np.zeros((n, n_classes))
+            for c in label_cols:
+                if c in cols:
+                    probs[:, cols[c]] = np.array(table.column(c), dtype=np.float64)
+            return np.log(np.clip(probs, 1e-15, None))
+        values = table.column(label_cols[0])
+        if comp.kind == "binary":
+            p = np.clip(np.array(values, dtype=np.float64), 1e-15, 1 - 1e-15)
+            pos = positive_index(comp)
+            out = np.log(np.repeat((1 - p)[:, None] / max(n_classes - 1, 1), n_classes, axis=1))
+            out[:, pos] = np.log(p)
+            return out
+        lists = [v.split() for v in values] if comp.kind == "topk" else [[v] for v in values]
+    except ValueError as err:
+        raise CompError(f"{where}: a value is not a number ({err}); run `comp check` on it") from None
+    y_index = {s: i for i, s in enumerate(comp.submission_labels or comp.classes)} | {
+        c: i for i, c in enumerate(comp.classes)}
+    if comp.kind == "class_id":
+        y_index |= {str(int(s)): i for s, i in list(y_index.items()) if re.fullmatch(r"[+-]?\d+", s)}
+    out = np.full((n, n_classes), -1e3)
+    for r, labels_row in enumerate(lists):
+        for rank, label in enumerate(labels_row):
+            if label not in y_index:
+                raise CompError(f"{where} row {r + 2}: {label!r} is not a class; run `comp check` on it")
+            out[r, y_index[label]] = max(out[r, y_index[label]], -float(rank))  # best first: higher score
+    return out

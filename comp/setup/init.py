@@ -1,0 +1,76 @@
+"""`comp init`: turn a downloaded competition folder into a workspace (comp.toml, folds/, submissions/, models/).
+
+Discovery (comp/setup/discover.py) decides every field first and writes nothing; only when it has answered every
+question are comp.toml and the generated files written, so a refusal never leaves a half-made workspace.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from comp.core import atomic
+from comp.core.config import PLATFORMS, Competition
+from comp.core.errors import CompError
+from comp.core.workspace import STOCK_RECIPES, Workspace
+from comp.items import test_items, train_items
+from comp.setup.discover import Findings, InitOptions, discover
+from comp.setup.scan import normalise_label
+
+__all__ = ["Findings", "InitOptions", "init_workspace", "preview_mapping"]
+
+
+
+def init_workspace(data_dir: str | os.PathLike, ws: Workspace, options: InitOptions) -> Findings:
+    """Inspect `data_dir`, write `ws/comp.toml`, create folds/, submissions/, models/ (with the stock recipes)."""
+    if ws.comp_toml.exists() and not options.force:
+        raise CompError(f"{ws.comp_toml} already exists; pass --force to replace it (recipes and runs are kept)")
+    if options.platform not in PLATFORMS:
+        raise CompError(f"--platform {options.platform!r} is not one of {', '.join(PLATFORMS)}")
+    if options.n_folds < 2:
+        raise CompError(f"--n-folds {options.n_folds}: use 2 or more (5 is usual)")
+    if options.metric:
+        from comp.core.metrics import greater_is_better  # sklearn is slow to import; only needed to check a --metric
+
+        try:
+            greater_is_better(options.metric)  # the metrics module knows the names; it raises a CompError
+        except ValueError as err:
+            raise CompError(f"--metric {options.metric!r}: not a metric (e.g. accuracy, map@5)") from err
+    data = Path(data_dir).expanduser().resolve()
+    if not data.is_dir():
+        raise CompError(f"{data_dir} is not a folder; pass the folder holding the competition's unzipped files")
+    found = discover(data, ws, options)
+    comp = found.competition
+    for folder in (ws.folds_dir, ws.submissions_dir, ws.models_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    for rel, frame in found.generated.items():
+        atomic.write_csv(ws.path(rel), frame)
+    # Count through the same functions every later stage reads items with, so a comp.toml that init writes is one
+    # those stages accept; comp.toml itself is written last.
+    found.n_train = len(train_items(comp, ws))
+    found.n_test = len(test_items(comp, ws))
+    found.copied_recipes = _copy_recipes(ws)
+    ws.save(comp)
+    return found
+
+
+def _copy_recipes(ws: Workspace) -> list[str]:
+    """Copy the stock recipes into models/, never over a recipe the user already has (they edit these)."""
+    copied = []
+    for recipe in sorted(STOCK_RECIPES.glob("*.toml")):
+        target = ws.recipe_path(recipe.stem)
+        if not target.exists():
+            with atomic.atomic_path(target) as tmp:
+                shutil.copyfile(recipe, tmp)
+            copied.append(recipe.stem)
+    return copied
+
+
+def preview_mapping(comp: Competition, limit: int = 6) -> str:
+    """`class -> submission label` pairs for the summary; a pair is spelled out only where the two differ."""
+    pairs = [f"{c} -> {s}" if c != s else c for c, s in zip(comp.classes, comp.submission_labels, strict=True)]
+    more = f" (+{len(pairs) - limit} more)" if len(pairs) > limit else ""
+    respelled = sum(normalise_label(c) == normalise_label(s) and c != s
+                    for c, s in zip(comp.classes, comp.submission_labels, strict=True))
+    return ", ".join(pairs[:limit]) + more + (f"; {respelled} respelled" if respelled else "")

@@ -1,0 +1,137 @@
+"""Augmentation and normalisation from the model's data config: per-sample uint8 ops for loader workers, batched
+float ops for the training device.
+
+The work is split where it is cheapest: per-sample geometry, flips and colour run in loader workers on uint8
+tensors (torchvision.transforms.v2; a flip of a 224 px uint8 crop costs microseconds there, and workers run in
+parallel even on a CPU-only box); float conversion, normalisation and random erasing run batched on the training
+device (`GpuBatchAugment`), so workers ship 4x smaller uint8 batches. Mixup/CutMix belong to the training loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from comp.core.errors import CompError
+from comp.vision.images import cache_size
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _img_size(data_config: dict, recipe: object | None = None) -> int:
+    size = getattr(recipe, "img_size", 0) if recipe is not None else 0
+    return int(size) if size else int(data_config["input_size"][-1])
+
+
+def train_transform(data_config: dict, recipe: object) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-sample training augmentation: (3, H, W) uint8 tensor -> (3, img_size, img_size) uint8 tensor.
+
+    Reads the recipe fields img_size (0: the model's input size), scale_min, hflip and vflip (probabilities),
+    rand_augment (timm config string such as "rand-m9-mstd0.5", "" for none), color_jitter, affine_degrees,
+    affine_translate. The crop uses bilinear interpolation whatever the model's setting: it is the fast uint8 kernel,
+    and timm's own training mixes interpolations anyway. Random draws come from torch, `random` (RandAugment) and
+    numpy (RandAugment's op choice), all three of which DataLoader seeds per worker. Normalisation and random
+    erasing follow per batch on the device in `GpuBatchAugment`.
+    """
+    from torchvision.transforms import v2
+
+    size = _img_size(data_config, recipe)
+    scale_min = float(getattr(recipe, "scale_min", 0.08))
+    ops: list[Callable] = [
+        v2.RandomResizedCrop(size, scale=(scale_min, 1.0), interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
+    ]
+    hflip, vflip = float(getattr(recipe, "hflip", 0.5)), float(getattr(recipe, "vflip", 0.0))
+    if hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(hflip))
+    if vflip > 0:
+        ops.append(v2.RandomVerticalFlip(vflip))
+    degrees = float(getattr(recipe, "affine_degrees", 0.0))
+    translate = float(getattr(recipe, "affine_translate", 0.0))
+    if degrees or translate:
+        ops.append(v2.RandomAffine(degrees=degrees, translate=(translate, translate) if translate else None))
+    jitter = float(getattr(recipe, "color_jitter", 0.0))
+    if jitter:
+        ops.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
+    rand_augment = str(getattr(recipe, "rand_augment", "") or "")
+    if rand_augment:
+        from timm.data.auto_augment import rand_augment_transform  # timm imports slowly; only pay when used
+
+        # timm's RandAugment works on PIL images; its fill colour is the model's mean, as in timm's own pipeline.
+        mean = tuple(round(255 * m) for m in data_config.get("mean", (0.485, 0.456, 0.406)))
+        try:
+            augment = rand_augment_transform(rand_augment, {"translate_const": int(size * 0.45), "img_mean": mean})
+        except Exception as err:
+            raise CompError(
+                f"recipe rand_augment = {rand_augment!r} is not a timm RandAugment string ({err}); "
+                'use e.g. "rand-m9-mstd0.5" or "" for none'
+            ) from err
+        ops += [v2.ToPILImage(), augment, v2.PILToTensor()]
+    return v2.Compose(ops)
+
+
+def eval_transform(data_config: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-sample evaluation transform, timm's policy: resize the shorter side to img_size / crop_pct with the model's
+    interpolation, centre-crop img_size. On a cache built with `cache_size` the resize is a no-op."""
+    from torchvision.transforms import v2
+
+    size = _img_size(data_config)
+    crop_pct = float(data_config.get("crop_pct", 1.0) or 1.0)
+    # timm names its modes as torchvision does ("bicubic", "bilinear", ...); anything else gets timm's default
+    name = str(data_config.get("interpolation") or "bicubic")
+    modes = {m.value: m for m in v2.InterpolationMode}
+    interpolation = modes.get(name, v2.InterpolationMode.BICUBIC)
+    return v2.Compose([
+        v2.Resize(cache_size(size, crop_pct), interpolation=interpolation, antialias=True),
+        v2.CenterCrop(size),
+    ])
+
+
+def batch_normalize(images: torch.Tensor, data_config: dict, *, channels_last: bool = True) -> torch.Tensor:
+    """A (B, 3, H, W) uint8 batch (any device) -> float32, normalised with the model's mean/std, channels-last."""
+    return _normalize(images, *_scale_bias(data_config, images.device), channels_last)
+
+
+def _scale_bias(data_config: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # (x / 255 - mean) / std as x * scale + bias: one fused in-place pass over the batch instead of three new tensors.
+    import torch
+
+    mean = torch.tensor(data_config["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(data_config["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return 1 / (255 * std), -mean / std
+
+
+def _normalize(images: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    import torch
+
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)  # re-layout the uint8, 4x less to move
+    out = images.float()
+    return torch.addcmul(bias, out, scale, out=out)  # one fused in-place pass
+
+
+class GpuBatchAugment:
+    """The batched half of training augmentation, on the device: float conversion, normalisation, random erasing.
+
+    Call it on a (B, 3, H, W) uint8 batch already on `device` (from a loader over `train_transform` samples, which
+    did the crops and flips); returns a normalised float32 channels-last batch. Reads the recipe field
+    random_erasing (probability; timm's per-pixel noise mode). Uses the global torch RNG, so `torch.manual_seed`
+    makes it reproducible.
+    """
+
+    def __init__(self, data_config: dict, recipe: object, device: torch.device | str = "cpu") -> None:
+        import torch
+
+        self.device = torch.device(device)
+        self.scale, self.bias = _scale_bias(data_config, self.device)
+        self.erase = None
+        erasing = float(getattr(recipe, "random_erasing", 0.0))
+        if erasing > 0:
+            from timm.data.random_erasing import RandomErasing
+
+            self.erase = RandomErasing(erasing, mode="pixel", device=str(self.device))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        out = _normalize(images, self.scale, self.bias, channels_last=True)
+        return self.erase(out) if self.erase is not None else out
+
