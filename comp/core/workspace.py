@@ -1,12 +1,14 @@
 """`Workspace`, the one place where artifact paths are built, and `RunPaths`, the files of one (model, fold) run.
 
-A workspace is any directory holding `comp.toml`; commands act on the current directory (or `$COMP_WORKSPACE`).
+A workspace is any directory holding `comp.toml`. Commands act on `$COMP_WORKSPACE` when it is set, else on the
+nearest folder holding comp.toml from the current directory upwards (as git finds its repository), else on the
+current directory (where `comp init` will write one).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from comp.core.config import Competition, from_dict, load_toml, save_toml, to_dict
@@ -59,16 +61,47 @@ class RunPaths:
     def provenance(self) -> Path:  # folds hash, recipe hash, competition hash, code version, timings
         return self.dir / "provenance.json"
 
+    @property
+    def lock(self) -> Path:  # pid and host of the process training this run (comp.training.lock); beside the run
+        # directory, not in it, because `--force` empties the directory after the lock is taken
+        return self.dir.parent / f".{self.dir.name}.lock"
+
 
 @dataclass(frozen=True)
 class Workspace:
     """A competition workspace rooted at `root` (a directory holding comp.toml)."""
 
     root: Path
+    # How `root` was chosen ("COMP_WORKSPACE", "found", or ""): named in the error when comp.toml is missing.
+    source: str = field(default="", compare=False)
 
     @classmethod
-    def here(cls) -> Workspace:
-        return cls(Path(os.environ.get("COMP_WORKSPACE") or Path.cwd()).resolve())
+    def here(cls, search: bool = True) -> Workspace:
+        """$COMP_WORKSPACE, else the nearest folder with comp.toml from the cwd upwards (`search`), else the cwd."""
+        env = os.environ.get("COMP_WORKSPACE")
+        if env:
+            root = Path(env).expanduser().resolve()
+            if not root.is_dir():
+                raise CompError(
+                    f"COMP_WORKSPACE={env} is not a folder; point it at a workspace (a folder holding comp.toml) "
+                    "or unset it to use the current directory"
+                )
+            return cls(root, "COMP_WORKSPACE")
+        cwd = Path.cwd().resolve()
+        if search:
+            for folder in (cwd, *cwd.parents):
+                if (folder / "comp.toml").is_file():
+                    return cls(folder, "found" if folder != cwd else "")
+        return cls(cwd)
+
+    def resolve(self, path: str | os.PathLike) -> Path:
+        """A path typed on the command line: as given (relative to the cwd) when it exists there, else relative to
+        the workspace (so `comp check submissions/x.csv` works from any subfolder); unchanged when neither exists."""
+        p = Path(path).expanduser()
+        if p.is_absolute() or p.exists():
+            return p
+        inside = self.root / p
+        return inside if inside.exists() else p
 
     # -- the competition
     @property
@@ -82,9 +115,14 @@ class Workspace:
 
     def load(self) -> Competition:
         if not self.comp_toml.exists():
+            if self.source == "COMP_WORKSPACE":
+                raise CompError(
+                    f"COMP_WORKSPACE={os.environ.get('COMP_WORKSPACE', self.root)} has no comp.toml: point it at a "
+                    f"workspace, unset it, or run `comp init DATA_DIR` in {self.root}"
+                )
             raise CompError(
-                f"no comp.toml in {self.root}: run `comp init DATA_DIR` here first (or `comp demo` for the demo), "
-                "or cd into a workspace"
+                f"no comp.toml in {self.root} or any folder above it: run `comp init DATA_DIR` here first (or "
+                "`comp demo` for the demo), or cd into a workspace"
             )
         return from_dict(Competition, load_toml(self.comp_toml), str(self.comp_toml))
 

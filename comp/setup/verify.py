@@ -274,9 +274,29 @@ def verify(
     for c in comp.classes:
         if counts.get(c, 0) == 0:
             report.warnings.append(Issue("empty-class", c, "no training image has this class"))
+    _small_class_issues(report, comp, counts)
     report.sizes = {"train": _size_range(train_res), "test": _size_range(test_res)}
     save_report(ws, report)
     return report, False
+
+
+def _small_class_issues(report: VerifyReport, comp: Competition, counts: Counter) -> None:
+    """Classes with fewer images than folds: some fold would validate without them, so `comp folds` refuses them.
+    Reported here, before any split, with the fix that fits the layout (folders or a labels CSV)."""
+    small = {c: counts[c] for c in comp.classes if 0 < counts.get(c, 0) < comp.n_folds}
+    if not small:
+        return
+    fewest = min(small.values())
+    fewer = f"; or use {fewest} folds (n_folds = {fewest} in comp.toml)" if fewest >= 2 else ""
+    for c, n in small.items():
+        if comp.layout == "folders":
+            where = f"{comp.train_dirs[0]}/{c}/" if comp.train_dirs else f"the {c!r} class folder"
+            fix = f"add images to {where}, or move that folder out of the train folder and run `comp init --force`"
+        else:
+            fix = (f"add labelled images of {c!r} to {comp.labels_csv or 'the labels CSV'}, or relabel or drop its "
+                   "rows there and run `comp init --force`")
+        detail = f"{n} image{'s' if n != 1 else ''}, fewer than the {comp.n_folds} folds: {fix}{fewer}"
+        report.errors.append(Issue("too-few-images", c, detail))
 
 
 def _rel(ws: Workspace, path: str | Path) -> str:
@@ -369,6 +389,21 @@ def load_cached(ws: Workspace) -> VerifyReport | None:
         return None
 
 
+def ensure_verified(comp: Competition, ws: Workspace, console: Console | None = None) -> VerifyReport:
+    """What training calls: the cached verification when it matches the data, else verify now (then cached).
+    Raises CompError when the data has errors, naming the first and the command that lists them all."""
+    cached = load_cached(ws)
+    if cached is None or cached.fingerprint != fingerprint(comp, ws):
+        if console is not None:
+            why = "not verified yet" if cached is None else "changed since the last `comp verify`"
+            console.print(f"verifying the data first ({why}) ...", highlight=False)
+        cached, _ = verify(comp, ws, console=console)
+        if console is not None and cached.passed:
+            console.print(f"verify: ok ({cached.n_train} train, {cached.n_test} test images, "
+                          f"{cached.seconds:.1f}s; cached)", highlight=False)
+    return require_verified(comp, ws)
+
+
 def require_verified(comp: Competition, ws: Workspace) -> VerifyReport:
     """Raise CompError unless a cached, passing verification matches the current data; return it otherwise."""
     cached = load_cached(ws)
@@ -379,7 +414,7 @@ def require_verified(comp: Competition, ws: Workspace) -> VerifyReport:
     if not cached.passed:
         first = cached.errors[0]
         raise CompError(
-            f"`comp verify` found {len(cached.errors)} error(s) in the data (first: {first.kind} {first.path}: "
-            f"{first.detail}); fix them and run `comp verify` again"
+            f"verification found {len(cached.errors)} error(s) in the data (first: {first.kind} {first.path}: "
+            f"{first.detail}); `comp verify` lists them all; fix them and run it again"
         )
     return cached

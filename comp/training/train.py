@@ -18,6 +18,7 @@ with torchrun's rendezvous flags and a workspace every node sees at the same pat
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -38,7 +39,9 @@ from comp.modeling.models import build_model, data_config, load_weights, save_we
 from comp.modeling.recipe import load_recipe, recipe_dict, recipe_file_hash, recipe_hash
 from comp.runs import write_provenance
 from comp.training import checkpoint
+from comp.training.lock import run_lock
 from comp.training.loop import Trainer, epoch_progress
+from comp.training.pace import Pace
 from comp.training.runtime import Dist, seed_everything, setup_distributed
 from comp.vision import augment, images
 from comp.vision.tta import eval_view, predict_logits
@@ -59,11 +62,14 @@ def train(
     """Train `alias` on fold `fold` (an int, or "all") of the workspace; returns one summary dict per fold."""
     from comp.folds import load_folds, parse_fold
     from comp.items import test_items, train_items
-    from comp.setup.verify import require_verified
+    from comp.setup.verify import ensure_verified, require_verified
 
     console = console or Console(stderr=True)
     comp = ws.load()
-    require_verified(comp, ws)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        require_verified(comp, ws)  # under torchrun every rank checks; verifying is left to `comp verify` first
+    else:
+        ensure_verified(comp, ws, console)  # cached: milliseconds when the data is unchanged
     recipe = load_recipe(ws, alias, overrides)
     folds = load_folds(ws, comp)
     fold_list = parse_fold(fold, folds.n_folds)
@@ -95,7 +101,13 @@ def train(
     torch.use_deterministic_algorithms(run.device.type == "cpu" or was_deterministic, warn_only=True)
     try:
         job = _Job(ws, comp, alias, recipe, merged, test_items(comp, ws), inputs, run, console)
-        return [job.fold(k, force) for k in fold_list]
+        job.pace = Pace(fold_list, recipe.epochs)
+        summaries = []
+        for k in fold_list:
+            # The lock tells `comp status` this fold is training now; one left behind marks a dead run.
+            with run_lock(ws.run(alias, k), alias, k, enabled=run.main):
+                summaries.append(job.fold(k, force))
+        return summaries
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
 
@@ -106,6 +118,7 @@ class _Job:
     def __init__(self, ws, comp, alias, recipe, items, test, inputs, run: Dist, console: Console) -> None:
         self.ws, self.comp, self.alias, self.recipe, self.items, self.test = ws, comp, alias, recipe, items, test
         self.inputs, self.run, self.console = inputs, run, console
+        self.pace = Pace()
         self.class_index = {c: i for i, c in enumerate(comp.classes)}
         self.y = items["label"].astype(str).map(self.class_index).to_numpy()
         if np.isnan(self.y.astype(float)).any():
@@ -133,6 +146,7 @@ class _Job:
         state = checkpoint.check_run(paths, self.inputs, self.alias, k, force, wipe=self.run.main)
         self.run.barrier()
         if state.finished:
+            self.pace.finish(k)
             self.say(f"{self.alias} fold {k}: already trained (use --force to retrain)")
             return {**_read_metrics(paths), "fold": k, "status": "skipped"}
         started = time.time()
@@ -155,6 +169,7 @@ class _Job:
             start_epoch = int(last["epoch"]) + (self.recipe.epochs if last.get("stopped") else 1)
             checkpoint.set_rng_state(last["rng"])
             self.say(f"{self.alias} fold {k}: resuming after epoch {int(last['epoch']) + 1}")
+        self.pace.start(k, start_epoch)
         metric = self.comp.metric
         for epoch in range(start_epoch, self.recipe.epochs):
             seed_everything(self.recipe.seed, k, epoch, self.run.rank)
@@ -176,20 +191,22 @@ class _Job:
                    "lr": trainer.lr(), "images_per_s": n_seen * self.run.world / max(train_s, 1e-9),
                    "seconds": time.time() - t0, "trainable": trainer.trainable_label}
             history.append(row)
+            self.pace.epoch_done(k, row["seconds"])
             stop = bool(self.recipe.patience) and best_epoch is not None and epoch - best_epoch >= self.recipe.patience
             if self.run.main:
                 checkpoint.save_last(paths, {**trainer.state_dict(), "epoch": epoch, "history": history, "best": best,
                                              "best_epoch": best_epoch, "stopped": stop, **self.inputs})
                 self.console.print(
-                    f"{self.alias} fold {k} epoch {epoch + 1}/{self.recipe.epochs}: loss {loss:.4f}  val_loss "
-                    f"{val_loss:.4f}  {metric} {score:.4f}{' *' if improved else ''}  "
-                    f"{row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s",
+                    f"{self.alias} {self.pace.label(k)} epoch {epoch + 1}/{self.recipe.epochs}: loss {loss:.4f}  "
+                    f"val_loss {val_loss:.4f}  {metric} {score:.4f}{' *' if improved else ''}  "
+                    f"{row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s  {self.pace.eta()}".rstrip(),
                     highlight=False, soft_wrap=True,
                 )
             if stop:
                 self.say(f"{self.alias} fold {k}: early stop, {metric} flat for {self.recipe.patience} epochs")
                 break
         self.run.barrier()
+        self.pace.finish(k)
         return self._finish(k, paths, trainer, val_idx, history, best, best_epoch, started)
 
     def _loader(self, dataset, train_idx: np.ndarray, trainer: Trainer, k: int, epoch: int):
