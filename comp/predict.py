@@ -26,7 +26,7 @@ from comp.core.workspace import Workspace
 from comp.vision.tta import MERGES, PRESETS, VIEWS, predict_logits
 
 __all__ = ["MERGES", "PRESETS", "VIEWS", "FoldResult", "PredictResult", "auto_order", "choose_preset",
-           "predict_logits", "predict_model"]
+           "fold_test_logits", "predict_logits", "predict_model"]
 
 
 @dataclass
@@ -253,3 +253,15 @@ def _update_metrics(path, metric: str, score: float, tta: str, merge: str, tta_s
     else:
         record.pop("tta_scores", None)
     atomic.write_json(path, record)
+
+
+def fold_test_logits(ws: Workspace, alias: str, k: int, num_classes: int, paths: list[str], tta: str,
+                     merge: str = "mean", device: str = "auto") -> np.ndarray:
+    """Fold `k` of `alias` on the images at `paths`, rebuilt from its saved recipe and weights exactly as
+    `predict_model` does for the test set (same cache, evaluation view and TTA): the code a code-competition kernel
+    runs (`comp.bundle.kernel`)."""
+    from comp.core.device import resolve_device
+
+    run = _Fold(ws, alias, k, num_classes, {})
+    out = _test(run, paths, tta, merge, resolve_device(device), f"{alias} f{k} test {tta}")
+    return out if out is not None else np.zeros((0, num_classes), np.float32)

@@ -301,9 +301,44 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
         "code_version": code_version(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "csv_sha256": sha256_file(csv_path),
+        "params": fitted_params(final),  # the fitted blend, exactly: `comp bundle` rebuilds it in the kernel
     }
     atomic.write_json(ws.submission_json(name), sidecar)
     return StackResult(name, chosen, comp.metric, table, weights, temperature, csv_path, ws.submission_json(name), [])
+
+
+def fitted_params(estimator: Any) -> dict[str, Any]:
+    """A fitted blend's learned state as JSON values (floats round-trip exactly), for `from_params`."""
+    if isinstance(estimator, blend.TemperatureScaled):
+        return {"kind": "temperature", "temperature": float(estimator.temperature_),
+                "inner": fitted_params(estimator.estimator_)}
+    if isinstance(estimator, blend.LogisticStacker):
+        return {"kind": "logreg", "coef": estimator.coef_.tolist(), "intercept": estimator.intercept_.tolist()}
+    if isinstance(estimator, blend.MeanBlend | blend.HillClimbBlend):
+        return {"kind": "weights", "weights": [float(w) for w in estimator.weights_]}
+    raise CompError(f"cannot save the parameters of a {type(estimator).__name__} blend")
+
+
+def from_params(params: dict[str, Any], num_classes: int) -> Any:
+    """The fitted estimator `fitted_params` described, ready for `predict_log_proba` (nothing is refitted)."""
+    kind = params.get("kind")
+    if kind == "temperature":
+        inner = from_params(params["inner"], num_classes)
+        est = blend.TemperatureScaled(inner)
+        est.estimator_, est.classes_, est.temperature_ = inner, inner.classes_, float(params["temperature"])
+        return est
+    if kind == "logreg":
+        est = blend.LogisticStacker(per_class=isinstance(params["coef"][0], list))
+        est.coef_, est.intercept_ = np.asarray(params["coef"]), np.asarray(params["intercept"])
+        n_models = len(est.coef_)
+    elif kind == "weights":
+        est = blend.MeanBlend()
+        est.weights_ = np.asarray(params["weights"], dtype=np.float64)
+        n_models = len(est.weights_)
+    else:
+        raise CompError(f"unknown blend parameters (kind {kind!r}); re-run `comp stack` with this version of comp")
+    est.classes_, est.n_models_ = np.arange(num_classes), n_models
+    return est
 
 
 def _default_name(aliases: list[str], method: str) -> str:
