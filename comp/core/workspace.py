@@ -68,6 +68,49 @@ class RunPaths:
 
 
 @dataclass(frozen=True)
+class BundlePaths:
+    """The files of one code-competition bundle under bundles/<name>/ (`comp bundle`)."""
+
+    dir: Path
+
+    @property
+    def dataset(self) -> Path:  # uploaded as a Kaggle dataset: weights, recipes, stack parameters, wheels
+        return self.dir / "dataset"
+
+    @property
+    def manifest(self) -> Path:  # what the kernel reads: models, folds, TTA, blend parameters, competition, wheels
+        return self.dataset / "comp-bundle.json"
+
+    @property
+    def wheels(self) -> Path:
+        return self.dataset / "wheels"
+
+    @property
+    def dataset_metadata(self) -> Path:
+        return self.dataset / "dataset-metadata.json"
+
+    @property
+    def kernel(self) -> Path:  # pushed as a Kaggle notebook
+        return self.dir / "kernel"
+
+    @property
+    def kernel_metadata(self) -> Path:
+        return self.kernel / "kernel-metadata.json"
+
+    @property
+    def record(self) -> Path:  # size, timing, hashes: what `comp bundle` measured (not uploaded)
+        return self.dir / "bundle.json"
+
+    @property
+    def uploaded(self) -> Path:  # the dataset content hash and kernel version last pushed (`comp submit --kernel`)
+        return self.dir / "uploaded.json"
+
+    @property
+    def local_run(self) -> Path:  # `comp bundle --run-local`: a Kaggle-like input/working layout and its result
+        return self.dir / "local-run"
+
+
+@dataclass(frozen=True)
 class Workspace:
     """A competition workspace rooted at `root` (a directory holding comp.toml)."""
 
@@ -178,6 +221,14 @@ class Workspace:
     @property
     def reports_dir(self) -> Path:
         return self.root / "reports"
+
+    # -- code-competition bundles (`comp bundle`)
+    @property
+    def bundles_dir(self) -> Path:
+        return self.root / "bundles"
+
+    def bundle(self, name: str) -> BundlePaths:
+        return BundlePaths(self.bundles_dir / name)
 
     # -- caches (safe to delete)
     @property
