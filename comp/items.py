@@ -65,6 +65,8 @@ def _csv_train_items(comp: Competition, ws: Workspace) -> pd.DataFrame:
     _require_columns(frame, [comp.group_column], path, "group_column")
     ids = frame[id_col].str.strip()
     labels = frame[label_col].str.strip()
+    if comp.class_map:  # several training labels train as one class (a binary set-up from more folders)
+        labels = labels.map(lambda v: comp.class_map.get(v, v))
     _check_labels(labels, comp, str(path))
     folder = ws.path(comp.train_dirs[0])
     out = pd.DataFrame({
@@ -91,10 +93,12 @@ def _folder_train_items(comp: Competition, ws: Workspace) -> pd.DataFrame:
             raise CompError(f"{root} (train_dirs in comp.toml) is not a folder; fix the path or run `comp init`")
         class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
                             and p.resolve() not in not_classes)
-        _check_labels(pd.Series([p.name for p in class_dirs], dtype=object), comp, str(root))
+        # class_map: several folders may train as one class (alaska2: JMiPOD/, JUNIWARD/, UERD/ vs Cover/)
+        names = {p: comp.class_map.get(p.name, p.name) for p in class_dirs}
+        _check_labels(pd.Series(list(names.values()), dtype=object), comp, str(root))
         for class_dir in class_dirs:
             images, _ = scan_images(class_dir)
-            rows += [(_relative_id(p, data_dir), str(p), class_dir.name) for p in images]
+            rows += [(_relative_id(p, data_dir), str(p), names[class_dir]) for p in images]
     return pd.DataFrame(rows, columns=["id", "path", "label"])
 
 

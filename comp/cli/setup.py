@@ -30,6 +30,8 @@ def init(
     sample: str = typer.Option("", "--sample", help="The sample submission CSV, when not detected."),
     test_dir: str = typer.Option("", "--test-dir", help="The folder of test images, when not detected."),
     group_column: str = typer.Option("", "--group-column", help="Labels-CSV column whose rows share a fold."),
+    positive: list[str] = typer.Option([], "--positive", help="Binary: training labels counted positive (A,B)."),
+    negative: list[str] = typer.Option([], "--negative", help="Binary: training labels counted negative (C)."),
     n_folds: int = typer.Option(5, "--n-folds", help="K of the stratified K-fold split."),
     seed: int = typer.Option(42, "--seed", help="Seed of the fold split."),
     force: bool = typer.Option(False, "--force", help="Replace an existing comp.toml (recipes and runs are kept)."),
@@ -42,6 +44,8 @@ def init(
 
         comp init data/hw1 --platform codabench --n-folds 5
 
+        comp init data/alaska2 --negative Cover --metric weighted_auc   # Cover vs the other folders
+
     Check the table it prints; anything it guessed can be edited in comp.toml or set with the flags above.
     """
     # Imported here, not at the top: comp.init pulls in torch (via comp.data) and `comp --help` must stay fast.
@@ -51,7 +55,8 @@ def init(
     options = InitOptions(
         name=name, platform=platform, kind=kind, metric=metric, id_column=id_column, label_column=label_column,
         labels_csv=labels_csv, sample=sample, test_dir=test_dir, group_column=group_column, n_folds=n_folds,
-        seed=seed, force=force,
+        seed=seed, force=force, positive=[x for v in positive for x in v.split(",") if x],
+        negative=[x for v in negative for x in v.split(",") if x],
     )
     found = init_workspace(data_dir, ws, options)
     comp = found.competition

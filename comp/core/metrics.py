@@ -46,6 +46,33 @@ def roc_auc(y: np.ndarray, logits: np.ndarray) -> float:
     return float(skm.roc_auc_score(y, probs, multi_class="ovr", labels=np.arange(probs.shape[1])))
 
 
+def weighted_auc(y: np.ndarray, logits: np.ndarray, tpr_bands: tuple[float, ...] = (0.0, 0.4, 1.0),
+                 weights: tuple[float, ...] = (2.0, 1.0)) -> float:
+    """ROC AUC with the area under TPR 0.4 counted twice (alaska2's metric): each TPR band's area is weighted,
+    and the sum divided by its best value, so a perfect ranking scores 1. Class 1 is the positive class (`comp init
+    --positive/--negative` orders the classes negative, positive). Exact: the curve is cut where it crosses a band
+    edge, so the trapezoids of the clipped curve are the true areas (the competition's kernel pads instead)."""
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] != 2:
+        raise CompError(f"weighted_auc scores a binary competition; got {z.shape[1] if z.ndim == 2 else 1} classes "
+                        "(set metric = \"roc_auc\", or set up two classes with `comp init --positive/--negative`)")
+    fpr, tpr, _ = skm.roc_curve(np.asarray(y) == 1, z[:, 1] - z[:, 0])
+    cut_f, cut_t = [fpr], [tpr]
+    for edge in tpr_bands[1:-1]:  # where a segment crosses the edge: tpr and fpr both grow along the curve
+        i = np.flatnonzero((tpr[:-1] < edge) & (tpr[1:] > edge))
+        cut_f.append(fpr[i] + (edge - tpr[i]) * (fpr[i + 1] - fpr[i]) / (tpr[i + 1] - tpr[i]))
+        cut_t.append(np.full(len(i), edge))
+    f, t = np.concatenate(cut_f), np.concatenate(cut_t)
+    order = np.lexsort((t, f))
+    f, t = f[order], t[order]
+    total = best = 0.0
+    for lo, hi, w in zip(tpr_bands[:-1], tpr_bands[1:], weights, strict=True):
+        band = np.clip(t - lo, 0.0, hi - lo)
+        total += w * float(np.sum((f[1:] - f[:-1]) * (band[1:] + band[:-1]) / 2))
+        best += w * (hi - lo)
+    return total / best
+
+
 def map_at_k(y: np.ndarray, logits: np.ndarray, k: int = 5) -> float:
     """Mean average precision at k with one true label per row: 1/rank of the truth within the top k, else 0."""
     top = np.argsort(-np.asarray(logits), axis=1, kind="stable")[:, :k]
@@ -66,6 +93,7 @@ METRICS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], float], bool]] = {
     "f1_macro": (f1_macro, True),
     "log_loss": (log_loss, False),
     "roc_auc": (roc_auc, True),
+    "weighted_auc": (weighted_auc, True),
     "map@k": (map_at_k, True),
     "qwk": (qwk, True),
 }

@@ -38,6 +38,8 @@ class InitOptions:
     sample: str = ""
     test_dir: str = ""
     group_column: str = ""
+    positive: list[str] = field(default_factory=list)  # binary: the training labels that count as positive
+    negative: list[str] = field(default_factory=list)  # binary: the training labels that count as negative
     n_folds: int = 5
     seed: int = 42
     force: bool = False
@@ -68,6 +70,32 @@ def discover(data: Path, ws: Workspace, options: InitOptions) -> Findings:
     if options.kind and options.kind not in KINDS:
         raise CompError(f"--kind {options.kind!r} is not one of {', '.join(KINDS)}")
     return _Discovery(data, ws, options).run()
+
+
+def binary_groups(classes: list[str], positive: list[str],
+                  negative: list[str]) -> tuple[list[str], dict[str, str], str]:
+    """--positive/--negative -> (classes [negative, positive], class_map, the positive class).
+
+    Either side may be left out (it is then every other label). A side of one label keeps its name; a side of
+    several is named by its labels joined with '+' ("JMiPOD+JUNIWARD+UERD"), so comp.toml shows what it holds."""
+    unknown = [x for x in [*positive, *negative] if x not in classes]
+    if unknown:
+        raise CompError(f"--positive/--negative: {', '.join(map(repr, unknown))} is not a training label "
+                        f"({', '.join(classes)}); labels are case-sensitive")
+    both = sorted(set(positive) & set(negative))
+    if both:
+        raise CompError(f"--positive/--negative: {', '.join(map(repr, both))} is on both sides; put each label on one")
+    pos = [c for c in classes if c in positive] if positive else [c for c in classes if c not in negative]
+    neg = [c for c in classes if c in negative] if negative else [c for c in classes if c not in positive]
+    left = [c for c in classes if c not in pos and c not in neg]
+    if left:
+        raise CompError(f"--positive/--negative: {', '.join(map(repr, left))} is on neither side; list it, or give "
+                        "only one of --positive/--negative (the other side is then every other label)")
+    if not pos or not neg:
+        raise CompError("--positive/--negative leave one side empty; a binary task needs a label on each side")
+    names = ["+".join(side) for side in (neg, pos)]
+    class_map = {c: names[side] for side, group in enumerate((neg, pos)) for c in group if c != names[side]}
+    return names, class_map, names[1]
 
 
 def relative(path: Path, ws: Workspace) -> str:
@@ -126,6 +154,16 @@ class _Discovery:
         if len(classes) < 2:
             raise CompError(f"the training labels hold {len(classes)} class(es) ({', '.join(classes)}); a classifier "
                             "needs at least 2 - check --label-column / --labels-csv")
+        positive = ""
+        if (self.opt.positive or self.opt.negative) and self.opt.kind not in ("", "binary"):
+            raise CompError(f"--positive/--negative set up a binary submission; --kind {self.opt.kind} contradicts it")
+        if self.opt.positive or self.opt.negative:
+            fields["classes"], fields["class_map"], positive = binary_groups(classes, self.opt.positive,
+                                                                             self.opt.negative)
+            classes = fields["classes"]
+            if fields["class_map"]:
+                self.notes.append(f"binary: {classes[1]!r} (positive) vs {classes[0]!r}; training labels grouped "
+                                  "by class_map in comp.toml")
         sample = read_table(sample_path) if sample_path else None
         test_dir, answers = self._find_test(fields["train_dirs"], sample)
         if sample is None and test_dir is not None:
@@ -134,7 +172,7 @@ class _Discovery:
             self.warnings.append(f"{relative(test_dir, self.ws)} has class folders but a sample is shipped; "
                                  "its labels are not used for local scoring")
             answers = None
-        fields.update(self._submission_fields(sample, sample_path, test_dir, classes))
+        fields.update(self._submission_fields(sample, sample_path, test_dir, classes, positive))
         if test_dir is not None and not fields["id_has_extension"] and not fields.get("image_ext"):
             # Test ids without extension while training ids carry one (or class folders): find it from the files.
             exts = self.index.file_keys(test_dir)[1] or Counter(p.suffix for p in scan_images(test_dir)[0])
@@ -396,15 +434,16 @@ class _Discovery:
         return self.ws.path(rel), frame.astype(str), answers
 
     def _submission_fields(self, sample: pd.DataFrame | None, sample_path: Path | None, test_dir: Path | None,
-                           classes: list[str]) -> dict:
+                           classes: list[str], positive: str = "") -> dict:
         if sample is None:
             kind = self.opt.kind or ("class_id" if all(c.isdigit() for c in classes) else "class_name")
-            return {"kind": kind, "submission_labels": list(classes)}
+            return {"kind": kind, "submission_labels": list(classes), "positive_class": positive}
         if test_dir is None:
             raise CompError(f"{sample_path} lists test ids but no folder of test images was found in {self.data}; "
                             "pass --test-dir DIR")
         id_col = self._sample_id_column(sample, sample_path, test_dir)
-        fmt = detect_format(sample, id_col, classes, self.opt.kind, where=str(sample_path))
+        fmt = detect_format(sample, id_col, classes, "binary" if positive else self.opt.kind, where=str(sample_path),
+                            positive=positive)
         self.notes += list(fmt.notes)
         ids = sample[id_col].str.strip()
         return {"sample_submission": relative(sample_path, self.ws), "id_column": id_col,

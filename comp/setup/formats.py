@@ -24,13 +24,14 @@ class SubmissionFormat:
 
 
 def detect_format(sample: pd.DataFrame, id_column: str, classes: list[str], kind: str = "",
-                  where: str = "sample submission") -> SubmissionFormat:
+                  where: str = "sample submission", positive: str = "") -> SubmissionFormat:
     """Decide the submission kind and how each class is spelled in it.
 
     The sample's values are often placeholders (every row the same class, or 0), so the header speaks first (several
     prediction columns -> class_probs; a column named after a class of a 2-class problem -> binary), the values
     second (space-separated lists -> topk, fractions -> binary, class names -> class_name, integers -> class_id),
-    the training labels third. `kind` forces the kind; the spelling is still read from the sample.
+    the training labels third. `kind` forces the kind; the spelling is still read from the sample. `positive`
+    (from --positive/--negative) names the class a binary column holds.
     """
     # Trailing commas give pandas "Unnamed: n" columns with nothing in them; they are not predictions.
     label_columns = [c for c in sample.columns
@@ -53,10 +54,11 @@ def detect_format(sample: pd.DataFrame, id_column: str, classes: list[str], kind
     column = label_columns[0]
     if kind == "binary":
         if len(classes) != 2:
-            raise CompError(f"{where}: kind binary needs exactly 2 classes, the training labels have {len(classes)}; "
-                            "pass --kind with another kind")
+            raise CompError(f"{where}: kind binary needs exactly 2 classes, the training labels have {len(classes)} "
+                            f"({', '.join(classes[:6])}); pass --negative C (C vs the rest) or --positive A,B to "
+                            "group them into two, or --kind with another kind")
         named = [c for c in classes if normalise_label(c) == normalise_label(column)]
-        positive = named[0] if named else classes[1]
+        positive = positive or (named[0] if named else classes[1])
         notes.append(f"binary: column {column!r} holds the probability of class {positive!r}")
         return SubmissionFormat(kind, label_columns, list(classes), positive_class=positive, notes=tuple(notes))
     if kind == "class_id":
@@ -90,12 +92,15 @@ def _guess_kind(label_columns: list[str], values: list[str], classes: list[str],
             return "binary", "a 2-class sample with numbers: predicting a probability (--kind class_id to write ids)"
         if not all(_is_integer(v) for v in values):
             raise CompError(f"{where}: column {column!r} holds fractions (a probability) but the training labels "
-                            f"have {len(classes)} classes, not 2; pass --kind")
+                            f"have {len(classes)} classes, not 2; pass --negative C (C vs the rest) or --positive A,B "
+                            "to group them into two, or --kind")
         if numeric_classes:
             return "class_id", ""
         raise CompError(f"{where}: column {column!r} holds integers but the training labels are names "
-                        f"({', '.join(classes[:5])}...); comp cannot tell which integer is which class. Pass "
-                        "--kind class_id (class i in sorted order -> i) or --kind class_name")
+                        f"({', '.join(classes[:5])}...); comp cannot tell which integer is which class. If it is one "
+                        "score per image (a binary task over grouped folders, e.g. Cover vs the rest), pass "
+                        "--negative C or --positive A,B; else --kind class_id (class i in sorted order -> i) or "
+                        "--kind class_name")
     if values and not {normalise_label(v) for v in values} <= known:
         unknown = sorted({v for v in values if normalise_label(v) not in known})
         raise CompError(f"{where}: column {column!r} holds value(s) that are not training labels: "
