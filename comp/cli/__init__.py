@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from comp.cli import demo, ensemble, reports, setup, submission, training
+from comp.cli import bundle, demo, ensemble, reports, setup, submission, training
 from comp.cli.output import err_console, fail
 from comp.core.errors import CompError
 
@@ -37,6 +37,7 @@ COMMANDS = [
     ("stack", ensemble.stack_command),
     ("score", ensemble.score_command),
     ("check", submission.check),
+    ("bundle", bundle.bundle),
     ("submit", submission.submit),
     ("submissions", submission.submissions),
     ("demo", demo.demo),

@@ -1,0 +1,243 @@
+"""`comp bundle NAME`: a stack written by `comp stack --name NAME` as an offline Kaggle code-competition submission.
+
+Writes `bundles/NAME/`:
+  dataset/    uploaded as a Kaggle dataset: every fold's best weights and resolved recipe (models/<alias>/fold<k>/),
+              the wheels (comp's own and those a Kaggle image lacks, `comp.bundle.wheels`), and `comp-bundle.json`,
+              the manifest the kernel reads: models with each fold's TTA, the fitted blend's parameters, the
+              competition description (classes, submission labels, kind, id rules, where the test images and the
+              sample sit relative to the competition's files) and the wheels with name, version and sha256;
+              plus `dataset-metadata.json`.
+  kernel/     the notebook (installs the wheels with --no-index --no-deps, then runs `comp.bundle.kernel`) and
+              `kernel-metadata.json`: internet off, private, GPU by flag, the competition and the dataset as sources.
+  bundle.json what was measured here: size, per-image inference time, the estimate for the test set, the dataset's
+              content hash (the manifest and files only, so an unchanged bundle has an unchanged hash).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from comp import logits
+from comp.core import atomic
+from comp.core.config import Competition, to_dict
+from comp.core.errors import CompError, StaleError
+from comp.core.provenance import sha256_bytes, sha256_file
+from comp.core.workspace import BundlePaths, Workspace
+from comp.platforms.base import safe_name
+
+DEFAULT_TIME_LIMIT_H = 9.0  # Kaggle's usual runtime limit for a code competition's notebook
+TIMED_IMAGES = 32  # local test images timed to estimate the per-image cost
+OWNER_PLACEHOLDER = "your-kaggle-username"
+
+
+@dataclass
+class BundleResult:
+    name: str
+    paths: BundlePaths
+    size_bytes: int
+    dataset_hash: str
+    per_image_s: float | None  # measured here on `device`
+    device: str
+    n_test: int  # the test set size the estimate is for
+    estimate_s: float | None
+    dataset_slug: str  # owner/slug
+    kernel_slug: str  # owner/slug
+    warnings: list[str] = field(default_factory=list)
+
+
+def latest_stack(ws: Workspace) -> str:
+    """The name of the newest stack sidecar under submissions/ (`comp stack --name NAME` writes NAME.json)."""
+    sidecars = [p for p in ws.submissions_dir.glob("*.json") if ws.submission_csv(p.stem).is_file()]
+    if not sidecars:
+        raise CompError(f"no stack in {ws.submissions_dir}: run `comp stack --name NAME`, then `comp bundle NAME`")
+    return max(sidecars, key=lambda p: p.stat().st_mtime).stem
+
+
+def read_stack(ws: Workspace, name: str) -> dict[str, Any]:
+    path = ws.submission_json(name)
+    if not path.is_file() or not ws.submission_csv(name).is_file():
+        raise CompError(f"no stack named {name!r} ({path} and its .csv): run `comp stack --name {name}` first")
+    try:
+        sidecar = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CompError(f"{path} is not readable JSON ({err}); re-run `comp stack --name {name}`") from None
+    if "params" not in sidecar or not sidecar.get("models"):
+        raise CompError(
+            f"{path} does not hold the fitted blend's parameters (written by an older comp); re-run "
+            f"`comp stack --name {name} --models {','.join(sidecar.get('models', [])) or 'A,B'}`"
+        )
+    return sidecar
+
+
+def slugs(comp: Competition, name: str, owner: str) -> tuple[str, str]:
+    """(dataset slug, kernel slug), each owner/slug: Kaggle wants 6-50 lowercase letters, digits and dashes."""
+    def slug(text: str) -> str:
+        text = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:50].strip("-")
+        return text if len(text) >= 6 else (text + "-comp-bundle")[:50]
+    return f"{owner}/{slug(f'{name}-{comp.name}-bundle')}", f"{owner}/{slug(f'{comp.name}-{name}-inference')}"
+
+
+def describe_competition(comp: Competition, ws: Workspace) -> dict[str, Any]:
+    """comp.toml plus where the test images and the sample sit relative to the competition's own files, which is
+    how Kaggle mounts them (/kaggle/input/<slug>/...)."""
+    if not comp.test_dir or not comp.sample_submission:
+        raise CompError("comp.toml has no test_dir/sample_submission: a code competition's kernel predicts the test "
+                        "set, so set both (or re-run `comp init`)")
+    root = ws.path(comp.data_dir).resolve()
+    relative = {}
+    for key in ("test_dir", "sample_submission"):
+        path = ws.path(getattr(comp, key)).resolve()
+        try:
+            relative[key] = path.relative_to(root).as_posix()
+        except ValueError:
+            raise CompError(
+                f"comp.toml {key} = {getattr(comp, key)!r} is outside data_dir {comp.data_dir!r}; on Kaggle the "
+                "kernel finds it only inside the competition's files, so point it at the competition's own file"
+            ) from None
+    return {"competition": to_dict(comp), "relative": relative}
+
+
+def build_bundle(ws: Workspace, name: str | None = None, *, gpu: bool = False, owner: str = "",
+                 time_limit_h: float = DEFAULT_TIME_LIMIT_H, test_size: int | None = None, time_it: bool = True,
+                 say=print) -> BundleResult:
+    """Write bundles/NAME/ (see the module doc) for the stack `name` (default: the newest); returns what it measured."""
+    from comp.bundle.notebook import kernel_metadata, notebook
+    from comp.bundle.wheels import build_wheels
+
+    comp = ws.load()
+    name = name or latest_stack(ws)
+    safe_name(name, "stack name")
+    sidecar = read_stack(ws, name)
+    owner = owner or _default_owner()
+    safe_name(owner, "Kaggle user name (--owner)")
+    description = describe_competition(comp, ws)
+    paths = ws.bundle(name)
+    for stale in (paths.dataset, paths.kernel, paths.local_run):
+        if stale.exists():
+            shutil.rmtree(stale)
+
+    models = [_copy_model(ws, comp, sidecar, alias, paths) for alias in sidecar["models"]]
+    wheels = build_wheels(paths.wheels)
+    dataset_slug, kernel_slug = slugs(comp, name, owner)
+    manifest = {
+        "format": 1,
+        "name": name,
+        "stack": {k: sidecar.get(k) for k in ("method", "cv", "metric", "folds_hash", "competition_hash",
+                                               "csv_sha256")},
+        "models": models,
+        "params": sidecar["params"],
+        "competition": description,
+        "wheels": [w.as_dict() for w in wheels],
+    }
+    atomic.write_json(paths.manifest, manifest)
+    atomic.write_json(paths.dataset_metadata, {
+        "title": dataset_slug.split("/")[1][:50], "id": dataset_slug, "licenses": [{"name": "CC0-1.0"}],
+        "description": f"comp bundle {name}: weights, recipes, blend and wheels for {comp.name} (made by comp)",
+    })
+    atomic.write_text(paths.kernel / f"{kernel_slug.split('/')[1]}.ipynb",
+                      json.dumps(notebook(name, comp.name, [w.file for w in wheels]), indent=1))
+    atomic.write_json(paths.kernel_metadata, kernel_metadata(kernel_slug, dataset_slug, comp.name, gpu))
+
+    warnings = []
+    if owner == OWNER_PLACEHOLDER:
+        warnings.append(f"no Kaggle user name known: the slugs use {OWNER_PLACEHOLDER!r}; pass --owner NAME (or set "
+                        "KAGGLE_USERNAME) before `comp submit --kernel`")
+    per_image, device = (_time_per_image(ws, comp, paths, manifest, description) if time_it else (None, ""))
+    from comp.items import test_items
+
+    n_test = test_size if test_size is not None else len(test_items(comp, ws))
+    estimate = per_image * n_test if per_image is not None else None
+    if estimate is not None and estimate > time_limit_h * 3600:
+        warnings.append(
+            f"the kernel would need about {estimate / 3600:.1f} h for {n_test} test images ({1000 * per_image:.1f} "
+            f"ms/image measured on {device}) but the limit is {time_limit_h:g} h: use fewer folds/models or a "
+            "cheaper TTA, or a GPU (--gpu)"
+        )
+    size = sum(p.stat().st_size for p in paths.dataset.rglob("*") if p.is_file())
+    digest = dataset_hash(paths)
+    atomic.write_json(paths.record, {
+        "name": name, "created": datetime.now(UTC).isoformat(timespec="seconds"), "size_bytes": size,
+        "dataset_hash": digest, "per_image_s": per_image, "timed_on": device, "timed_images": TIMED_IMAGES,
+        "n_test": n_test, "estimate_s": estimate, "time_limit_h": time_limit_h, "gpu": gpu,
+        "dataset": dataset_slug, "kernel": kernel_slug, "warnings": warnings,
+    })
+    return BundleResult(name, paths, size, digest, per_image, device, n_test, estimate, dataset_slug, kernel_slug,
+                        warnings)
+
+
+def dataset_hash(paths: BundlePaths) -> str:
+    """sha256 over every dataset file's path and sha256 (dataset-metadata.json excluded: it only names the slug)."""
+    entries = sorted(
+        (p.relative_to(paths.dataset).as_posix(), sha256_file(p))
+        for p in paths.dataset.rglob("*") if p.is_file() and p != paths.dataset_metadata
+    )
+    return sha256_bytes(json.dumps(entries).encode())
+
+
+def _default_owner() -> str:
+    if os.environ.get("KAGGLE_USERNAME"):
+        return os.environ["KAGGLE_USERNAME"]
+    try:
+        from comp.platforms.kaggle import find_credential
+
+        credential = find_credential()
+    except CompError:
+        credential = None
+    return credential.username if credential is not None and credential.username else OWNER_PLACEHOLDER
+
+
+def _copy_model(ws: Workspace, comp: Competition, sidecar: dict, alias: str, paths: BundlePaths) -> dict[str, Any]:
+    """Copy each fold's best weights and resolved recipe; the fold's TTA comes from its test logits (what the stack
+    used), and the recipe hash must be the one the stack recorded."""
+    folds = []
+    for k in range(comp.n_folds):
+        run = ws.run(alias, k)
+        where = f"model {alias!r} fold {k}"
+        for path in (run.best, run.recipe, run.test):
+            if not path.is_file():
+                raise CompError(f"{where}: {path} is missing; the stack {sidecar.get('name')!r} used it - retrain "
+                                f"(`comp train --model {alias} --fold {k}`) and re-run `comp stack`")
+        meta = logits.load(run.test).meta
+        recorded = (sidecar.get("recipe_hash") or {}).get(alias)
+        if recorded and meta.get("recipe_hash") not in (None, recorded):
+            raise StaleError(f"{where} was retrained since the stack was made (recipe hash differs); re-run "
+                             f"`comp stack --name {sidecar.get('name')}` and bundle again")
+        if sidecar.get("folds_hash") and meta.get("folds_hash") not in (None, sidecar["folds_hash"]):
+            raise StaleError(f"{where}: made with other folds than the stack; re-run `comp stack` and bundle again")
+        target = paths.dataset / "models" / alias / f"fold{k}"
+        for src in (run.best, run.recipe):
+            with atomic.atomic_path(target / src.name) as tmp:
+                shutil.copyfile(src, tmp)
+        folds.append({"fold": k, "tta": str(meta.get("tta", "none")), "merge": str(meta.get("tta_merge", "mean")),
+                      "weights_sha256": sha256_file(run.best)})
+    return {"alias": alias, "folds": folds}
+
+
+def _time_per_image(ws: Workspace, comp: Competition, paths: BundlePaths, manifest: dict,
+                    description: dict) -> tuple[float | None, str]:
+    """Seconds per image of the kernel's whole prediction (decode, every fold of every model with its TTA) on up
+    to TIMED_IMAGES local test images, measured here in a scratch workspace like the kernel's."""
+    from comp.bundle import kernel
+    from comp.core.device import resolve_device
+    from comp.items import test_items
+
+    test = test_items(comp, ws)
+    sample = test["path"].astype(str).tolist()[:TIMED_IMAGES]
+    if not sample:
+        return None, ""
+    root = ws.path(comp.data_dir).resolve()
+    local = kernel.competition_at(description, root)
+    scratch = kernel.scratch_workspace(paths.dataset, manifest, root)
+    try:
+        t0 = time.perf_counter()
+        kernel.predict_models(scratch, manifest, local, sample)
+        return (time.perf_counter() - t0) / len(sample), str(resolve_device("auto"))
+    finally:
+        shutil.rmtree(scratch.root, ignore_errors=True)
