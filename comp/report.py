@@ -10,7 +10,7 @@ curves of every fold (PNG) and a summary (JSON) with the CV per fold, as mean +-
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,12 @@ TICKS_MAX = 60  # label the axes with class names up to this many classes
 
 @dataclass
 class Cell:
-    """One (model, fold): state is trained | running | missing | stale."""
+    """One (model, fold): state is trained | running | interrupted | missing | stale."""
 
     state: str
     score: float | None = None
     tta: str = ""
-    why: str = ""  # stale: what changed (folds | comp.toml); running: epochs done ("e3")
+    why: str = ""  # stale: what changed (folds | comp.toml); running: who trains it (pid N on host)
 
 
 @dataclass
@@ -48,6 +48,23 @@ class ModelStatus:
     cells: list[Cell]
     cv: dict[str, Any] | None = None  # per_fold, mean, std, oof when every fold is trained and current
 
+    @property
+    def trained_scores(self) -> list[float]:
+        return [c.score for c in self.cells if c.state == "trained" and c.score is not None]
+
+    def mean_std(self) -> tuple[float, float, int] | None:
+        """(mean, std, n) over the trained folds' OOF scores (all folds once complete); None when none is trained."""
+        scores = self.cv["per_fold"] if self.cv else self.trained_scores
+        if not scores:
+            return None
+        return float(np.mean(scores)), float(np.std(scores)), len(scores)
+
+    def to_json(self) -> dict[str, Any]:
+        stats = self.mean_std()
+        return {"model": self.alias, "folds": [{"fold": k, **asdict(c)} for k, c in enumerate(self.cells)],
+                "mean": stats[0] if stats else None, "std": stats[1] if stats else None,
+                "n_trained": stats[2] if stats else 0, "cv": self.cv}
+
 
 @dataclass
 class Status:
@@ -55,6 +72,10 @@ class Status:
     n_folds: int
     folds_hash: str | None  # None when there are no folds yet
     models: list[ModelStatus] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metric": self.metric, "n_folds": self.n_folds, "folds_hash": self.folds_hash,
+                "models": [m.to_json() for m in self.models]}
 
 
 def model_aliases(ws: Workspace) -> list[str]:
@@ -71,7 +92,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def resume_command(alias: str, k: int) -> str:
+    return f"comp train --model {alias} --fold {k}"
+
+
 def _cell(ws: Workspace, alias: str, k: int, folds_hash: str | None, comp_hash: str) -> Cell:
+    from comp.training.lock import holder
+
     paths = ws.run(alias, k)
     provenance = _read_json(paths.provenance) or {}
     if provenance and folds_hash is not None and provenance.get("folds_hash") != folds_hash:
@@ -81,9 +108,12 @@ def _cell(ws: Workspace, alias: str, k: int, folds_hash: str | None, comp_hash: 
     record = _read_json(paths.metrics)
     if record is not None and paths.oof.exists():
         return Cell("trained", record.get("oof_score"), str(record.get("tta", "")))
-    if provenance or paths.last.exists():
-        history = pd.read_csv(paths.history) if paths.history.exists() else None
-        return Cell("running", why=f"e{len(history)}" if history is not None else "")
+    lock = holder(paths)
+    if lock is not None and lock.alive:
+        return Cell("running", why=f"pid {lock.pid} on {lock.host}")
+    if lock is not None or provenance or paths.last.exists():
+        # Started but not finished, and no live process holds it: killed, crashed or stopped with Ctrl-C.
+        return Cell("interrupted", why=f"resume: {resume_command(alias, k)}")
     return Cell("missing")
 
 
@@ -274,3 +304,81 @@ def _plot_curves(path: Path, ws: Workspace, alias: str, metric: str, n_folds: in
     fig.suptitle(f"{alias}: learning curves")
     _save(fig, path)
     return True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# models: every recipe, what is trained from it, and with which settings
+
+
+@dataclass
+class ModelInfo:
+    """One recipe alias: its backbone, its trained folds, their CV, and the settings they were trained with that
+    differ from the recipe file now (key -> (value when trained, value now))."""
+
+    alias: str
+    backbone: str
+    origin: str  # workspace (models/<alias>.toml) | stock (shipped with comp) | none (runs without a recipe file)
+    trained: list[int]
+    n_folds: int
+    mean: float | None = None
+    std: float | None = None
+    differs: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    error: str = ""  # the recipe file does not load (the message says why)
+
+    @property
+    def overrides(self) -> list[str]:
+        """`--set` arguments that reproduce the trained settings from the recipe file as it is now."""
+        return [f"--set {key}={_set_value(then)}" for key, (then, _now) in self.differs.items()]
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["differs"] = {k: {"trained": a, "recipe": b} for k, (a, b) in self.differs.items()}
+        return out
+
+
+def _set_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = str(value)
+    return f'"{text}"' if not text or " " in text else text
+
+
+def models(ws: Workspace) -> list[ModelInfo]:
+    """Every recipe alias (stock, workspace, or with runs) with its trained folds, CV and differing settings."""
+    import tomllib
+
+    from comp.modeling.recipe import STOCK_RECIPES, load_recipe, recipe_dict
+
+    current = status(ws)
+    grid, n_folds = {m.alias: m for m in current.models}, current.n_folds
+    local = {p.stem for p in ws.models_dir.glob("*.toml")} if ws.models_dir.is_dir() else set()
+    stock = {p.stem for p in STOCK_RECIPES.glob("*.toml")}
+    out = []
+    for alias in sorted(local | stock | set(grid)):
+        origin = "workspace" if alias in local else "stock" if alias in stock else "none"
+        info = ModelInfo(alias, "", origin, [], n_folds)
+        now: dict[str, Any] = {}
+        if origin != "none":
+            try:
+                now = recipe_dict(load_recipe(ws, alias))
+                info.backbone = str(now.get("name", ""))
+            except CompError as err:
+                info.error = str(err)
+        row = grid.get(alias)
+        if row is not None:
+            info.trained = [k for k, c in enumerate(row.cells) if c.state == "trained"]
+            stats = row.mean_std()
+            if stats:
+                info.mean, info.std = stats[0], stats[1]
+        for k in info.trained:
+            try:
+                then = tomllib.loads(ws.run(alias, k).recipe.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            info.backbone = info.backbone or str(then.get("name", ""))
+            for key, value in then.items():
+                if now and now.get(key) != value and key not in info.differs:
+                    info.differs[key] = (value, now.get(key))
+        out.append(info)
+    return out
+

@@ -5,62 +5,102 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from comp.cli.output import console
+from comp.cli.output import console, print_json, say_next
+from comp.core.errors import CompError
 from comp.core.workspace import Workspace
 
 
+def parse_models(text: str | None, ws: Workspace) -> list[str] | None:
+    """--models a,b -> ["a", "b"]; not given -> None (every finished model). Empty names and unknown models are
+    usage mistakes, named with the fix (an empty --models must not silently mean every model)."""
+    if text is None:
+        return None
+    names = [part.strip() for part in text.split(",")]
+    if not any(names):
+        raise CompError("--models is empty: name models, e.g. --models tiny,tiny2, or leave --models out to blend "
+                        "every finished model")
+    if not all(names):
+        raise CompError(f"--models {text!r} has an empty name between commas; write e.g. --models tiny,tiny2")
+    unknown = [n for n in names if not ws.model_dir(n).is_dir()]
+    if unknown:
+        trained = sorted(p.name for p in ws.models_dir.iterdir() if p.is_dir()) if ws.models_dir.is_dir() else []
+        raise CompError(f"--models: no trained model {', '.join(map(repr, unknown))} (no {ws.models_dir}/"
+                        f"{unknown[0]}/); trained: {', '.join(trained) or 'none yet'}")
+    return names
+
+
 def stack_command(
-    models: str = typer.Option("", "--models", "-m", help="comma-separated aliases (default: every finished model)"),
+    models: str | None = typer.Option(None, "--models", help="comma-separated aliases (default: every finished model)"),
     method: str = typer.Option("best", "--method", help="best | mean | weights | logreg (best: best honest CV)"),
-    name: str = typer.Option("", "--name", help="submission name (default: <models>_<method>)"),
+    name: str = typer.Option("", "--name", help="submission name (default: <models>_<method>, never overwriting)"),
+    force: bool = typer.Option(False, "--force", "-f", help="replace submissions/NAME.csv if it exists (never one "
+                               "already submitted)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (CV table, weights, files)"),
 ) -> None:
     """Blend the OOF/test logits of trained models into submissions/NAME.csv (+ NAME.json), scored by honest CV.
 
-    Prints the CV (per fold, mean +- std, whole OOF) of each model and of each method: mean of log-probabilities,
+    Prints the CV (per fold, mean ± std, whole OOF) of each model and of each method: mean of log-probabilities,
     hill-climbing weights (Caruana) and a logistic-regression stacker, the last two scored out-of-fold on the
-    folds.csv split. Refuses logits made from other folds, classes or comp.toml, naming the model and fold.
+    folds.csv split. Refuses logits made from other folds, classes or comp.toml, naming the model and fold. Without
+    --models, models with unfinished folds are left out and listed. An existing NAME is replaced only with --force,
+    and never once it was submitted; without --name a free name is chosen.
 
-        comp stack                                  # every finished model, the method with the best CV
+        comp stack
         comp stack --models tiny,tiny2 --method logreg --name blend_v2
-        comp stack --models tiny --method mean      # a single model's submission
+        comp stack --models tiny --method mean
     """
     from comp.ensemble.stack import stack
 
     ws = Workspace.here()
     competition = ws.load()
-    aliases = [a.strip() for a in models.split(",") if a.strip()] or None
-    result = stack(competition, ws, aliases, method, name or None)
+    result = stack(competition, ws, parse_models(models, ws), method, name or None, force=force)
+    if as_json:
+        print_json({"name": result.name, "method": result.method, "metric": result.metric,
+                    "csv": result.csv, "json": result.json, "weights": result.weights,
+                    "temperature": result.temperature, "cv": result.table, "skipped": result.skipped,
+                    "warnings": result.warnings})
+        return
     print_cv_table(result.table, result.metric, chosen=result.method)
     for warning in result.warnings:
-        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if result.csv is None:
         return
     weights = ", ".join(f"{a} {w:.3f}" for a, w in result.weights.items())
     temp = f", temperature {result.temperature:.3f}" if result.temperature is not None else ""
     console.print(
-        f"[bold green]wrote[/] {result.csv} ({result.method}: {weights}{temp}; CV {result.metric} "
-        f"{result.table[result.method]['oof']:.5f}); check it with `comp check {result.csv}`",
-        highlight=False, soft_wrap=True,
+        f"[bold green]wrote[/] {escape(str(result.csv))} ({result.method}: {escape(weights)}{temp}; CV "
+        f"{result.metric} {result.table[result.method]['oof']:.5f})", highlight=False, soft_wrap=True,
     )
+    say_next(f"comp check {result.csv.relative_to(ws.root)}", "then `comp submit` it")
 
 
 def print_cv_table(table: dict[str, dict], metric: str, chosen: str = "") -> None:
-    """The CV table of `comp stack`: one row per model and method, per-fold scores, mean +- std, whole OOF."""
+    """The CV table of `comp stack`: one row per model and method, per-fold scores, mean ± std, whole OOF."""
+    from rich import box
 
     n_folds = len(next(iter(table.values()))["per_fold"])
-    out = Table(title=f"CV ({metric}, honest out-of-fold)", title_justify="left")
-    out.add_column("model / method")
+    rows = {(row.removeprefix("model:") if row.startswith("model:") else row): row for row in table}
+    # Full names at 80 columns: no vertical rules, model names never cut, short fold headers when there are many.
+    out = Table(title=f"CV ({metric}, honest out-of-fold)", title_justify="left", box=box.SIMPLE_HEAD,
+                pad_edge=False, collapse_padding=True)
+    out.add_column("model / method", no_wrap=True, overflow="fold", min_width=max(len(r) for r in table) + 2)
     for k in range(n_folds):
-        out.add_column(f"fold {k}", justify="right")
-    out.add_column("mean +- std", justify="right")
-    out.add_column("OOF", justify="right")
-    for row, s in table.items():
-        mark = " [bold green]<- chosen[/]" if row == chosen else ""
-        out.add_row(row + mark, *(f"{v:.4f}" for v in s["per_fold"]), f"{s['mean']:.4f} +- {s['std']:.4f}",
+        out.add_column(f"f{k}" if n_folds > 4 else f"fold {k}", justify="right", no_wrap=True)
+    out.add_column("mean ± std", justify="right", no_wrap=True)
+    out.add_column("OOF", justify="right", no_wrap=True)
+    for label, row in rows.items():
+        s = table[row]
+        shown = escape(label) + (" [bold green]*[/]" if row == chosen else "")
+        if row.startswith("model:"):
+            shown = f"[dim]model[/] {shown}"
+        out.add_row(shown, *(f"{v:.4f}" for v in s["per_fold"]), f"{s['mean']:.4f} ± {s['std']:.4f}",
                     f"{s['oof']:.4f}")
     console.print(out)
+    if chosen:
+        console.print(f"[bold green]*[/] chosen: {chosen}", highlight=False)
 
 
 def score_command(
@@ -77,5 +117,5 @@ def score_command(
 
     ws = Workspace.here()
     competition = ws.load()
-    value = score_file(competition, ws, file, answers)
-    console.print(f"{file}: {competition.metric} {value:.5f}", highlight=False)
+    value = score_file(competition, ws, ws.resolve(file), ws.resolve(answers) if answers else None)
+    console.print(f"{escape(str(file))}: {competition.metric} {value:.5f}", highlight=False)

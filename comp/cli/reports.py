@@ -1,65 +1,141 @@
-"""`comp status` and `comp report`: what is trained, how well, and the plots."""
+"""`comp status`, `comp models` and `comp report`: what is trained, from which settings, how well, and the plots."""
 
 from __future__ import annotations
 
 import typer
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
-from comp.cli.output import console
+from comp.cli.output import console, print_json, say_next
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
 
+JSON_HELP = "Print machine-readable JSON instead of the table."
 
-def status_command() -> None:
-    """The models x folds grid: each fold's OOF score and TTA, what is missing or running, and stale runs.
 
-    A run is stale when it was made from other folds or another comp.toml than those in force (retrain it with
-    `comp train --model A --fold K --force`). CV is shown as mean +- std over folds and on the whole OOF.
+def _mean_std(stats: tuple[float, float, int] | None, n_folds: int) -> str:
+    if stats is None:
+        return ""
+    mean, std, n = stats
+    return f"{mean:.4f} ± {std:.4f}" + (f" ({n}/{n_folds})" if n < n_folds else "")
+
+
+def status_command(
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """The models x folds grid: each fold's OOF score, what is missing, training now, interrupted or stale.
+
+    A fold is "running" while a live process holds its lock, "interrupted" when its training stopped before the end
+    (killed, crashed or Ctrl-C; resume with the command shown), and "stale" when it was made from other folds or
+    another comp.toml than those in force (retrain it with --force). Each model gets the mean ± std of its folds'
+    scores and, once every fold is trained, the score on the whole OOF.
 
         comp status
+        comp status --json | jq '.models[].mean'
     """
-
     from comp.report import status
 
     grid = status(Workspace.here())
-    if not grid.models:
-        console.print("no trained models yet: run `comp train --model tiny` (or any recipe alias)")
+    if as_json:
+        print_json(grid.to_json())
         return
-    from rich import box
-
-    # No vertical rules: with 5+ folds a boxed grid leaves the model names no room in an 80-column terminal.
+    if not grid.models:
+        console.print("no trained models yet: run `comp train --model tiny` (or any recipe alias; `comp models` lists "
+                      "them)", highlight=False)
+        return
+    # No vertical rules and short cells: five folds plus mean ± std must fit an 80-column terminal with the model
+    # names in full; what a state means (the resume or retrain command) is listed under the table.
     table = Table(title=f"models x folds ({grid.metric}, OOF)", title_justify="left", box=box.SIMPLE_HEAD,
                   pad_edge=False, collapse_padding=True)
-    table.add_column("model", no_wrap=True)
+    table.add_column("model", no_wrap=True, overflow="fold",
+                     min_width=max(len(m.alias) for m in grid.models))
     for k in range(grid.n_folds):
-        table.add_column(f"fold {k}", justify="right", no_wrap=True)
-    table.add_column("mean +- std", justify="right", no_wrap=True)
+        table.add_column(f"f{k}" if grid.n_folds > 4 else f"fold {k}", justify="right", no_wrap=True)
+    table.add_column("mean ± std", justify="right", no_wrap=True)
     table.add_column("OOF", justify="right", no_wrap=True)
-    marks = {"missing": "[dim]-[/]", "running": "[yellow]running[/]", "stale": "[red]stale[/]"}
+    marks = {"missing": "[dim]-[/]", "running": "[cyan]running[/]", "interrupted": "[yellow]stopped[/]",
+             "stale": "[red]stale[/]"}
+    notes = []
     for m in grid.models:
         cells = []
-        for c in m.cells:
+        for k, c in enumerate(m.cells):
             if c.state == "trained":
-                score = "nan" if c.score is None else f"{c.score:.4f}"
-                cells.append(score + (f" [dim]{c.tta}[/]" if c.tta and c.tta != "none" else ""))
+                cells.append("nan" if c.score is None else f"{c.score:.4f}")
             else:
-                cells.append(marks[c.state] + (f" [dim]({c.why})[/]" if c.why else ""))
-        cv = m.cv
-        table.add_row(m.alias, *cells, f"{cv['mean']:.4f} +- {cv['std']:.4f}" if cv else "",
-                      f"{cv['oof']:.4f}" if cv else "")
+                cells.append(marks[c.state])
+                if c.state == "interrupted":
+                    notes.append(f"[yellow]{escape(m.alias)} fold {k}[/]: interrupted; resume with "
+                                 f"`comp train --model {escape(m.alias)} --fold {k}`")
+                elif c.state == "running":
+                    notes.append(f"[cyan]{escape(m.alias)} fold {k}[/]: training now ({c.why})")
+                elif c.state == "stale":
+                    notes.append(f"[red]{escape(m.alias)} fold {k}[/]: made from other {c.why}; retrain with "
+                                 f"`comp train --model {escape(m.alias)} --fold {k} --force`")
+        table.add_row(escape(m.alias), *cells, _mean_std(m.mean_std(), grid.n_folds),
+                      f"{m.cv['oof']:.4f}" if m.cv else "")
     console.print(table)
-    if any(c.state == "stale" for m in grid.models for c in m.cells):
-        console.print("[red]stale[/] runs were made from other folds or another comp.toml: retrain them with "
-                      "`comp train --model A --fold K --force`")
+    for note in notes:
+        console.print(note, highlight=False, soft_wrap=True)
+    ttas = {m.alias: {c.tta for c in m.cells if c.state == "trained" and c.tta and c.tta != "none"}
+            for m in grid.models}
+    with_tta = [f"{a} {', '.join(sorted(t))}" for a, t in ttas.items() if t]
+    if with_tta:
+        console.print(f"[dim]TTA: {escape('; '.join(with_tta))}[/]", highlight=False, soft_wrap=True)
     if grid.folds_hash is None:
         console.print("[yellow]no folds yet[/]: run `comp folds`; staleness cannot be checked without them")
+    elif any(m.cv for m in grid.models):
+        say_next("comp stack", "blend the fully trained models into a submission")
+
+
+def models_command(
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Every recipe (stock and models/*.toml): its backbone, trained folds, CV, and settings that differ.
+
+    A setting that differs is one the trained folds used (their models/ALIAS/fold<k>/recipe.toml, --set included)
+    that the recipe file no longer says; the command that reproduces them and the one that retrains are printed.
+
+        comp models
+        comp models --json
+    """
+    from comp.report import models
+
+    ws = Workspace.here()
+    infos = models(ws)
+    if as_json:
+        print_json([m.to_json() for m in infos])
+        return
+    table = Table(title="recipes", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("model", no_wrap=True, overflow="fold", min_width=max(len(m.alias) for m in infos))
+    table.add_column("backbone", overflow="fold")
+    table.add_column("recipe", no_wrap=True)
+    table.add_column("trained", no_wrap=True)
+    table.add_column("CV mean ± std", justify="right", no_wrap=True)
+    for m in infos:
+        trained = f"{len(m.trained)}/{m.n_folds}" if m.trained else "[dim]-[/]"
+        cv = f"{m.mean:.4f} ± {m.std:.4f}" if m.mean is not None else ""
+        table.add_row(escape(m.alias), escape(m.backbone or "?"), m.origin, trained, cv)
+    console.print(table)
+    for m in infos:
+        if m.error:
+            console.print(f"[red]{escape(m.alias)}[/]: {escape(m.error)}", highlight=False, soft_wrap=True)
+        if m.differs:
+            changed = ", ".join(f"{k}: {then!r} when trained, {now!r} now" for k, (then, now) in m.differs.items())
+            console.print(
+                f"[yellow]{escape(m.alias)}[/] was trained with other settings than its recipe file says "
+                f"({escape(changed)}); reproduce: `comp train --model {escape(m.alias)} "
+                f"{escape(' '.join(m.overrides))}`, or retrain "
+                f"with the file's settings: `comp train --model {escape(m.alias)} --fold all --force`",
+                highlight=False, soft_wrap=True,
+            )
 
 
 def report_command(
-    model: str = typer.Option("", "--model", "-m", help="model alias (default: every model with all folds trained)"),
+    model: str = typer.Option("", "--model", help="model alias (default: every model with all folds trained)"),
 ) -> None:
-    """Write a model's OOF report under reports/<alias>/: confusion matrix, per-class accuracy, confused pairs,
-    learning curves of all folds, and the CV per fold, as mean +- std and on the whole OOF (summary.json).
+    """Write a model's OOF report under reports/<alias>/: confusion matrix, per-class accuracy (chart and CSV),
+    confused pairs, learning curves of all folds, and the CV per fold, as mean ± std and on the whole OOF.
 
         comp report --model tiny
         comp report                 # every fully trained model
@@ -72,18 +148,20 @@ def report_command(
     else:
         aliases = [m.alias for m in status(ws).models if all(c.state == "trained" for c in m.cells)]
         if not aliases:
-            raise CompError("no model has every fold trained; name one with --model, or run `comp train` first")
+            raise CompError("no model has every fold trained; name one with --model, or run `comp train` first "
+                            "(`comp status` shows what is trained)")
     for alias in aliases:
         result = report(ws, alias)
         cv = result.cv
         folds = "  ".join(f"{v:.4f}" for v in cv["per_fold"])
-        console.print(f"[bold]{alias}[/] {result.metric}: folds {folds}  mean {cv['mean']:.4f} +- {cv['std']:.4f}  "
-                      f"OOF {cv['oof']:.4f}", highlight=False)
+        console.print(f"[bold]{escape(alias)}[/] {result.metric}: folds {folds}  mean {cv['mean']:.4f} ± "
+                      f"{cv['std']:.4f}  OOF {cv['oof']:.4f}", highlight=False)
         worst = result.per_class.sort_values("accuracy").head(3)
         weakest = ", ".join(f"{r['class']} {r['accuracy']:.2f}" for _, r in worst.iterrows())
-        console.print(f"  weakest classes: {weakest}", highlight=False)
+        console.print(f"  weakest classes: {escape(weakest)}", highlight=False)
         if len(result.pairs):
-            console.print("  most confused: " + ", ".join(f"{r['true']} -> {r['predicted']} ({r['count']})"
-                                                          for _, r in result.pairs.head(3).iterrows()), highlight=False)
+            console.print("  most confused: " + escape(", ".join(f"{r['true']} -> {r['predicted']} ({r['count']})"
+                                                                 for _, r in result.pairs.head(3).iterrows())),
+                          highlight=False)
         console.print(f"  wrote {', '.join(str(p.relative_to(ws.root)) for p in result.files.values())}",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)

@@ -58,6 +58,7 @@ class StackResult:
     csv: Path | None  # None when the competition has no test set (CV only)
     json: Path | None
     warnings: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # alias -> why it was left out (default model list only)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -74,6 +75,71 @@ def finished_models(comp: Competition, ws: Workspace) -> list[str]:
         if all(ws.run(a, k).oof.is_file() and (ws.run(a, k).test.is_file() or not comp.test_dir)
                for k in range(comp.n_folds))
     ]
+
+
+def unfinished_models(comp: Competition, ws: Workspace) -> dict[str, str]:
+    """Aliases under models/ with some runs but not every fold's logits -> why (which folds lack what), so the
+    default `comp stack` can say which models it left out instead of skipping them without a word."""
+    if not ws.models_dir.is_dir():
+        return {}
+    out = {}
+    for alias in sorted(p.name for p in ws.models_dir.iterdir() if p.is_dir() and any(p.glob("fold*"))):
+        no_oof = [k for k in range(comp.n_folds) if not ws.run(alias, k).oof.is_file()]
+        no_test = [k for k in range(comp.n_folds) if comp.test_dir and k not in no_oof
+                   and not ws.run(alias, k).test.is_file()]
+        if not no_oof and not no_test:
+            continue
+        parts = []
+        if no_oof:
+            parts.append(f"fold{'s' if len(no_oof) > 1 else ''} {', '.join(map(str, no_oof))} of {comp.n_folds} "
+                         f"not trained (`comp train --model {alias} --fold all`)")
+        if no_test:
+            parts.append(f"fold{'s' if len(no_test) > 1 else ''} {', '.join(map(str, no_test))} without test "
+                         f"logits (`comp predict --model {alias} --fold all`)")
+        out[alias] = "; ".join(parts)
+    return out
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def sent_files(ws: Workspace) -> set[Path]:
+    """Submission files the ledger says were sent (read directly: the ledger module sits a layer above)."""
+    import csv
+
+    if not ws.ledger.exists():
+        return set()
+    try:
+        with ws.ledger.open(newline="", encoding="utf-8") as f:
+            return {ws.path(row["file"]).resolve() for row in csv.DictReader(f) if row.get("file")}
+    except (OSError, KeyError, csv.Error, UnicodeDecodeError):
+        return set()
+
+
+def check_name(ws: Workspace, name: str, force: bool) -> None:
+    """Refuse a --name that is not a plain file name, that names a submission the ledger holds (always: that file
+    was sent), or one that exists (unless `force`)."""
+    if not NAME_PATTERN.fullmatch(name) or name.endswith((".csv", ".json")):
+        raise CompError(f"--name {name!r}: use letters, digits, '.', '_' or '-' (no folder, no extension), "
+                        "e.g. --name blend_v2")
+    csv_path, json_path = ws.submission_csv(name), ws.submission_json(name)
+    if csv_path.resolve() in sent_files(ws):
+        raise CompError(f"{csv_path} was already submitted (it is in {ws.ledger}), so it is kept as sent, even with "
+                        f"--force; choose another name, e.g. --name {name}_v2")
+    existing = [p for p in (csv_path, json_path) if p.exists()]
+    if existing and not force:
+        raise CompError(f"{existing[0]} exists; choose another --name, or add --force to replace it")
+
+
+def free_name(ws: Workspace, base: str) -> str:
+    """`base`, or `base_2`, `base_3`, ... : the first whose CSV and JSON do not exist and the ledger does not hold."""
+    sent = sent_files(ws)
+    name, n = base, 1
+    while (ws.submission_csv(name).exists() or ws.submission_json(name).exists()
+           or ws.submission_csv(name).resolve() in sent):
+        n += 1
+        name = f"{base}_{n}"
+    return name
 
 
 def load_model(comp: Competition, ws: Workspace, folds: Folds, alias: str) -> ModelLogits:
@@ -261,10 +327,16 @@ def pick_best(metric: str, table: dict[str, dict], methods: tuple[str, ...] = ME
 
 
 def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, method: str = "best",
-          name: str | None = None) -> StackResult:
-    """Blend `models` (default: all finished) with `method` (`best`: the best honest CV) and write the submission."""
+          name: str | None = None, force: bool = False) -> StackResult:
+    """Blend `models` (default: all finished) with `method` (`best`: the best honest CV) and write the submission.
+
+    An existing submission is replaced only for an explicit `name` with `force`, never when the ledger holds it;
+    without `name` the default name gets a `_2`, `_3`, ... suffix instead of colliding."""
     if method not in CHOICES:
         raise CompError(f"--method {method!r}: choose one of {', '.join(CHOICES)}")
+    if name:
+        check_name(ws, name, force)  # before minutes of CV, not after
+    skipped = unfinished_models(comp, ws) if not models else {}
     folds, loaded = load_models(comp, ws, models)
     aliases = [m.alias for m in loaded]
     y, fold = labels(comp, folds), folds.frame["fold"].to_numpy()
@@ -275,12 +347,14 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
         chosen = pick_best(comp.metric, table) if method == "best" else method
         final = make_estimator(chosen, comp).fit(X, y)
         test_log_probs = final.predict_log_proba(blend.as_log_probs([m.test for m in loaded]))
-    name = name or _default_name(aliases, chosen)
+    name = name or free_name(ws, _default_name(aliases, chosen))
+    left_out = [f"left out {alias}: {why}" for alias, why in skipped.items()]
     weights = {a: float(w) for a, w in zip(aliases, final.weights_, strict=True)}
     temperature = float(final.temperature_) if hasattr(final, "temperature_") else None
     if not comp.test_dir:
         note = "the competition has no test images (comp.toml test_dir is empty): CV only, no submission written"
-        return StackResult(name, chosen, comp.metric, table, weights, temperature, None, None, [note])
+        return StackResult(name, chosen, comp.metric, table, weights, temperature, None, None, [*left_out, note],
+                           skipped)
 
     frame = to_frame(comp, ws, [str(i) for i in loaded[0].test_ids], blend.probabilities(test_log_probs))
     csv_path = write_submission(comp, ws, name, frame)
@@ -304,7 +378,8 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
         "params": fitted_params(final),  # the fitted blend, exactly: `comp bundle` rebuilds it in the kernel
     }
     atomic.write_json(ws.submission_json(name), sidecar)
-    return StackResult(name, chosen, comp.metric, table, weights, temperature, csv_path, ws.submission_json(name), [])
+    return StackResult(name, chosen, comp.metric, table, weights, temperature, csv_path, ws.submission_json(name),
+                       left_out, skipped)
 
 
 def fitted_params(estimator: Any) -> dict[str, Any]:
