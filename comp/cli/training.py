@@ -5,44 +5,98 @@ from __future__ import annotations
 import os
 
 import typer
+from rich.markup import escape
 
-from comp.cli.output import console
+from comp.cli.output import console, err_console, say_next
 from comp.core.workspace import Workspace
 
 
 def train(
-    model: str = typer.Option(..., "--model", "-m", help="recipe alias: models/<alias>.toml or a stock recipe"),
+    model: str = typer.Option(..., "--model", help="recipe alias: models/<alias>.toml or a stock one (`comp models`)"),
     fold: str = typer.Option("all", "--fold", "-k", help="fold number, or `all`"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
     overrides: list[str] = typer.Option(None, "--set", help="override a recipe field, e.g. --set lr=3e-4 (repeatable)"),
-    force: bool = typer.Option(False, "--force", help="retrain even if the fold is finished or its inputs changed"),
+    force: bool = typer.Option(False, "--force", "-f", help="retrain even if the fold is finished or its inputs "
+                               "changed"),
 ) -> None:
     """Train one backbone on one fold (or all): best checkpoint, resumable state, OOF and test logits.
 
     Trains on the other folds, scores the held-out fold every epoch with the competition's metric and writes
-    models/<alias>/fold<k>/. Run the same command again after an interruption to resume from the last epoch; a
+    models/<alias>/fold<k>/. Verifies the data first when it has not been verified since it last changed. Run the
+    same command again after an interruption (Ctrl-C, a killed process) to resume from the last finished epoch; a
     finished fold is skipped, and one made from another recipe, folds or comp.toml is refused (--force retrains).
 
         comp train --model tiny --fold 0
-        comp train --model convnext --fold all --device cuda --set epochs=20 --set lr=3e-4
-        torchrun --nproc_per_node 4 -m comp train --model swag --fold 0      # DDP, one process per GPU
+        comp train --model convnext --device cuda --set epochs=20 --set lr=3e-4
+        torchrun --nproc_per_node 4 -m comp train --model swag --fold 0
     """
     from comp.training.train import train as run_train
 
-    summaries = run_train(Workspace.here(), model, fold, device=device, overrides=overrides, force=force)
-    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun only rank 0 reports
+    ws = Workspace.here()
+    rank0 = int(os.environ.get("RANK", 0)) == 0  # under torchrun only rank 0 reports
+    again = " ".join(["comp train --model", model, "--fold", fold, *(f"--set {o}" for o in overrides or [])])
+    try:
+        summaries = run_train(ws, model, fold, device=device, overrides=overrides, force=force)
+    except KeyboardInterrupt:
+        if rank0:
+            _say_interrupted(ws, model, again)
+        raise typer.Exit(130) from None
+    if not rank0:
         return
     trained = [s for s in summaries if s.get("status") != "skipped"]
     skipped = [str(s["fold"]) for s in summaries if s.get("status") == "skipped"]
+    scores = [s["oof_score"] for s in summaries if isinstance(s.get("oof_score"), int | float)]
     if trained:  # each fold already printed its own line; the summary says where the folds stand together
-        scores = ", ".join(f"fold {s['fold']} {s['oof_score']:.4f}" for s in trained)
-        console.print(f"[bold]{model}[/]: OOF {trained[0]['metric']} {scores}", highlight=False)
+        import numpy as np
+
+        metric = trained[0]["metric"]
+        per_fold = ", ".join(f"fold {s['fold']} {s['oof_score']:.4f}" for s in summaries if "oof_score" in s)
+        spread = f"; mean {np.mean(scores):.4f} ± {np.std(scores):.4f} over {len(scores)} folds" if len(scores) > 1 \
+            else ""
+        console.print(f"[bold]{escape(model)}[/]: OOF {metric} {per_fold}{spread}", highlight=False, soft_wrap=True)
     if skipped:
-        console.print(f"{model}: fold(s) {', '.join(skipped)} already finished (use --force to retrain)")
+        console.print(f"{escape(model)}: fold(s) {', '.join(skipped)} already finished (--force retrains them)",
+                      highlight=False)
+    _say_next_after_train(ws, model)
+
+
+def _say_interrupted(ws: Workspace, model: str, again: str) -> None:
+    """Ctrl-C: what each fold kept (the last finished epoch is saved after every epoch) and the command to resume."""
+    folds = sorted(int(d.name[4:]) for d in ws.model_dir(model).glob("fold*") if d.name[4:].isdigit())
+    saved = [k for k in folds if ws.run(model, k).last.exists() and not ws.run(model, k).oof.exists()]
+    done = [k for k in folds if ws.run(model, k).oof.exists()]
+    kept = []
+    if done:
+        kept.append(f"finished fold(s) {', '.join(map(str, done))}")
+    if saved:
+        kept.append(f"the last finished epoch of fold(s) {', '.join(map(str, saved))} "
+                    f"({ws.run(model, saved[0]).last.relative_to(ws.root)})")
+    what = " and ".join(kept) if kept else "nothing of this run yet (no epoch had finished)"
+    err_console.print(f"[bold yellow]interrupted[/]: kept {escape(what)}; resume with `{escape(again)}`",
+                      highlight=False, soft_wrap=True)
+
+
+def _say_next_after_train(ws: Workspace, model: str) -> None:
+    from comp.report import status
+
+    try:
+        grid = status(ws)
+    except Exception:  # noqa: BLE001 - a hint must never turn a finished training into an error
+        return
+    row = next((m for m in grid.models if m.alias == model), None)
+    if row is None:
+        return
+    missing = [k for k, c in enumerate(row.cells) if c.state != "trained"]
+    if missing:
+        say_next(f"comp train --model {model} --fold {missing[0] if len(missing) == 1 else 'all'}",
+                 f"fold(s) {', '.join(map(str, missing))} not trained yet")
+    else:
+        say_next("comp stack", f"blend {model} (and any other finished model) into a submission; "
+                 "`comp report` plots it")
 
 
 def predict_command(
-    model: str = typer.Option(..., "--model", "-m", help="model alias (a trained models/<alias>/)"),
+    model: str = typer.Option(..., "--model", help="model alias (a trained models/<alias>/)"),
     fold: str = typer.Option("all", "--fold", "-k", help="fold number, or `all` (every fold with a checkpoint)"),
     tta: str = typer.Option("none", "--tta", help="none | hflip | vflip | d4 | five_crop | multiscale | auto"),
     merge: str = typer.Option("mean", "--merge", help="mean (of logits) | prob (mean of probabilities)"),
