@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from comp.cli.output import console, fail
+from comp.cli.output import console, fail, say_next
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
 
@@ -19,7 +19,8 @@ if TYPE_CHECKING:  # comp.verify imports the decoders (and torch with them); `co
 
 
 def init(
-    data_dir: Path = typer.Argument(..., help="Folder with the competition's downloaded (unzipped) files."),
+    data_dir: Path = typer.Argument(..., metavar="DATA_DIR", help="Folder with the competition's downloaded "
+                                    "(unzipped) files."),
     name: str = typer.Option("", "--name", help="Competition slug on its platform (default: the folder name)."),
     platform: str = typer.Option("none", "--platform", help="kaggle | codabench | none."),
     kind: str = typer.Option("", "--kind", help="Force the kind: class_name|class_id|binary|class_probs|topk."),
@@ -34,7 +35,8 @@ def init(
     negative: list[str] = typer.Option([], "--negative", help="Binary: training labels counted negative (C)."),
     n_folds: int = typer.Option(5, "--n-folds", help="K of the stratified K-fold split."),
     seed: int = typer.Option(42, "--seed", help="Seed of the fold split."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing comp.toml (recipes and runs are kept)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace an existing comp.toml (recipes and runs are "
+                               "kept)."),
 ) -> None:
     """Inspect a downloaded competition and write comp.toml, folds/, submissions/ and models/ (stock recipes).
 
@@ -51,7 +53,7 @@ def init(
     # Imported here, not at the top: comp.init pulls in torch (via comp.data) and `comp --help` must stay fast.
     from comp.setup.init import InitOptions, init_workspace, preview_mapping
 
-    ws = Workspace.here()
+    ws = Workspace.here(search=False)  # init writes comp.toml here, as `git init` does, even inside another workspace
     options = InitOptions(
         name=name, platform=platform, kind=kind, metric=metric, id_column=id_column, label_column=label_column,
         labels_csv=labels_csv, sample=sample, test_dir=test_dir, group_column=group_column, n_folds=n_folds,
@@ -89,7 +91,8 @@ def init(
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if len(found.skipped) > 10:
         console.print("ignored (not images): " + ", ".join(found.skipped), highlight=False, soft_wrap=True)
-    console.print(f"wrote {ws.comp_toml}; next: `comp verify`", highlight=False)
+    console.print(f"wrote {ws.comp_toml}", highlight=False)
+    say_next("comp verify", "decode every image once and check the labels")
 
 
 def download(
@@ -136,13 +139,14 @@ SHOW_PER_KIND = 20  # findings listed per kind; the full list is in the cache fi
 
 def verify(
     workers: int = typer.Option(0, "--workers", "-j", help="decoding processes (0: one per CPU core)"),
-    force: bool = typer.Option(False, "--force", help="decode everything again even if the cache is current"),
+    force: bool = typer.Option(False, "--force", "-f", help="decode everything again even if the cache is current"),
 ) -> None:
     """Decode every train and test image once and check labels, folders and the sample submission.
 
     Lists broken files (zero-byte, truncated, not an image, unreadable) by path, ids without an image, images
     without a label or sample row, and train/test duplicates. Exits 1 on errors; duplicates are warnings.
-    The result is cached, so a second run on unchanged data is instant, and `comp train` requires it.
+    The result is cached, so a second run on unchanged data is instant; `comp train` runs it
+    itself when the data was not verified since it last changed, and refuses data with errors.
 
         comp verify            # in a workspace made by `comp init`
         comp verify -j 8 --force
@@ -155,6 +159,10 @@ def verify(
     print_report(report, ws, cached)
     if not report.passed:
         raise fail(f"{len(report.errors)} error(s) in the data; fix them (see above) and run `comp verify` again")
+    if not ws.folds_csv.exists():
+        say_next("comp folds", "split the labelled images into stratified folds, once")
+    else:
+        say_next("comp train --model tiny --fold 0", "a quick first model; `comp models` lists the recipes")
 
 
 def print_report(report: VerifyReport, ws: Workspace, cached: bool) -> None:
@@ -189,9 +197,10 @@ def _print_issues(level: str, colour: str, issues: list[Issue], ws: Workspace) -
 
 
 def folds(
-    n_folds: int = typer.Option(None, "--n-folds", "-k", help="number of folds (default: n_folds in comp.toml)"),
+    n_folds: int = typer.Option(None, "--n-folds", min=2, help="number of folds (default: n_folds in comp.toml)"),
     seed: int = typer.Option(None, "--seed", help="seed of the shuffle (default: seed in comp.toml)"),
-    force: bool = typer.Option(False, "--force", help="replace existing folds (models trained on them become stale)"),
+    force: bool = typer.Option(False, "--force", "-f", help="replace existing folds (models trained on them become "
+                               "stale)"),
 ) -> None:
     """Split the labelled training images into stratified folds, once: folds/folds.csv + folds/folds.json.
 
@@ -199,7 +208,7 @@ def folds(
     hash, so existing folds are replaced only with --force.
 
         comp folds                 # K and seed from comp.toml
-        comp folds -k 10 --seed 1 --force
+        comp folds --n-folds 10 --seed 1 --force
     """
     from comp.folds import make_folds
 
@@ -213,3 +222,4 @@ def folds(
         f"({result.params['method']}, seed {result.params['seed']}); rows per fold {sizes}; sha256 {result.hash[:12]}",
         highlight=False,
     )
+    say_next("comp train --model tiny --fold all", "or any recipe `comp models` lists; `comp status` shows progress")
