@@ -8,15 +8,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from comp.cli.output import console, err_console, fail
+from comp.cli.output import console, err_console, fail, print_json, say_next
 from comp.core.workspace import Workspace
 from comp.platforms import ledger
 from comp.platforms import submit as platforms
 
 
 def check(
-    file: Path = typer.Argument(..., help="the submission CSV to check"),
+    file: Path = typer.Argument(..., metavar="FILE", help="the submission CSV to check"),
     strict: bool = typer.Option(False, "--strict", help="treat warnings as errors"),
+    as_json: bool = typer.Option(False, "--json", help="print the findings as JSON (exit code as without it)"),
 ) -> None:
     """Check a submission CSV against the sample and the competition, as the platform would.
 
@@ -26,7 +27,14 @@ def check(
     from comp.submission.check import check_file
 
     ws = Workspace.here()
+    file = ws.resolve(file)  # as typed from the cwd, else inside the workspace (from any subfolder)
     report = check_file(ws.load(), ws, file, strict=strict)
+    if as_json:
+        valid = not report.errors and not (strict and report.warnings)
+        print_json({"file": file, "valid": valid, "errors": report.errors, "warnings": report.warnings})
+        if not valid:
+            raise typer.Exit(1)
+        return
     for error in report.errors:
         err_console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
     for warning in report.warnings:
@@ -37,10 +45,12 @@ def check(
         raise fail(f"{file}: {len(report.warnings)} warning(s) and --strict; fix them or drop --strict")
     console.print(f"[green]ok:[/] {escape(str(file))} is a valid submission" +
                   (f" ({len(report.warnings)} warning(s))" if report.warnings else ""), highlight=False)
+    say_next(f"comp submit {file} -m MESSAGE", "add --dry-run to see what would be sent")
 
 
 def submit(
-    file: Path | None = typer.Argument(None, help="the CSV to send (default: the newest submissions/*.csv)"),
+    file: Path | None = typer.Argument(None, metavar="[FILE]", help="the CSV to send (default: the newest "
+                                       "submissions/*.csv)"),
     message: str = typer.Option(..., "--message", "-m", help="what this submission is (shown on the leaderboard)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="check and show what would be sent; no network"),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="poll until the platform has scored it"),
@@ -59,7 +69,7 @@ def submit(
     """
     ws = Workspace.here()
     comp = ws.load()
-    path = file if file is not None else platforms.newest_submission(ws)
+    path = ws.resolve(file) if file is not None else platforms.newest_submission(ws)
     result = platforms.submit_file(
         comp, ws, path, message, make=lambda: platforms.make_backend(comp, phase=phase, zip_name=zip_name),
         dry_run=dry_run, wait=wait, timeout=timeout,
@@ -73,6 +83,7 @@ def submit(
 
 def submissions(
     refresh: bool = typer.Option(False, "--refresh", help="pull the latest status and scores from the platform"),
+    as_json: bool = typer.Option(False, "--json", help="print the ledger's rows as JSON (every column, as text)"),
 ) -> None:
     """Show the ledger of submissions (and, with --refresh, pull scores back); plots CV vs public score.
 
@@ -83,6 +94,9 @@ def submissions(
         changed = platforms.refresh(ws.load(), ws)
         console.print(f"refreshed: {changed} row(s) changed")
     frame = ledger.read(ws)
+    if as_json:
+        print_json(frame.to_dict(orient="records"))
+        return
     if frame.empty:
         console.print(f"no submissions yet ({ws.ledger}); make one with `comp submit -m MESSAGE`")
         return
