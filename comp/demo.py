@@ -218,9 +218,10 @@ def stack_step(ctx: DemoContext) -> str:
 
     comp = ctx.ws.load()
     # One submission per single model (a mean of one: the same code path) and the stack of both.
+    # The demo's own names, rebuilt on every run (`force`): stack never replaces an existing name without it.
     for alias in DEMO_MODELS:
-        stack(comp, ctx.ws, [alias], "mean", f"demo_{alias}")
-    result = stack(comp, ctx.ws, list(DEMO_MODELS), "best", STACK_NAME)
+        stack(comp, ctx.ws, [alias], "mean", f"demo_{alias}", force=True)
+    result = stack(comp, ctx.ws, list(DEMO_MODELS), "best", STACK_NAME, force=True)
     cv = ", ".join(f"{row} {s['oof']:.4f}" for row, s in result.table.items())
     return f"chose {result.method} by honest CV ({comp.metric}: {cv}); wrote {_rel(ctx, result.csv)}"
 
