@@ -18,16 +18,23 @@ def check(
     file: Path = typer.Argument(..., metavar="FILE", help="the submission CSV to check"),
     strict: bool = typer.Option(False, "--strict", help="treat warnings as errors"),
     as_json: bool = typer.Option(False, "--json", help="print the findings as JSON (exit code as without it)"),
+    fix: Path | None = typer.Option(None, "--fix", metavar="OUT", help="write a copy in the sample's exact format "
+                                    "to OUT, saying each change; refuses what would need a guess"),
 ) -> None:
     """Check a submission CSV against the sample and the competition, as the platform would.
 
-    Example: comp check submissions/blend.csv --strict
+    Examples:
+      comp check submissions/blend.csv --strict
+      comp check mine.csv --fix submissions/mine_fixed.csv
     Exit code 0 only for a valid file; every problem names the row/id/column and the fix.
     """
     from comp.submission.check import check_file
 
     ws = Workspace.here()
     file = ws.resolve(file)  # as typed from the cwd, else inside the workspace (from any subfolder)
+    if fix is not None:
+        _fix(ws, file, fix, strict)
+        return
     report = check_file(ws.load(), ws, file, strict=strict)
     if as_json:
         valid = not report.errors and not (strict and report.warnings)
@@ -46,6 +53,27 @@ def check(
     console.print(f"[green]ok:[/] {escape(str(file))} is a valid submission" +
                   (f" ({len(report.warnings)} warning(s))" if report.warnings else ""), highlight=False)
     say_next(f"comp submit {file} -m MESSAGE", "add --dry-run to see what would be sent")
+
+
+def _fix(ws: Workspace, file: Path, out: Path, strict: bool) -> None:
+    from comp.submission.check import check_file
+    from comp.submission.fix import fix_file
+
+    comp = ws.load()
+    result = fix_file(comp, ws, file, out)
+    for change in result.changes:
+        console.print(f"[cyan]fixed:[/] {escape(change)}", highlight=False, soft_wrap=True)
+    for problem in result.refused:
+        err_console.print(f"[bold red]cannot fix:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    if result.refused:
+        raise fail(f"{file}: {len(result.refused)} problem(s) need a person; nothing was written to {out}")
+    report = check_file(comp, ws, out, strict=strict)
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    if report.errors:
+        raise fail(f"{out} was written but fails under --strict: " + "; ".join(report.errors))
+    what = f"{len(result.changes)} change(s)" if result.changes else "no change needed"
+    console.print(f"[green]ok:[/] wrote {escape(str(out))} ({what}); it passes `comp check`", highlight=False)
 
 
 def submit(

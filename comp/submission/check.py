@@ -5,8 +5,13 @@ a label it does not know, or probabilities that are not probabilities. Each prob
 the line, id or column and says how to fix it. The file is parsed as text (`comp.submission.parse_csv`), so nothing
 is silently coerced: "007" stays "007", "1.0" is not "1", "nan" is not a number.
 
-Warnings (scoreable but suspicious): every row predicting one class, a predicted class mix far from the training
-prior, a file identical to one already built or submitted.
+Values are read as the graders read them (pandas): a number is what `pandas.read_csv` takes for one, not what
+Python's float() takes. What a grader scores although it differs from the sample is a warning, not an error: the
+sample's columns in another order (graders select columns by name), probability rows that do not sum to 1 (Kaggle
+rescales each row by its sum), any real-valued score under an AUC metric (only the ranking counts).
+
+Warnings (scoreable but suspicious): those, every row predicting one class, a predicted class mix far from the
+training prior, a file identical to one already built or submitted. `comp.submission.fix` rewrites what it can.
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
+from comp.setup.scan import normalise_label
 from comp.submission.parse import (
     INTEGER,
     SHOW,
@@ -31,13 +36,14 @@ from comp.submission.parse import (
     id_hint,
     labels_of,
     parse_csv,
+    parse_numbers,
     read_sample,
     read_zipped_csv,
     same_as_earlier,
 )
-from comp.submission.warnings import distribution_warnings
+from comp.submission.warnings import RANK_METRICS, distribution_warnings
 
-SUM_TOLERANCE = 1e-6  # per-class probabilities must sum to 1 within this
+SUM_WARN = 1e-3  # a probability row whose sum strays further from 1 is rescaled by Kaggle: scoreable, but warned
 _NAN_WORDS = {"nan", "NaN", "NAN", "None", "null", "NULL", "NA", "N/A", "<NA>"}
 
 
@@ -74,6 +80,11 @@ def check_bytes(comp: Competition, ws: Workspace, data: bytes, where: str = "sub
     report.errors.extend(_check_header(sample, table) or _check_shape(sample, table))
     if report.errors:
         return report  # the columns are not the sample's: row checks would only repeat that
+    if table.header != sample.header:  # the sample's columns in another order: graders select them by name
+        report.warnings.append(f"the columns are in the order {_columns(table.header)}, the sample's is "
+                               f"{_columns(sample.header)}: graders select columns by name, so it scores; "
+                               "`comp check FILE --fix OUT` writes the sample's order")
+        table = table.select(sample.header)
     ids = table.column(comp.id_column)
     report.errors.extend(_check_ids(sample, table, ids, comp.id_column))
     label_cols = [c for c in table.header if c != comp.id_column]
@@ -83,8 +94,8 @@ def check_bytes(comp: Competition, ws: Workspace, data: bytes, where: str = "sub
     report.errors.extend(empty)
     numbers = None
     if not empty:
-        numbers = _floats(values) if comp.kind in ("binary", "class_probs") else None  # parsed once, used twice
-        report.errors.extend(_check_labels(comp, label_cols, values, numbers, ids, table.lines))
+        numbers = parse_numbers(values) if comp.kind in ("binary", "class_probs") else None  # parsed once
+        _check_labels(report, comp, label_cols, values, numbers, ids, table.lines)
     if report.ok:
         report.warnings.extend(distribution_warnings(comp, ws, label_cols, values, numbers))
     return report
@@ -119,9 +130,8 @@ def _check_header(sample: Table, table: Table) -> list[str]:
     if got and got[0] in set(sample.column(want[0])):
         return [f"the file has no header row: its first line is a data row (id {got[0]!r}); add the header "
                 f"{_columns(want)}"]
-    if sorted(got) == sorted(want):
-        return [f"the columns are in the order {_columns(got)}; the sample's order is {_columns(want)}: "
-                "reorder them (frame[sample_columns])"]
+    if sorted(got) == sorted(want) and len(set(got)) == len(got):
+        return []  # the same columns in another order: check_bytes warns and reads them by name
     errors = []
     norm = {w.strip().lower(): w for w in want}
     renamed = [(g, norm[g.strip().lower()]) for g in got if g not in want and g.strip().lower() in norm]
@@ -214,15 +224,14 @@ def _check_empty(values: np.ndarray, cols: list[str], ids: list[str], lines: lis
 # Labels, per kind
 
 
-def _check_labels(comp: Competition, cols: list[str], values: np.ndarray, numbers: np.ndarray | None,
-                  ids: list[str], lines: list[int]) -> list[str]:
+def _check_labels(report: CheckReport, comp: Competition, cols: list[str], values: np.ndarray,
+                  numbers: np.ndarray | None, ids: list[str], lines: list[int]) -> None:
     if comp.kind in ("binary", "class_probs"):
-        return _check_probabilities(comp, cols, values, numbers, ids, lines)
-    errors = []
+        _check_probabilities(report, comp, cols, values, numbers, ids, lines)
+        return
     for j, col in enumerate(cols):
         check = {"class_name": _check_names, "class_id": _check_class_ids, "topk": _check_topk}[comp.kind]
-        errors += check(comp, col, values[:, j].tolist(), ids, lines)
-    return errors
+        report.errors.extend(check(comp, col, values[:, j].tolist(), ids, lines))
 
 
 def _check_names(comp: Competition, col: str, cells: list[str], ids: list[str], lines: list[int]) -> list[str]:
@@ -246,6 +255,11 @@ def _check_names(comp: Competition, col: str, cells: list[str], ids: list[str], 
     if all(v.lower() in lower for v in found):
         return [f"labels in column {col!r} differ in case from the class names ({found[0]!r} vs "
                 f"{lower[found[0].lower()]!r}); labels are case-sensitive ({at})"]
+    spelled = {normalise_label(x): x for x in labels}
+    if all(normalise_label(v) in spelled for v in found):
+        return [f"labels in column {col!r} are spelled with '_' for spaces or in another case ({found[0]!r}: the "
+                f"class is {spelled[normalise_label(found[0])]!r}); write the class names exactly ({at}); "
+                "`comp check FILE --fix OUT` respells them"]
     return [f"unknown class(es) in column {col!r}: {at}; the known classes are {first([repr(x) for x in labels])}"]
 
 
@@ -253,9 +267,11 @@ def _check_class_ids(comp: Competition, col: str, cells: list[str], ids: list[st
     labels = labels_of(comp)
     known = {int(x) for x in labels if INTEGER.fullmatch(x)}
     names_lower = {x.lower() for x in [*labels, *comp.classes]}
-    floats, names, unknown, padded, other = [], [], [], [], []
+    floats, names, unknown, padded, other, spaced = [], [], [], [], [], []
     for i, v in enumerate(cells):
-        if INTEGER.fullmatch(v):
+        if v != v.strip():
+            spaced.append(i)  # ' 0': the problem is the space, whatever the value
+        elif INTEGER.fullmatch(v):
             if int(v) not in known:
                 unknown.append(i)
             elif str(int(v)) != v:
@@ -268,6 +284,9 @@ def _check_class_ids(comp: Competition, col: str, cells: list[str], ids: list[st
             other.append(i)
     errors = []
     show = lambda rows: first([f"{_at(lines, ids, i)}: {cells[i]!r}" for i in rows])  # noqa: E731
+    if spaced:
+        errors.append(f"class ids in column {col!r} have leading/trailing whitespace ({show(spaced)}): write "
+                      f"{cells[spaced[0]].strip()!r}, not {cells[spaced[0]]!r}")
     if floats:
         v = cells[floats[0]]
         errors.append(f"column {col!r} holds float class ids ({show(floats)}); write integers like "
@@ -318,46 +337,55 @@ def _check_topk(comp: Competition, col: str, cells: list[str], ids: list[str], l
     return [messages[key].format(first(rows)) for key, rows in problems.items()]
 
 
-def _check_probabilities(comp: Competition, cols: list[str], values: np.ndarray, x: np.ndarray, ids: list[str],
-                         lines: list[int]) -> list[str]:
+def _check_probabilities(report: CheckReport, comp: Competition, cols: list[str], values: np.ndarray,
+                         x: np.ndarray, ids: list[str], lines: list[int]) -> None:
 
     def cells(mask: np.ndarray) -> str:
         rows, columns = np.nonzero(mask)
         pairs = zip(rows, columns, strict=True)
         return first([f"{_at(lines, ids, i)} column {cols[j]!r}: {str(values[i, j])!r}" for i, j in pairs])
 
+    ranked = comp.kind == "binary" and comp.metric in RANK_METRICS  # AUC reads only the order: any real score
     what = (f"the probability of class {comp.positive_class!r}" if comp.kind == "binary" and comp.positive_class
             else "probabilities")
+    if ranked:
+        what = "a real-valued score per row (higher: more likely positive)"
     if np.isnan(x).any():
-        return [f"not a number: {cells(np.isnan(x))}; the sample expects {what}"]
+        report.errors.append(f"not a number as the grader (pandas) reads numbers: {cells(np.isnan(x))}; the sample "
+                             f"expects {what}, written with ASCII digits (no '_', no spaces inside)")
+        return
     if not np.isfinite(x).all():
-        return [f"infinite value(s): {cells(~np.isfinite(x))}; write {what} in [0, 1]"]
+        report.errors.append(f"infinite value(s): {cells(~np.isfinite(x))}; write {what}"
+                             + ("" if ranked else " in [0, 1]"))
+        return
+    if ranked:
+        return
     low, high = x < 0, x > 1
     if low.any() or high.any():
         squash = "a sigmoid" if comp.kind == "binary" else "softmax over each row"
         if (low.any() and high.any()) or (low | high).mean() > 0.25:
-            return [f"values outside [0, 1] ({cells(low | high)}): looks like logits, not probabilities: "
-                    f"apply {squash}"]
-        if low.any():
-            return [f"negative probability ({cells(low)}); probabilities lie in [0, 1]: clip them"]
-        return [f"probability above 1 ({cells(high)}); probabilities lie in [0, 1]: clip them"]
+            report.errors.append(f"values outside [0, 1] ({cells(low | high)}): looks like logits, not "
+                                 f"probabilities: apply {squash}")
+        elif low.any():
+            report.errors.append(f"negative probability ({cells(low)}); probabilities lie in [0, 1]: clip them")
+        else:
+            report.errors.append(f"probability above 1 ({cells(high)}); probabilities lie in [0, 1]: clip them")
+        return
     if comp.kind == "class_probs":
+        # Kaggle's multi-class log loss divides each row by its sum: any non-negative row with a positive sum scores.
         sums = x.sum(axis=1)
-        off = np.flatnonzero(np.abs(sums - 1) > SUM_TOLERANCE)
+        zero = np.flatnonzero(sums <= 0)
+        if len(zero):
+            shown = first([_at(lines, ids, i) for i in zero])
+            report.errors.append(f"{len(zero)} row(s) are all zero ({shown}): the grader divides each row by its "
+                                 "sum, so these cannot be scored; write the model's probabilities")
+            return
+        off = np.flatnonzero(np.abs(sums - 1) > SUM_WARN)
         if len(off):
-            shown = first([f"{_at(lines, ids, i)} sums to {sums[i]:.9g}" for i in off])
-            return [f"{len(off)} row(s) do not sum to 1 within {SUM_TOLERANCE:g} ({shown}): normalise each row "
-                    "(divide by its sum) and write at least 9 significant digits"]
-    return []
-
-
-def _floats(cells: np.ndarray) -> np.ndarray:
-    """Text cells -> floats; NaN marks a cell that is not a number ("nan" itself was rejected earlier)."""
-    try:
-        return cells.astype(np.float64)  # numpy's C parser: fast, and exact for every valid file
-    except ValueError:
-        flat = pd.to_numeric(pd.Series(cells.ravel().tolist(), dtype=object), errors="coerce")
-        return flat.to_numpy(dtype=np.float64, na_value=np.nan).reshape(cells.shape)
+            shown = first([f"{_at(lines, ids, i)} sums to {sums[i]:.6g}" for i in off])
+            report.warnings.append(f"{len(off)} row(s) do not sum to 1 within {SUM_WARN:g} ({shown}): Kaggle "
+                                   "rescales each row by its sum, so it scores as if normalised; are these "
+                                   "probabilities? (`comp check FILE --fix OUT` normalises the rows)")
 
 
 def _is_integral_float(value: str) -> bool:

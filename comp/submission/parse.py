@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.provenance import sha256_bytes, sha256_file
@@ -21,7 +23,13 @@ from comp.core.workspace import Workspace
 SHOW = 3  # examples a message lists; it names the first few, never thousands
 
 
-INTEGER = re.compile(r"[+-]?\d+")
+INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: `\d` would take '٣' and '３', which pandas reads as text
+
+# A number as pandas' C parser (read_csv, what the graders use) reads one: ASCII digits, an optional exponent,
+# inf/infinity in any case, spaces or tabs around it. Python's float() also takes '0.0_5', '３' and a trailing
+# no-break space, so a file that float() reads can still be one the grader rejects.
+NUMBER = re.compile(r"[ \t]*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf(?:inity)?))[ \t]*")
+_PLAIN = frozenset("0123456789.+-eE")
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -50,6 +58,26 @@ class Table:
     def column(self, name: str) -> list[str]:
         at = self.header.index(name)
         return [row[at] if at < len(row) else "" for row in self.rows]
+
+    def select(self, names: list[str]) -> Table:
+        """The same rows with columns `names` in that order (each a column of this table)."""
+        at = [self.header.index(n) for n in names]
+        return Table(header=list(names), rows=[[row[j] for j in at] for row in self.rows], lines=self.lines)
+
+
+def parse_numbers(cells: np.ndarray) -> np.ndarray:
+    """Text cells -> float64, NaN where pandas would not read a number (so the grader would reject the file)."""
+    flat = cells.ravel().tolist()
+    if set("".join(flat)) <= _PLAIN:  # the everyday file: numpy's C parser, fast and exact
+        try:
+            return cells.astype(np.float64)
+        except ValueError:
+            pass
+    out = np.full(len(flat), np.nan)
+    for i, value in enumerate(flat):
+        if NUMBER.fullmatch(value):
+            out[i] = float(value)
+    return out.reshape(cells.shape)
 
 
 def parse_csv(data: bytes, where: str) -> Table:
@@ -143,9 +171,9 @@ def id_hint(extra: Sequence[str], missing: Sequence[str], id_col: str) -> str:
     if all(os.path.splitext(x)[1] and os.path.splitext(x)[0] in miss for x in probe):
         stem, ext = os.path.splitext(probe[0])
         return f"ids carry the {ext!r} extension the sample's ids lack (e.g. {probe[0]!r}, the sample has {stem!r})"
-    by_int = {int(m): m for m in missing if INTEGER.fullmatch(m)}
-    if all(INTEGER.fullmatch(x) and int(x) in by_int for x in probe):
-        return (f"ids lost their leading zeros (e.g. {probe[0]!r}, the sample has {by_int[int(probe[0])]!r}): "
+    by_int = {k: m for m in missing if (k := _int_key(m))}
+    if all((k := _int_key(x)) and k in by_int for x in probe):  # '1' for '0001', '1.jpg' for '0001.jpg'
+        return (f"ids lost their leading zeros (e.g. {probe[0]!r}, the sample has {by_int[_int_key(probe[0])]!r}): "
                 f"read and write column {id_col!r} as text (dtype=str)")
     if all("/" in x and x.rsplit("/", 1)[1] in miss for x in probe):
         folder = probe[0].rsplit("/", 1)[0] + "/"
@@ -154,6 +182,12 @@ def id_hint(extra: Sequence[str], missing: Sequence[str], id_col: str) -> str:
     if all(x.lower() in lower for x in probe):
         return f"ids differ in case from the sample's (e.g. {probe[0]!r}, the sample has {lower[probe[0].lower()]!r})"
     return ""
+
+
+def _int_key(value: str) -> tuple[int, str] | None:
+    """An id whose name is an integer, as (number, extension): '0001.jpg' and '1.jpg' share (1, '.jpg')."""
+    stem, ext = os.path.splitext(value)
+    return (int(stem), ext) if INTEGER.fullmatch(stem) else None
 
 
 def same_as_earlier(ws: Workspace, path: Path, data: bytes, siblings: bool = True) -> list[str]:

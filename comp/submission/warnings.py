@@ -10,6 +10,8 @@ from comp.core.config import Competition
 from comp.core.workspace import Workspace
 from comp.submission.parse import INTEGER, SHOW, labels_of
 
+RANK_METRICS = ("roc_auc", "weighted_auc")  # metrics that read only the order of a binary score
+
 
 def distribution_warnings(comp: Competition, ws: Workspace, cols: list[str], values: np.ndarray,
                            numbers: np.ndarray | None) -> list[str]:
@@ -25,7 +27,7 @@ def distribution_warnings(comp: Competition, ws: Workspace, cols: list[str], val
         warnings.append(f"every row holds the same probabilities ({shown}): is this the sample itself?")
     elif len(set(predicted)) == 1:
         warnings.append(f"every row predicts {labels[predicted[0]]!r}: a collapsed model, or the sample itself?")
-    if comp.kind == "binary" and comp.metric == "roc_auc" and np.isin(numbers, (0.0, 1.0)).all():
+    if comp.kind == "binary" and comp.metric in RANK_METRICS and np.isin(numbers, (0.0, 1.0)).all():
         warnings.append("every value is 0 or 1: hard labels throw away the ranking ROC AUC scores; write the "
                         "probabilities instead")
     prior = _training_prior(comp, ws)
@@ -49,7 +51,9 @@ def _predicted_classes(comp: Competition, cols: list[str], values: np.ndarray,
     if comp.kind == "binary":
         pos = comp.positive_class if comp.positive_class in comp.classes else comp.classes[-1]
         p = comp.classes.index(pos)
-        return np.where(numbers[:, 0] > 0.5, p, 1 - p) if comp.num_classes == 2 else None
+        if comp.num_classes != 2 or numbers.min() < 0 or numbers.max() > 1:
+            return None  # a real-valued score (AUC) has no threshold to read a class from
+        return np.where(numbers[:, 0] > 0.5, p, 1 - p)
     if comp.kind == "class_probs":
         index = {x: j for j, x in enumerate(labels)}
         if not all(c in index for c in cols):
@@ -59,8 +63,10 @@ def _predicted_classes(comp: Competition, cols: list[str], values: np.ndarray,
     if comp.kind == "class_id":
         index = {str(int(x)): j for j, x in enumerate(labels) if INTEGER.fullmatch(x)}
         cells = [str(int(v)) for v in values[:, 0].tolist()]
-    else:
+    elif comp.kind == "topk":
         cells = [v.split(" ")[0] for v in values[:, 0].tolist()]
+    else:  # a class name may hold spaces ('Loose Silky-bent'): the whole cell is the class
+        cells = values[:, 0].tolist()
     return np.array([index[v] for v in cells]) if all(v in index for v in cells) else None
 
 
