@@ -17,6 +17,9 @@ from comp.core.provenance import sha256_file, sha256_obj
 from comp.core.workspace import STOCK_RECIPES, Workspace
 
 SOURCES = ("timm", "torchvision", "file")
+# img_size bounds (px): below 16 a backbone's last stages see one pixel (7 px images train on noise); above 2048
+# one image fills a GPU. 0 keeps the model's own pretrained size.
+IMG_SIZE_RANGE = (16, 2048)
 OPTIMIZERS = ("adamw", "sgd", "adam", "lamb", "lion")
 SCHEDULES = ("cosine", "step", "none")
 AMP = ("auto", "bf16", "fp16", "none")
@@ -87,6 +90,16 @@ class Recipe:
             raise CompError("recipe: source = torchvision needs weights = <enum name> (or pretrained = false)")
         if self.source == "file" and self.pretrained and not self.weights:
             raise CompError("recipe: source = file needs weights = <path to .safetensors/.pth>")
+        if self.img_size and not IMG_SIZE_RANGE[0] <= self.img_size <= IMG_SIZE_RANGE[1]:
+            raise CompError(
+                f"recipe: img_size = {self.img_size} px is outside {IMG_SIZE_RANGE[0]}..{IMG_SIZE_RANGE[1]}; use a "
+                "size in that range, or 0 for the model's own pretrained size"
+            )
+        if self.source == "timm" and self.weights and not self.pretrained:
+            raise CompError(
+                f"recipe: weights = {self.weights!r} with pretrained = false would be ignored; drop `weights` to "
+                "train from scratch, or set pretrained = true to start from that file"
+            )
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise CompError(f"recipe: {name} = {getattr(self, name)}; use 1 or more")
@@ -136,6 +149,13 @@ def load_recipe(ws: Workspace, alias: str, overrides: list[str] | None = None) -
     """The resolved recipe for `alias`: its TOML (workspace first, then stock) plus `--set key=value` overrides."""
     path = recipe_file(ws, alias)
     data: dict[str, Any] = config.load_toml(path)
+    if "name" not in data:
+        # The defaults alone name no real backbone (and would try a hub download); a recipe must say what it trains.
+        what = "is empty" if not data else f"has no `name` (it sets {', '.join(sorted(data))})"
+        raise CompError(
+            f"recipe {path} {what}: give the backbone, e.g. name = \"resnet50.a1_in1k\" (a timm model), or copy a "
+            f"stock recipe ({', '.join(stock_aliases())}) from `comp models`"
+        )
     recipe = config.from_dict(Recipe, data, str(path))
     return config.with_overrides(recipe, overrides, source=f"--set (recipe {alias})")
 
@@ -168,7 +188,10 @@ def weights_path(ws: Workspace, spec: str) -> Path:
         return files[0]
     path = ws.path(spec)
     if not path.exists():
-        raise CompError(f"recipe weights file {path} not found; fix `weights` in the recipe or --set weights=PATH")
+        raise CompError(
+            f"recipe weights file {path} not found; fix `weights` in the recipe or --set weights=PATH (a local "
+            ".safetensors/.pth file; a timm pretrained tag goes in `name`, e.g. name = \"resnet50.a1_in1k\")"
+        )
     return path
 
 
