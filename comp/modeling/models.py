@@ -35,7 +35,7 @@ def build_model(
     ws = ws or Workspace.here()
     if recipe.source == "torchvision":
         model = _torchvision(recipe, num_classes, pretrained)
-    elif recipe.source == "file" and pretrained:
+    elif pretrained and recipe.weights and recipe.source in ("file", "timm"):  # timm + weights: that local file
         model = _from_file(recipe, num_classes, weights_path(ws, recipe.weights))
     else:
         model = _timm(recipe, num_classes, pretrained)
@@ -94,9 +94,54 @@ def _check_timm_name(name: str) -> None:
         )
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connect within `timeout` s (assumed yes behind a proxy)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _require_hub_weights(name: str) -> None:
+    """Fail in seconds, naming the weights and how to supply them, when they are neither in the Hugging Face cache
+    nor downloadable (offline); otherwise the hub client spends about a minute in retries first."""
+    import os
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:  # noqa: BLE001 - an unknown tag: timm's own error follows
+        return
+    if cfg is None or not cfg.hf_hub_id:
+        return  # loaded from a URL or a file: timm's own loader reports it
+    from huggingface_hub import try_to_load_from_cache
+
+    for file in (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin"):
+        if file and isinstance(try_to_load_from_cache(cfg.hf_hub_id, file), str):
+            return
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if offline or not _hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if offline else "huggingface.co cannot be reached"
+        raise CompError(
+            f"the pretrained weights of {name!r} (Hugging Face {cfg.hf_hub_id}) are not in the local cache and "
+            f"{why}. Download them where there is internet (python -c \"import timm; timm.create_model('{name}', "
+            "pretrained=True)\") and copy ~/.cache/huggingface, or put the weights file in the workspace and set "
+            "weights = \"path/to/model.safetensors\" in the recipe, or --set pretrained=false to train from scratch"
+        )
+
+
 def _timm(recipe: Recipe, num_classes: int, pretrained: bool, **extra: Any) -> nn.Module:
     _check_timm_name(recipe.name)
     kwargs = {**_timm_kwargs(recipe, recipe.name.split(".")[0]), **extra}
+    if pretrained and "pretrained_cfg_overlay" not in extra:
+        _require_hub_weights(recipe.name)
     try:
         return timm.create_model(recipe.name, pretrained=pretrained, num_classes=num_classes, **kwargs)
     except CompError:
