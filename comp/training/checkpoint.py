@@ -127,7 +127,15 @@ def write_history(paths: RunPaths, history: list[dict[str, Any]], metric: str) -
     right.plot(frame["epoch"], frame[f"val_{metric}"], marker="o", color="tab:green")
     right.set_xlabel("epoch")
     right.set_ylabel(f"validation {metric}")
-    fig.suptitle(f"{paths.dir.parent.name} {paths.dir.name}")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (left, right):  # whole epochs only; one epoch gets a readable axis around it, not 0.96 .. 1.04
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(frame) == 1:
+            ax.set_xlim(frame["epoch"].iloc[0] - 1, frame["epoch"].iloc[0] + 1)
+    last = frame[f"val_{metric}"].iloc[-1] if len(frame) else float("nan")
+    fig.suptitle(f"{paths.dir.parent.name} {paths.dir.name}: validation {metric} {last:.4f} after epoch "
+                 f"{frame['epoch'].iloc[-1] if len(frame) else 0}")
     fig.tight_layout()
     with atomic.atomic_path(paths.curves) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
