@@ -198,7 +198,8 @@ def report_paths(ws: Workspace, alias: str) -> dict[str, Path]:
     """The files of `reports/<alias>/` (the one place their names are chosen)."""
     base = ws.reports_dir / alias
     return {name: base / file for name, file in (
-        ("confusion", "confusion.png"), ("per_class", "per_class.csv"), ("pairs", "confused_pairs.csv"),
+        ("confusion", "confusion.png"), ("per_class", "per_class.csv"), ("per_class_plot", "per_class.png"),
+        ("pairs", "confused_pairs.csv"),
         ("curves", "curves.png"), ("summary", "summary.json"),
     )}
 
@@ -227,10 +228,12 @@ def report(ws: Workspace, alias: str) -> Report:
         for i, j in zip(*np.unravel_index(order, off.shape), strict=True) if off[i, j] > 0
     ], columns=["true", "predicted", "count", "share_of_true"])
     files = report_paths(ws, alias)
-    _plot_confusion(files["confusion"], matrix, comp.classes, f"{alias}: OOF confusion ({len(y)} images)")
+    score = f"{comp.metric} {cv['oof']:.4f} (folds {cv['mean']:.4f} ± {cv['std']:.4f})"
+    _plot_confusion(files["confusion"], matrix, comp.classes, f"{alias}: OOF confusion, {len(y)} images\n{score}")
+    _plot_per_class(files["per_class_plot"], per_class, f"{alias}: OOF accuracy per class\n{score}")
     atomic.write_csv(files["per_class"], per_class)
     atomic.write_csv(files["pairs"], pairs)
-    curves = _plot_curves(files["curves"], ws, alias, comp.metric, int(fold.max()) + 1)
+    curves = _plot_curves(files["curves"], ws, alias, comp.metric, int(fold.max()) + 1, score)
     if not curves:
         files.pop("curves")
     summary = {"model": alias, "metric": comp.metric, "cv": cv, "n_oof": len(y),
@@ -240,13 +243,63 @@ def report(ws: Workspace, alias: str) -> Report:
     return Report(alias, comp.metric, cv, per_class, pairs, files)
 
 
+# Fonts tried after DejaVu Sans for glyphs it lacks (CJK, Arabic, ...); matplotlib falls back per glyph along the list.
+FALLBACK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK KR", "Noto Sans CJK TC", "Source Han Sans",
+                  "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "AR PL UMing CN", "IPAGothic",
+                  "IPAexGothic", "Noto Sans", "Noto Sans Arabic", "Noto Sans Devanagari", "Noto Sans Thai",
+                  "Arial Unicode MS", "Unifont")
+
+
 def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
+    families = ["DejaVu Sans", *(f for f in FALLBACK_FONTS if f in _installed_fonts())]
+    plt.rcParams["font.family"] = families
     return plt
+
+
+def _installed_fonts() -> set[str]:
+    from matplotlib import font_manager
+
+    return {f.name for f in font_manager.fontManager.ttflist}
+
+
+def _covered_chars() -> set[int]:
+    """Code points some font of the family list can draw (read once from the fonts' character maps)."""
+    global _COVERED
+    if _COVERED is None:
+        from matplotlib import font_manager
+        from matplotlib.ft2font import FT2Font
+
+        names = {"DejaVu Sans", *FALLBACK_FONTS}
+        covered: set[int] = set()
+        for entry in font_manager.fontManager.ttflist:
+            if entry.name in names:
+                try:
+                    covered.update(FT2Font(entry.fname).get_charmap())
+                except (OSError, RuntimeError):
+                    continue
+        _COVERED = covered
+    return _COVERED
+
+
+_COVERED: set[int] | None = None
+
+
+def display_labels(classes: list[str]) -> list[str]:
+    """Class names as a plot can draw them: unchanged when an installed font has every glyph; otherwise the
+    characters no font has are written as their code points (U+732B), never as empty boxes with a font warning."""
+    covered = _covered_chars()
+    out = []
+    for name in classes:
+        if all(ord(ch) in covered or ch.isspace() for ch in name):
+            out.append(name)
+        else:
+            out.append("".join(ch if ord(ch) in covered else f"U+{ord(ch):04X}" for ch in name))
+    return out
 
 
 def _save(fig, path: Path) -> None:
@@ -259,6 +312,7 @@ def _save(fig, path: Path) -> None:
 def _plot_confusion(path: Path, matrix: np.ndarray, classes: list[str], title: str) -> None:
     plt = _pyplot()
     n = len(classes)
+    labels = display_labels(classes)
     side = min(20.0, max(5.0, 0.35 * n + 2))
     fig, ax = plt.subplots(figsize=(side, side))
     # Rows normalised by the true class: colour = recall share, so rare classes are as visible as common ones.
@@ -266,8 +320,8 @@ def _plot_confusion(path: Path, matrix: np.ndarray, classes: list[str], title: s
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     if n <= TICKS_MAX:
-        ax.set_xticks(range(n), classes, rotation=90)
-        ax.set_yticks(range(n), classes)
+        ax.set_xticks(range(n), labels, rotation=90)
+        ax.set_yticks(range(n), labels)
     if n <= ANNOTATE_MAX:
         for i in range(n):
             for j in range(n):
@@ -280,8 +334,35 @@ def _plot_confusion(path: Path, matrix: np.ndarray, classes: list[str], title: s
     _save(fig, path)
 
 
-def _plot_curves(path: Path, ws: Workspace, alias: str, metric: str, n_folds: int) -> bool:
-    """Train/validation loss and the validation metric per epoch, one colour per fold; False when no history."""
+def _plot_per_class(path: Path, per_class: pd.DataFrame, title: str) -> None:
+    """Horizontal bars of OOF accuracy per class, worst at the top, with each class's image count."""
+    plt = _pyplot()
+    frame = per_class.assign(label=display_labels([str(c) for c in per_class["class"]]))
+    frame = frame.sort_values("accuracy", ascending=False, na_position="first")
+    n = len(frame)
+    fig, ax = plt.subplots(figsize=(7, min(30.0, max(2.5, 0.28 * n + 1.2))))
+    accuracy = frame["accuracy"].fillna(0).to_numpy()
+    colours = plt.get_cmap("RdYlGn")(accuracy)
+    ax.barh(range(n), accuracy, color=colours, edgecolor="grey", linewidth=0.4)
+    ax.set_yticks(range(n), [f"{lab} (n={int(c)})" for lab, c in zip(frame["label"], frame["n"], strict=True)]
+                  if n <= TICKS_MAX else [""] * n, fontsize=8 if n > 20 else 9)
+    mean = float(np.nanmean(frame["accuracy"])) if frame["accuracy"].notna().any() else 0.0
+    ax.axvline(mean, color="black", linestyle="--", linewidth=0.8, label=f"mean over classes {mean:.3f}")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("OOF accuracy")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def _plot_curves(path: Path, ws: Workspace, alias: str, metric: str, n_folds: int, score: str = "") -> bool:
+    """Train/validation loss and the validation metric per epoch, one colour per fold; False when no history.
+
+    Every point has a marker (a 1-epoch run is a dot, not an invisible line), epochs are whole-number ticks, and the
+    legend names each fold once (line style says train or validation)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
     histories = {k: pd.read_csv(ws.run(alias, k).history) for k in range(n_folds) if ws.run(alias, k).history.exists()}
     if not histories:
         return False
@@ -290,18 +371,26 @@ def _plot_curves(path: Path, ws: Workspace, alias: str, metric: str, n_folds: in
     for k, frame in histories.items():
         colour = f"C{k % 10}"
         if "train_loss" in frame:
-            left.plot(frame["epoch"], frame["train_loss"], "--", color=colour, label=f"fold {k} train")
+            left.plot(frame["epoch"], frame["train_loss"], "--", marker="o", markersize=4, color=colour)
         if "val_loss" in frame:
-            left.plot(frame["epoch"], frame["val_loss"], "-", color=colour, label=f"fold {k} val")
+            left.plot(frame["epoch"], frame["val_loss"], "-", marker="s", markersize=4, color=colour)
         if f"val_{metric}" in frame:
-            right.plot(frame["epoch"], frame[f"val_{metric}"], "-o", color=colour, label=f"fold {k}")
-    left.set_xlabel("epoch")
+            right.plot(frame["epoch"], frame[f"val_{metric}"], "-", marker="o", markersize=4, color=colour,
+                       label=f"fold {k}")
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    epochs = [e for frame in histories.values() for e in frame["epoch"]]
+    if epochs and min(epochs) == max(epochs):  # a single epoch: a readable axis around it, not 0.96 .. 1.04
+        for ax in (left, right):
+            ax.set_xlim(min(epochs) - 1, max(epochs) + 1)
     left.set_ylabel("loss")
-    left.legend(fontsize=7)
-    right.set_xlabel("epoch")
+    left.legend(handles=[Line2D([], [], color="grey", linestyle="--", marker="o", label="train"),
+                         Line2D([], [], color="grey", linestyle="-", marker="s", label="validation")], fontsize=8)
     right.set_ylabel(f"validation {metric}")
-    right.legend(fontsize=7)
-    fig.suptitle(f"{alias}: learning curves")
+    right.legend(fontsize=8, ncol=2 if len(histories) > 5 else 1)
+    fig.suptitle(f"{alias}: learning curves" + (f" — OOF {score}" if score else ""))
     _save(fig, path)
     return True
 
