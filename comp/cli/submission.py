@@ -10,8 +10,6 @@ from rich.table import Table
 
 from comp.cli.output import console, err_console, fail, print_json, say_next
 from comp.core.workspace import Workspace
-from comp.platforms import ledger
-from comp.platforms import submit as platforms
 
 
 def check(
@@ -97,6 +95,8 @@ def submit(
     """
     ws = Workspace.here()
     comp = ws.load()
+    from comp.platforms import submit as platforms  # pandas and the platform clients: not at `comp --help` time
+
     path = ws.resolve(file) if file is not None else platforms.newest_submission(ws)
     result = platforms.submit_file(
         comp, ws, path, message, make=lambda: platforms.make_backend(comp, phase=phase, zip_name=zip_name),
@@ -117,6 +117,9 @@ def submissions(
 
     Example: comp submissions --refresh
     """
+    from comp.platforms import ledger
+    from comp.platforms import submit as platforms
+
     ws = Workspace.here()
     if refresh:
         changed = platforms.refresh(ws.load(), ws)
