@@ -71,7 +71,7 @@ def test_report_writes_confusion_per_class_pairs_curves_and_cv(workspace, cli):
         assert result.files[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads(result.files["summary"].read_text())
     assert summary["cv"]["oof"] == pytest.approx(result.cv["oof"])
-    assert f"mean {result.cv['mean']:.4f} +- {result.cv['std']:.4f}" in out and "cat -> dog" in out
+    assert f"mean {result.cv['mean']:.4f} ± {result.cv['std']:.4f}" in out and "cat -> dog" in out
 
 
 def test_report_names_a_missing_fold(workspace, cli):
@@ -94,12 +94,14 @@ def test_status_grid_shows_scores_running_missing_and_stale(workspace, cli):
     by_alias = {m.alias: m for m in grid.models}
     assert [c.state for c in by_alias["a"].cells] == ["trained"] * 3
     assert by_alias["a"].cv["oof"] == 1.0 and by_alias["a"].cv["std"] == 0.0
-    assert [c.state for c in by_alias["b"].cells] == ["trained", "running", "missing"]
+    # Started, not finished, and no live process holds its lock: interrupted (not "running" forever).
+    assert [c.state for c in by_alias["b"].cells] == ["trained", "interrupted", "missing"]
     assert by_alias["b"].cells[0].score < 1.0 and by_alias["b"].cv is None
     assert by_alias["c"].cells[0].state == "stale" and by_alias["c"].cells[0].why == "folds"
     code, out = cli("status")
     assert code == 0, out
-    assert "stale (folds)" in out and "running (e2)" in out and "1.0000 +- 0.0000" in out
+    assert "c fold 0: made from other folds" in out and "1.0000 ± 0.0000" in out
+    assert "b fold 1: interrupted; resume with `comp train --model b --fold 1`" in out
 
 
 def test_status_without_models_says_what_to_do(workspace, cli):
