@@ -22,6 +22,8 @@ from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.provenance import competition_hash
 from comp.core.workspace import Workspace
+from comp.items import class_indices
+from comp.runs import Run, differences, read_run
 
 TOP_PAIRS = 10  # confused pairs listed in the report
 ANNOTATE_MAX = 20  # write counts inside the confusion-matrix cells up to this many classes
@@ -100,29 +102,27 @@ def _cell(ws: Workspace, alias: str, k: int, folds_hash: str | None, comp_hash: 
     from comp.training.lock import holder
 
     paths = ws.run(alias, k)
-    provenance = _read_json(paths.provenance) or {}
-    if provenance and folds_hash is not None and provenance.get("folds_hash") != folds_hash:
-        return Cell("stale", why="folds")
-    if provenance and provenance.get("competition_hash") != comp_hash:
-        return Cell("stale", why="comp.toml")
+    try:
+        provenance = read_run(paths)
+    except CompError:  # unreadable: `comp train` names it
+        provenance = None
+    if provenance is not None:
+        # The one staleness comparison (comp.runs), reported here instead of raised; folds first, as training does.
+        compared = ("folds_hash", "competition_hash") if folds_hash is not None else ("competition_hash",)
+        now = Run(folds_hash=folds_hash, competition_hash=comp_hash)
+        changed = [name for name, _, _ in differences(provenance, now, compared, required=compared)]
+        if changed:
+            return Cell("stale", why="folds" if changed[0] == "folds_hash" else "comp.toml")
     record = _read_json(paths.metrics)
     if record is not None and paths.oof.exists():
         return Cell("trained", record.get("oof_score"), str(record.get("tta", "")))
     lock = holder(paths)
     if lock is not None and lock.alive:
         return Cell("running", why=f"pid {lock.pid} on {lock.host}")
-    if lock is not None or provenance or paths.last.exists():
+    if lock is not None or provenance is not None or paths.last.exists():
         # Started but not finished, and no live process holds it: killed, crashed or stopped with Ctrl-C.
         return Cell("interrupted", why=f"resume: {resume_command(alias, k)}")
     return Cell("missing")
-
-
-def cv_summary(metric: str, y: np.ndarray, logits: np.ndarray, fold: np.ndarray, top_k: int = 5) -> dict[str, Any]:
-    """The metric per fold, their mean and std, and the metric on the whole OOF."""
-    fold = np.asarray(fold)
-    per_fold = [metrics.score(metric, y[fold == k], logits[fold == k], top_k) for k in np.unique(fold)]
-    return {"per_fold": per_fold, "mean": float(np.mean(per_fold)), "std": float(np.std(per_fold)),
-            "oof": metrics.score(metric, y, logits, top_k)}
 
 
 def status(ws: Workspace) -> Status:
@@ -142,7 +142,7 @@ def status(ws: Workspace) -> Status:
         if folds_hash is not None and all(c.state == "trained" for c in cells):
             try:
                 y, values, fold = oof_table(comp, ws, alias)
-                model.cv = cv_summary(comp.metric, y, values, fold, comp.top_k)
+                model.cv = metrics.fold_scores(comp.metric, y, values, fold, comp.top_k)
             except CompError:
                 pass  # the grid still shows the per-fold scores; `comp report` names the problem
         result.models.append(model)
@@ -160,14 +160,13 @@ def oof_table(comp: Competition, ws: Workspace, alias: str) -> tuple[np.ndarray,
 
     folds = load_folds(ws)
     frame = folds.frame.set_index("id")
-    class_index = {c: i for i, c in enumerate(comp.classes)}
     ys, values, fold_ids = [], [], []
     for k in range(folds.n_folds):
         path = ws.run(alias, k).oof
         if not path.exists():
             raise CompError(f"{alias} fold {k} has no OOF logits ({path}); run `comp train --model {alias} --fold {k}`")
         part = load(path)
-        if part.meta.get("folds_hash") not in (None, folds.hash):
+        if part.meta.folds_hash not in (None, folds.hash):
             raise CompError(f"{alias} fold {k}: its OOF logits were made from other folds; retrain it with --force")
         if list(part.classes) != list(comp.classes):
             raise CompError(f"{alias} fold {k}: logits columns {part.classes} differ from comp.toml classes")
@@ -175,13 +174,10 @@ def oof_table(comp: Competition, ws: Workspace, alias: str) -> tuple[np.ndarray,
         if unknown:
             raise CompError(f"{path}: {len(unknown)} id(s) are not in folds.csv, e.g. {unknown[:3]}")
         labels = frame.loc[part.ids, "label"].astype(str)
-        ys.append(labels.map(class_index).to_numpy())
+        ys.append(class_indices(comp, labels, "folds.csv"))
         values.append(part.values)
         fold_ids.append(np.full(len(part.ids), k))
-    y = np.concatenate(ys)
-    if np.isnan(y.astype(float)).any():
-        raise CompError("folds.csv holds labels outside comp.toml `classes`; run `comp folds --force`")
-    return y.astype(np.int64), np.concatenate(values), np.concatenate(fold_ids)
+    return np.concatenate(ys), np.concatenate(values), np.concatenate(fold_ids)
 
 
 @dataclass
@@ -210,7 +206,7 @@ def report(ws: Workspace, alias: str) -> Report:
 
     comp = ws.load()
     y, values, fold = oof_table(comp, ws, alias)
-    cv = cv_summary(comp.metric, y, values, fold, comp.top_k)
+    cv = metrics.fold_scores(comp.metric, y, values, fold, comp.top_k)
     predicted = np.argmax(values, axis=1)
     n_classes = comp.num_classes
     matrix = confusion_matrix(y, predicted, labels=np.arange(n_classes))

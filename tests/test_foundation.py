@@ -128,7 +128,7 @@ def test_logits_roundtrip_and_join_by_id(tmp_path):
                        meta={"folds_hash": "f"})
     logits.save(tmp_path / "l.npz", lg)
     back = logits.load(tmp_path / "l.npz")
-    assert list(back.ids) == ["b", "a", "c"] and back.meta == {"folds_hash": "f"}
+    assert list(back.ids) == ["b", "a", "c"] and back.meta == logits.LogitsMeta(folds_hash="f")
     np.testing.assert_array_equal(back.reindex(["a", "b"]), [[2, 3], [0, 1]])
     with pytest.raises(CompError, match="no logits"):
         back.reindex(["zz"])

@@ -199,7 +199,7 @@ def test_score_reads_back_every_kind(workspace, kind, metric, classes, settings)
 def _rewrite(ws, alias: str, k: int, which: str = "oof", **change) -> None:
     path = getattr(ws.run(alias, k), which)
     lg = logits.load(path)
-    ids, values, classes, meta = lg.ids, lg.values, lg.classes, dict(lg.meta)
+    ids, values, classes, meta = lg.ids, lg.values, lg.classes, lg.meta.to_dict()
     ids = change.pop("ids", ids)
     values = change.pop("values", values)
     classes = change.pop("classes", classes)

@@ -9,6 +9,7 @@ applied to the fold-averaged test logits, and written through the second waist (
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +27,8 @@ from comp.core.provenance import code_version, competition_hash, sha256_file
 from comp.core.workspace import Workspace
 from comp.ensemble import blend
 from comp.folds import Folds, load_folds
-from comp.modeling.recipe import refuse_edited_recipe
+from comp.items import class_indices
+from comp.runs import LogitsMeta, Run, differences, inputs_now, read_run, require_current
 from comp.submission.parse import labels_of, parse_csv
 from comp.submission.write import positive_index, to_frame
 from comp.submission.write import write as write_submission
@@ -44,7 +46,7 @@ class ModelLogits:
     test_ids: np.ndarray  # (n_test,) str
     test: np.ndarray  # (n_test, C) mean over the fold models' test logits
     tta: str  # TTA the test logits were made with ("mixed: ..." when folds differ)
-    meta: dict[str, Any] = field(default_factory=dict)  # provenance of fold 0's OOF logits
+    meta: LogitsMeta = field(default_factory=LogitsMeta)  # provenance of fold 0's OOF logits
 
 
 @dataclass
@@ -52,7 +54,7 @@ class StackResult:
     name: str
     method: str  # the method used
     metric: str
-    table: dict[str, dict]  # row name -> blend.fold_scores(...) ("model:<alias>" for singles, then the methods)
+    table: dict[str, dict]  # row name -> metrics.fold_scores(...) ("model:<alias>" for singles, then the methods)
     weights: dict[str, float]  # model alias -> share in the chosen blend
     temperature: float | None  # fitted on all OOF when the metric is log loss
     csv: Path | None  # None when the competition has no test set (CV only)
@@ -153,7 +155,7 @@ def load_model(comp: Competition, ws: Workspace, folds: Folds, alias: str) -> Mo
         )
     ids = frame["id"].astype(str).to_numpy()
     oof = np.full((len(frame), comp.num_classes), np.nan, dtype=np.float32)
-    test_ids, test_sum, ttas, meta0 = None, None, [], {}
+    test_ids, test_sum, ttas, meta0 = None, None, [], None
     for k in range(comp.n_folds):
         run = ws.run(alias, k)
         where = f"model {alias!r} fold {k}"
@@ -167,9 +169,9 @@ def load_model(comp: Competition, ws: Workspace, folds: Folds, alias: str) -> Mo
         part = logits.load(run.oof)
         test = logits.load(run.test) if comp.test_dir else logits.Logits([], np.zeros((0, comp.num_classes)),
                                                                          part.classes, part.meta)
-        refuse_edited_recipe(ws, alias, part.meta.get("recipe_file_hash"), where)
+        meta0 = meta0 or part.meta
         for kind, lg, path in (("OOF", part, run.oof), ("test", test, run.test)):
-            _check_provenance(comp, folds, lg, f"{where} {kind} logits ({path})", alias, k, meta0 or part.meta)
+            _check_provenance(comp, ws, folds, lg, f"{where} {kind} logits ({path})", alias, k, meta0)
         rows = np.flatnonzero(frame["fold"].to_numpy() == k)
         _check_oof_ids(part, ids, rows, frame["fold"].to_numpy(), f"{where} OOF logits ({run.oof})", alias, k)
         oof[rows] = part.reindex(ids[rows])
@@ -182,40 +184,59 @@ def load_model(comp: Competition, ws: Workspace, folds: Folds, alias: str) -> Mo
                     f"({len(test.ids)} vs {len(test_ids)} ids); re-predict: `comp predict --model {alias} --fold all`"
                 )
             test_sum += test.reindex(test_ids)
-        ttas.append(str(test.meta.get("tta", "none")))
-        meta0 = meta0 or dict(part.meta)
+        ttas.append(test.meta.tta)
     if not np.isfinite(oof).all() or not np.isfinite(test_sum).all():
         raise CompError(f"model {alias!r}: its logits hold NaN or infinite values (a diverged run?); retrain it")
     tta = ttas[0] if len(set(ttas)) == 1 else "mixed: " + ",".join(ttas)
     return ModelLogits(alias, oof, np.asarray(test_ids), (test_sum / comp.n_folds).astype(np.float32), tta, meta0)
 
 
-def _check_provenance(comp: Competition, folds: Folds, lg: logits.Logits, where: str, alias: str, k: int,
-                      meta0: dict) -> None:
-    retrain = f"retrain it: `comp train --model {alias} --fold {k}`"
+def _check_provenance(comp: Competition, ws: Workspace, folds: Folds, lg: logits.Logits, where: str, alias: str,
+                      k: int, meta0: LogitsMeta) -> None:
+    """Refuse logits made for other classes, from other folds or an edited recipe file than those in force, or
+    unlike fold 0's (another comp.toml, other recipe settings): one model's folds must be one model's OOF."""
+    retrain = f"Retrain it: `comp train --model {alias} --fold {k} --force`"
     if lg.classes != list(comp.classes):
         raise StaleError(
             f"{where}: its classes ({', '.join(lg.classes[:5])}{', ...' if len(lg.classes) > 5 else ''}) differ "
             f"from comp.toml's ({', '.join(comp.classes[:5])}{', ...' if comp.num_classes > 5 else ''}); {retrain}"
         )
-    made_with = lg.meta.get("folds_hash")
-    if made_with != folds.hash:
-        raise StaleError(
-            f"{where}: made with folds {str(made_with)[:12]}, but folds/folds.csv is now {folds.hash[:12]}; its "
-            f"OOF rows would not be out-of-fold for this split; {retrain}"
-        )
-    if "fold" in lg.meta and str(lg.meta["fold"]) != str(k):
-        raise CompError(f"{where}: the file says it is fold {lg.meta['fold']}; was it copied by hand? {retrain}")
-    first = meta0.get("competition_hash")  # fold 0's OOF: every fold of a model must share it
-    if first is not None and lg.meta.get("competition_hash") not in (None, first):
-        raise StaleError(f"{where}: made for another comp.toml than fold 0 (competition hash differs); {retrain}")
-    # Folds of one model trained with different settings (e.g. another --set epochs=) are not one model's OOF.
-    recipe0 = meta0.get("recipe_hash")
-    if recipe0 is not None and lg.meta.get("recipe_hash") not in (None, recipe0):
-        raise StaleError(
-            f"{where}: trained with other recipe settings than fold 0 (recipe hash differs, e.g. a different --set); "
-            f"retrain every fold with the same settings: `comp train --model {alias} --fold all --force [--set ...]`"
-        )
+    if lg.meta.fold is not None and str(lg.meta.fold) != str(k):
+        raise CompError(f"{where}: the file says it is fold {lg.meta.fold}; was it copied by hand? {retrain}")
+
+    def fix_now(changed: list[str]) -> str:
+        if changed == ["recipe_file_hash"]:
+            return (f"Retrain with `comp train --model {alias} --fold all --force`, or restore the recipe file as "
+                    "it was")
+        return f"Its OOF rows would not be out-of-fold for this split. {retrain}"
+
+    # Against what is in force now: folds.csv (the competition is checked across models in load_models).
+    require_current(lg.meta.run(), inputs_now(ws, alias, k, folds.hash, competition_hash(comp)), where, fix_now,
+                    fields=("folds_hash", "recipe_file_hash"))
+    if k == 0 and lg.meta == meta0:
+        return
+
+    def fix_fold0(changed: list[str]) -> str:
+        if "recipe_hash" in changed:  # e.g. another --set epochs= for some folds
+            return ("Retrain every fold with the same settings: "
+                    f"`comp train --model {alias} --fold all --force [--set ...]`")
+        return retrain
+
+    # Against fold 0: every fold of a model shares its comp.toml and its resolved recipe.
+    require_current(_with_recipe(ws, lg.meta.run(), k), _with_recipe(ws, meta0.run(), 0), where, fix_fold0,
+                    fields=("competition_hash", "recipe_hash"), then=f"in fold {k}", now="in fold 0")
+
+
+def _with_recipe(ws: Workspace, run: Run, k: int) -> Run:
+    """`run` (from a logits meta) with the resolved recipe of the run directory it came from, when that directory's
+    record is of the same recipe: lets a refusal name the setting that differs between folds."""
+    try:
+        record = read_run(ws.run(run.model, k)) if run.model else None
+    except CompError:
+        return run
+    if record is None or record.recipe_hash != run.recipe_hash or not record.recipe:
+        return run
+    return dataclasses.replace(run, recipe=record.recipe)
 
 
 def _check_oof_ids(part: logits.Logits, ids: np.ndarray, rows: np.ndarray, fold: np.ndarray, where: str,
@@ -262,10 +283,10 @@ def load_models(comp: Competition, ws: Workspace, aliases: list[str] | None) -> 
             )
         m.test = logits.Logits(m.test_ids, m.test, list(comp.classes)).reindex(ref.test_ids)
         m.test_ids = ref.test_ids
-        hashes = {m.meta.get("competition_hash"), ref.meta.get("competition_hash")} - {None}
-        if len(hashes) > 1:
-            raise StaleError(f"models {ref.alias!r} and {m.alias!r} were trained for different comp.toml files "
-                             "(competition hashes differ); retrain the stale one")
+        # Two models meet in one blend only when made for the same comp.toml.
+        require_current(m.meta.run(), ref.meta.run(), f"models {ref.alias!r} and {m.alias!r}",
+                        "Retrain the stale one for this comp.toml", fields=("competition_hash",),
+                        then=f"for {m.alias!r}", now=f"for {ref.alias!r}")
     refuse_other_competition(comp, models)
     return folds, models
 
@@ -273,8 +294,8 @@ def load_models(comp: Competition, ws: Workspace, aliases: list[str] | None) -> 
 def refuse_other_competition(comp: Competition, models: list[ModelLogits]) -> None:
     """Refuse models trained for another competition, or before its data or classes changed (the identity hash of
     comp.toml differs); edits that leave logits valid (metric, submission spelling) are not part of that hash."""
-    now = competition_hash(comp)
-    stale = [m.alias for m in models if m.meta.get("competition_hash") not in (None, now)]
+    now = Run(competition_hash=competition_hash(comp))
+    stale = [m.alias for m in models if differences(m.meta.run(), now, fields=("competition_hash",))]
     if stale:
         raise StaleError(
             f"model(s) {', '.join(stale)} were trained for another competition or before comp.toml's data or classes "
@@ -283,11 +304,7 @@ def refuse_other_competition(comp: Competition, models: list[ModelLogits]) -> No
 
 
 def labels(comp: Competition, folds: Folds) -> np.ndarray:
-    index = {c: i for i, c in enumerate(comp.classes)}
-    unknown = sorted(set(folds.frame["label"]) - set(index))
-    if unknown:
-        raise StaleError(f"folds.csv has label(s) {unknown[:3]} not in comp.toml classes; run `comp folds --force`")
-    return folds.frame["label"].map(index).to_numpy(dtype=np.int64)
+    return class_indices(comp, folds.frame["label"], "folds.csv")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -310,11 +327,11 @@ def make_estimator(method: str, comp: Competition) -> Any:
 def cv_table(comp: Competition, y: np.ndarray, fold: np.ndarray, models: list[ModelLogits],
              methods: tuple[str, ...] = METHODS) -> tuple[dict[str, dict], np.ndarray]:
     """Honest CV of each single model and of each blend method; also returns the (n, M, C) blend input."""
-    table = {f"model:{m.alias}": blend.fold_scores(comp.metric, y, m.oof, fold, comp.top_k) for m in models}
+    table = {f"model:{m.alias}": metrics.fold_scores(comp.metric, y, m.oof, fold, comp.top_k) for m in models}
     X = blend.as_log_probs([m.oof for m in models])
     for method in methods:
         oof = blend.honest_predictions(make_estimator(method, comp), X, y, fold)
-        table[method] = blend.fold_scores(comp.metric, y, oof, fold, comp.top_k)
+        table[method] = metrics.fold_scores(comp.metric, y, oof, fold, comp.top_k)
     return table, X
 
 
@@ -368,10 +385,10 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
         "weights": weights,
         "temperature": temperature,
         "tta": {m.alias: m.tta for m in loaded},
-        "recipe_hash": {m.alias: m.meta.get("recipe_hash") for m in loaded},
+        "recipe_hash": {m.alias: m.meta.recipe_hash for m in loaded},
         "cv_table": table,
         "folds_hash": folds.hash,
-        "competition_hash": loaded[0].meta.get("competition_hash"),
+        "competition_hash": loaded[0].meta.competition_hash,
         "code_version": code_version(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "csv_sha256": sha256_file(csv_path),

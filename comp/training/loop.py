@@ -27,7 +27,9 @@ from torch import nn
 from comp.core.errors import CompError
 from comp.modeling.models import set_trainable, trainable_stage_count
 from comp.modeling.recipe import Recipe
-from comp.vision.augment import GpuBatchAugment
+from comp.training.runtime import ThreadPlan, probe_channels_last, thread_plan, torch_threads
+from comp.vision.augment import GpuBatchAugment, NormalizingCollate
+from comp.vision.images import epoch_loader
 
 
 def amp_dtype(recipe: Recipe, device: torch.device) -> torch.dtype | None:
@@ -39,15 +41,31 @@ def amp_dtype(recipe: Recipe, device: torch.device) -> torch.dtype | None:
 
 
 class Trainer:
-    """One model's optimisation state and its training epoch."""
+    """One model's optimisation state and its training epoch.
+
+    Speed decisions are made once here and kept in `speed` (the run records them): the thread plan (loader workers
+    and step threads that never oversubscribe the cores, comp.training.runtime.thread_plan) and the memory format.
+    channels_last follows the recipe on accelerators; on a CPU it is used only where `probe_channels_last` measures
+    it faster for this model (recipe channels_last = false turns it off everywhere). `channels_last` given
+    explicitly skips the probe; a resumed run takes the format of the run it resumes (see `load_state_dict`).
+    """
 
     def __init__(self, recipe: Recipe, model: nn.Module, data_config: dict, device: torch.device,
-                 n_train: int, world: int = 1) -> None:
-        self.recipe, self.device, self.world = recipe, device, world
-        self.channels_last = recipe.channels_last and device.type != "cpu"
-        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
-        self.model = model.to(device, memory_format=memory_format)
+                 n_train: int, world: int = 1, channels_last: bool | None = None) -> None:
+        self.recipe, self.device, self.world, self.data_config = recipe, device, world, data_config
         per_rank = math.ceil(n_train / world)
+        self.plan: ThreadPlan = thread_plan(recipe.num_workers, per_rank, recipe.batch_size, device)
+        self.speed: dict[str, Any] = {**self.plan.as_dict()}
+        if channels_last is None:
+            channels_last = recipe.channels_last
+            if channels_last and device.type == "cpu":
+                with torch_threads(self.plan.train_threads):
+                    channels_last, self.speed["channels_last_probe"] = probe_channels_last(
+                        model, int(data_config["input_size"][-1]), min(8, recipe.batch_size))
+        self.channels_last = bool(channels_last)
+        self.speed["channels_last"] = self.channels_last
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.to(device, memory_format=memory_format)
         if recipe.uses_mix and per_rank < recipe.batch_size:
             raise CompError(
                 f"mixup/cutmix needs full batches but a fold trains on {per_rank} rows per process with batch_size "
@@ -71,10 +89,24 @@ class Trainer:
         self.criterion = SoftTargetCrossEntropy() if self.mixup else nn.CrossEntropyLoss(
             label_smoothing=recipe.label_smoothing)
         self.augment = GpuBatchAugment(data_config, recipe, device)
+        self._loader: torch.utils.data.DataLoader | None = None
         self.num_updates = 0
         self.net: nn.Module | None = None  # what the step calls: the model, maybe wrapped in DDP and compiled
         self._trainable: Any = "unset"
         self.trainable_label = "all"
+
+    def loader(self, dataset, sampler: torch.utils.data.Sampler, seed: int) -> torch.utils.data.DataLoader:
+        """The one training loader of this model (built on the first call; later calls return it and ignore their
+        arguments): its workers persist across epochs, the plan's number of them, normalising on a CPU, and each
+        item's augmentation is seeded from (seed, epoch, index) (comp.vision.images.epoch_loader), so call
+        `loader.sampler.set_epoch(epoch)` before each epoch and an epoch's batches follow from those alone."""
+        if self._loader is None:
+            collate = NormalizingCollate(self.data_config) if self.plan.normalize_in_workers else None
+            self._loader = epoch_loader(
+                dataset, self.recipe.batch_size, sampler=sampler, seed=seed, workers=self.plan.workers,
+                device=self.device, drop_last=self.drop_last(len(sampler)), collate_fn=collate,
+            )
+        return self._loader
 
     def drop_last(self, n_samples: int) -> bool:
         # Mixup pairs samples within a batch (needs full ones); a lone last sample would break BatchNorm.
@@ -111,7 +143,12 @@ class Trainer:
 
     def train_epoch(self, batches: Iterable, epoch: int, advance: Callable[[int], None] = lambda n: None
                     ) -> tuple[float, int]:
-        """One pass over `(uint8 images (B,3,H,W), int labels)` batches; returns (mean loss, images seen)."""
+        """One pass over `(images (B,3,H,W), int labels)` batches (uint8, or float already normalised by the loader);
+        returns (mean loss, images seen). Runs with the plan's step threads."""
+        with torch_threads(self.plan.train_threads):
+            return self._train_epoch(batches, epoch, advance)
+
+    def _train_epoch(self, batches: Iterable, epoch: int, advance: Callable[[int], None]) -> tuple[float, int]:
         self.prepare_epoch(epoch)
         self.net.train()
         accum, total, seen = self.recipe.grad_accum, torch.zeros((), device=self.device), 0
@@ -183,9 +220,22 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "ema": self.ema.state_dict() if self.ema is not None else {},
             "num_updates": self.num_updates,
+            "channels_last": self.channels_last,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("channels_last")
+        if saved is not None and bool(saved) != self.channels_last:
+            # Resume in the memory format the run started in: the other one computes in another order, and a resumed
+            # run must end equal to an uninterrupted one. Parameters keep their identity, so the optimizer still
+            # holds them.
+            self.channels_last = bool(saved)
+            self.speed["channels_last"] = self.channels_last
+            self.speed["channels_last_from"] = "resumed run"
+            memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+            self.model.to(memory_format=memory_format)
+            if self.ema is not None:
+                self.ema.module.to(memory_format=memory_format)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:

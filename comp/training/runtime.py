@@ -1,15 +1,26 @@
-"""Where a training process runs: its device and place in a torchrun group (DDP), and its RNG seeds.
+"""Where a training process runs: its device and place in a torchrun group (DDP), its RNG seeds, how it uses the
+CPU's cores (thread plan) and, on a CPU, which memory format its model trains fastest in.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import math
 import os
 import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from comp.vision.images import available_cores
 
 
 @dataclass(frozen=True)
@@ -47,3 +58,107 @@ def seed_everything(*keys: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CPU threads: never more busy threads than cores
+#
+# A training process on a CPU runs torch's intra-op threads plus its loader workers (one thread each). torch's default
+# is one intra-op thread per core of the machine, whatever the affinity mask or cgroup quota, and spin-waiting
+# OpenMP threads that share cores with busy workers slow everything down (measured: a 2-core box running an
+# EfficientNet-Lite0 epoch fell from ~30 to 6-12 img/s once another process shared it). So the plan gives the loader
+# workers their cores first and the training step the rest, and evaluation (when the workers sleep) all of them.
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """How this process uses its cores while training; `train_threads + workers <= cores` always."""
+
+    cores: int  # cores this process may use: affinity and cgroup quota, split among the ranks on this machine
+    workers: int  # loader worker processes (one torch thread each), kept across epochs
+    train_threads: int  # torch intra-op threads of the training step while the workers run
+    eval_threads: int  # torch intra-op threads while evaluating and predicting (the workers sleep then)
+    normalize_in_workers: bool  # CPU: workers convert and normalise the batches, not the training step
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def process_cores() -> int:
+    """Cores for this process: the machine's usable cores (comp.vision.images.available_cores) split evenly among
+    the torchrun ranks on this machine (LOCAL_WORLD_SIZE)."""
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return max(1, available_cores() // local)
+
+
+def thread_plan(requested_workers: int, n_items: int, batch_size: int, device: torch.device) -> ThreadPlan:
+    """The thread plan for training on `n_items` rows per process in batches of `batch_size`.
+
+    `requested_workers` is the recipe's num_workers: -1 chooses. Workers get at most `cores - 1` (the step keeps a
+    core). Chosen: none for small sets (worker start-up would dominate); on a CPU one worker per 8 cores (from the
+    uint8 cache a worker crops, flips and normalises ~1000 img/s at 128 px, while a CPU step trains 30-300 img/s, so
+    one feeds 8 cores); on a GPU one per core up to 8, leaving one core to the process that drives the GPU.
+    """
+    cores = process_cores()
+    if requested_workers >= 0:
+        workers = requested_workers
+    elif n_items < 4 * batch_size or n_items < 256:
+        workers = 0
+    elif device.type == "cpu":
+        workers = max(1, cores // 8)
+    else:
+        workers = min(8, cores - 1)
+    workers = max(0, min(workers, cores - 1))
+    return ThreadPlan(cores=cores, workers=workers, train_threads=max(1, cores - workers), eval_threads=cores,
+                      normalize_in_workers=device.type == "cpu" and workers > 0)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to `n` for the block (restored after: it is process-wide)."""
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory format on CPU
+
+
+def probe_channels_last(model: nn.Module, size: int, batch: int = 8, repeats: int = 2) -> tuple[bool, dict[str, Any]]:
+    """Whether `model` trains faster in channels_last than in contiguous memory format on this CPU, measured.
+
+    oneDNN's convolutions usually prefer channels_last (EfficientNet-Lite0 at 128 px: 1.8x per step on one core),
+    but not for every architecture, size and CPU, so the choice is measured once per model and run: a few forward +
+    backward passes of a copy of the model on a fixed random batch, the two formats alternating, the fastest pass of
+    each compared. The model, its gradients and every RNG are left as they were. Models without 2-D convolutions
+    (ViTs) do not care and stay contiguous. Returns (choice, the timings behind it) for the run's record.
+    """
+    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return False, {"reason": "no 2-D convolutions"}
+    probe = copy.deepcopy(model).cpu().train()
+    for p in probe.parameters():
+        p.requires_grad_(True)
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    best = {"channels_last": math.inf, "contiguous": math.inf}
+    formats = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+    with torch.random.fork_rng(devices=[]):  # dropout / drop-path draws must not move the training RNG
+        for i in range(repeats + 1):
+            for name in (("channels_last", "contiguous") if i % 2 == 0 else ("contiguous", "channels_last")):
+                probe.to(memory_format=formats[name])
+                xi = x.contiguous(memory_format=formats[name])
+                start = time.perf_counter()
+                out = probe(xi)
+                (out.float().sum() if isinstance(out, torch.Tensor) else sum(o.float().sum() for o in out)).backward()
+                seconds = time.perf_counter() - start
+                probe.zero_grad(set_to_none=True)
+                if i > 0:  # the first round warms up the allocator and oneDNN's kernel choice
+                    best[name] = min(best[name], seconds)
+    choice = best["channels_last"] < best["contiguous"]
+    return choice, {"channels_last_s": round(best["channels_last"], 4), "contiguous_s": round(best["contiguous"], 4),
+                    "probe_batch": batch, "probe_size": size, "threads": torch.get_num_threads()}

@@ -4,7 +4,8 @@ float ops for the training device.
 The work is split where it is cheapest: per-sample geometry, flips and colour run in loader workers on uint8
 tensors (torchvision.transforms.v2; a flip of a 224 px uint8 crop costs microseconds there, and workers run in
 parallel even on a CPU-only box); float conversion, normalisation and random erasing run batched on the training
-device (`GpuBatchAugment`), so workers ship 4x smaller uint8 batches. Mixup/CutMix belong to the training loop.
+device (`GpuBatchAugment`), so workers ship 4x smaller uint8 batches. On a CPU the training step owns the main
+process's cores, so there the workers normalise too (`NormalizingCollate`). Mixup/CutMix belong to the training loop.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from comp.core.errors import CompError
-from comp.vision.images import cache_size
+from comp.vision.images import cache_size, collate_channels_last
 
 if TYPE_CHECKING:
     import torch
@@ -110,11 +111,38 @@ def _normalize(images: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, ch
     return torch.addcmul(bias, out, scale, out=out)  # one fused in-place pass
 
 
+class NormalizingCollate:
+    """A loader collate that also does the float conversion and normalisation, in the loader worker.
+
+    For training on a CPU: there the "device" is the main process, whose cores run the training step, so the
+    per-pixel pass is better done by the workers alongside it. (On a GPU the uint8 batch travels 4x smaller and the
+    GPU normalises it for free, so `GpuBatchAugment` does it there.) Yields (B, 3, H, W) float32 channels-last
+    batches, equal to `batch_normalize` of the uint8 batch; `GpuBatchAugment` passes float batches through.
+    """
+
+    def __init__(self, data_config: dict) -> None:
+        self.mean, self.std = tuple(data_config["mean"]), tuple(data_config["std"])
+        self._tensors: tuple | None = None  # built in each process on first use (shared by fork, or pickled)
+
+    def __getstate__(self) -> dict:
+        return {"mean": self.mean, "std": self.std, "_tensors": None}
+
+    def __call__(self, batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        if self._tensors is None:
+            # The same float32 scale and bias as batch_normalize, laid out for channels-last rows (H, W, 3).
+            scale, bias = _scale_bias({"mean": self.mean, "std": self.std}, torch.device("cpu"))
+            self._tensors = (scale.view(1, 1, 3), bias.view(1, 1, 3))
+        return collate_channels_last(batch, *self._tensors)
+
+
 class GpuBatchAugment:
     """The batched half of training augmentation, on the device: float conversion, normalisation, random erasing.
 
     Call it on a (B, 3, H, W) uint8 batch already on `device` (from a loader over `train_transform` samples, which
-    did the crops and flips); returns a normalised float32 channels-last batch. Reads the recipe field
+    did the crops and flips); returns a normalised float32 channels-last batch. A float batch is taken as already
+    normalised (by `NormalizingCollate` in the loader workers) and only erased. Reads the recipe field
     random_erasing (probability; timm's per-pixel noise mode). Uses the global torch RNG, so `torch.manual_seed`
     makes it reproducible.
     """
@@ -132,6 +160,11 @@ class GpuBatchAugment:
             self.erase = RandomErasing(erasing, mode="pixel", device=str(self.device))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        out = _normalize(images, self.scale, self.bias, channels_last=True)
+        import torch
+
+        if images.is_floating_point():
+            out = images.contiguous(memory_format=torch.channels_last)  # a no-op for NormalizingCollate's batches
+        else:
+            out = _normalize(images, self.scale, self.bias, channels_last=True)
         return self.erase(out) if self.erase is not None else out
 

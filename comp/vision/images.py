@@ -1,5 +1,5 @@
 """Pixels to tensors: decoding any image mode to RGB, the uint8 cache, datasets and loaders (augmentation and
-normalisation are in transforms.py).
+normalisation are in augment.py).
 
 Labels and folds live elsewhere (layouts.py, folds.py); this module only turns files into arrays.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing as mp
 import os
+import random
 import shutil
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -190,7 +191,7 @@ def _build_cache(target: Path, paths: list[str], size: int, workers: int | None)
             "free space, or use a smaller img_size"
         )
     if workers is None:
-        workers = _available_cores()
+        workers = available_cores()
     use_pool = workers > 1 and n >= _SMALL_SET
     with atomic.atomic_path(target) as tmp:
         # open_memmap writes straight to disk, so a set larger than RAM still builds.
@@ -235,11 +236,34 @@ def _fill(out: np.ndarray, paths: list[str], results: Iterable[tuple[np.ndarray,
     return natives
 
 
-def _available_cores() -> int:
+def available_cores() -> int:
+    """The CPU cores this process may really use: its affinity mask (taskset, Slurm, Docker --cpuset-cpus), capped by
+    a cgroup CPU quota (Docker --cpus, Kubernetes limits), which `os.cpu_count()` and torch's default both ignore.
+    Never below 1."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, max(1, int(quota)))  # a 1.5-core quota gives 1: a second busy thread would be throttled
+    return max(1, cores)
+
+
+def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """Cores allowed by the cgroup CPU quota (v2 `cpu.max`, else v1 `cpu.cfs_quota_us / cpu.cfs_period_us`); None
+    when unlimited or unknown."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -293,7 +317,7 @@ def default_workers(n_items: int, batch_size: int) -> int:
     """Loader processes: none for tiny sets (start-up would dominate), else one per core up to 8."""
     if n_items < 4 * batch_size or n_items < 256:
         return 0
-    return min(8, _available_cores())
+    return min(8, available_cores())
 
 
 def make_loader(
@@ -306,11 +330,14 @@ def make_loader(
     device: torch.device | str = "cpu",
     drop_last: bool = False,
     seed: int | None = None,
+    collate_fn: Callable | None = None,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader with the settings that matter for speed: pinned memory on CUDA, persistent workers, prefetch.
+    """A DataLoader with the settings that matter for speed: pinned memory on CUDA, persistent workers (one torch
+    thread each), prefetch.
 
     `workers=None` picks `default_workers`. `seed` makes the shuffle order and each worker's augmentation RNG
-    reproducible. Pass either `shuffle=True` or a `sampler`, not both.
+    reproducible. Pass either `shuffle=True` or a `sampler`, not both. `collate_fn` defaults to
+    `collate_channels_last` (uint8 batches). For training, `epoch_loader` adds per-item seeding on top.
     """
     import torch
     import torch.utils.data
@@ -320,18 +347,120 @@ def make_loader(
     if workers is None:
         workers = default_workers(len(dataset), batch_size)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    extra = {"persistent_workers": True, "prefetch_factor": 4} if workers > 0 else {}
+    extra = {"persistent_workers": True, "prefetch_factor": 4, "worker_init_fn": _one_thread} if workers > 0 else {}
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
-        collate_fn=collate_channels_last, pin_memory=torch.device(device).type == "cuda", drop_last=drop_last,
-        generator=generator, **extra,
+        collate_fn=collate_fn or collate_channels_last, pin_memory=torch.device(device).type == "cuda",
+        drop_last=drop_last, generator=generator, **extra,
     )
 
 
-def collate_channels_last(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def _one_thread(worker_id: int) -> None:
+    # A loader worker is one of the processes the thread plan counts as one core; torch's own default would give
+    # it as many intra-op threads as the machine has cores (DataLoader lowers it too; said here so it stays true).
+    import torch
+
+    torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One loader for all epochs, seeded per item
+#
+# A loader whose workers persist across epochs (no process start-up each epoch) cannot take its augmentation seeds
+# from the worker: which worker makes which item, and how far each worker's RNG has run, depends on the epochs before
+# and on the worker count. So every item carries its own seed, drawn from (seed, epoch, index): an epoch's batches
+# are then the same from a new loader or a reused one, with 0, 1 or 8 workers. That is what lets a killed run resume
+# from its last epoch and end equal to an uninterrupted one.
+
+
+class SeededSampler:
+    """Wraps a sampler over a dataset of `n` items (e.g. a DistributedSampler) so it yields `(index, item_seed)`;
+    `set_epoch(e)` is passed on, and the item seeds are drawn from (seed, epoch) for every index at once."""
+
+    def __init__(self, sampler: Iterable[int], n: int, seed: int) -> None:
+        self.sampler, self.n, self.seed, self.epoch = sampler, int(n), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        seeds = np.random.default_rng([self.seed, self.epoch]).integers(0, 2**62, size=self.n, dtype=np.int64)
+        for i in self.sampler:
+            yield int(i), int(seeds[i])
+
+
+class SeededDataset:
+    """Item `(i, item_seed)` is `dataset[i]` made with torch's CPU RNG, `random` and numpy seeded from `item_seed`
+    (what train_transform draws from). In the main process (no workers) the RNG states are restored afterwards, so
+    the training step's own draws (mixup, random erasing) do not depend on the loader."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        import torch.utils.data
+
+        i, seed = key
+        if torch.utils.data.get_worker_info() is not None:
+            _seed_item(seed)
+            return self.dataset[i]
+        saved = torch.get_rng_state(), random.getstate(), np.random.get_state()
+        try:
+            _seed_item(seed)
+            return self.dataset[i]
+        finally:
+            torch.set_rng_state(saved[0])
+            random.setstate(saved[1])
+            np.random.set_state(saved[2])
+
+
+def _seed_item(seed: int) -> None:
+    import torch
+
+    torch.default_generator.manual_seed(seed)  # the CPU generator only: torch.manual_seed would also seed every GPU
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def epoch_loader(
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    *,
+    sampler: torch.utils.data.Sampler,
+    seed: int,
+    workers: int,
+    device: torch.device | str = "cpu",
+    drop_last: bool = False,
+    collate_fn: Callable | None = None,
+) -> torch.utils.data.DataLoader:
+    """The loader for every epoch of one training run: call `loader.sampler.set_epoch(epoch)` before each epoch.
+
+    Its workers start once and persist; `sampler` (a DistributedSampler, also with one process) gives the order, and
+    each item's augmentation is seeded from (seed, epoch, index) (see `SeededSampler`), so an epoch's batches do not
+    depend on the epochs before it, the worker count, or whether the loader is new.
+    """
+    return make_loader(
+        SeededDataset(dataset), batch_size, shuffle=False, sampler=SeededSampler(sampler, len(dataset), seed),
+        workers=workers, device=device, drop_last=drop_last, seed=seed, collate_fn=collate_fn,
+    )
+
+
+def collate_channels_last(
+    batch: list[tuple[torch.Tensor, int]], scale: torch.Tensor | None = None, bias: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack (CHW uint8, label) items into a channels-last uint8 batch and an int64 label tensor.
 
-    The re-layout models want on the device costs least here: in the loader worker, on uint8, in one copy.
+    The re-layout models want on the device costs least here: in the loader worker, on uint8, in one copy. With
+    `scale` and `bias` (each (3,), broadcast over the channels-last rows) the batch comes out float32 as
+    `x * scale + bias`, normalised image by image while it is still in cache (see augment.NormalizingCollate).
     """
     import torch
     import torch.utils.data
@@ -340,14 +469,18 @@ def collate_channels_last(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.
     if first.dim() != 3:  # not an image item: leave it to torch's own rules
         return torch.utils.data.default_collate(batch)
     c, h, w = first.shape
+    dtype = first.dtype if scale is None else torch.float32
     if torch.utils.data.get_worker_info() is not None:
         # Allocated in shared memory, where the parent maps it, so the batch is not copied again on its way there
         # (what torch's default_collate does too).
-        storage = first._typed_storage()._new_shared(len(batch) * h * w * c, device=first.device)
-        out = first.new(storage).view(len(batch), h, w, c)
+        storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(len(batch) * h * w * c, device="cpu")
+        out = torch.empty(0, dtype=dtype).new(storage).view(len(batch), h, w, c)
     else:
-        out = torch.empty((len(batch), h, w, c), dtype=first.dtype)
+        out = torch.empty((len(batch), h, w, c), dtype=dtype)
     for i, (image, _) in enumerate(batch):
-        out[i].copy_(image.permute(1, 2, 0))
+        row = out[i]
+        row.copy_(image.permute(1, 2, 0))
+        if scale is not None:
+            torch.addcmul(bias, row, scale, out=row)  # one fused in-place pass while the row is in cache
     labels = torch.tensor([label for _, label in batch], dtype=torch.int64)
     return out.permute(0, 3, 1, 2), labels
