@@ -130,6 +130,8 @@ def _usage_error(err) -> int:  # noqa: ANN001 - a click UsageError
     if ctx is not None:
         parts = ctx.command_path.split()
         path = " ".join(["comp", *parts[1:]])
+    elif len(sys.argv) > 1 and sys.argv[1] in {c[0] for c in COMMANDS}:  # errors raised before the command's context
+        path = f"comp {sys.argv[1]}"
     message = err.format_message().strip()
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if ctx is not None:
@@ -137,6 +139,13 @@ def _usage_error(err) -> int:  # noqa: ANN001 - a click UsageError
         err_console.print(f"  {escape(usage)}", highlight=False, soft_wrap=True)
     err_console.print(f"  see `{path} -h` for the options and examples", highlight=False, soft_wrap=True)
     return int(getattr(err, "exit_code", 2) or 2)
+
+
+def _say_interrupted() -> None:
+    err_console.print(
+        "[bold yellow]interrupted[/]: every file comp writes is replaced whole or not at all, so nothing is left "
+        "half-written; run the same command again to continue", highlight=False, soft_wrap=True,
+    )
 
 
 def main() -> None:
@@ -151,12 +160,11 @@ def main() -> None:
     except CompError as err:
         raise SystemExit(fail(str(err)).exit_code) from None
     except typer.Exit as ex:
+        if isinstance(ex.__cause__, KeyboardInterrupt):  # typer turns Ctrl-C into Exit(130); commands that say
+            _say_interrupted()  # more themselves (comp train) raise their Exit without the cause
         raise SystemExit(ex.exit_code) from None
     except (typer.Abort, KeyboardInterrupt):
-        err_console.print(
-            "[bold yellow]interrupted[/]: every file comp writes is replaced whole or not at all, so nothing is left "
-            "half-written; run the same command again to continue", highlight=False, soft_wrap=True,
-        )
+        _say_interrupted()
         raise SystemExit(130) from None
     except Exception as err:  # click usage errors and real bugs
         try:  # typer >= 0.20 vendors its own click
@@ -176,4 +184,6 @@ def main() -> None:
             highlight=False,
         )
         raise SystemExit(2) from None
+    if rc == 130:  # typer returns Ctrl-C inside a command as exit code 130, without the exception
+        _say_interrupted()
     sys.exit(rc if isinstance(rc, int) else 0)

@@ -18,6 +18,14 @@ def train(
     overrides: list[str] = typer.Option(None, "--set", help="override a recipe field, e.g. --set lr=3e-4 (repeatable)"),
     force: bool = typer.Option(False, "--force", "-f", help="retrain even if the fold is finished or its inputs "
                                "changed"),
+    budget: str = typer.Option(None, "--budget", help="wall-clock time for the whole command (e.g. 2h, 45m): times "
+                               "the first steps, then picks epochs (and img_size down to min_img_size) to fit"),
+    pseudo: str = typer.Option(None, "--pseudo", help="a stack (submissions/NAME.json) whose confident test "
+                               "predictions join every fold's training rows as pseudo-labels"),
+    pseudo_threshold: float = typer.Option(None, "--pseudo-threshold", help="stacked probability a test image "
+                                           "needs to join (default 0.9)"),
+    fold_parallel: bool = typer.Option(False, "--fold-parallel", help="under torchrun: each process trains its own "
+                                       "folds on its own device (no DDP)"),
 ) -> None:
     """Train one backbone on one fold (or all): best checkpoint, resumable state, OOF and test logits.
 
@@ -29,18 +37,26 @@ def train(
         comp train --model tiny --fold 0
         comp train --model convnext --device cuda --set epochs=20 --set lr=3e-4
         torchrun --nproc_per_node 4 -m comp train --model swag --fold 0
+        comp train --model effnet-lite0 --budget 2h                 # epochs chosen to end within 2 hours
+        comp train --model effnet-pl --pseudo effnet_mean --pseudo-threshold 0.95
+        torchrun --nproc_per_node 4 -m comp train --model convnext --fold-parallel   # 4 folds at once
     """
+    from comp.ensemble.pseudo import pseudo_labels
     from comp.training.train import train as run_train
 
     ws = Workspace.here()
-    rank0 = int(os.environ.get("RANK", 0)) == 0  # under torchrun only rank 0 reports
+    # Under torchrun only rank 0 reports, except with --fold-parallel, where each process reports its own folds.
+    rank0 = int(os.environ.get("RANK", 0)) == 0 or fold_parallel
+    overrides = [*(overrides or []), *([f"pseudo={pseudo}"] if pseudo else []),
+                 *([f"pseudo_threshold={pseudo_threshold}"] if pseudo_threshold is not None else [])]
     again = " ".join(["comp train --model", model, "--fold", fold, *(f"--set {o}" for o in overrides or [])])
     try:
-        summaries = run_train(ws, model, fold, device=device, overrides=overrides, force=force)
+        summaries = run_train(ws, model, fold, device=device, overrides=overrides, force=force, budget=budget,
+                              fold_parallel=fold_parallel, pseudo_source=pseudo_labels)
     except KeyboardInterrupt:
         if rank0:
             _say_interrupted(ws, model, again)
-        raise typer.Exit(130) from None
+        raise SystemExit(130) from None  # past typer, which would return 130 for `main` to explain again
     if not rank0:
         return
     trained = [s for s in summaries if s.get("status") != "skipped"]
