@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from comp.core.config import Competition
@@ -141,3 +142,35 @@ def test_items(comp: Competition, ws: Workspace) -> pd.DataFrame:
 
 
 test_items.__test__ = False  # a library function, not a pytest test, even when a test module imports it
+
+
+def with_folds(items: pd.DataFrame, folds_frame: pd.DataFrame) -> pd.DataFrame:
+    """`items` (train_items) with each row's fold from folds.csv, joined on id: the one ids-with-folds join.
+
+    A CompError names ids that repeat or that folds.csv lacks (the labels changed since `comp folds`)."""
+    try:
+        merged = items.merge(folds_frame[["id", "fold"]], on="id", how="left", validate="one_to_one")
+    except pd.errors.MergeError:
+        raise CompError("training ids repeat in the labels or in folds.csv; run `comp verify` to find them") from None
+    if merged["fold"].isna().any():
+        missing = merged.loc[merged["fold"].isna(), "id"].tolist()
+        raise CompError(
+            f"{len(missing)} training id(s) are not in folds.csv (e.g. {missing[:3]}); run `comp folds --force`"
+        )
+    merged["fold"] = merged["fold"].astype("int64")
+    return merged
+
+
+def class_indices(comp: Competition, labels: pd.Series | list[str], where: str) -> np.ndarray:
+    """Labels (class names) as indices into `comp.classes` (the logits' column order): the one class-index map.
+
+    `where` names the labels' source in the CompError listing labels that are not classes of comp.toml."""
+    index = {c: i for i, c in enumerate(comp.classes)}
+    values = [str(v) for v in labels]
+    unknown = sorted({v for v in values if v not in index})
+    if unknown:
+        raise CompError(
+            f"{where}: label(s) {unknown[:3]} are not classes of comp.toml; run `comp verify` "
+            "(then `comp folds --force` if the labels changed)"
+        )
+    return np.array([index[v] for v in values], dtype=np.int64)

@@ -1,7 +1,8 @@
 """The first narrow waist: logits keyed by id, one column per class, with the hashes of what made them.
 
 Train and predict write these; stack, report and status read only these. Stored as `.npz` (ids as a fixed-width
-unicode array, float32 logits, the class list, and a JSON string of provenance) so loading never needs pickle.
+unicode array, float32 logits, the class list, and a JSON string of `comp.runs.LogitsMeta`) so loading never needs
+pickle.
 """
 
 from __future__ import annotations
@@ -9,15 +10,15 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from comp.core import atomic
 from comp.core.errors import CompError
+from comp.runs import LogitsMeta
 
 
 @dataclass
@@ -25,18 +26,17 @@ class Logits:
     ids: np.ndarray  # (n,) str
     values: np.ndarray  # (n, C) float32
     classes: list[str]
-    meta: dict[str, Any] = field(default_factory=dict)  # folds_hash, recipe_hash, competition_hash, code_version, tta
+    meta: LogitsMeta = field(default_factory=LogitsMeta)  # what made them (a plain dict is read as one)
 
     def __post_init__(self) -> None:
+        if isinstance(self.meta, Mapping):
+            self.meta = LogitsMeta.from_dict(dict(self.meta))
         self.ids = np.asarray(self.ids).astype(str)
         self.values = np.asarray(self.values, dtype=np.float32)
         if self.values.ndim != 2 or self.values.shape != (len(self.ids), len(self.classes)):
             raise CompError(
                 f"logits shape {self.values.shape} does not match {len(self.ids)} ids x {len(self.classes)} classes"
             )
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.values, index=pd.Index(self.ids, name="id"), columns=self.classes)
 
     def reindex(self, ids) -> np.ndarray:
         """Values in the order of `ids` (join on id, never position); a missing id is an error naming it."""
@@ -54,7 +54,7 @@ def save(path: str | os.PathLike, logits: Logits) -> None:
         ids=np.asarray(logits.ids, dtype=str),
         values=logits.values,
         classes=np.asarray(logits.classes, dtype=str),
-        meta=np.asarray(json.dumps(logits.meta, default=str)),
+        meta=np.asarray(json.dumps(logits.meta.to_dict(), default=str)),
     )
     atomic.write_bytes(path, buf.getvalue())
 
@@ -66,6 +66,7 @@ def load(path: str | os.PathLike) -> Logits:
     try:
         with np.load(path, allow_pickle=False) as z:
             classes = [str(c) for c in z["classes"]]
-            return Logits(ids=z["ids"], values=z["values"], classes=classes, meta=json.loads(str(z["meta"])))
-    except (OSError, ValueError, KeyError) as err:
+            meta = LogitsMeta.from_dict(json.loads(str(z["meta"])))
+            return Logits(ids=z["ids"], values=z["values"], classes=classes, meta=meta)
+    except (OSError, ValueError, KeyError, CompError) as err:
         raise CompError(f"{path} is not a readable logits file ({err}); re-create it with `comp predict`") from err

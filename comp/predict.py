@@ -5,24 +5,26 @@
 the fold's `comp.logits` files and `metrics.json` (with the TTA recorded). `tta="auto"` scores every preset on the
 OOF rows and keeps the best by the competition metric, the cheaper one on a tie.
 
-The TTA engine itself lives in `comp.tta`; `predict_logits` is re-exported here for callers that know it as
+The TTA engine itself lives in `comp.vision.tta`; `predict_logits` is re-exported here for callers that know it as
 `comp.predict.predict_logits`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from comp.core import atomic, metrics
 from comp.core.config import from_dict, load_toml
-from comp.core.errors import CompError, StaleError
+from comp.core.errors import CompError
 from comp.core.provenance import code_version, competition_hash
 from comp.core.workspace import Workspace
+from comp.runs import Run, inputs_now, read_run, require_current
 from comp.vision.tta import MERGES, PRESETS, VIEWS, predict_logits
 
 __all__ = ["MERGES", "PRESETS", "VIEWS", "FoldResult", "PredictResult", "auto_order", "choose_preset",
@@ -90,56 +92,52 @@ def fold_list(ws: Workspace, alias: str, fold: int | str, n_folds: int) -> tuple
     return [k], []
 
 
-def _check_inputs(ws: Workspace, alias: str, k: int, folds_hash: str, comp_hash: str) -> dict[str, Any]:
-    """The run's provenance, refusing a run trained on other folds or another comp.toml (its OOF would leak)."""
-    from comp.runs import read_provenance
-
+def _check_inputs(ws: Workspace, alias: str, k: int, folds_hash: str, comp_hash: str) -> Run:
+    """The run's record, refusing a run trained on other folds (its OOF would leak), another comp.toml, or from a
+    recipe file edited since."""
     paths = ws.run(alias, k)
-    record = read_provenance(paths)
+    record = read_run(paths)
     if record is None or not paths.recipe.exists():
         raise CompError(
             f"{paths.dir} has weights but no provenance.json/recipe.toml, so how they were made is unknown; "
             f"retrain with `comp train --model {alias} --fold {k} --force`"
         )
-    if record.get("folds_hash") != folds_hash:
-        raise StaleError(
-            f"{alias} fold {k} was trained on other folds than folds/folds.csv now holds: its OOF rows would include "
-            f"images it trained on. Retrain it: `comp train --model {alias} --fold {k} --force`"
-        )
-    from comp.modeling.recipe import refuse_edited_recipe
 
-    refuse_edited_recipe(ws, alias, record.get("recipe_file_hash"), f"{alias} fold {k}")
-    if record.get("competition_hash") != comp_hash:
-        raise StaleError(
-            f"{alias} fold {k} was trained with another comp.toml (classes or data changed since); retrain it: "
-            f"`comp train --model {alias} --fold {k} --force`"
-        )
-    return record
+    def fix(changed: list[str]) -> str:
+        if changed == ["recipe_file_hash"]:
+            return (f"Retrain with `comp train --model {alias} --fold all --force`, or restore the recipe file as "
+                    "it was")
+        why = " (its OOF rows would include images it trained on)" if "folds_hash" in changed else ""
+        return f"Retrain it{why}: `comp train --model {alias} --fold {k} --force`"
+
+    # The resolved recipe is the run's own (recipe.toml beside it), so only the file's edits are compared.
+    require_current(record, inputs_now(ws, alias, k, folds_hash, comp_hash), f"{alias} fold {k}", fix,
+                    fields=("folds_hash", "competition_hash", "recipe_file_hash"),
+                    required=("folds_hash", "competition_hash"))
+    return dataclasses.replace(record, model=alias, fold=k)  # as the directory says, whatever the file holds
 
 
-class _Fold:
+class _FoldModel:
     """One fold's rebuilt model, its data config and the cached images it reads (shared across folds)."""
 
     def __init__(self, ws: Workspace, alias: str, k: int, num_classes: int, image_cache: dict) -> None:
         from comp.modeling.models import build_model, data_config, load_weights
         from comp.modeling.recipe import Recipe
-        from comp.vision import images
 
         paths = ws.run(alias, k)
         self.recipe = from_dict(Recipe, load_toml(paths.recipe), str(paths.recipe))
         self.model = build_model(self.recipe, num_classes, pretrained=False, ws=ws)
         load_weights(paths.best, self.model)
-        self.config = data_config(self.model)
-        side = images.cache_size(int(self.config["input_size"][-1]), float(self.config.get("crop_pct") or 1.0))
-        self.side, self.ws, self.cache = side, ws, image_cache
+        self.config = data_config(self.model, self.recipe)
+        self.ws, self.cache = ws, image_cache
         self.batch = self.recipe.eval_batch_size or 2 * self.recipe.batch_size
 
     def images(self, paths: list[str]) -> np.ndarray:
         from comp.vision import images
 
-        key = (tuple(paths), self.side)
+        key = (tuple(paths), self.config["cache_size"])
         if key not in self.cache:
-            self.cache[key] = images.cached_images(self.ws, paths, self.side)
+            self.cache[key] = images.cached_images(self.ws, paths, self.config["cache_size"])
         return self.cache[key]
 
     def predict(self, paths: list[str], rows: np.ndarray, tta: str, merge: str, device, label: str) -> np.ndarray:
@@ -148,6 +146,31 @@ class _Fold:
         view = eval_view(self.images(paths), self.config, tta)  # training's evaluation crop, so logits match
         return predict_logits(self.model, view, self.config, tta, self.batch, device, merge, description=label,
                               indices=rows)
+
+    def test(self, paths: list[str], tta: str, merge: str, device, label: str) -> np.ndarray | None:
+        return self.predict(paths, np.arange(len(paths)), tta, merge, device, label) if paths else None
+
+
+@dataclass
+class _Inputs:
+    """What every fold of one `comp predict` reads: the training rows with their folds and labels, the test rows."""
+
+    items: pd.DataFrame  # train_items joined with folds.csv (id, path, label, fold)
+    y: np.ndarray  # class index of each row
+    test: pd.DataFrame  # test_items (id, path)
+    folds_hash: str
+    comp_hash: str
+
+    def rows(self, k: int) -> np.ndarray:
+        return np.flatnonzero(self.items["fold"].to_numpy() == k)
+
+    @property
+    def train_paths(self) -> list[str]:
+        return self.items["path"].astype(str).tolist()
+
+    @property
+    def test_paths(self) -> list[str]:
+        return self.test["path"].astype(str).tolist()
 
 
 def predict_model(
@@ -161,8 +184,7 @@ def predict_model(
     """Recompute `alias`'s OOF and test logits for fold `fold` (or every trained fold) with TTA `tta` (or auto)."""
     from comp.core.device import resolve_device
     from comp.folds import load_folds
-    from comp.items import test_items, train_items
-    from comp.logits import Logits, load, save
+    from comp.items import class_indices, test_items, train_items, with_folds
 
     if tta != "auto" and tta not in PRESETS:
         raise CompError(f"--tta {tta!r}: choose one of {', '.join(PRESETS)} or auto")
@@ -170,73 +192,78 @@ def predict_model(
         raise CompError(f"--merge {merge!r}: choose mean (of logits) or prob (mean of probabilities)")
     comp = ws.load()
     folds = load_folds(ws, comp)
-    comp_hash = competition_hash(comp)  # what comp.train records
+    comp_hash = competition_hash(comp)  # what training records
     todo, missing = fold_list(ws, alias, fold, folds.n_folds)
     records = {k: _check_inputs(ws, alias, k, folds.hash, comp_hash) for k in todo}
-    items = train_items(comp, ws).merge(folds.frame[["id", "fold"]], on="id", how="left", validate="one_to_one")
-    if items["fold"].isna().any():
-        raise StaleError("some training ids are not in folds.csv; run `comp folds --force` (then retrain)")
-    class_index = {c: i for i, c in enumerate(comp.classes)}
-    y = items["label"].astype(str).map(class_index).to_numpy(dtype=np.int64)
-    test = test_items(comp, ws)
-    train_paths, test_paths = items["path"].astype(str).tolist(), test["path"].astype(str).tolist()
+    items = with_folds(train_items(comp, ws), folds.frame)
+    inputs = _Inputs(items, class_indices(comp, items["label"], "training labels"), test_items(comp, ws),
+                     folds.hash, comp_hash)
     run_device = resolve_device(device)
     cache: dict = {}
-    fold_rows = {k: np.flatnonzero(items["fold"].to_numpy() == k) for k in todo}
-
-    # OOF logits for every candidate preset (one under a fixed --tta), per fold.
-    candidates = auto_order() if tta == "auto" else [tta]
-    oof: dict[str, dict[int, np.ndarray]] = {p: {} for p in candidates}
-    test_logits: dict[int, np.ndarray | None] = {}
-    unavailable: dict[str, str] = {}
     started = time.time()
-    for k in todo:
-        run = _Fold(ws, alias, k, comp.num_classes, cache)
-        if tta != "auto":  # the preset is known: test logits now, without rebuilding the model later
-            test_logits[k] = _test(run, test_paths, tta, merge, run_device, f"{alias} f{k} test {tta}")
-        for preset in candidates:
-            if preset in unavailable:
-                continue
-            try:
-                oof[preset][k] = run.predict(train_paths, fold_rows[k], preset, merge, run_device,
-                                             f"{alias} f{k} oof {preset}")
-            except CompError as err:
-                if tta != "auto":
-                    raise
-                unavailable[preset] = str(err)  # e.g. a fixed-size ViT refusing multiscale
-        del run
-    all_rows = np.concatenate([fold_rows[k] for k in todo])
+    oof, test_logits, unavailable = _predict_folds(ws, alias, comp.num_classes, todo, inputs, tta, merge, run_device,
+                                                   cache)
+    all_rows = np.concatenate([inputs.rows(k) for k in todo])
     scores = {
-        p: metrics.score(comp.metric, y[all_rows], np.concatenate([oof[p][k] for k in todo]), comp.top_k)
-        for p in candidates if p not in unavailable
+        p: metrics.score(comp.metric, inputs.y[all_rows], np.concatenate([oof[p][k] for k in todo]), comp.top_k)
+        for p in oof if p not in unavailable
     }
     chosen = choose_preset(comp.metric, scores) if tta == "auto" else tta
-
     results = []
     for k in todo:
-        paths = ws.run(alias, k)
-        if k not in test_logits:
-            run = _Fold(ws, alias, k, comp.num_classes, cache)
-            test_logits[k] = _test(run, test_paths, chosen, merge, run_device, f"{alias} f{k} test {chosen}")
-        old_meta = load(paths.oof).meta if paths.oof.exists() else {}
-        meta = {**old_meta, "folds_hash": folds.hash, "recipe_hash": records[k].get("recipe_hash", ""),
-                "competition_hash": comp_hash, "code_version": code_version(), "model": alias, "fold": k,
-                "tta": chosen, "tta_merge": merge}
-        if tta == "auto":
-            meta["tta_scores"] = scores
-        save(paths.oof, Logits(items["id"].to_numpy()[fold_rows[k]], oof[chosen][k], comp.classes, meta))
-        if test_logits[k] is not None:
-            save(paths.test, Logits(test["id"].to_numpy(), test_logits[k], comp.classes, meta))
-        score = metrics.score(comp.metric, y[fold_rows[k]], oof[chosen][k], comp.top_k)
-        _update_metrics(paths.metrics, comp.metric, score, chosen, merge, scores if tta == "auto" else None,
-                        (time.time() - started) / len(todo))
-        results.append(FoldResult(k, score, len(fold_rows[k]), len(test)))
+        if k not in test_logits:  # auto: the preset is known only now
+            model = _FoldModel(ws, alias, k, comp.num_classes, cache)
+            test_logits[k] = model.test(inputs.test_paths, chosen, merge, run_device, f"{alias} f{k} test {chosen}")
+        results.append(_write_fold(ws, comp, records[k], inputs, oof[chosen][k], test_logits[k], chosen, merge,
+                                   scores if tta == "auto" else None, (time.time() - started) / len(todo)))
     return PredictResult(alias, comp.metric, chosen, merge, results, missing,
                          scores if tta == "auto" else {}, unavailable)
 
 
-def _test(run: _Fold, paths: list[str], tta: str, merge: str, device, label: str) -> np.ndarray | None:
-    return run.predict(paths, np.arange(len(paths)), tta, merge, device, label) if paths else None
+def _predict_folds(ws: Workspace, alias: str, num_classes: int, todo: list[int], inputs: _Inputs, tta: str,
+                   merge: str, device, cache: dict) -> tuple[dict, dict[int, np.ndarray | None], dict[str, str]]:
+    """OOF logits per candidate preset (every preset under auto) and fold, {preset: {fold: logits}}; test logits per
+    fold when the preset is fixed; the presets the model refused under auto (e.g. a fixed-size ViT refusing
+    multiscale) and why."""
+    candidates = auto_order() if tta == "auto" else [tta]
+    oof: dict[str, dict[int, np.ndarray]] = {p: {} for p in candidates}
+    test_logits: dict[int, np.ndarray | None] = {}
+    unavailable: dict[str, str] = {}
+    for k in todo:
+        model = _FoldModel(ws, alias, k, num_classes, cache)
+        if tta != "auto":  # the preset is known: test logits now, without rebuilding the model later
+            test_logits[k] = model.test(inputs.test_paths, tta, merge, device, f"{alias} f{k} test {tta}")
+        for preset in candidates:
+            if preset in unavailable:
+                continue
+            try:
+                oof[preset][k] = model.predict(inputs.train_paths, inputs.rows(k), preset, merge, device,
+                                               f"{alias} f{k} oof {preset}")
+            except CompError as err:
+                if tta != "auto":
+                    raise
+                unavailable[preset] = str(err)
+        del model
+    return oof, test_logits, unavailable
+
+
+def _write_fold(ws: Workspace, comp, record: Run, inputs: _Inputs, oof: np.ndarray, test: np.ndarray | None,
+                tta: str, merge: str, tta_scores: dict[str, float] | None, seconds: float) -> FoldResult:
+    """Fold `record.fold`'s new OOF and test logits (with the run's hashes and the TTA in their meta) and its
+    metrics.json; returns the fold's OOF score."""
+    from comp.logits import Logits, save
+
+    k, paths, rows = record.fold, ws.run(record.model, record.fold), inputs.rows(record.fold)
+    # The run's record, with the inputs checked just now (folds, competition) and this command's code and TTA.
+    run = dataclasses.replace(record, folds_hash=inputs.folds_hash, competition_hash=inputs.comp_hash,
+                              code_version=code_version())
+    meta = run.meta(tta, tta_merge=merge, tta_scores=tta_scores)
+    save(paths.oof, Logits(inputs.items["id"].to_numpy()[rows], oof, comp.classes, meta))
+    if test is not None:
+        save(paths.test, Logits(inputs.test["id"].to_numpy(), test, comp.classes, meta))
+    score = metrics.score(comp.metric, inputs.y[rows], oof, comp.top_k)
+    _update_metrics(paths.metrics, comp.metric, score, tta, merge, tta_scores, seconds)
+    return FoldResult(k, score, len(rows), len(inputs.test))
 
 
 def _update_metrics(path, metric: str, score: float, tta: str, merge: str, tta_scores: dict | None,
@@ -262,6 +289,6 @@ def fold_test_logits(ws: Workspace, alias: str, k: int, num_classes: int, paths:
     runs (`comp.bundle.kernel`)."""
     from comp.core.device import resolve_device
 
-    run = _Fold(ws, alias, k, num_classes, {})
-    out = _test(run, paths, tta, merge, resolve_device(device), f"{alias} f{k} test {tta}")
+    model = _FoldModel(ws, alias, k, num_classes, {})
+    out = model.test(paths, tta, merge, resolve_device(device), f"{alias} f{k} test {tta}")
     return out if out is not None else np.zeros((0, num_classes), np.float32)

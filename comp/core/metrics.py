@@ -14,11 +14,22 @@ from sklearn import metrics as skm
 from comp.core.errors import CompError
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Probabilities along `axis`, in float64 (what the probability metrics and submission files need)."""
     z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
+    z = z - z.max(axis=axis, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log(softmax) along `axis` in the input's float precision: float32 stays float32, which halves the time of
+    every blend on 50k x 100 inputs (scipy's version upcasts)."""
+    z = np.asarray(logits)
+    if not np.issubdtype(z.dtype, np.floating):
+        z = z.astype(np.float64)
+    z = z - z.max(axis=axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
 
 def accuracy(y: np.ndarray, logits: np.ndarray) -> float:
@@ -115,6 +126,18 @@ def score(name: str, y: np.ndarray, logits: np.ndarray, top_k: int = 5) -> float
         return map_at_k(np.asarray(y), np.asarray(logits), top_k)
     fn, _ = _lookup(name)
     return fn(np.asarray(y), np.asarray(logits))
+
+
+def fold_scores(metric: str, y: np.ndarray, logits: np.ndarray, fold: np.ndarray, top_k: int = 5) -> dict:
+    """CV of out-of-fold `logits`: the metric per fold, their mean and std, and the metric on the whole OOF."""
+    fold = np.asarray(fold)
+    per_fold = [score(metric, y[fold == k], logits[fold == k], top_k) for k in np.unique(fold)]
+    return {
+        "per_fold": per_fold,
+        "mean": float(np.mean(per_fold)),
+        "std": float(np.std(per_fold)),
+        "oof": score(metric, y, logits, top_k),
+    }
 
 
 def greater_is_better(name: str) -> bool:

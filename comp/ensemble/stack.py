@@ -284,7 +284,7 @@ def load_models(comp: Competition, ws: Workspace, aliases: list[str] | None) -> 
         m.test = logits.Logits(m.test_ids, m.test, list(comp.classes)).reindex(ref.test_ids)
         m.test_ids = ref.test_ids
         # Two models meet in one blend only when made for the same comp.toml.
-        require_current(m.meta.run(), ref.meta.run(), f"models {ref.alias!r} and {m.alias!r}",
+        require_current(m.meta.run(), ref.meta.run(), f"the pair of models {ref.alias!r} and {m.alias!r}",
                         "Retrain the stale one for this comp.toml", fields=("competition_hash",),
                         then=f"for {m.alias!r}", now=f"for {ref.alias!r}")
     refuse_other_competition(comp, models)

@@ -20,6 +20,7 @@ from comp.core import atomic
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
 from comp.modeling.recipe import Recipe, weights_path
+from comp.vision.images import cache_size
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,9 +65,32 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def data_config(model: nn.Module) -> dict[str, Any]:
-    """input_size, interpolation, mean, std, crop_pct, crop_mode from the model's pretrained config (timm)."""
-    return timm.data.resolve_model_data_config(unwrap(model))
+def data_config(model: nn.Module | None, recipe: Recipe | None = None) -> dict[str, Any]:
+    """The one decision of a model's input: timm's data config (input_size, interpolation, mean, std, crop_pct,
+    crop_mode) with the recipe's img_size overriding the model's size, plus `cache_size`, the side of the cached
+    uint8 square (comp.vision.images.cache_size). Training, predict, TTA, eval_view and augmentation read it.
+
+    Without a model it is resolved from the recipe alone (timm's registered pretrained_cfg, or the torchvision
+    weights' transforms), so nobody builds a model just to learn its input size. An unregistered timm name (one
+    timm has no pretrained_cfg for) is the exception: its config exists only on a built model, so one is built then.
+    """
+    if model is None and recipe is None:
+        raise ValueError("data_config needs a model or a recipe")
+    if model is not None:
+        cfg = dict(timm.data.resolve_model_data_config(unwrap(model)))
+    elif recipe.source == "torchvision":
+        cfg = _torchvision_cfg(_torchvision_config_weights(recipe), "", recipe.img_size, 0)
+    else:
+        _check_timm_name(recipe.name)
+        default = timm.models.get_pretrained_cfg(recipe.name)
+        if default is None:  # no registered config: only the built model knows it
+            return data_config(build_model(recipe, 1, pretrained=False), recipe)
+        cfg = dict(timm.data.resolve_data_config(pretrained_cfg=default.to_dict()))
+    cfg = {k: cfg[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode") if k in cfg}
+    if recipe is not None and recipe.img_size:
+        cfg["input_size"] = (3, recipe.img_size, recipe.img_size)
+    cfg["cache_size"] = cache_size(int(cfg["input_size"][-1]), float(cfg.get("crop_pct") or 1.0))
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -245,13 +269,20 @@ def _torchvision(recipe: Recipe, num_classes: int, pretrained: bool) -> nn.Modul
                 f"are fixed); set img_size = {fixed} (or 0) in the recipe, or use a timm ViT, which resamples them"
             )
     head_name = _replace_last_linear(model, num_classes)
-    # The data config follows the recipe's weights even when built without them (a probe for the input size, or
-    # weights loaded from a checkpoint next), so every copy of a recipe's model normalises alike.
-    config_weights = weights
-    if config_weights is None and recipe.pretrained and recipe.weights:
-        config_weights = tvm.get_model_weights(recipe.name).__members__.get(recipe.weights)
+    # The data config follows the recipe's weights even when built without them (weights loaded from a checkpoint
+    # next), so every copy of a recipe's model normalises alike.
+    config_weights = weights if weights is not None else _torchvision_config_weights(recipe)
     model.pretrained_cfg = _torchvision_cfg(config_weights, head_name, recipe.img_size, num_classes)
     return model
+
+
+def _torchvision_config_weights(recipe: Recipe) -> Any:
+    """The weights enum whose transforms set the data config (None: the recipe trains from scratch)."""
+    from torchvision import models as tvm
+
+    if not (recipe.pretrained and recipe.weights):
+        return None
+    return tvm.get_model_weights(recipe.name).__members__.get(recipe.weights)
 
 
 def _replace_last_linear(model: nn.Module, num_classes: int) -> str:

@@ -1,15 +1,16 @@
-"""A run's files on disk: best weights (safetensors), the resumable last state, provenance and staleness checks.
+"""A run's files on disk: the resumable last state (written after every epoch), history and curves, and whether
+an existing run may be skipped, resumed or must be refused.
 
 The last state is written atomically after every completed epoch, so a run killed at any moment (even SIGKILL
-mid-write) restarts from the last whole epoch. Provenance is written when a run starts and again when it finishes;
-it records the hashes of what the run was made from, and a later run compares them before reusing anything.
+mid-write) restarts from the last whole epoch. Provenance (comp.runs.Run) is written when a run starts and again
+when it finishes; `check_run` compares it with the inputs in force through `comp.runs.require_current` before
+reusing anything.
 """
 
 from __future__ import annotations
 
 import random
 import shutil
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,51 +19,42 @@ import torch
 from comp.core import atomic
 from comp.core.errors import CompError, StaleError
 from comp.core.workspace import RunPaths
-from comp.runs import read_provenance
-
-# What a run is made from; a change in any of these makes its artifacts stale.
-INPUTS = {
-    "recipe_hash": "the recipe",
-    "folds_hash": "the folds (folds/folds.csv)",
-    "competition_hash": "comp.toml",
-}
+from comp.runs import INPUTS, Run, read_run, require_current, set_args
 
 
-@dataclass(frozen=True)
-class RunState:
-    """Where a run stands before training: `finished` (skip it), `resume_epoch` (epochs already done)."""
-
-    finished: bool
-    resume_epoch: int
-
-
-def check_run(paths: RunPaths, inputs: dict[str, str], alias: str, fold: int, force: bool, wipe: bool) -> RunState:
-    """Compare a run's recorded inputs with `inputs`; raise StaleError on a mismatch unless `force`.
+def check_run(paths: RunPaths, current: Run, force: bool, wipe: bool, file_recipe: dict[str, Any]) -> bool:
+    """Whether the run at `paths` is finished and current (the caller skips it); StaleError when it was made from
+    other inputs than `current`'s, unless `force`.
 
     With `force` nothing is reused: the run directory is emptied (by the caller that `wipe`s, i.e. rank 0 under DDP)
-    and training starts over. A finished run with matching inputs is reported as finished (the caller skips it).
+    and training starts over. An unfinished run with matching inputs resumes from its last state. `file_recipe` (the
+    recipe file without --set) lets a refusal over recipe settings print the --set that reproduce the recorded ones.
     """
-    recorded = read_provenance(paths)
     if force:
         if wipe and paths.dir.exists():
             shutil.rmtree(paths.dir)
-        return RunState(False, 0)
+        return False
+    recorded = read_run(paths)
+    alias, k = current.model, current.fold
     if recorded is None:
         if paths.last.exists() or paths.oof.exists():
             raise StaleError(
-                f"{paths.dir} holds artifacts without provenance.json, so their inputs are unknown; "
-                f"re-run with --force to retrain {alias} fold {fold} from scratch"
+                f"{alias} fold {k} ({paths.dir}) holds artifacts without provenance.json, so their inputs are "
+                f"unknown; re-run with --force to retrain {alias} fold {k} from scratch"
             )
-        return RunState(False, 0)
-    changed = [what for key, what in INPUTS.items() if recorded.get(key) != inputs[key]]
-    if changed:
-        raise StaleError(
-            f"{alias} fold {fold} in {paths.dir} was made from other inputs: {', '.join(changed)} changed since. "
-            f"Re-run with --force to retrain it from scratch (its old artifacts are replaced)"
-        )
-    if recorded.get("finished") and paths.oof.exists():
-        return RunState(True, int(recorded.get("epochs_done", 0)))
-    return RunState(False, 0)
+        return False
+
+    def fix(changed: list[str]) -> str:
+        text = f"Re-run with --force to retrain {alias} fold {k} from scratch (its old artifacts are replaced)"
+        if changed == ["recipe_hash"] and recorded.recipe:
+            command = " ".join([f"comp train --model {alias} --fold {k}", *set_args(file_recipe, recorded.recipe)])
+            text += f", or keep it by training with the settings it was made with: `{command}`"
+        return text
+
+    # Training compares the resolved recipe, not the file: a comment edited in the file changes no setting.
+    compared = tuple(f for f in INPUTS if f != "recipe_file_hash")
+    require_current(recorded, current, f"{alias} fold {k} ({paths.dir})", fix, fields=compared, required=compared)
+    return recorded.finished and paths.oof.exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@
 own rows every epoch with the competition's metric, keeps its best weights, and writes its logits (see
 comp.logits) plus metrics, history, curves, the resolved recipe and provenance under `ws.run(alias, k)`.
 
-Reproducibility: every epoch starts from RNG seeds derived from (recipe seed, fold, epoch, rank) and builds its own
-loader, so an epoch's shuffle, augmentation and mixup draws do not depend on what ran before it. That is what lets a
+Reproducibility: every epoch starts from RNG seeds derived from (recipe seed, fold, epoch, rank), and the fold's one
+loader (workers kept across epochs) seeds each item's augmentation from (seed, fold, epoch, index), so an epoch's
+shuffle, augmentation and mixup draws do not depend on what ran before it. That is what lets a
 run killed mid-epoch resume from the last saved epoch and end with the same logits as an uninterrupted run.
 Under `torchrun` the same code runs with DDP: a DistributedSampler splits training, evaluation is split into
 disjoint shards (no padding duplicates) and gathered, and only rank 0 writes. Several machines work the same way,
@@ -17,13 +18,14 @@ with torchrun's rendezvous flags and a workspace every node sees at the same pat
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
 from rich.console import Console
@@ -34,15 +36,18 @@ from comp.core.config import save_toml
 from comp.core.device import resolve_device
 from comp.core.errors import CompError
 from comp.core.provenance import code_version, competition_hash
-from comp.core.workspace import Workspace
+from comp.core.workspace import RunPaths, Workspace
 from comp.modeling.models import build_model, data_config, load_weights, save_weights, unwrap
-from comp.modeling.recipe import load_recipe, recipe_dict, recipe_file_hash, recipe_hash
-from comp.runs import write_provenance
+from comp.modeling.recipe import Recipe, load_recipe, parse_duration, recipe_dict, recipe_file_hash, recipe_hash
+from comp.runs import INPUTS, Run, write_run
 from comp.training import checkpoint
+from comp.training.budget import Plan, finished_line
+from comp.training.fold_parallel import fold_share
 from comp.training.lock import run_lock
 from comp.training.loop import Trainer, epoch_progress
 from comp.training.pace import Pace
-from comp.training.runtime import Dist, seed_everything, setup_distributed
+from comp.training.pseudo import PseudoSource, add_pseudo_rows
+from comp.training.runtime import Dist, process_cores, seed_everything, setup_distributed
 from comp.vision import augment, images
 from comp.vision.tta import eval_view, predict_logits
 
@@ -58,13 +63,23 @@ def train(
     overrides: list[str] | None = None,
     force: bool = False,
     console: Console | None = None,
+    budget: str | None = None,
+    fold_parallel: bool = False,
+    pseudo_source: PseudoSource | None = None,
 ) -> list[dict[str, Any]]:
-    """Train `alias` on fold `fold` (an int, or "all") of the workspace; returns one summary dict per fold."""
+    """Train `alias` on fold `fold` (an int, or "all") of the workspace; returns one summary dict per fold.
+
+    `budget` ("2h"; else the recipe's) plans epochs and img_size to fit (comp.training.budget). `fold_parallel`:
+    under torchrun each process trains its own share of the folds alone (no DDP). `pseudo_source` turns the recipe's
+    `pseudo` stack into pseudo-labelled test rows (comp.ensemble.pseudo.pseudo_labels; the CLI passes it).
+    """
     from comp.folds import load_folds, parse_fold
-    from comp.items import test_items, train_items
+    from comp.items import test_items, train_items, with_folds
     from comp.setup.verify import ensure_verified, require_verified
 
+    started = time.time()
     console = console or Console(stderr=True)
+    overrides = [*(overrides or []), *([f"budget={budget}"] if budget else [])]
     comp = ws.load()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         require_verified(comp, ws)  # under torchrun every rank checks; verifying is left to `comp verify` first
@@ -73,161 +88,215 @@ def train(
     recipe = load_recipe(ws, alias, overrides)
     folds = load_folds(ws, comp)
     fold_list = parse_fold(fold, folds.n_folds)
-    items = train_items(comp, ws)
-    try:
-        merged = items.merge(folds.frame[["id", "fold"]], on="id", how="left", validate="one_to_one")
-    except pd.errors.MergeError:
-        raise CompError("training ids repeat in the labels or in folds.csv; run `comp verify` to find them") from None
-    if merged["fold"].isna().any():
-        missing = merged.loc[merged["fold"].isna(), "id"].tolist()
-        raise CompError(
-            f"{len(missing)} training id(s) are not in folds.csv (e.g. {missing[:3]}); run `comp folds --force`"
-        )
-    run = setup_distributed(resolve_device(device))
-    if run.device.type == "cuda":
+    items = with_folds(train_items(comp, ws), folds.frame)
+    pseudo = None
+    if recipe.pseudo:
+        if pseudo_source is None:
+            raise CompError(f"recipe {alias!r} sets pseudo = {recipe.pseudo!r}; pseudo-labels are read by "
+                            "`comp train --pseudo STACK` (library callers: pass pseudo_source)")
+        pseudo = pseudo_source(comp, ws, recipe.pseudo, recipe.pseudo_threshold)
+        items = add_pseudo_rows(items, pseudo)
+    if fold_parallel:
+        ddp, fold_list = fold_share(resolve_device(device), fold_list)
+        if recipe.budget:
+            raise CompError("--budget with --fold-parallel is not supported: plan with one process (--budget "
+                            "without torchrun), then run the planned --set epochs=N --set img_size=S in parallel")
+    else:
+        ddp = setup_distributed(resolve_device(device))
+    if ddp.device.type == "cuda":
         # Fixed input sizes: let cuDNN pick the fastest kernels; TF32 matmuls on Ampere+ (fp32 runs, bf16 unaffected).
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision("high")
-    inputs = {
-        "recipe_hash": recipe_hash(recipe),
-        "folds_hash": folds.hash,
-        "competition_hash": competition_hash(comp),
-        # Not compared by training (the resolved recipe is); lets later stages see the recipe file edited since.
-        "recipe_file_hash": recipe_file_hash(ws, alias),
-    }
+
+    def record(recipe: Recipe) -> Run:
+        return Run(
+            model=alias, recipe_hash=recipe_hash(recipe), folds_hash=folds.hash,
+            competition_hash=competition_hash(comp),
+            # Not compared by training (the resolved recipe is); lets later stages see the recipe file edited since.
+            recipe_file_hash=recipe_file_hash(ws, alias),
+            code_version=code_version(), name=recipe.name, recipe=recipe_dict(recipe), tta=recipe.tta,
+            pseudo_labels=pseudo.source if pseudo is not None else "",
+        )
+
+    current = record(recipe)
     # Deterministic CPU kernels make a resumed run repeat the interrupted one exactly; restored afterwards because
     # the switch is process-wide (a library caller may not want it).
     was_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(run.device.type == "cpu" or was_deterministic, warn_only=True)
+    torch.use_deterministic_algorithms(ddp.device.type == "cpu" or was_deterministic, warn_only=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(process_cores())  # evaluation's; the training step runs with its Trainer's thread plan
     try:
-        job = _Job(ws, comp, alias, recipe, merged, test_items(comp, ws), inputs, run, console)
+        test = test_items(comp, ws)
+        job = _Job(ws, comp, recipe, items, test, current, ddp, console)
+        if pseudo is not None:
+            job.say(pseudo.describe(comp.classes))
+        plan = None
+        if recipe.budget:
+            plan = plan_budget(job, fold_list, force, started)
+            job.say(plan.describe(recipe, len(fold_list)))
+            recipe = load_recipe(ws, alias, [*overrides, *plan.overrides])
+            current = record(recipe)
+            if job.data_config["input_size"][-1] != plan.img_size:
+                job = _Job(ws, comp, recipe, items, test, current, ddp, console)
+            job.recipe, job.current = recipe, current
+        # The recipe file without --set: what a refusal's "train with the recorded settings" command starts from.
+        job.file_recipe = recipe_dict(load_recipe(ws, alias))
         job.pace = Pace(fold_list, recipe.epochs)
         summaries = []
         for k in fold_list:
             # The lock tells `comp status` this fold is training now; one left behind marks a dead run.
-            with run_lock(ws.run(alias, k), alias, k, enabled=run.main):
+            with run_lock(ws.run(alias, k), alias, k, enabled=ddp.main):
                 summaries.append(job.fold(k, force))
+        if plan is not None:
+            job.say(finished_line(plan, time.time() - started))
         return summaries
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
+        torch.set_num_threads(threads)
+
+
+@dataclass
+class _Progress:
+    """Where a fold's epochs stand: what the resumable state carries from one epoch to the next."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per finished epoch
+    best: float | None = None  # best validation score so far
+    best_epoch: int | None = None  # its epoch (0-based)
+    start_epoch: int = 0  # the first epoch still to run
 
 
 class _Job:
-    """Everything the folds of one `comp train` share: images (decoded once), labels, hashes, the process group."""
+    """Everything the folds of one `comp train` share: images (decoded once), labels, the run record, processes."""
 
-    def __init__(self, ws, comp, alias, recipe, items, test, inputs, run: Dist, console: Console) -> None:
-        self.ws, self.comp, self.alias, self.recipe, self.items, self.test = ws, comp, alias, recipe, items, test
-        self.inputs, self.run, self.console = inputs, run, console
+    def __init__(self, ws: Workspace, comp, recipe: Recipe, items, test, current: Run, ddp: Dist,
+                 console: Console) -> None:
+        from comp.items import class_indices
+
+        self.ws, self.comp, self.recipe, self.items, self.test = ws, comp, recipe, items, test
+        self.alias, self.current, self.ddp, self.console = current.model, current, ddp, console
+        self.file_recipe: dict[str, Any] = {}
         self.pace = Pace()
-        self.class_index = {c: i for i, c in enumerate(comp.classes)}
-        self.y = items["label"].astype(str).map(self.class_index).to_numpy()
-        if np.isnan(self.y.astype(float)).any():
-            raise CompError("training labels outside `classes` in comp.toml; run `comp verify`")
-        self.y = self.y.astype(np.int64)
-        seed_everything(recipe.seed)
-        probe = build_model(recipe, comp.num_classes, pretrained=False, ws=ws)
-        self.data_config = data_config(probe)
-        del probe
-        size = int(self.data_config["input_size"][-1])
-        self.cache_side = images.cache_size(size, float(self.data_config.get("crop_pct") or 1.0))
+        self.y = class_indices(comp, items["label"], "training labels")
+        self.data_config = data_config(None, recipe)  # from the recipe: no model is built to read it
         self.train_images = self._images(items["path"].tolist())
         self.test_images = self._images(test["path"].tolist()) if len(test) else None
 
     def _images(self, paths: list[str]) -> np.ndarray:
         # Rank 0 builds the cache; the others wait and memory-map the finished file.
-        if self.run.main:
-            pixels = images.cached_images(self.ws, paths, self.cache_side)
-        self.run.barrier()
-        return pixels if self.run.main else images.cached_images(self.ws, paths, self.cache_side)
+        side = self.data_config["cache_size"]
+        if self.ddp.main:
+            pixels = images.cached_images(self.ws, paths, side)
+        self.ddp.barrier()
+        return pixels if self.ddp.main else images.cached_images(self.ws, paths, side)
 
     # -- one fold
     def fold(self, k: int, force: bool) -> dict[str, Any]:
         paths = self.ws.run(self.alias, k)
-        state = checkpoint.check_run(paths, self.inputs, self.alias, k, force, wipe=self.run.main)
-        self.run.barrier()
-        if state.finished:
+        run = dataclasses.replace(self.current, fold=k)
+        finished = checkpoint.check_run(paths, run, force, wipe=self.ddp.main, file_recipe=self.file_recipe)
+        self.ddp.barrier()
+        if finished:
             self.pace.finish(k)
             self.say(f"{self.alias} fold {k}: already trained (use --force to retrain)")
             return {**_read_metrics(paths), "fold": k, "status": "skipped"}
         started = time.time()
-        if self.run.main:
-            write_provenance(paths, self._provenance(k, finished=False))
-        val_idx = np.flatnonzero(self.items["fold"].to_numpy() == k)
-        train_idx = np.flatnonzero(self.items["fold"].to_numpy() != k)
-        if len(val_idx) == 0 or len(train_idx) == 0:
-            raise CompError(f"fold {k} has {len(val_idx)} held-out and {len(train_idx)} training rows; remake folds")
+        if self.ddp.main:
+            write_run(paths, run)
+        val_idx, train_idx = self._split(k)
         seed_everything(self.recipe.seed, k)
         model = build_model(self.recipe, self.comp.num_classes, ws=self.ws)
-        transform = augment.train_transform(self.data_config, self.recipe)
-        dataset = images.ArrayDataset(self.train_images, self.y, transform)
-        trainer = Trainer(self.recipe, model, self.data_config, self.run.device, len(train_idx), self.run.world)
-        history, best, best_epoch, start_epoch = [], None, None, 0
-        last = checkpoint.load_last(paths)
-        if last is not None:
-            trainer.load_state_dict(last)
-            history, best, best_epoch = last["history"], last["best"], last["best_epoch"]
-            start_epoch = int(last["epoch"]) + (self.recipe.epochs if last.get("stopped") else 1)
-            checkpoint.set_rng_state(last["rng"])
-            self.say(f"{self.alias} fold {k}: resuming after epoch {int(last['epoch']) + 1}")
-        self.pace.start(k, start_epoch)
-        metric = self.comp.metric
-        for epoch in range(start_epoch, self.recipe.epochs):
-            seed_everything(self.recipe.seed, k, epoch, self.run.rank)
-            t0 = time.time()
-            loader = self._loader(dataset, train_idx, trainer, k, epoch)
-            with epoch_progress(f"{self.alias} f{k} e{epoch + 1}/{self.recipe.epochs}", len(loader),
-                                enabled=self.run.main) as advance:
-                loss, n_seen = trainer.train_epoch(loader, epoch, advance)
-            train_s = time.time() - t0
-            logits = self.predict(trainer.eval_model(), self.train_images, val_idx, "none")
-            score = metrics.score(metric, self.y[val_idx], logits, self.comp.top_k)
-            val_loss = _cross_entropy(logits, self.y[val_idx])
-            improved = metrics.is_better(metric, score, best)
-            if improved:
-                best, best_epoch = score, epoch
-                if self.run.main:
-                    save_weights(paths.best, unwrap(trainer.eval_model()), {"epoch": str(epoch)})
-            row = {"epoch": epoch + 1, "train_loss": loss, "val_loss": val_loss, f"val_{metric}": score,
-                   "lr": trainer.lr(), "images_per_s": n_seen * self.run.world / max(train_s, 1e-9),
-                   "seconds": time.time() - t0, "trainable": trainer.trainable_label}
-            history.append(row)
-            self.pace.epoch_done(k, row["seconds"])
-            stop = bool(self.recipe.patience) and best_epoch is not None and epoch - best_epoch >= self.recipe.patience
-            if self.run.main:
-                checkpoint.save_last(paths, {**trainer.state_dict(), "epoch": epoch, "history": history, "best": best,
-                                             "best_epoch": best_epoch, "stopped": stop, **self.inputs})
-                self.console.print(
-                    f"{self.alias} {self.pace.label(k)} epoch {epoch + 1}/{self.recipe.epochs}: loss {loss:.4f}  "
-                    f"val_loss {val_loss:.4f}  {metric} {score:.4f}{' *' if improved else ''}  "
-                    f"{row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s  {self.pace.eta()}".rstrip(),
-                    highlight=False, soft_wrap=True,
-                )
-            if stop:
-                self.say(f"{self.alias} fold {k}: early stop, {metric} flat for {self.recipe.patience} epochs")
+        dataset = images.ArrayDataset(self.train_images, self.y, augment.train_transform(self.data_config, self.recipe))
+        trainer = Trainer(self.recipe, model, self.data_config, self.ddp.device, len(train_idx), self.ddp.world)
+        progress = self._resume(paths, trainer, k)
+        self.pace.start(k, progress.start_epoch)
+        for epoch in range(progress.start_epoch, self.recipe.epochs):
+            if self._epoch(k, epoch, paths, trainer, dataset, train_idx, val_idx, progress):
                 break
-        self.run.barrier()
+        self.ddp.barrier()
         self.pace.finish(k)
-        return self._finish(k, paths, trainer, val_idx, history, best, best_epoch, started)
+        return self._finish(run, paths, trainer, val_idx, progress, started)
+
+    def _split(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(held-out rows, training rows) of fold k; pseudo-labelled rows (fold -1) only ever train."""
+        fold = self.items["fold"].to_numpy()
+        val_idx, train_idx = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
+        if len(val_idx) == 0 or len(train_idx) == 0:
+            raise CompError(f"fold {k} has {len(val_idx)} held-out and {len(train_idx)} training rows; remake folds")
+        return val_idx, train_idx
+
+    def _resume(self, paths: RunPaths, trainer: Trainer, k: int) -> _Progress:
+        """The progress saved after the last whole epoch (model, optimizer, RNG restored), or a fresh start."""
+        last = checkpoint.load_last(paths)
+        if last is None:
+            return _Progress()
+        trainer.load_state_dict(last)
+        checkpoint.set_rng_state(last["rng"])
+        self.say(f"{self.alias} fold {k}: resuming after epoch {int(last['epoch']) + 1}")
+        # An early-stopped run resumes past its last epoch: straight to its logits.
+        start = int(last["epoch"]) + (self.recipe.epochs if last.get("stopped") else 1)
+        return _Progress(last["history"], last["best"], last["best_epoch"], start)
+
+    def _epoch(self, k: int, epoch: int, paths: RunPaths, trainer: Trainer, dataset, train_idx: np.ndarray,
+               val_idx: np.ndarray, progress: _Progress) -> bool:
+        """Train one epoch, score it on the held-out rows, keep the best weights, save the resumable state; returns
+        whether to stop early."""
+        seed_everything(self.recipe.seed, k, epoch, self.ddp.rank)
+        t0 = time.time()
+        loader = self._loader(dataset, train_idx, trainer, k, epoch)
+        with epoch_progress(f"{self.alias} f{k} e{epoch + 1}/{self.recipe.epochs}", len(loader),
+                            enabled=self.ddp.main) as advance:
+            loss, n_seen = trainer.train_epoch(loader, epoch, advance)
+        train_s = time.time() - t0
+        metric = self.comp.metric
+        logits = self.predict(trainer.eval_model(), self.train_images, val_idx, "none")
+        score = metrics.score(metric, self.y[val_idx], logits, self.comp.top_k)
+        val_loss = _cross_entropy(logits, self.y[val_idx])
+        improved = metrics.is_better(metric, score, progress.best)
+        if improved:
+            progress.best, progress.best_epoch = score, epoch
+            if self.ddp.main:
+                save_weights(paths.best, unwrap(trainer.eval_model()), {"epoch": str(epoch)})
+        row = {"epoch": epoch + 1, "train_loss": loss, "val_loss": val_loss, f"val_{metric}": score,
+               "lr": trainer.lr(), "images_per_s": n_seen * self.ddp.world / max(train_s, 1e-9),
+               "seconds": time.time() - t0, "trainable": trainer.trainable_label}
+        progress.history.append(row)
+        self.pace.epoch_done(k, row["seconds"])
+        patience = self.recipe.patience
+        stop = bool(patience) and progress.best_epoch is not None and epoch - progress.best_epoch >= patience
+        if self.ddp.main:
+            inputs = {name: getattr(self.current, name) for name in INPUTS}  # as last.pt always carried them
+            checkpoint.save_last(paths, {**trainer.state_dict(), "epoch": epoch, "history": progress.history,
+                                         "best": progress.best, "best_epoch": progress.best_epoch, "stopped": stop,
+                                         **inputs})
+            self.say(
+                f"{self.alias} {self.pace.label(k)} epoch {epoch + 1}/{self.recipe.epochs}: loss {loss:.4f}  "
+                f"val_loss {val_loss:.4f}  {metric} {score:.4f}{' *' if improved else ''}  "
+                f"{row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s  {self.pace.eta()}".rstrip()
+            )
+        if stop:
+            self.say(f"{self.alias} fold {k}: early stop, {metric} flat for {patience} epochs")
+        return stop
 
     def _loader(self, dataset, train_idx: np.ndarray, trainer: Trainer, k: int, epoch: int):
-        """This epoch's loader: a fresh one each epoch, so its shuffle (DistributedSampler, also with one process) and
-        its workers' augmentation seeds follow from (seed, fold, epoch) alone, whatever ran before."""
+        """The fold's loader set to `epoch`: built once (Trainer.loader), its workers kept across epochs; its shuffle
+        (DistributedSampler, also with one process) and each item's augmentation seed follow from (seed, fold, epoch)
+        alone, whatever ran before."""
         subset = torch.utils.data.Subset(dataset, train_idx)
         sampler = torch.utils.data.DistributedSampler(
-            subset, num_replicas=self.run.world, rank=self.run.rank, shuffle=True, seed=self.recipe.seed + k
+            subset, num_replicas=self.ddp.world, rank=self.ddp.rank, shuffle=True, seed=self.recipe.seed + k
         )
-        sampler.set_epoch(epoch)
-        return images.make_loader(
-            subset, self.recipe.batch_size, shuffle=False, sampler=sampler,
-            workers=None if self.recipe.num_workers < 0 else self.recipe.num_workers, device=self.run.device,
-            drop_last=trainer.drop_last(len(sampler)), seed=int(torch.randint(0, 2**31 - 1, ()).item()),
-        )
+        loader = trainer.loader(subset, sampler, seed=self.recipe.seed + k)  # the first epoch's call builds it
+        loader.sampler.set_epoch(epoch)
+        return loader
 
-    def _finish(self, k, paths, trainer, val_idx, history, best, best_epoch, started) -> dict[str, Any]:
+    def _finish(self, run: Run, paths: RunPaths, trainer: Trainer, val_idx: np.ndarray, progress: _Progress,
+                started: float) -> dict[str, Any]:
+        """The best weights' OOF and test logits with the recipe's TTA; then metrics, history, the resolved recipe
+        and the finished run record."""
         model = unwrap(trainer.eval_model())
         if paths.best.exists():
             load_weights(paths.best, model)
-        elif self.run.main:  # every epoch scored NaN: keep the last weights so the run still has predictions
+        elif self.ddp.main:  # every epoch scored NaN: keep the last weights so the run still has predictions
             save_weights(paths.best, model)
         t0 = time.time()
         tta = self.recipe.tta
@@ -235,63 +304,91 @@ class _Job:
         test = self.predict(model, self.test_images, np.arange(len(self.test)), tta) if len(self.test) else None
         predict_s = time.time() - t0
         oof_score = metrics.score(self.comp.metric, self.y[val_idx], oof, self.comp.top_k)
-        summary = {"fold": k, "status": "trained", "metric": self.comp.metric, "best_score": best,
+        best_epoch = progress.best_epoch
+        summary = {"fold": run.fold, "status": "trained", "metric": self.comp.metric, "best_score": progress.best,
                    "best_epoch": None if best_epoch is None else best_epoch + 1, "oof_score": oof_score, "tta": tta,
-                   "epochs_done": len(history), "n_oof": len(val_idx), "n_test": len(self.test)}
-        if self.run.main:
-            meta = {**self.inputs, "code_version": code_version(), "model": self.alias, "fold": k, "tta": tta}
-            logits_io.save(paths.oof, logits_io.Logits(self.items["id"].to_numpy()[val_idx], oof,
-                                                       self.comp.classes, meta))
+                   "epochs_done": len(progress.history), "n_oof": len(val_idx), "n_test": len(self.test),
+                   "speed": trainer.speed}  # thread plan and memory format, as chosen for this run
+        if self.ddp.main:
+            meta = run.meta(tta)
+            classes = self.comp.classes
+            logits_io.save(paths.oof, logits_io.Logits(self.items["id"].to_numpy()[val_idx], oof, classes, meta))
             if test is not None:
-                logits_io.save(paths.test, logits_io.Logits(self.test["id"].to_numpy(), test, self.comp.classes, meta))
-            checkpoint.write_history(paths, history, self.comp.metric)
+                logits_io.save(paths.test, logits_io.Logits(self.test["id"].to_numpy(), test, classes, meta))
+            checkpoint.write_history(paths, progress.history, self.comp.metric)
             atomic.write_json(paths.metrics, summary)
-            save_toml(paths.recipe, recipe_dict(self.recipe), f"# resolved recipe of {self.alias} fold {k}")
-            record = self._provenance(k, finished=True)
-            record.update(epochs_done=len(history), train_s=round(t0 - started, 2),
-                          predict_s=round(predict_s, 2), world_size=self.run.world, device=str(self.run.device))
-            write_provenance(paths, record)
-            self.console.print(
-                f"{self.alias} fold {k}: OOF {self.comp.metric} {oof_score:.4f} (tta {tta}) -> {paths.dir}",
-                highlight=False, soft_wrap=True,
-            )
-        self.run.barrier()
+            save_toml(paths.recipe, run.recipe, f"# resolved recipe of {self.alias} fold {run.fold}")
+            write_run(paths, dataclasses.replace(
+                run, finished=True, epochs_done=len(progress.history), train_s=round(t0 - started, 2),
+                predict_s=round(predict_s, 2), world_size=self.ddp.world, device=str(self.ddp.device),
+            ))
+            self.say(f"{self.alias} fold {run.fold}: OOF {self.comp.metric} {oof_score:.4f} (tta {tta}) -> {paths.dir}")
+        self.ddp.barrier()
         return summary
 
     def say(self, text: str) -> None:
-        if self.run.main:
+        if self.ddp.main:
             self.console.print(text, highlight=False, soft_wrap=True)
-
-    def _provenance(self, k: int, finished: bool) -> dict[str, Any]:
-        return {**self.inputs, "code_version": code_version(), "model": self.alias, "fold": k,
-                "name": self.recipe.name, "finished": finished, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
     def predict(self, model, images: np.ndarray, idx: np.ndarray, tta: str) -> np.ndarray:
         """Logits for `images[idx]`: each rank takes a disjoint shard, rank 0 gathers them in order."""
-        shard = idx[self.run.rank :: self.run.world]
+        shard = idx[self.ddp.rank :: self.ddp.world]
         batch = self.recipe.eval_batch_size or 2 * self.recipe.batch_size
         out = predict_logits(model, eval_view(images, self.data_config, tta), self.data_config, tta, batch,
-                             self.run.device, progress=self.run.main and len(shard) > 4 * batch, indices=shard)
-        if self.run.world == 1:
+                             self.ddp.device, progress=self.ddp.main and len(shard) > 4 * batch, indices=shard)
+        if self.ddp.world == 1:
             return out
-        gathered: list[Any] = [None] * self.run.world
+        gathered: list[Any] = [None] * self.ddp.world
         dist.all_gather_object(gathered, out)
         full = np.zeros((len(idx), self.comp.num_classes), np.float32)
         for r, part in enumerate(gathered):
-            full[r :: self.run.world] = part
+            full[r :: self.ddp.world] = part
         return full
 
 
 def _cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    logp = metrics.log_softmax(logits.astype(np.float64), axis=1)
     return float(-logp[np.arange(len(y)), y].mean()) if len(y) else math.nan
 
 
-def _read_metrics(paths) -> dict[str, Any]:
+def _read_metrics(paths: RunPaths) -> dict[str, Any]:
     import json
 
     try:
         return json.loads(paths.metrics.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+
+
+def plan_budget(job: _Job, fold_list: list[int], force: bool, started: float) -> Plan:
+    """The budget's plan for the folds still to train: reused from folds an interrupted run started under the same
+    budget, else measured now (every DDP rank measures, rank 0's plan is the one all follow)."""
+    from comp.runs import recorded_recipe
+    from comp.training import budget as budgeting
+
+    recipe = job.recipe
+    budget_s = parse_duration(recipe.budget, "budget")
+    todo = [k for k in fold_list if force or not job.ws.run(job.alias, k).oof.exists()]
+    if not force:
+        for k in fold_list:
+            rec = recorded_recipe(job.ws.run(job.alias, k))
+            if rec.get("budget") == recipe.budget and "epochs" in rec and "img_size" in rec:
+                size = int(rec["img_size"]) or int(job.data_config["input_size"][-1])
+                rates = budgeting.Rates(size, 0.0, 0.0, 0.0)
+                return Plan(budget_s, int(rec["epochs"]), size, 0.0, time.time() - started, rates, reused=True)
+    world = job.ddp.world
+    views = budgeting.tta_views(recipe.tta, job.data_config)
+    folds = []
+    for k in todo:
+        val_idx, train_idx = job._split(k)
+        folds.append(budgeting.FoldShape(-(-len(train_idx) // world), -(-len(val_idx) // world),
+                                         -(-len(job.test) // world), views))
+    val_idx, train_idx = job._split((todo or fold_list)[0])
+    decode_s = time.time() - started  # what decoding the images again at another side costs, at most
+    rates = budgeting.measure(job, train_idx, val_idx)
+    plan = budgeting.choose(budget_s, time.time() - started, recipe, rates, folds, decode_s)
+    if world > 1:
+        shared = [plan]
+        dist.broadcast_object_list(shared, src=0)
+        plan = shared[0]
+    return plan
