@@ -204,7 +204,7 @@ def _copy_model(ws: Workspace, comp: Competition, sidecar: dict, alias: str, pat
             if not path.is_file():
                 raise CompError(f"{where}: {path} is missing; the stack {sidecar.get('name')!r} used it - retrain "
                                 f"(`comp train --model {alias} --fold {k}`) and re-run `comp stack`")
-        meta = logits.load(run.test).meta
+        meta = _as_dict(logits.load(run.test).meta)
         recorded = (sidecar.get("recipe_hash") or {}).get(alias)
         if recorded and meta.get("recipe_hash") not in (None, recorded):
             raise StaleError(f"{where} was retrained since the stack was made (recipe hash differs); re-run "
@@ -218,6 +218,11 @@ def _copy_model(ws: Workspace, comp: Competition, sidecar: dict, alias: str, pat
         folds.append({"fold": k, "tta": str(meta.get("tta", "none")), "merge": str(meta.get("tta_merge", "mean")),
                       "weights_sha256": sha256_file(run.best)})
     return {"alias": alias, "folds": folds}
+
+
+def _as_dict(meta: Any) -> dict[str, Any]:
+    """Logits metadata as a dict (a plain dict, or `comp.runs.LogitsMeta`)."""
+    return dict(meta) if isinstance(meta, dict) else meta.to_dict()
 
 
 def _time_per_image(ws: Workspace, comp: Competition, paths: BundlePaths, manifest: dict,

@@ -235,7 +235,9 @@ def _expected_ids(reference: Path, comp: Competition, removed: list[str], added:
 def _fresh_venv(paths: BundlePaths, root: Path, manifest: dict) -> Path:
     """venv/ with the stand-in image on its path and the network blocked; returns its python."""
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    # No pip of its own: the notebook's `python -m pip` finds the stand-in image's, as a Kaggle session finds the
+    # image's, and installs into this venv.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
     site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()"
                                 "['purelib'])"], check=True, capture_output=True, text=True).stdout.strip())
     image = root / "image"
