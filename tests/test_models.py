@@ -94,3 +94,67 @@ def test_effnet_lite0_recipe_loads_the_packaged_imagenet_weights():
     model = build_model(_recipe("effnet-lite0"), num_classes=2)
     assert torch.equal(model.state_dict()["conv_stem.weight"], shipped["_conv_stem.weight"])
     assert data_config(model)["mean"] == pytest.approx((0.5, 0.5, 0.5))  # TF port: inputs in [-1, 1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# heads
+
+
+@pytest.mark.parametrize("alias", ["tiny", "tiny2"])
+def test_mlp_head_replaces_the_classifier_and_counts_as_head(alias):
+    from torch import nn
+
+    from comp.modeling.heads import MLPHead
+    from comp.modeling.models import head_parameter_names
+
+    model = build_model(_recipe(alias, "head='mlp'", "head_hidden=24", "head_dropout=0.3"), num_classes=5)
+    head = [m for m in model.modules() if isinstance(m, MLPHead)]
+    assert len(head) == 1
+    layers = [type(m) for m in head[0]]
+    assert layers == [nn.Linear, nn.BatchNorm1d, nn.SiLU, nn.Dropout, nn.Linear]
+    assert head[0][0].out_features == 24 and head[0][-1].out_features == 5 and head[0][3].p == 0.3
+    model.eval()
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
+    # All five head tensors are head: the freeze schedule trains exactly them at first.
+    names = head_parameter_names(model)
+    assert len(names) == 5 and all(n.split(".")[0] in ("fc", "classifier") for n in names)
+    set_trainable(model, 0)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == names
+    assert all(n not in names for group in stages(model) for n in group)
+
+
+def test_pretrained_mlp_head_zeroes_only_its_output_layer(workspace):
+    # A zeroed hidden layer would never learn (its gradient is zero through a zero output layer and vice versa).
+    # "Pretrained" weights: a saved copy of the backbone, loaded through source = file as real weights are.
+    path = workspace / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in build_model(_recipe("tiny2"), 3).state_dict().items()}, str(path))
+    recipe = _recipe("tiny2", "source='file'", f"weights='{path}'", "pretrained=true", "head='mlp'",
+                     "head_hidden=16")
+    model = build_model(recipe, num_classes=3)
+    assert model.classifier[-1].weight.abs().sum() == 0 and model.classifier[-1].bias.abs().sum() == 0
+    assert model.classifier[0].weight.abs().sum() > 0
+
+
+def test_layer_decay_gives_the_whole_mlp_head_the_full_learning_rate():
+    from timm.optim import create_optimizer_v2
+
+    from comp.modeling.models import head_parameter_names
+
+    model = build_model(_recipe("tiny", "head='mlp'", "head_hidden=8", "layer_decay=0.5"), num_classes=3)
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=1.0, weight_decay=0.05, layer_decay=0.5)
+    scale = {id(p): g.get("lr_scale", 1.0) for g in optimizer.param_groups for p in g["params"]}
+    head = head_parameter_names(model)
+    params = dict(model.named_parameters())
+    assert all(scale[id(params[n])] == 1.0 for n in head)
+    assert min(scale.values()) < 1.0  # the stem does decay
+
+
+def test_mlp_head_refused_where_there_is_no_linear_classifier():
+    from comp.modeling.heads import attach_head
+
+    model = build_model(_recipe("tiny"), num_classes=3)
+    model.pretrained_cfg = {**model.pretrained_cfg, "classifier": ""}
+    with pytest.raises(CompError, match="no classifier module"):
+        attach_head(model, "mlp", 8, 0.1)
+    with pytest.raises(CompError, match="head = 'conv'"):
+        _recipe("tiny", "head='conv'")

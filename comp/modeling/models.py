@@ -19,6 +19,7 @@ from torch import nn
 from comp.core import atomic
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
+from comp.modeling.heads import attach_head, output_layers
 from comp.modeling.recipe import Recipe, weights_path
 from comp.vision.images import cache_size
 
@@ -40,17 +41,20 @@ def build_model(
         model = _from_file(recipe, num_classes, weights_path(ws, recipe.weights))
     else:
         model = _timm(recipe, num_classes, pretrained)
+    attach_head(model, recipe.head, recipe.head_hidden, recipe.head_dropout)  # after any weights load: a new head
     if recipe.img_size:
         model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, recipe.img_size, recipe.img_size)}
     if pretrained and recipe.zero_head:
         # A randomly initialised head on pretrained features gives large logits (timm's EfficientNet init scales by
         # 1/sqrt(num_classes)) and early gradients that wreck the backbone; a zero head starts at uniform
         # predictions and learns from the features alone.
+        # Only the layer that outputs the logits: a zeroed hidden layer of an MLP head would never learn.
+        outputs = output_layers(model, _head_prefixes(model))
         names = head_parameter_names(model)
         with torch.no_grad():
-            for name, param in model.named_parameters():
-                if name in names:
-                    param.zero_()
+            for param in [p for layer in outputs for p in layer.parameters()] or [
+                    p for n, p in model.named_parameters() if n in names]:
+                param.zero_()
     return model
 
 

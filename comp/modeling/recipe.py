@@ -15,6 +15,7 @@ from comp.core import config
 from comp.core.errors import CompError, StaleError
 from comp.core.provenance import sha256_file, sha256_obj
 from comp.core.workspace import STOCK_RECIPES, Workspace
+from comp.modeling.heads import HEADS
 
 SOURCES = ("timm", "torchvision", "file")
 # img_size bounds (px): below 16 a backbone's last stages see one pixel (7 px images train on noise); above 2048
@@ -40,6 +41,9 @@ class Recipe:
     img_size: int = 0  # input side in px; 0 keeps the model's pretrained size
     drop_rate: float = 0.0  # dropout before the classifier
     drop_path: float = 0.0  # stochastic depth rate (timm models that support it)
+    head: str = "linear"  # linear (the library's classifier) | mlp (Linear + BatchNorm + SiLU + Dropout + Linear)
+    head_hidden: int = 512  # mlp: hidden width
+    head_dropout: float = 0.5  # mlp: dropout before the last Linear
     # -- optimisation
     epochs: int = 10
     batch_size: int = 32  # per process, per step (effective batch = batch_size * grad_accum * world size)
@@ -71,6 +75,14 @@ class Recipe:
     affine_degrees: float = 0.0  # random rotation range in degrees; 0 = off
     affine_translate: float = 0.0  # random translation as a fraction of the side; 0 = off
     random_erasing: float = 0.0  # random erasing probability; 0 = off
+    # -- time budget (`comp train --budget` overrides `budget`)
+    budget: str = ""  # wall-clock time for the whole `comp train` command, e.g. "2h", "45m", "1h30m"; "" = off.
+    #                   The first steps are timed, then epochs (and img_size, down to min_img_size) are chosen to fit
+    min_img_size: int = 0  # px; the smallest img_size a budget may choose; 0 = keep img_size
+    # -- pseudo-labels (`comp train --pseudo STACK --pseudo-threshold P` set these)
+    pseudo: str = ""  # a stack (submissions/<name>.csv + .json) whose confident test predictions join every fold's
+    #                   training rows with the stack's label (never the held-out rows); "" = off
+    pseudo_threshold: float = 0.9  # a test image joins when the stack's top probability is at least this
     # -- speed and numerics
     amp: str = "auto"  # auto (bf16 on a CUDA GPU that supports it, else off) | bf16 | fp16 | none
     channels_last: bool = True  # NHWC memory format on accelerators (ignored on CPU)
@@ -86,6 +98,17 @@ class Recipe:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("amp", self.amp, AMP)
+        _choice("head", self.head, HEADS)
+        if self.head_hidden < 1:
+            raise CompError(f"recipe: head_hidden = {self.head_hidden}; use 1 or more")
+        if not 0 <= self.head_dropout < 1:
+            raise CompError(f"recipe: head_dropout = {self.head_dropout}; use a value in [0, 1)")
+        if not 0 < self.pseudo_threshold <= 1:
+            raise CompError(f"recipe: pseudo_threshold = {self.pseudo_threshold}; use a probability in (0, 1]")
+        if self.budget:
+            parse_duration(self.budget, "recipe: budget")
+        if self.min_img_size < 0 or (self.min_img_size and self.img_size and self.min_img_size > self.img_size):
+            raise CompError(f"recipe: min_img_size = {self.min_img_size}; use 0 (keep img_size) or at most img_size")
         if self.source == "torchvision" and self.pretrained and not self.weights:
             raise CompError("recipe: source = torchvision needs weights = <enum name> (or pretrained = false)")
         if self.source == "file" and self.pretrained and not self.weights:
@@ -120,6 +143,24 @@ class Recipe:
     @property
     def uses_mix(self) -> bool:
         return self.mixup > 0 or self.cutmix > 0
+
+
+def parse_duration(text: str, where: str = "budget") -> float:
+    """Seconds in a duration like "2h", "45m", "90s", "1h30m" or a bare number of seconds."""
+    import re
+
+    spec = text.strip().lower()
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)s)?", spec)
+    if spec and re.fullmatch(r"\d+(?:\.\d+)?", spec):
+        seconds = float(spec)
+    elif spec and parts:
+        hours, minutes, secs = (float(g) if g else 0.0 for g in parts.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    else:
+        raise CompError(f"{where} = {text!r} is not a duration; write e.g. 2h, 45m, 1h30m or 90s")
+    if seconds <= 0:
+        raise CompError(f"{where} = {text!r}; give a positive duration")
+    return seconds
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -1,0 +1,66 @@
+"""A stack's confident test predictions as pseudo-labels for `comp train --pseudo STACK`.
+
+The probabilities are the stack's own: its sidecar (submissions/STACK.json) holds the fitted blend's parameters and
+the models it blended, so the test probabilities are recomputed exactly from those models' test logits (the CSV may
+hold only labels). A stack whose models were retrained since, or made on other folds, is refused: its labels would
+not be the ones the file says.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from comp.core.config import Competition
+from comp.core.errors import CompError, StaleError
+from comp.core.provenance import sha256_file
+from comp.core.workspace import Workspace
+from comp.ensemble import blend
+from comp.ensemble.stack import from_params, load_models
+from comp.training.pseudo import PseudoLabels
+
+
+def pseudo_labels(comp: Competition, ws: Workspace, name: str, threshold: float) -> PseudoLabels:
+    """Test images whose stacked top probability is >= `threshold`, labelled with the stack's class."""
+    from comp.items import test_items
+
+    sidecar_path = ws.submission_json(name)
+    if not sidecar_path.exists():
+        raise CompError(
+            f"--pseudo {name}: no stack {sidecar_path}; make one first with `comp stack --name {name}` (pseudo-labels "
+            "need the stack's sidecar JSON, which holds the fitted blend)"
+        )
+    try:
+        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+        models, params = list(sidecar["models"]), sidecar["params"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CompError(f"--pseudo {name}: {sidecar_path} is not a stack sidecar ({err}); re-run `comp stack`") from err
+    folds, loaded = load_models(comp, ws, models)
+    if sidecar.get("folds_hash") not in (None, folds.hash):
+        raise StaleError(f"--pseudo {name}: the stack was made on other folds than folds/folds.csv; re-run "
+                         f"`comp stack --models {' '.join(models)} --name {name} --force`")
+    recorded = sidecar.get("recipe_hash") or {}
+    changed = [m.alias for m in loaded if recorded.get(m.alias) not in (None, m.meta.recipe_hash)]
+    if changed:
+        raise StaleError(
+            f"--pseudo {name}: model(s) {', '.join(changed)} were retrained since the stack was made, so its labels "
+            f"are not the stack's any more; re-run `comp stack --models {' '.join(models)} --name {name} --force` "
+            "(and train the pseudo-labelled model under a new alias, so it never replaces the stack's own models)"
+        )
+    estimator = from_params(params, comp.num_classes)
+    probs = blend.probabilities(estimator.predict_log_proba(blend.as_log_probs([m.test for m in loaded])))
+    test = test_items(comp, ws).set_index("id")
+    ids = [str(i) for i in loaded[0].test_ids]
+    missing = [i for i in ids if i not in test.index]
+    if missing or len(ids) != len(test):
+        raise StaleError(f"--pseudo {name}: the stack's test ids differ from the current test set (e.g. "
+                         f"{(missing or ['a count mismatch'])[:3]}); re-predict and re-stack")
+    top = probs.max(axis=1)
+    keep = np.flatnonzero(top >= threshold)
+    frame = test.loc[[ids[i] for i in keep], ["path"]].reset_index()
+    frame["label"] = [comp.classes[j] for j in probs[keep].argmax(axis=1)]
+    frame["prob"] = top[keep]
+    source_file = ws.submission_csv(name) if ws.submission_csv(name).exists() else sidecar_path
+    source = f"{name} (sha256 {sha256_file(source_file)[:12]}, threshold {threshold:g})"
+    return PseudoLabels(stack=name, threshold=threshold, source=source, frame=frame, n_test=len(ids))
