@@ -71,14 +71,16 @@ def test_finished_fold_is_skipped_and_stale_inputs_are_refused(workspace):
     again = train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1"])[0]
     assert again["status"] == "skipped" and ws.run("tiny", 0).oof.stat().st_mtime_ns == stamp
 
-    with pytest.raises(StaleError, match=r"the recipe changed.*--force"):
+    # The refusal names the setting with both values, and the --set that reproduce the recorded recipe.
+    with pytest.raises(StaleError, match=r"seed: 0 when trained, 7 now\. Re-run with --force.*"
+                                         r"`comp train --model tiny --fold 0 --set epochs=1`"):
         train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1", "seed=7"])
     make_folds(comp, ws, seed=comp.seed + 1, force=True)
-    with pytest.raises(StaleError, match=r"the folds .* changed"):
+    with pytest.raises(StaleError, match=r"folds/folds.csv: sha256 \w{12} when trained, \w{12} now"):
         train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1"])
     ws.save(dataclasses.replace(comp, name="another-competition"))
     verify(ws.load(), ws, workers=0)
-    with pytest.raises(StaleError, match=r"comp.toml changed"):
+    with pytest.raises(StaleError, match=r"comp.toml \(the competition's data and classes\): hash \w{12} when "):
         train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1"])
 
     # --force retrains on the new folds and records them.
