@@ -7,18 +7,21 @@ Credentials are read by the backends and never leave them: every message built f
 
 from __future__ import annotations
 
+import email.utils
 import math
 import os
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from comp.core.errors import CompError
 
 Say = Callable[[str], None]
+T = TypeVar("T")
 
 
 # Names a platform may see: Kaggle and CodaBench keep the upload's file name, and a slug names a folder under data/.
@@ -93,6 +96,42 @@ def env_float(name: str, default: float) -> float:
     if value < 0:
         raise CompError(f"${name} = {raw!r} is negative; use a number of seconds >= 0")
     return value
+
+
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})  # answers that may pass on a later attempt
+MAX_RETRY_AFTER = 120.0  # seconds: a longer Retry-After is not waited out, the command fails and says so
+
+
+def retry_after(response: Any) -> float:
+    """Seconds a 429/503 answer asks to wait (`Retry-After`: seconds or an HTTP date); 0 when it does not say."""
+    raw = str(getattr(response, "headers", {}).get("Retry-After", "") or "").strip()
+    if not raw:
+        return 0.0
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return 0.0
+    return max(0.0, (when - datetime.now(UTC)).total_seconds()) if when.tzinfo else 0.0
+
+
+def with_retries(call: Callable[[], T], wait_for: Callable[[BaseException], float | None], retries: int,
+                 backoff: float) -> T:
+    """`call()`, tried up to `retries` times while it raises an error `wait_for` calls transient (a number of seconds
+    the server asked for, 0 for "no preference"; None: final). Waits grow exponentially from `backoff` and are
+    never shorter than the server's Retry-After. Only for calls that are safe to repeat."""
+    for n in range(1, retries + 1):
+        try:
+            return call()
+        except Exception as err:
+            asked = wait_for(err)
+            if asked is None or n == retries or asked > MAX_RETRY_AFTER:
+                raise
+            time.sleep(max(asked, backoff * 2 ** (n - 1)))
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def upload_with_retries(attempt: Callable[[], tuple[str, str]], retries: int, backoff: float, platform: str,

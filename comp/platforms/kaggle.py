@@ -10,15 +10,29 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from comp.core.errors import CompError
-from comp.platforms.base import Remote, env_float, redact, safe_file_name, safe_name, upload_with_retries
+from comp.platforms.base import (
+    MAX_RETRY_AFTER,
+    RETRY_STATUS,
+    Remote,
+    env_float,
+    redact,
+    retry_after,
+    safe_file_name,
+    safe_name,
+    upload_with_retries,
+    with_retries,
+)
 
 _STATUS = {"PENDING": "pending", "COMPLETE": "complete", "ERROR": "error"}
+PAGE_SIZE = 20  # submissions per ListSubmissions page, as the official client asks
 _TOKEN_HELP = (
     "create an API token at https://www.kaggle.com/settings (API section) and save it in ~/.kaggle/access_token "
     "(or set KAGGLE_API_TOKEN), or put kaggle.json with your username and key in ~/.kaggle/"
@@ -39,8 +53,10 @@ class KaggleCredential:
         return [s for s in (self.token, self.key) if s]
 
 
-def find_credential(environ: Mapping[str, str] | None = None, home: Path | None = None) -> KaggleCredential | None:
-    """The credential the Kaggle client would use, in its order; None when there is none.
+def find_credential(environ: Mapping[str, str] | None = None, home: Path | None = None,
+                    tokens: bool = True) -> KaggleCredential | None:
+    """The credential the Kaggle client would use, in its order; None when there is none (`tokens=False`: the
+    username + key only, the fallback after an invalid token).
 
     1. an access token: `KAGGLE_API_TOKEN` (the value, or the path of a file holding it), then ~/.kaggle/access_token;
     2. username + key from kaggle.json in `KAGGLE_CONFIG_DIR`, ~/.kaggle or ~/.config/kaggle, each field overridden
@@ -48,7 +64,7 @@ def find_credential(environ: Mapping[str, str] | None = None, home: Path | None 
     """
     env = os.environ if environ is None else environ
     home = Path(env.get("HOME") or Path.home()) if home is None else home
-    raw = env.get("KAGGLE_API_TOKEN", "").strip()
+    raw = env.get("KAGGLE_API_TOKEN", "").strip() if tokens else ""
     if raw:
         as_file = Path(raw).expanduser()
         if len(raw) < 4096 and as_file.is_file():
@@ -62,7 +78,7 @@ def find_credential(environ: Mapping[str, str] | None = None, home: Path | None 
             )
         else:
             return KaggleCredential(source="KAGGLE_API_TOKEN", token=raw)
-    for name in ("access_token", "access_token.txt"):
+    for name in ("access_token", "access_token.txt") if tokens else ():
         token_file = home / ".kaggle" / name
         if token_file.is_file():
             token = _read_secret(token_file)
@@ -127,7 +143,32 @@ def default_client_factory(credential: KaggleCredential) -> Any:
 
     if credential.token:
         return KaggleClient(env=kaggle_env(), api_token=credential.token)
-    return KaggleClient(env=kaggle_env(), username=credential.username, password=credential.key)
+    client = KaggleClient(env=kaggle_env(), username=credential.username, password=credential.key)
+    # Left alone, kagglesdk adds a token it finds in the environment (KAGGLE_API_TOKEN, ~/.kaggle/access_token) as
+    # Bearer even when given a username and key: after a rejected token fell back to kaggle.json, that bad token
+    # would still be sent. Sign the session in with the key here, so kagglesdk never looks for one.
+    http = client._http_client
+    http._signed_in = True
+    http._init_session()
+    http._session.auth = (credential.username, credential.key)
+    return client
+
+
+def token_is_active(client: Any, token: str) -> bool | None:
+    """IntrospectToken, as the official client checks a token before using it: True/False, or None when Kaggle could
+    not be asked (then the token is used, and the first real call reports what is wrong)."""
+    import requests
+    from kagglesdk.security.types.oauth_service import IntrospectTokenRequest
+
+    request = IntrospectTokenRequest()
+    request.token = token
+    try:
+        answer = client.security.oauth_client.introspect_token(request)
+    except requests.HTTPError as err:
+        return False if _error_code(err) in (400, 401, 403, 404) else None
+    except requests.RequestException:
+        return None
+    return bool(answer.active and answer.username)
 
 
 class KaggleBackend:
@@ -142,11 +183,16 @@ class KaggleBackend:
         client_factory: Callable[[KaggleCredential], Any] = default_client_factory,
         retries: int = 3,
         backoff: float = 2.0,
+        fallback: Callable[[], KaggleCredential | None] | None = None,
     ) -> None:
         self.competition = safe_name(competition, "Kaggle competition slug (comp.toml `name`)")
         self.credential = credential
-        self.retries = retries  # attempts of the whole upload when it fails in a way that may pass on a retry
-        self.backoff = backoff  # seconds before the 2nd attempt, doubled after each failure
+        self.retries = retries  # attempts of a call (or of the whole upload) that may pass on a retry
+        self.backoff = backoff  # seconds before the 2nd attempt, doubled after each failure (or the Retry-After)
+        self.notes: list[str] = []  # what preflight says besides the limits (a token replaced by kaggle.json)
+        self._factory = client_factory
+        self._fallback = fallback  # the credential to use when a token turns out invalid (kaggle.json)
+        self._checked = not credential.token
         self._client = client_factory(credential)
         self._api = self._client.competitions.competition_api_client
 
@@ -155,15 +201,20 @@ class KaggleBackend:
         credential = find_credential()
         if credential is None:
             raise CompError(f"no Kaggle credentials found; {_TOKEN_HELP}")
-        return cls(competition, credential, backoff=env_float("COMP_RETRY_BACKOFF", 2.0))
+        return cls(competition, credential, backoff=env_float("COMP_RETRY_BACKOFF", 2.0),
+                   fallback=lambda: find_credential(tokens=False))
 
     # -- the Backend protocol
     def describe(self) -> list[str]:
         return [f"Kaggle competition {self.competition} with the credential from {self.credential.source}"]
 
     def preflight(self) -> str:
+        """Best effort, as the official client: only a reached daily limit refuses. Kaggle reports zero counts for a
+        user who is not on a team yet (before a first submission), and a failed limits call is not a reason to stop:
+        CreateSubmission itself refuses what is over the limit."""
         from kagglesdk.competitions.types.competition_api_service import ApiGetSubmissionLimitsRequest
 
+        self._check_credential()
         if self._code_competition():
             raise CompError(
                 f"{self.competition} is a code competition: Kaggle scores only notebooks run on its servers, not an "
@@ -171,51 +222,122 @@ class KaggleBackend:
             )
         request = ApiGetSubmissionLimitsRequest()
         request.competition_name = self.competition
-        limits = self._call("reading the submission limits", self._api.get_submission_limits, request)
-        if limits.num_allowed_now <= 0:
+        lines = list(self.notes)
+        try:
+            limits = self._call("reading the submission limits", self._api.get_submission_limits, request)
+        except CompError as err:
+            return "\n".join([*lines, f"Kaggle: could not read the submission limits ({err}); submitting anyway"])
+        if limits.num_today > 0 and limits.num_allowed_now <= 0:
             raise CompError(
                 f"Kaggle allows no more submissions to {self.competition} now ({limits.num_today} made today): the "
                 "daily limit resets at 00:00 UTC; nothing was sent"
             )
-        return f"Kaggle: {limits.num_allowed_now} submission(s) left today, {limits.num_allowed_now - 1} after this one"
+        if not (limits.num_today or limits.num_total or limits.num_allowed_now):
+            lines.append("Kaggle: no submission made yet (the limits read 0 until a first submission makes a team)")
+        else:
+            left = limits.num_allowed_now
+            lines.append(f"Kaggle: {left} submission(s) left today, {max(left - 1, 0)} after this one")
+        return "\n".join(lines)
 
     def upload(self, path: Path, message: str) -> str:
         """StartSubmissionUpload -> PUT -> CreateSubmission, the whole sequence retried with backoff when the PUT
-        fails or Kaggle answers ref 0 ("Could not submit"); any other refusal is final."""
-        from kagglesdk.competitions.types.competition_api_service import (
-            ApiCreateSubmissionRequest,
-            ApiStartSubmissionUploadRequest,
-        )
+        fails, Kaggle answers ref 0 ("Could not submit"), or CreateSubmission fails in a way that may pass (5xx, 429,
+        a dropped connection). After such a failure the submission may exist with its answer lost: the listing is
+        read first, and a submission found there is the result (never a second one)."""
+        from kagglesdk.competitions.types.competition_api_service import ApiStartSubmissionUploadRequest
 
+        self._check_credential()
         data = Path(path).read_bytes()
+        name = safe_file_name(Path(path).name)
+        started = datetime.now(UTC)
+
         def attempt() -> tuple[str, str]:
             start = ApiStartSubmissionUploadRequest()
             start.competition_name = self.competition
-            start.file_name = safe_file_name(Path(path).name)
+            start.file_name = name
             start.content_length = len(data)
             start.last_modified_epoch_seconds = int(Path(path).stat().st_mtime)
             upload = self._call("starting the upload", self._api.start_submission_upload, start)
             why = self._put(upload.create_url, data)
             if why:
                 return "", why
-            create = ApiCreateSubmissionRequest()
-            create.competition_name = self.competition
-            create.blob_file_tokens = upload.token
-            create.submission_description = message
-            result = self._call("creating the submission", self._api.create_submission, create)
-            if result.ref:
-                return str(result.ref), ""
-            return "", f"Kaggle answered ref 0: {self._redact(result.message or 'Could not submit')}"
+            return self._create(upload.token, name, len(data), message, started)
 
         return upload_with_retries(attempt, self.retries, self.backoff, "Kaggle",
                                    "Check https://www.kaggle.com status and your network, then run the command again")
 
     def status(self, ref: str) -> Remote | None:
         """The listing is newest first and refs grow, so paging stops at the first page reaching back to `ref`."""
+        self._check_credential()
         for sub in self._listing(max_pages=20, stop_at=str(ref)):
             if str(sub.ref) == str(ref):
                 return _remote(sub)
         return None
+
+    # -- credential and submission creation
+    def _check_credential(self) -> None:
+        """An access token is introspected once before use; an invalid one gives way to kaggle.json when there is
+        one, as the official client does (and only that credential is sent from then on)."""
+        if self._checked:
+            return
+        self._checked = True
+        if token_is_active(self._client, self.credential.token) is not False:
+            return
+        rejected = self.credential.source
+        fallback = self._fallback() if self._fallback else None
+        if fallback is None:
+            raise CompError(f"Kaggle says the access token from {rejected} is invalid or expired; {_TOKEN_HELP}")
+        self.notes.append(f"the access token from {rejected} is invalid or expired; using {fallback.source}")
+        self.credential = fallback
+        self._client = self._factory(fallback)
+        self._api = self._client.competitions.competition_api_client
+
+    def _create(self, token: str, name: str, size: int, message: str, started: datetime) -> tuple[str, str]:
+        import requests
+        from kagglesdk.competitions.types.competition_api_service import ApiCreateSubmissionRequest
+
+        create = ApiCreateSubmissionRequest()
+        create.competition_name = self.competition
+        create.blob_file_tokens = token
+        create.submission_description = message
+        try:
+            result = self._api.create_submission(create)
+        except requests.HTTPError as err:
+            code = _error_code(err)
+            if code not in RETRY_STATUS or _is_limit(self._redact(str(err))):
+                raise self._http_error("creating the submission", err) from None
+            why, wait = f"Kaggle answered {code} while creating the submission", retry_after(err.response)
+        except (requests.ConnectionError, requests.Timeout) as err:
+            why, wait = f"the connection broke while creating the submission ({type(err).__name__})", 0.0
+        else:
+            if result.ref:
+                return str(result.ref), ""
+            return "", f"Kaggle answered ref 0: {self._redact(result.message or 'Could not submit')}"
+        found = self._find_created(name, size, message, started, why)
+        if found:
+            return found, ""
+        if wait:
+            time.sleep(min(wait, MAX_RETRY_AFTER))
+        return "", why
+
+    def _find_created(self, name: str, size: int, message: str, started: datetime, why: str) -> str:
+        """The ref of the submission just created, found in the listing (newest first) by its description, file
+        name and size, made since this upload began; "" when there is none."""
+        try:
+            listed = self._listing(max_pages=1)
+        except CompError as err:
+            raise CompError(
+                f"{why}; the listing that would show whether it was created failed too ({err}). It may or may not "
+                f"have been created: look at https://www.kaggle.com/competitions/{self.competition}/submissions "
+                "before submitting again"
+            ) from None
+        since = started - timedelta(minutes=10)  # the server's clock may differ from this machine's
+        for sub in listed:
+            when = sub.date.replace(tzinfo=sub.date.tzinfo or UTC) if sub.date is not None else None
+            if ((sub.description or "") == message and (sub.file_name or name) == name
+                    and sub.total_bytes in (None, 0, size) and (when is None or when >= since)):
+                return str(sub.ref)
+        return ""
 
     def _code_competition(self) -> bool:
         """Best effort: a failed lookup is not a reason to refuse (the upload itself will say what is wrong)."""
@@ -229,11 +351,27 @@ class KaggleBackend:
         except (requests.RequestException, ValueError, TypeError, KeyError):
             return False
 
+    def _competition_exists(self) -> bool | None:
+        """GetCompetition as a probe: True, False (404), or None when Kaggle would not say."""
+        import requests
+        from kagglesdk.competitions.types.competition_api_service import ApiGetCompetitionRequest
+
+        request = ApiGetCompetitionRequest()
+        request.competition_name = self.competition
+        try:
+            self._api.get_competition(request)
+        except requests.HTTPError as err:
+            return False if _error_code(err) == 404 else None
+        except (requests.RequestException, ValueError, TypeError, KeyError):
+            return None
+        return True
+
     # -- downloads
     def download(self, dest: Path, progress: Callable[[int, int], None] | None = None) -> None:
         """DownloadDataFiles: Kaggle answers a redirect to one zip, streamed to `dest` (the caller renames it)."""
         from kagglesdk.competitions.types.competition_api_service import ApiDownloadDataFilesRequest
 
+        self._check_credential()
         request = ApiDownloadDataFilesRequest()
         request.competition_name = self.competition
         response = self._call("downloading the data", self._api.download_data_files, request)
@@ -264,8 +402,11 @@ class KaggleBackend:
         for _ in range(max_pages):
             request = ApiListSubmissionsRequest()
             request.competition_name = self.competition
+            request.page_size = PAGE_SIZE
             if token:
                 request.page_token = token
+            else:
+                request.page = 1  # the official client's first request: page=1, pageSize=20
             answer = self._call("listing submissions", self._api.list_submissions, request)
             found.extend(answer.submissions)
             token = answer.next_page_token
@@ -286,10 +427,19 @@ class KaggleBackend:
         return f"upload PUT answered HTTP {answer.status_code}"
 
     def _call(self, what: str, method: Callable[[Any], Any], request: Any) -> Any:
+        """One API call that is safe to repeat, retried on 429/5xx and dropped connections (Retry-After honoured)."""
         import requests
 
+        def transient(err: BaseException) -> float | None:
+            if isinstance(err, requests.HTTPError):
+                code = _error_code(err)
+                if code in RETRY_STATUS and not _is_limit(str(err)):
+                    return retry_after(err.response)
+                return None
+            return 0.0 if isinstance(err, requests.ConnectionError | requests.Timeout) else None
+
         try:
-            return method(request)
+            return with_retries(lambda: method(request), transient, self.retries, self.backoff)
         except requests.HTTPError as err:
             raise self._http_error(what, err) from None
         except requests.RequestException as err:
@@ -301,26 +451,42 @@ class KaggleBackend:
     def _http_error(self, what: str, err: Any) -> CompError:
         code, text = _error_code(err), self._redact(str(err))
         slug = self.competition
+        rules = f"https://www.kaggle.com/competitions/{slug}/rules"
         if code == 401:
             why = f"Kaggle rejected the credential from {self.credential.source} (401); {_TOKEN_HELP}"
         elif code == 403:
-            why = (
-                f"Kaggle refused access to {slug} (403: {text}); accept the competition's rules at "
-                f"https://www.kaggle.com/competitions/{slug}/rules with the account of {self.credential.source}"
-            )
+            # Kaggle answers a mistyped slug with 403 "Permission 'competitions.participate' was denied" too, so
+            # GetCompetition tells the two apart where it can.
+            exists = self._competition_exists()
+            slug_fix = (f"check `name` in comp.toml: it must be the slug in the competition's URL, "
+                        f"kaggle.com/competitions/<slug> (now {slug!r})")
+            accept = f"accept the competition's rules at {rules} with the account of {self.credential.source}"
+            if exists is False:
+                why = f"Kaggle has no competition {slug!r} (403: {text}); {slug_fix}"
+            elif exists:
+                why = f"Kaggle refused access to {slug} (403: {text}); {accept}"
+            else:
+                why = f"Kaggle refused access to {slug} (403: {text}): either {slug_fix}, or {accept}"
         elif code == 404:
             why = (
                 f"Kaggle has no competition {slug!r} (404); set `name` in comp.toml to the slug in the competition's "
                 "URL, kaggle.com/competitions/<slug>"
             )
-        elif code in (400, 429) and any(w in text.lower() for w in ("daily", "limit", "allowance")):
+        elif code in (400, 429) and _is_limit(text):
             why = f"Kaggle's submission limit is reached ({code}: {text}); it resets at 00:00 UTC"
+        elif code in RETRY_STATUS:
+            why = f"Kaggle answered {code} ({text}) {self.retries} times; it may be busy: run the command again later"
         else:
             why = f"Kaggle answered {code} ({text})"
         return CompError(f"{why} (while {what})")
 
     def _redact(self, text: str) -> str:
         return redact(text, [*self.credential.secrets, self.credential.username])
+
+
+def _is_limit(text: str) -> bool:
+    """A daily-limit refusal (400, sometimes 429): final until 00:00 UTC, never retried."""
+    return any(w in text.lower() for w in ("daily", "allowance", "submission limit"))
 
 
 def _error_code(err: Any) -> int:

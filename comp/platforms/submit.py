@@ -45,9 +45,8 @@ def make_backend(comp: Competition, phase: str = "", zip_name: str = "") -> Back
     if comp.platform == "codabench":
         from comp.platforms.codabench import CodabenchBackend
 
-        return CodabenchBackend.from_env(
-            phase=phase or comp.codabench_phase, zip_name=zip_name or comp.submission_zip_name
-        )
+        return CodabenchBackend.from_env(phase=phase, zip_name=zip_name, toml_phase=comp.codabench_phase,
+                                         toml_zip_name=comp.submission_zip_name)
     return None
 
 
@@ -173,7 +172,11 @@ def submit_file(
 def refresh(comp: Competition, ws: Workspace, backend: Backend | None = None) -> int:
     """Pull the state of every ledger row of this platform that is not final yet; returns how many rows changed."""
     frame = ledger.read(ws)
-    rows = frame[(frame["platform"] == comp.platform) & (frame["ref"] != "") & (frame["private_score"] == "")]
+    # Final rows are not asked again: an error, or a complete one whose last score is known (Kaggle reveals the
+    # private score after the deadline, so its complete rows stay open until then; CodaBench has one score).
+    final = (frame["status"] == "error") | ((frame["status"] == "complete") & (
+        (frame["platform"] != "kaggle") | (frame["private_score"] != "")))
+    rows = frame[(frame["platform"] == comp.platform) & (frame["ref"] != "") & ~final]
     if rows.empty or comp.platform == "none":
         return 0
     backend = backend or make_backend(comp)

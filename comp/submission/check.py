@@ -29,6 +29,7 @@ from comp.core.workspace import Workspace
 from comp.setup.scan import normalise_label
 from comp.submission.parse import (
     INTEGER,
+    NUMBER,
     SHOW,
     CheckReport,
     Table,
@@ -325,6 +326,7 @@ def _check_topk(comp: Competition, col: str, cells: list[str], ids: list[str], l
         unknown = [t for t in tokens if t not in valid]
         if unknown:
             problems.setdefault("unknown", []).append(f"{_at(lines, ids, i)}: {unknown[0]!r}")
+            problems.setdefault("tokens", []).extend(unknown)
     messages = {
         "sep": f"column {col!r} separates labels with something other than single spaces ({{}}); write "
                "' '.join(labels)",
@@ -332,9 +334,19 @@ def _check_topk(comp: Competition, col: str, cells: list[str], ids: list[str], l
         "many": f"column {col!r} lists more than top_k = {k} labels ({{}}); keep the {k} best",
         "dup": f"column {col!r} repeats a label within a row ({{}}); each label may appear once per row",
         "unknown": f"unknown label(s) in column {col!r} ({{}}); the known labels are "
-                   f"{first([repr(x) for x in labels_of(comp)])}",
+                   f"{first([repr(x) for x in labels_of(comp)])}" + _respelling_hint(problems.get("tokens", []),
+                                                                                      labels_of(comp)),
     }
-    return [messages[key].format(first(rows)) for key, rows in problems.items()]
+    return [messages[key].format(first(rows)) for key, rows in problems.items() if key in messages]
+
+
+def _respelling_hint(tokens: list[str], labels: list[str]) -> str:
+    """' (they differ in case or in '_' vs space from known labels)' when every unknown token is one respelt."""
+    spelled = {normalise_label(x): x for x in labels}
+    if tokens and all(normalise_label(t) in spelled for t in tokens):
+        return (f" ({tokens[0]!r} is {spelled[normalise_label(tokens[0])]!r} in another case or spelling; labels "
+                "are case-sensitive: `comp check FILE --fix OUT` respells them)")
+    return ""
 
 
 def _check_probabilities(report: CheckReport, comp: Competition, cols: list[str], values: np.ndarray,
@@ -360,10 +372,11 @@ def _check_probabilities(report: CheckReport, comp: Competition, cols: list[str]
         return
     if ranked:
         return
-    low, high = x < 0, x > 1
+    # Per-class rows may exceed 1 (the grader divides by the row sum); a binary probability may not.
+    low, high = x < 0, (x > 1) if comp.kind == "binary" else np.zeros_like(x, dtype=bool)
     if low.any() or high.any():
         squash = "a sigmoid" if comp.kind == "binary" else "softmax over each row"
-        if (low.any() and high.any()) or (low | high).mean() > 0.25:
+        if (low.any() and (high.any() or (x > 1).any())) or (low | high).mean() > 0.25:
             report.errors.append(f"values outside [0, 1] ({cells(low | high)}): looks like logits, not "
                                  f"probabilities: apply {squash}")
         elif low.any():
@@ -389,11 +402,10 @@ def _check_probabilities(report: CheckReport, comp: Competition, cols: list[str]
 
 
 def _is_integral_float(value: str) -> bool:
-    try:
-        f = float(value)
-    except ValueError:
+    if not NUMBER.fullmatch(value):  # float() would also take '٣' or '3_0'
         return False
-    return np.isfinite(f) and f == int(f)
+    f = float(value)
+    return bool(np.isfinite(f) and f == int(f))
 
 
 def _natural(value: str) -> tuple:
