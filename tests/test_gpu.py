@@ -21,7 +21,7 @@ def test_cuda_training_with_amp_and_channels_last_writes_finite_logits(workspace
     assert summary["status"] == "trained"
     oof, test = logits.load(ws.run("tiny", 0).oof), logits.load(ws.run("tiny", 0).test)
     assert np.isfinite(oof.values).all() and np.isfinite(test.values).all()
-    assert len(test.ids) == 4 and oof.meta["tta"] == "d4"
+    assert len(test.ids) == 4 and oof.meta.tta == "d4"
 
 
 def test_cuda_and_cpu_predictions_agree_for_the_same_weights(workspace):

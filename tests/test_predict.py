@@ -46,8 +46,8 @@ def test_predict_with_unchanged_tta_reproduces_training_logits(ws, cli):
         assert list(oof.ids) == list(old_oof.ids) and list(test.ids) == list(old_test.ids)
         np.testing.assert_allclose(oof.values, old_oof.values, atol=1e-5)
         np.testing.assert_allclose(test.values, old_test.values, atol=1e-5)
-        assert oof.meta["tta"] == "none" and oof.meta["folds_hash"] == old_oof.meta["folds_hash"]
-        assert oof.meta["recipe_hash"] == old_oof.meta["recipe_hash"]
+        assert oof.meta.tta == "none" and oof.meta.folds_hash == old_oof.meta.folds_hash
+        assert oof.meta.recipe_hash == old_oof.meta.recipe_hash
 
 
 def test_predict_one_fold_with_hflip_rewrites_only_that_fold(ws, cli):
@@ -56,9 +56,9 @@ def test_predict_one_fold_with_hflip_rewrites_only_that_fold(ws, cli):
     code, out = cli("predict", "--model", "tiny", "--fold", "0", "--tta", "hflip", "--device", "cpu")
     assert code == 0, out
     after = logits.load(ws.run("tiny", 0).oof)
-    assert after.meta["tta"] == "hflip" and list(after.ids) == list(before.ids)
+    assert after.meta.tta == "hflip" and list(after.ids) == list(before.ids)
     assert np.abs(after.values - before.values).max() > 1e-4  # the flip really changed the logits
-    assert logits.load(ws.run("tiny", 0).test).meta["tta"] == "hflip"
+    assert logits.load(ws.run("tiny", 0).test).meta.tta == "hflip"
     record = json.loads(ws.run("tiny", 0).metrics.read_text())
     assert record["tta"] == "hflip" and "best_epoch" in record  # training's fields are kept
     np.testing.assert_array_equal(logits.load(ws.run("tiny", 1).oof).values, untouched.values)
@@ -69,7 +69,7 @@ def test_prob_merge_is_recorded_and_finite(ws, cli):
                         "cpu")
     assert code == 0, out
     oof = logits.load(ws.run("tiny", 2).oof)
-    assert oof.meta["tta"] == "vflip" and oof.meta["tta_merge"] == "prob"
+    assert oof.meta.tta == "vflip" and oof.meta.tta_merge == "prob"
     assert np.isfinite(oof.values).all() and np.allclose(np.exp(oof.values).sum(axis=1), 1, atol=1e-5)
 
 
@@ -81,8 +81,8 @@ def test_auto_scores_presets_on_oof_and_records_the_choice(ws, cli):
     assert set(scores) == set(predict.PRESETS)
     assert record["tta"] == predict.choose_preset("accuracy", scores)
     assert scores[record["tta"]] == max(scores.values()) == record["oof_score"]
-    assert logits.load(ws.run("tiny", 0).oof).meta["tta"] == record["tta"]
-    assert logits.load(ws.run("tiny", 0).test).meta["tta_scores"] == scores
+    assert logits.load(ws.run("tiny", 0).oof).meta.tta == record["tta"]
+    assert logits.load(ws.run("tiny", 0).test).meta.tta_scores == scores
     assert "<- chosen" in out
 
 

@@ -51,7 +51,7 @@ def test_all_folds_cover_every_id_once_and_never_train_on_their_own_rows(workspa
         oof_ids += list(oof.ids)
         assert set(oof.ids) == set(folds.index[folds == k])
         assert oof.values.shape == (len(oof.ids), 3) and np.isfinite(oof.values).all()
-        assert oof.meta["folds_hash"] and oof.meta["recipe_hash"] and oof.meta["fold"] == k
+        assert oof.meta.folds_hash and oof.meta.recipe_hash and oof.meta.fold == k
         trained_on = {ids[i] for i in seen[k]}
         assert trained_on and not trained_on & set(oof.ids), f"fold {k} trained on its own rows"
         test = logits.load(run.test)
@@ -88,7 +88,7 @@ def test_finished_fold_is_skipped_and_stale_inputs_are_refused(workspace):
     assert redone["status"] == "trained"
     from comp.folds import load_folds
 
-    assert logits.load(ws.run("tiny", 0).oof).meta["folds_hash"] == load_folds(ws).hash
+    assert logits.load(ws.run("tiny", 0).oof).meta.folds_hash == load_folds(ws).hash
 
 
 def test_bad_fold_and_device_are_clear_errors(workspace):
