@@ -1,8 +1,16 @@
-"""Shared fixtures: every test runs inside its own temp workspace; tiny generated competitions; ../shared access."""
+"""Shared fixtures: every test runs inside its own temp workspace; tiny generated competitions; ../shared access.
+
+Helpers are fixtures, never imported (`from conftest import` would load this file a second time under another name):
+`make_kaggle_competition`, `make_folder_competition` and `make_toy_workspace` return their factory functions.
+The fake Kaggle/CodaBench servers and their fixtures (`isolated`, `toy_workspace`) live in fake_servers.py, loaded
+as a plugin below.
+"""
 
 from __future__ import annotations
 
+import multiprocessing.process
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +20,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("COMP_SHARED", REPO.parent / "shared"))
+
+pytest_plugins = ["fake_servers"]
 
 
 @pytest.fixture(autouse=True)
@@ -23,6 +33,36 @@ def workspace(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("COMP_WORKSPACE", str(ws))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     return ws
+
+
+@pytest.fixture(autouse=True)
+def _only_slow_tests_start_processes(request, monkeypatch):
+    """`make test-fast` (-m "not slow") stays a quick loop only if no test in it starts a process: a test that does
+    (a subprocess such as `python -m comp`/torchrun, a process pool, DataLoader workers) and is not marked `slow`
+    fails here, naming what it started. `git` (asked for the code version by provenance) is cheap and allowed."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    started: list[str] = []
+    popen_init = subprocess.Popen.__init__
+    process_start = multiprocessing.process.BaseProcess.start
+
+    def popen(self, args, *more, **kwargs):
+        argv = [args] if isinstance(args, str | bytes | os.PathLike) else list(args)
+        if Path(os.fsdecode(argv[0])).name != "git":
+            started.append("subprocess " + " ".join(os.fsdecode(a) for a in argv)[:120])
+        popen_init(self, args, *more, **kwargs)
+
+    def start(self):
+        started.append(f"a {type(self).__name__} (process pool or DataLoader worker)")
+        return process_start(self)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", popen)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
+    yield
+    if started:
+        pytest.fail(f"{request.node.nodeid} started {len(started)} process(es), e.g. {started[0]}; mark it "
+                    "@pytest.mark.slow (make test-fast must stay quick)", pytrace=False)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -40,7 +80,7 @@ def shared() -> Path:
     return SHARED
 
 
-def class_image(rng: np.random.Generator, cls: int, n_classes: int, size: int) -> np.ndarray:
+def _class_image(rng: np.random.Generator, cls: int, n_classes: int, size: int) -> np.ndarray:
     """A learnable synthetic image: a class-specific colour and bar position, plus noise."""
     hue = np.array([(cls * 97) % 256, (cls * 53 + 80) % 256, (cls * 151 + 40) % 256], dtype=np.float32)
     img = rng.normal(128, 30, size=(size, size, 3)).astype(np.float32) * 0.5 + hue * 0.5
@@ -49,7 +89,7 @@ def class_image(rng: np.random.Generator, cls: int, n_classes: int, size: int) -
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_kaggle_competition(
+def _kaggle_competition(
     root: Path,
     classes: tuple[str, ...] = ("cat", "dog", "frog"),
     n_per_class: int = 10,
@@ -71,14 +111,14 @@ def make_kaggle_competition(
     for c, name in enumerate(classes):
         for _ in range(n_per_class):
             k += 1
-            Image.fromarray(class_image(rng, c, len(classes), size)).save(data / "train" / f"{k}{ext}")
+            Image.fromarray(_class_image(rng, c, len(classes), size)).save(data / "train" / f"{k}{ext}")
             rows.append((f"{k}{ext}" if ids_with_ext else str(k), name))
     pd.DataFrame(rows, columns=["id", "label"]).to_csv(data / "train.csv", index=False)
     test_ids = []
     for t in range(n_test):
         c = t % len(classes)
         tid = f"t{t:03d}"
-        Image.fromarray(class_image(rng, c, len(classes), size)).save(data / "test" / f"{tid}{ext}")
+        Image.fromarray(_class_image(rng, c, len(classes), size)).save(data / "test" / f"{tid}{ext}")
         sid = f"{tid}{ext}" if ids_with_ext else tid
         test_ids.append(sid)
         answers.append((sid, classes[c]))
@@ -93,7 +133,7 @@ def make_kaggle_competition(
     return data
 
 
-def make_folder_competition(
+def _folder_competition(
     root: Path,
     classes: tuple[str, ...] = ("0", "1", "2"),
     n_per_class: int = 10,
@@ -107,21 +147,35 @@ def make_folder_competition(
     for c, name in enumerate(classes):
         (data / "train" / name).mkdir(parents=True, exist_ok=True)
         for i in range(n_per_class):
-            Image.fromarray(class_image(rng, c, len(classes), size)).save(data / "train" / name / f"{i:04d}.jpg")
+            Image.fromarray(_class_image(rng, c, len(classes), size)).save(data / "train" / name / f"{i:04d}.jpg")
     (data / "test").mkdir(parents=True, exist_ok=True)
     for t in range(n_test):
-        Image.fromarray(class_image(rng, t % len(classes), len(classes), size)).save(data / "test" / f"img{t:03d}.jpg")
+        Image.fromarray(_class_image(rng, t % len(classes), len(classes), size)).save(data / "test" / f"img{t:03d}.jpg")
     return data
+
+
+@pytest.fixture(scope="session")
+def make_kaggle_competition():
+    """The factory `make_kaggle_competition(root, classes=..., n_per_class=10, n_test=9, size=32, ext=".png",
+    ids_with_ext=False, kind="class_name", seed=0) -> data folder` (Kaggle layout, answers beside it)."""
+    return _kaggle_competition
+
+
+@pytest.fixture(scope="session")
+def make_folder_competition():
+    """The factory `make_folder_competition(root, classes=("0", "1", "2"), n_per_class=10, n_test=9, size=32,
+    seed=0) -> data folder` (class folders, flat test/, no sample)."""
+    return _folder_competition
 
 
 @pytest.fixture
 def kaggle_data(workspace) -> Path:
-    return make_kaggle_competition(workspace / "data" / "toy")
+    return _kaggle_competition(workspace / "data" / "toy")
 
 
 @pytest.fixture
 def folder_data(workspace) -> Path:
-    return make_folder_competition(workspace / "data" / "toy")
+    return _folder_competition(workspace / "data" / "toy")
 
 
 @pytest.fixture
@@ -144,7 +198,7 @@ def cli(monkeypatch, capsys):
 TOY_CLASSES = ("cat", "dog", "frog")
 
 
-def make_toy_workspace(root: Path, n_per_class: int = 8, n_folds: int = 3, n_test: int = 6):
+def _toy_workspace(root: Path, n_per_class: int = 8, n_folds: int = 3, n_test: int = 6):
     """A verified workspace with folds on a generated Kaggle-layout competition (as `comp init` would write it),
     so training-side tests need neither `comp init` nor ../shared. Returns (Workspace, Competition)."""
     from comp.core.config import Competition
@@ -152,7 +206,7 @@ def make_toy_workspace(root: Path, n_per_class: int = 8, n_folds: int = 3, n_tes
     from comp.folds import make_folds
     from comp.setup.verify import verify
 
-    make_kaggle_competition(Path(root) / "data" / "toy", TOY_CLASSES, n_per_class=n_per_class, n_test=n_test)
+    _kaggle_competition(Path(root) / "data" / "toy", TOY_CLASSES, n_per_class=n_per_class, n_test=n_test)
     comp = Competition(
         name="toy", data_dir="data/toy", layout="csv", train_dirs=["data/toy/train"], labels_csv="data/toy/train.csv",
         image_ext=".png", test_dir="data/toy/test", sample_submission="data/toy/sample_submission.csv",
@@ -164,6 +218,14 @@ def make_toy_workspace(root: Path, n_per_class: int = 8, n_folds: int = 3, n_tes
     report, _ = verify(comp, ws, workers=0)
     assert report.passed
     return ws, comp
+
+
+@pytest.fixture(scope="session")
+def make_toy_workspace():
+    """The factory `make_toy_workspace(root, n_per_class=8, n_folds=3, n_test=6) -> (Workspace, Competition)`:
+    a verified workspace with folds on a generated competition of classes cat, dog, frog (session-scoped, so
+    module-scoped fixtures can use it too)."""
+    return _toy_workspace
 
 
 def pytest_collection_modifyitems(config, items):

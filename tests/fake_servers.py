@@ -24,7 +24,6 @@ from urllib.parse import parse_qs
 
 import pandas as pd
 import pytest
-from conftest import make_kaggle_competition
 from typer.testing import CliRunner
 
 from comp.core.config import Competition
@@ -321,7 +320,7 @@ class FakeCodabench(_Server):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Test helpers shared by the platform tests
+# Fixtures shared by the platform tests (this module is loaded as a plugin by conftest.py: use them by name)
 
 
 @pytest.fixture
@@ -341,22 +340,29 @@ def isolated(tmp_path, monkeypatch) -> Path:
     return home
 
 
-def toy_workspace(ws: Path, platform: str = "kaggle", name: str = "toy-comp", sidecar: bool = True) -> Path:
-    """A tiny csv-layout competition with comp.toml written by hand, and a valid submissions/first.csv (+ .json)."""
-    data = make_kaggle_competition(ws / "data" / "toy", n_per_class=3, n_test=6)
-    comp = Competition(
-        name=name, platform=platform, data_dir="data/toy", layout="csv", train_dirs=["data/toy/train"],
-        labels_csv="data/toy/train.csv", image_ext=".png", test_dir="data/toy/test",
-        sample_submission="data/toy/sample_submission.csv", classes=["cat", "dog", "frog"],
-        submission_labels=["cat", "dog", "frog"],
-    )
-    Workspace(ws).save(comp)
-    answers = pd.read_csv(data.parent / "toy_answers.csv", dtype=str)
-    (ws / "submissions").mkdir(exist_ok=True)
-    answers.to_csv(ws / "submissions" / "first.csv", index=False)
-    if sidecar:
-        (ws / "submissions" / "first.json").write_text(json.dumps({"models": ["a", "b"], "method": "mean", "cv": 0.9}))
-    return ws / "submissions" / "first.csv"
+@pytest.fixture
+def toy_workspace(make_kaggle_competition):
+    """The factory `toy_workspace(ws, platform="kaggle", name="toy-comp", sidecar=True) -> submission path`: a tiny
+    csv-layout competition with comp.toml written by hand, and a valid submissions/first.csv (+ .json)."""
+
+    def make(ws: Path, platform: str = "kaggle", name: str = "toy-comp", sidecar: bool = True) -> Path:
+        data = make_kaggle_competition(ws / "data" / "toy", n_per_class=3, n_test=6)
+        comp = Competition(
+            name=name, platform=platform, data_dir="data/toy", layout="csv", train_dirs=["data/toy/train"],
+            labels_csv="data/toy/train.csv", image_ext=".png", test_dir="data/toy/test",
+            sample_submission="data/toy/sample_submission.csv", classes=["cat", "dog", "frog"],
+            submission_labels=["cat", "dog", "frog"],
+        )
+        Workspace(ws).save(comp)
+        answers = pd.read_csv(data.parent / "toy_answers.csv", dtype=str)
+        (ws / "submissions").mkdir(exist_ok=True)
+        answers.to_csv(ws / "submissions" / "first.csv", index=False)
+        if sidecar:
+            sidecar_json = {"models": ["a", "b"], "method": "mean", "cv": 0.9}
+            (ws / "submissions" / "first.json").write_text(json.dumps(sidecar_json))
+        return ws / "submissions" / "first.csv"
+
+    return make
 
 
 def run_cli(*args: str) -> tuple[int, str]:

@@ -39,6 +39,7 @@ def test_every_command_has_help(name):
     assert "Usage" in result.output
 
 
+@pytest.mark.slow  # runs `python -m comp` 5 times
 def test_outside_a_workspace_every_command_fails_cleanly():
     """Commands that need comp.toml say so and exit 1 — through the real entry point, no traceback."""
     for args in (["verify"], ["folds"], ["train", "--model", "tiny", "--fold", "0"], ["stack"], ["status"]):

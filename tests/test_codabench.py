@@ -6,7 +6,7 @@ import io
 import zipfile
 
 import pytest
-from fake_servers import FakeCodabench, isolated, run_cli, toy_workspace  # noqa: F401  (isolated is a fixture)
+from fake_servers import FakeCodabench, run_cli
 
 from comp.core.workspace import Workspace
 from comp.platforms import ledger
@@ -14,7 +14,7 @@ from comp.platforms.codabench import make_zip
 
 
 @pytest.fixture
-def codabench(isolated, monkeypatch, workspace):  # noqa: F811
+def codabench(toy_workspace, isolated, monkeypatch, workspace):
     toy_workspace(workspace, platform="codabench", name="hw1")
     with FakeCodabench() as server:
         monkeypatch.setenv("CODABENCH_URL", server.base)

@@ -6,7 +6,7 @@ import json
 import logging
 
 import pytest
-from fake_servers import FakeCodabench, FakeKaggle, isolated, run_cli, toy_workspace  # noqa: F401  (fixture)
+from fake_servers import FakeCodabench, FakeKaggle, run_cli
 from test_kaggle import _bundle
 
 from comp.core.errors import CompError
@@ -18,7 +18,7 @@ def _kaggle_json(folder, username="json-user", key="json-key") -> None:
     (folder / "kaggle.json").write_text(json.dumps({"username": username, "key": key}))
 
 
-def test_token_comes_first_value_or_file(isolated, monkeypatch, tmp_path):  # noqa: F811
+def test_token_comes_first_value_or_file(isolated, monkeypatch, tmp_path):
     _kaggle_json(isolated / ".kaggle")
     (isolated / ".kaggle" / "access_token").write_text("file-token\n")
     assert find_credential().token == "file-token"
@@ -34,7 +34,7 @@ def test_token_comes_first_value_or_file(isolated, monkeypatch, tmp_path):  # no
         find_credential()
 
 
-def test_kaggle_json_locations_and_env_overrides(isolated, monkeypatch, tmp_path):  # noqa: F811
+def test_kaggle_json_locations_and_env_overrides(isolated, monkeypatch, tmp_path):
     assert find_credential() is None
     _kaggle_json(isolated / ".config" / "kaggle", "cfg-user", "cfg-key")
     assert (find_credential().username, find_credential().key) == ("cfg-user", "cfg-key")
@@ -48,7 +48,7 @@ def test_kaggle_json_locations_and_env_overrides(isolated, monkeypatch, tmp_path
     assert (found.username, found.key, found.token) == ("dir-user", "env-key", "")
 
 
-def test_half_or_broken_credentials_are_clear_errors(isolated, monkeypatch):  # noqa: F811
+def test_half_or_broken_credentials_are_clear_errors(isolated, monkeypatch):
     monkeypatch.setenv("KAGGLE_USERNAME", "only-user")
     with pytest.raises(CompError, match="lack the key"):
         find_credential()
@@ -76,7 +76,9 @@ SECRETS = {
 CODABENCH_TOKEN = "zz-cb-token-93aa7c1e"
 
 
-def test_no_command_shows_or_stores_a_credential(isolated, workspace, monkeypatch, caplog, tmp_path):  # noqa: F811
+def test_no_command_shows_or_stores_a_credential(
+    make_kaggle_competition, toy_workspace, isolated, workspace, monkeypatch, caplog, tmp_path
+):
     """Every command, on success and on failure paths, with distinctive fake credentials: none appears anywhere."""
     caplog.set_level(logging.DEBUG)
     for name, value in SECRETS.items():
@@ -90,7 +92,7 @@ def test_no_command_shows_or_stores_a_credential(isolated, workspace, monkeypatc
 
     csv = toy_workspace(workspace)
     with FakeKaggle(username=SECRETS["KAGGLE_USERNAME"], key=SECRETS["KAGGLE_KEY"]) as kaggle:
-        kaggle.data_zip = _bundle(tmp_path)
+        kaggle.data_zip = _bundle(tmp_path, make_kaggle_competition)
         assert run("check", str(csv)) == 0
         assert run("submit", "-m", "dry", "--dry-run") == 0
         assert run("submit", "-m", "real") == 0

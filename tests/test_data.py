@@ -122,6 +122,7 @@ def test_odd_modes_decode_to_rgb(workspace):
     assert (arr[1] == 255).all() and (arr[4] == 255).all()
 
 
+@pytest.mark.slow  # a decoding process pool
 def test_parallel_build_equals_serial_build(workspace):
     rng = np.random.default_rng(3)
     paths = [_save(workspace / f"{i}.jpg", _noise(rng, 24, 18)) for i in range(images._SMALL_SET + 6)]
@@ -221,6 +222,7 @@ def test_bad_rand_augment_string_is_a_comp_error():
         augment.train_transform(DATA_CONFIG, SimpleNamespace(rand_augment="randaug-strong"))
 
 
+@pytest.mark.slow  # a DataLoader worker process
 def test_loader_order_is_reproducible_and_memmap_pickles_by_name(workspace):
     paths = [_save(workspace / f"{i}.png", np.full((8, 8, 3), i, np.uint8)) for i in range(6)]
     pixels = images.cached_images(Workspace(workspace), paths, 8, workers=0)

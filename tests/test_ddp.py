@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
-from conftest import make_toy_workspace as make_workspace
 
 from comp import logits
 from comp.items import train_items
@@ -18,10 +18,12 @@ from comp.modeling.recipe import load_recipe
 from comp.vision import images
 from comp.vision.tta import eval_view, predict_logits
 
+pytestmark = pytest.mark.slow  # torchrun: two training processes
 
-def test_two_gloo_processes_give_complete_oof_matching_the_saved_model(workspace):
+
+def test_two_gloo_processes_give_complete_oof_matching_the_saved_model(make_toy_workspace, workspace):
     # 25 held-out rows: odd, so DistributedSampler-style padding would show up as a duplicate or an extra row.
-    ws, comp = make_workspace(workspace, n_per_class=25, n_folds=3)
+    ws, comp = make_toy_workspace(workspace, n_per_class=25, n_folds=3)
     env = {**os.environ, "COMP_WORKSPACE": str(workspace), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "comp", "train", "--model", "tiny", "--fold", "1", "--device", "cpu", "--set", "epochs=1"]

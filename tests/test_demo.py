@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import make_kaggle_competition
 
 from comp import demo as demo_module
 from comp.core.errors import CompError
@@ -16,6 +15,7 @@ from comp.setup.verify import require_verified
 from comp.vision.images import open_rgb
 
 
+@pytest.mark.slow  # verify decodes 1797 images in a process pool
 def test_demo_builds_a_competition_and_a_second_run_reuses_it(workspace, monkeypatch, capsys, cli):
     # The preparation steps only: training and stacking are covered by their own tests (and `make demo`).
     monkeypatch.setattr(demo_module, "ALL_STEPS", STEPS)
@@ -52,7 +52,7 @@ def test_demo_builds_a_competition_and_a_second_run_reuses_it(workspace, monkeyp
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
-def test_demo_refuses_a_workspace_of_another_competition(workspace):
+def test_demo_refuses_a_workspace_of_another_competition(make_kaggle_competition, workspace):
     make_kaggle_competition(workspace / "data" / "toy", n_per_class=2, n_test=1)
     from comp.core.config import Competition
 

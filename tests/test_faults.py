@@ -16,7 +16,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_toy_workspace as make_workspace
 
 from comp import logits
 
@@ -45,8 +44,8 @@ def _readable_or_absent(run) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_at_every_write_point_then_rerun_matches_an_uninterrupted_run(workspace):
-    ws, _ = make_workspace(workspace, n_per_class=8, n_folds=2, n_test=4)
+def test_sigkill_at_every_write_point_then_rerun_matches_an_uninterrupted_run(make_toy_workspace, workspace):
+    ws, _ = make_toy_workspace(workspace, n_per_class=8, n_folds=2, n_test=4)
     run = ws.run("tiny", 0)
     done = _run(workspace)
     assert done.returncode == 0, done.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_kaggle_competition
 
 from comp.core.config import Competition
 from comp.core.errors import CompError, StaleError
@@ -13,18 +12,25 @@ from comp.core.workspace import Workspace
 from comp.folds import assign_folds, load_folds, make_folds
 
 
-def kaggle_workspace(root, **kwargs) -> tuple[Competition, Workspace]:
-    """A generated Kaggle-layout competition with a hand-written comp.toml (as `comp init` would write it)."""
-    classes = kwargs.pop("classes", ("cat", "dog", "frog"))
-    make_kaggle_competition(root / "data" / "toy", classes=classes, **kwargs)
-    comp = Competition(
-        name="toy", data_dir="data/toy", layout="csv", train_dirs=["data/toy/train"], labels_csv="data/toy/train.csv",
-        image_ext=".png", test_dir="data/toy/test", sample_submission="data/toy/sample_submission.csv",
-        classes=list(classes), submission_labels=list(classes), n_folds=3,
-    )
-    ws = Workspace(root)
-    ws.save(comp)
-    return comp, ws
+@pytest.fixture
+def kaggle_workspace(make_kaggle_competition):
+    """The factory kaggle_workspace(root, **kwargs) -> (Competition, Workspace)."""
+
+    def make(root, **kwargs) -> tuple[Competition, Workspace]:
+        """A generated Kaggle-layout competition with a hand-written comp.toml (as `comp init` would write it)."""
+        classes = kwargs.pop("classes", ("cat", "dog", "frog"))
+        make_kaggle_competition(root / "data" / "toy", classes=classes, **kwargs)
+        comp = Competition(
+            name="toy", data_dir="data/toy", layout="csv", train_dirs=["data/toy/train"],
+            labels_csv="data/toy/train.csv",
+            image_ext=".png", test_dir="data/toy/test", sample_submission="data/toy/sample_submission.csv",
+            classes=list(classes), submission_labels=list(classes), n_folds=3,
+        )
+        ws = Workspace(root)
+        ws.save(comp)
+        return comp, ws
+
+    return make
 
 
 def test_every_class_is_spread_evenly_over_the_folds():
@@ -41,7 +47,7 @@ def test_every_class_is_spread_evenly_over_the_folds():
         assert (spread <= 1).all(), table
 
 
-def test_same_seed_gives_byte_identical_csv_and_rows_keep_train_order(workspace):
+def test_same_seed_gives_byte_identical_csv_and_rows_keep_train_order(kaggle_workspace, workspace):
     comp, ws = kaggle_workspace(workspace)
     folds, written = make_folds(comp, ws)
     assert written
@@ -67,7 +73,7 @@ def test_group_folds_never_split_a_group():
     assert set(fold) == set(range(4))
 
 
-def test_group_column_in_the_labels_file_is_used(workspace):
+def test_group_column_in_the_labels_file_is_used(kaggle_workspace, workspace):
     comp, ws = kaggle_workspace(workspace, n_per_class=12)
     labels = pd.read_csv(ws.path(comp.labels_csv), dtype=str)
     labels["patient"] = [f"p{i // 3}" for i in range(len(labels))]  # 3 images per patient
@@ -79,7 +85,7 @@ def test_group_column_in_the_labels_file_is_used(workspace):
     assert (merged.groupby("patient")["fold"].nunique() == 1).all()
 
 
-def test_existing_folds_are_kept_and_replaced_only_with_force(workspace, cli):
+def test_existing_folds_are_kept_and_replaced_only_with_force(kaggle_workspace, workspace, cli):
     kaggle_workspace(workspace)
     code, out = cli("folds")
     assert code == 0 and "wrote folds/folds.csv" in out and "30 rows in 3 folds" in out
@@ -94,7 +100,7 @@ def test_existing_folds_are_kept_and_replaced_only_with_force(workspace, cli):
     assert (workspace / "folds" / "folds.csv").read_bytes() != before
 
 
-def test_a_class_smaller_than_the_fold_count_is_named(workspace):
+def test_a_class_smaller_than_the_fold_count_is_named(kaggle_workspace, workspace):
     comp, ws = kaggle_workspace(workspace)
     labels = pd.read_csv(ws.path(comp.labels_csv), dtype=str)
     labels.loc[labels["label"] == "frog", "label"] = ["frog", "frog"] + ["dog"] * 8  # frog: 2 images
@@ -104,7 +110,7 @@ def test_a_class_smaller_than_the_fold_count_is_named(workspace):
     assert not ws.folds_csv.exists()
 
 
-def test_load_folds_refuses_missing_edited_and_stale_folds(workspace):
+def test_load_folds_refuses_missing_edited_and_stale_folds(kaggle_workspace, workspace):
     comp, ws = kaggle_workspace(workspace)
     with pytest.raises(CompError, match="comp folds"):
         load_folds(ws)
@@ -125,7 +131,7 @@ def test_load_folds_refuses_missing_edited_and_stale_folds(workspace):
         load_folds(ws)
 
 
-def test_ids_keep_leading_zeros(workspace):
+def test_ids_keep_leading_zeros(kaggle_workspace, workspace):
     comp, ws = kaggle_workspace(workspace)
     labels = pd.read_csv(ws.path(comp.labels_csv), dtype=str)
     for i in labels["id"]:
@@ -136,7 +142,7 @@ def test_ids_keep_leading_zeros(workspace):
     assert load_folds(ws, comp).frame["id"].iloc[0] == "001"
 
 
-def test_an_id_with_two_label_rows_is_refused(workspace):
+def test_an_id_with_two_label_rows_is_refused(kaggle_workspace, workspace):
     comp, ws = kaggle_workspace(workspace)
     labels = pd.read_csv(ws.path(comp.labels_csv), dtype=str)
     pd.concat([labels, labels.iloc[[4]]]).to_csv(ws.path(comp.labels_csv), index=False)

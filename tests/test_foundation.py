@@ -101,6 +101,7 @@ def test_disk_full_or_readonly_while_writing_keeps_the_old_file(tmp_path, monkey
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow  # kills a writer process
 def test_sigkill_during_write_never_leaves_a_truncated_target(tmp_path):
     """A writer killed mid-write leaves either the old file or nothing at the target path, never a partial one."""
     target = tmp_path / "big.bin"

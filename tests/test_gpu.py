@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_toy_workspace
 
 from comp import logits
 from comp.training import train as train_mod
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.slow]  # trains a model
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_cuda_training_with_amp_and_channels_last_writes_finite_logits(workspace, amp):
+def test_cuda_training_with_amp_and_channels_last_writes_finite_logits(make_toy_workspace, workspace, amp):
     ws, comp = make_toy_workspace(workspace, n_per_class=8, n_folds=2, n_test=4)
     summary = train_mod.train(ws, "tiny", 0, device="cuda",
                               overrides=["epochs=2", f"amp={amp!r}", "channels_last=true", "tta='d4'"])[0]
@@ -24,7 +23,7 @@ def test_cuda_training_with_amp_and_channels_last_writes_finite_logits(workspace
     assert len(test.ids) == 4 and oof.meta.tta == "d4"
 
 
-def test_cuda_and_cpu_predictions_agree_for_the_same_weights(workspace):
+def test_cuda_and_cpu_predictions_agree_for_the_same_weights(make_toy_workspace, workspace):
     import torch
 
     from comp.modeling.models import build_model, data_config

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_folder_competition, make_kaggle_competition
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -75,7 +74,7 @@ def test_kaggle_csv_layout(kaggle_data, workspace):
     assert sorted(p.name for p in (workspace / "models").glob("*.toml")) == stock
 
 
-def test_ids_with_extension_and_existing_recipes_kept(workspace):
+def test_ids_with_extension_and_existing_recipes_kept(make_kaggle_competition, workspace):
     data = make_kaggle_competition(workspace / "data", ids_with_ext=True, ext=".jpg")
     (workspace / "models").mkdir()
     (workspace / "models" / "tiny.toml").write_text("# mine\n")
@@ -89,7 +88,7 @@ def test_ids_with_extension_and_existing_recipes_kept(workspace):
     ("class_probs", ("Golden Retriever", "pug", "beagle"), "class_probs"),
     ("binary", ("cat", "dog"), "binary"),
 ])
-def test_probability_samples(workspace, kind, classes, expected):
+def test_probability_samples(make_kaggle_competition, workspace, kind, classes, expected):
     data = make_kaggle_competition(workspace / "data", classes=classes, kind=kind, n_per_class=2, n_test=2)
     comp, _, _ = _init(data)
     assert comp.kind == expected and comp.metric == {"binary": "roc_auc", "class_probs": "log_loss"}[kind]
@@ -99,7 +98,7 @@ def test_probability_samples(workspace, kind, classes, expected):
         assert comp.label_columns == list(classes) and comp.submission_labels == sorted(classes)
 
 
-def test_metric_and_group_column_flags(workspace):
+def test_metric_and_group_column_flags(make_kaggle_competition, workspace):
     data = make_kaggle_competition(workspace / "data", n_per_class=2, n_test=2)
     labels = pd.read_csv(data / "train.csv", dtype=str)
     labels.assign(patient=[f"p{i // 2}" for i in range(len(labels))]).to_csv(data / "train.csv", index=False)
@@ -108,7 +107,7 @@ def test_metric_and_group_column_flags(workspace):
     assert layouts.train_items(comp, ws)["group"].iloc[-1] == "p2"
 
 
-def test_numeric_class_folders_are_codabench_style(workspace):
+def test_numeric_class_folders_are_codabench_style(make_folder_competition, workspace):
     data = make_folder_competition(workspace / "data", classes=("0", "1", "2", "10"), n_per_class=2, n_test=3)
     (data / "train" / "1" / "notes.txt").write_text("x")
     comp, ws, out = _init(data, "--platform", "codabench")
@@ -125,7 +124,7 @@ def test_numeric_class_folders_are_codabench_style(workspace):
     assert (comp.label_columns, comp.id_column) == (["0", "1", "2", "10"], "id")
 
 
-def test_val_pooled_spaces_mapped_and_labelled_test(workspace):
+def test_val_pooled_spaces_mapped_and_labelled_test(make_folder_competition, workspace):
     data = make_folder_competition(workspace / "data", classes=("golden_retriever", "pug"), n_per_class=2)
     shutil.copytree(data / "train", data / "val")
     shutil.rmtree(data / "test")
@@ -223,7 +222,7 @@ def test_fake_cassava_integer_labels(shared, workspace):
 # -- refusals: a message naming what was seen and the flag that settles it, never a traceback
 
 
-def test_refuses_ambiguous_or_wrong_input(workspace):
+def test_refuses_ambiguous_or_wrong_input(make_kaggle_competition, workspace):
     data = make_kaggle_competition(workspace / "data", n_per_class=2, n_test=2)
     assert "not a folder" in _init(workspace / "nowhere", ok=False)
     shutil.copy(data / "train.csv", data / "labels.csv")
@@ -259,7 +258,7 @@ def test_refuses_to_overwrite_and_main_prints_no_traceback(kaggle_data, monkeypa
     assert exit_info.value.code == 1 and "--labels-csv" in err and "Traceback" not in err
 
 
-def test_ambiguous_id_column_is_refused(workspace):
+def test_ambiguous_id_column_is_refused(make_kaggle_competition, workspace):
     data = make_kaggle_competition(workspace / "data", n_per_class=2, n_test=2)
     sample = pd.read_csv(data / "sample_submission.csv", dtype=str)
     sample.insert(1, "file", sample["id"] + ".png")
@@ -275,7 +274,7 @@ def test_ambiguous_id_column_is_refused(workspace):
     assert "cannot tell which column is the label" in _init(data, "--force", ok=False)
 
 
-def test_other_real_world_shapes(workspace):
+def test_other_real_world_shapes(make_folder_competition, workspace):
     """Nested zips (train/train/), top-level class folders beside Test/ (alaska2), every image in one folder
     (leaf-classification), class folders beside a train.csv (paddy)."""
     nested = workspace / "nested"
@@ -316,7 +315,7 @@ def test_other_real_world_shapes(workspace):
     assert comp.layout == "folders" and "train.csv ignored" in out
 
 
-def test_label_in_file_name_is_refused_with_a_hint(workspace):
+def test_label_in_file_name_is_refused_with_a_hint(make_kaggle_competition, workspace):
     for name in ("cat.0.jpg", "dog.0.jpg"):
         _image(workspace / "dvc" / "train" / name)
     _image(workspace / "dvc" / "test1" / "1.jpg")

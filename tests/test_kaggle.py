@@ -10,7 +10,7 @@ import zipfile
 
 import pandas as pd
 import pytest
-from fake_servers import FakeKaggle, isolated, run_cli, toy_workspace  # noqa: F401  (isolated is a fixture)
+from fake_servers import FakeKaggle, run_cli
 
 from comp.core.workspace import Workspace
 from comp.platforms import ledger
@@ -18,7 +18,7 @@ from comp.platforms.kaggle import KaggleBackend, KaggleCredential
 
 
 @pytest.fixture
-def kaggle(isolated, monkeypatch):  # noqa: F811
+def kaggle(isolated, monkeypatch):
     monkeypatch.setenv("KAGGLE_USERNAME", "fake-user")
     monkeypatch.setenv("KAGGLE_KEY", "fake-key")
     with FakeKaggle() as server:
@@ -29,7 +29,7 @@ def _calls(server: FakeKaggle, method: str) -> list:
     return [r for r in server.requests if r.path.endswith("/" + method)]
 
 
-def test_submit_pending_then_complete_records_score(kaggle, workspace):
+def test_submit_pending_then_complete_records_score(toy_workspace, kaggle, workspace):
     csv = toy_workspace(workspace)
     code, out = run_cli("submit", "-m", "two-model mean")
     assert code == 0, out
@@ -49,7 +49,7 @@ def test_submit_pending_then_complete_records_score(kaggle, workspace):
     assert len(row["sha256"]) == 64
 
 
-def test_scoring_error_shows_kaggles_text(kaggle, workspace):
+def test_scoring_error_shows_kaggles_text(toy_workspace, kaggle, workspace):
     toy_workspace(workspace)
     kaggle.outcome = "ERROR"
     code, out = run_cli("submit", "-m", "bad rows")
@@ -58,7 +58,7 @@ def test_scoring_error_shows_kaggles_text(kaggle, workspace):
     assert ledger.read(Workspace(workspace)).iloc[0]["status"] == "error"
 
 
-def test_daily_limit_refuses_before_uploading(kaggle, workspace):
+def test_daily_limit_refuses_before_uploading(toy_workspace, kaggle, workspace):
     toy_workspace(workspace)
     kaggle.daily_limit = 0
     code, out = run_cli("submit", "-m", "one too many")
@@ -67,7 +67,7 @@ def test_daily_limit_refuses_before_uploading(kaggle, workspace):
     assert not Workspace(workspace).ledger.exists()
 
 
-def test_daily_limit_from_create_submission(kaggle, workspace):
+def test_daily_limit_from_create_submission(toy_workspace, kaggle, workspace):
     toy_workspace(workspace)
     kaggle.daily_limit, kaggle.limits_lie = 1, True
     assert run_cli("submit", "-m", "first", "--no-wait")[0] == 0
@@ -76,28 +76,28 @@ def test_daily_limit_from_create_submission(kaggle, workspace):
     assert len(ledger.read(Workspace(workspace))) == 1  # the refused one left no row
 
 
-def test_unknown_competition(kaggle, workspace):
+def test_unknown_competition(toy_workspace, kaggle, workspace):
     toy_workspace(workspace, name="no-such-comp")
     code, out = run_cli("submit", "-m", "x")
     assert code == 1 and "no competition 'no-such-comp' (404)" in out and "comp.toml" in out
     assert not Workspace(workspace).ledger.exists()
 
 
-def test_code_competition_refuses_a_csv_upload(kaggle, workspace):
+def test_code_competition_refuses_a_csv_upload(toy_workspace, kaggle, workspace):
     toy_workspace(workspace)
     kaggle.code_competition = True
     code, out = run_cli("submit", "-m", "x")
     assert code == 1 and "code competition" in out and not _calls(kaggle, "StartSubmissionUpload")
 
 
-def test_rules_not_accepted(kaggle, workspace):
+def test_rules_not_accepted(toy_workspace, kaggle, workspace):
     toy_workspace(workspace)
     kaggle.rules_not_accepted.add("toy-comp")
     code, out = run_cli("submit", "-m", "x")
     assert code == 1 and "kaggle.com/competitions/toy-comp/rules" in out
 
 
-def test_bad_credentials(kaggle, workspace, monkeypatch):
+def test_bad_credentials(toy_workspace, kaggle, workspace, monkeypatch):
     toy_workspace(workspace)
     monkeypatch.setenv("KAGGLE_KEY", "wrong-key-7f3a9")
     code, out = run_cli("submit", "-m", "x")
@@ -105,7 +105,7 @@ def test_bad_credentials(kaggle, workspace, monkeypatch):
     assert "wrong-key-7f3a9" not in out
 
 
-def test_failed_upload_is_retried_then_refused(kaggle, workspace):
+def test_failed_upload_is_retried_then_refused(toy_workspace, kaggle, workspace):
     toy_workspace(workspace)
     kaggle.put_failures = 99
     code, out = run_cli("submit", "-m", "x")
@@ -114,7 +114,7 @@ def test_failed_upload_is_retried_then_refused(kaggle, workspace):
     assert not _calls(kaggle, "CreateSubmission") and not Workspace(workspace).ledger.exists()
 
 
-def test_transient_failures_pass_on_retry(kaggle, workspace):
+def test_transient_failures_pass_on_retry(toy_workspace, kaggle, workspace):
     toy_workspace(workspace)
     kaggle.put_failures, kaggle.create_ref_zero = 1, 1  # a failed PUT, then "Could not submit" (ref 0)
     code, out = run_cli("submit", "-m", "x", "--no-wait")
@@ -122,7 +122,7 @@ def test_transient_failures_pass_on_retry(kaggle, workspace):
     assert len(kaggle.submissions) == 1 and len(_calls(kaggle, "CreateSubmission")) == 2
 
 
-def test_ref_zero_every_time_is_a_failure(kaggle, workspace):
+def test_ref_zero_every_time_is_a_failure(toy_workspace, kaggle, workspace):
     toy_workspace(workspace)
     kaggle.create_ref_zero = 99
     code, out = run_cli("submit", "-m", "x")
@@ -130,7 +130,7 @@ def test_ref_zero_every_time_is_a_failure(kaggle, workspace):
     assert not Workspace(workspace).ledger.exists()
 
 
-def test_error_while_polling_keeps_the_submission_in_the_ledger(kaggle, workspace):
+def test_error_while_polling_keeps_the_submission_in_the_ledger(toy_workspace, kaggle, workspace):
     toy_workspace(workspace)
     kaggle.list_failures = 1
     code, out = run_cli("submit", "-m", "x")
@@ -141,7 +141,7 @@ def test_error_while_polling_keeps_the_submission_in_the_ledger(kaggle, workspac
     assert ledger.read(Workspace(workspace)).iloc[0]["status"] == "complete"
 
 
-def test_no_wait_then_refresh_pulls_the_score_and_plots(kaggle, workspace):
+def test_no_wait_then_refresh_pulls_the_score_and_plots(toy_workspace, kaggle, workspace):
     toy_workspace(workspace)
     assert run_cli("submit", "-m", "later", "--no-wait")[0] == 0
     ws = Workspace(workspace)
@@ -153,7 +153,7 @@ def test_no_wait_then_refresh_pulls_the_score_and_plots(kaggle, workspace):
     assert ws.ledger_plot.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_wait_timeout_leaves_a_pending_row(kaggle, workspace):
+def test_wait_timeout_leaves_a_pending_row(toy_workspace, kaggle, workspace):
     toy_workspace(workspace)
     kaggle.pending_polls = 10_000
     code, out = run_cli("submit", "-m", "slow", "--timeout", "0.1")
@@ -161,14 +161,14 @@ def test_wait_timeout_leaves_a_pending_row(kaggle, workspace):
     assert ledger.read(Workspace(workspace)).iloc[0]["status"] == "pending"
 
 
-def test_dry_run_uses_no_network(kaggle, workspace):
+def test_dry_run_uses_no_network(toy_workspace, kaggle, workspace):
     toy_workspace(workspace)
     code, out = run_cli("submit", "-m", "look first", "--dry-run")
     assert code == 0 and "first.csv" in out and "KAGGLE_USERNAME/KAGGLE_KEY" in out
     assert kaggle.requests == [] and not Workspace(workspace).ledger.exists()
 
 
-def test_invalid_file_is_refused_before_any_request(kaggle, workspace):
+def test_invalid_file_is_refused_before_any_request(toy_workspace, kaggle, workspace):
     csv = toy_workspace(workspace)
     frame = pd.read_csv(csv, dtype=str)
     frame.iloc[1:].to_csv(csv, index=False)  # one id missing
@@ -177,13 +177,13 @@ def test_invalid_file_is_refused_before_any_request(kaggle, workspace):
     assert kaggle.requests == []
 
 
-def test_no_credentials_says_where_to_put_them(isolated, workspace):  # noqa: F811
+def test_no_credentials_says_where_to_put_them(toy_workspace, isolated, workspace):
     toy_workspace(workspace)
     code, out = run_cli("submit", "-m", "x")
     assert code == 1 and "no Kaggle credentials" in out and "~/.kaggle/access_token" in out
 
 
-def test_unreachable_kaggle_gives_a_network_message(isolated, workspace, monkeypatch):  # noqa: F811
+def test_unreachable_kaggle_gives_a_network_message(toy_workspace, isolated, workspace, monkeypatch):
     toy_workspace(workspace)
     monkeypatch.setenv("KAGGLE_API_TOKEN", "some-token-value")
     code, out = run_cli("submit", "-m", "x")  # nothing listens on 7777 here
@@ -191,7 +191,7 @@ def test_unreachable_kaggle_gives_a_network_message(isolated, workspace, monkeyp
     assert not Workspace(workspace).ledger.exists()
 
 
-def test_token_is_sent_as_the_only_credential(isolated, workspace):  # noqa: F811
+def test_token_is_sent_as_the_only_credential(isolated, workspace):
     with FakeKaggle(token="tok-123456") as server:
         backend = KaggleBackend("toy-comp", KaggleCredential(source="test", token="tok-123456"))
         assert "left today" in backend.preflight()
@@ -203,10 +203,8 @@ def test_token_is_sent_as_the_only_credential(isolated, workspace):  # noqa: F81
         assert server.requests[-1].headers["Authorization"] == f"Basic {expected}"
 
 
-def _bundle(tmp_path) -> bytes:
+def _bundle(tmp_path, make_kaggle_competition) -> bytes:
     """A Kaggle-style bundle: sample + labels at the root, images inside train.zip / test.zip."""
-    from conftest import make_kaggle_competition
-
     data = make_kaggle_competition(tmp_path / "bundle", n_per_class=3, n_test=6)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as outer:
@@ -221,8 +219,8 @@ def _bundle(tmp_path) -> bytes:
     return buffer.getvalue()
 
 
-def test_download_unzips_and_inits(kaggle, workspace, tmp_path):
-    kaggle.data_zip = _bundle(tmp_path)
+def test_download_unzips_and_inits(make_kaggle_competition, kaggle, workspace, tmp_path):
+    kaggle.data_zip = _bundle(tmp_path, make_kaggle_competition)
     code, out = run_cli("download", "--competition", "toy-comp")
     assert code == 0, out
     folder = workspace / "data" / "toy-comp"

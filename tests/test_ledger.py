@@ -7,7 +7,7 @@ import time
 
 import pandas as pd
 import pytest
-from fake_servers import isolated, run_cli, toy_workspace  # noqa: F401  (isolated is a fixture)
+from fake_servers import run_cli
 
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
@@ -80,7 +80,7 @@ def test_plot_needs_cv_and_public_scores(workspace):
     assert ledger.plot(ws) == ws.ledger_plot and ws.ledger_plot.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_platform_none_records_only(isolated, workspace):  # noqa: F811
+def test_platform_none_records_only(toy_workspace, isolated, workspace):
     toy_workspace(workspace, platform="none")
     code, out = run_cli("submit", "-m", "local only")
     assert code == 0 and "nothing was uploaded" in out
@@ -103,7 +103,7 @@ def test_newest_submission_skips_the_ledger(workspace):
     assert newest_submission(ws) == new
 
 
-def test_check_command_exit_codes(isolated, workspace):  # noqa: F811
+def test_check_command_exit_codes(toy_workspace, isolated, workspace):
     csv = toy_workspace(workspace, platform="none")
     code, out = run_cli("check", str(csv))
     assert code == 0 and "valid submission" in out

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 
-from conftest import make_toy_workspace
+import pytest
 
 from comp.ensemble.stack import finished_models, stack
 from comp.setup.verify import verify
 from comp.training import train as train_mod
 
+pytestmark = pytest.mark.slow  # trains a model on every fold
 
-def test_cv_only_without_a_test_set(workspace, cli):
+
+def test_cv_only_without_a_test_set(make_toy_workspace, workspace, cli):
     ws, comp = make_toy_workspace(workspace, n_per_class=6, n_folds=2, n_test=2)
     comp = dataclasses.replace(comp, test_dir="", sample_submission="")
     ws.save(comp)

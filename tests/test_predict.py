@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_toy_workspace
 
 from comp import logits, predict
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
 
 
-def make_trained_workspace(root: Path) -> Workspace:
+def make_trained_workspace(root: Path, make_toy_workspace) -> Workspace:
     """A 3-fold toy competition with the stock `tiny` recipe trained for one epoch on every fold."""
     from comp.training.train import train
 
@@ -25,8 +24,8 @@ def make_trained_workspace(root: Path) -> Workspace:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    return make_trained_workspace(tmp_path_factory.mktemp("trained")).root
+def trained(tmp_path_factory, make_toy_workspace) -> Path:
+    return make_trained_workspace(tmp_path_factory.mktemp("trained"), make_toy_workspace).root
 
 
 @pytest.fixture
@@ -36,6 +35,7 @@ def ws(trained, workspace) -> Workspace:
     return Workspace(workspace)
 
 
+@pytest.mark.slow  # the module's fixture trains a model
 def test_predict_with_unchanged_tta_reproduces_training_logits(ws, cli):
     before = {k: (logits.load(ws.run("tiny", k).oof), logits.load(ws.run("tiny", k).test)) for k in range(3)}
     code, out = cli("predict", "--model", "tiny", "--tta", "none", "--device", "cpu")
@@ -50,6 +50,7 @@ def test_predict_with_unchanged_tta_reproduces_training_logits(ws, cli):
         assert oof.meta.recipe_hash == old_oof.meta.recipe_hash
 
 
+@pytest.mark.slow  # the module's fixture trains a model
 def test_predict_one_fold_with_hflip_rewrites_only_that_fold(ws, cli):
     untouched = logits.load(ws.run("tiny", 1).oof)
     before = logits.load(ws.run("tiny", 0).oof)
@@ -64,6 +65,7 @@ def test_predict_one_fold_with_hflip_rewrites_only_that_fold(ws, cli):
     np.testing.assert_array_equal(logits.load(ws.run("tiny", 1).oof).values, untouched.values)
 
 
+@pytest.mark.slow  # the module's fixture trains a model
 def test_prob_merge_is_recorded_and_finite(ws, cli):
     code, out = cli("predict", "--model", "tiny", "--fold", "2", "--tta", "vflip", "--merge", "prob", "--device",
                         "cpu")
@@ -73,6 +75,7 @@ def test_prob_merge_is_recorded_and_finite(ws, cli):
     assert np.isfinite(oof.values).all() and np.allclose(np.exp(oof.values).sum(axis=1), 1, atol=1e-5)
 
 
+@pytest.mark.slow  # the module's fixture trains a model
 def test_auto_scores_presets_on_oof_and_records_the_choice(ws, cli):
     code, out = cli("predict", "--model", "tiny", "--fold", "0", "--tta", "auto", "--device", "cpu")
     assert code == 0, out
@@ -86,6 +89,7 @@ def test_auto_scores_presets_on_oof_and_records_the_choice(ws, cli):
     assert "<- chosen" in out
 
 
+@pytest.mark.slow  # the module's fixture trains a model
 def test_auto_skips_presets_the_model_refuses(ws, cli, monkeypatch):
     real = predict.predict_logits
 
@@ -109,6 +113,7 @@ def test_ties_go_to_the_cheaper_preset():
     assert predict.auto_order()[:3] == ["none", "hflip", "vflip"]
 
 
+@pytest.mark.slow  # the module's fixture trains a model
 def test_refuses_runs_from_other_folds_and_missing_checkpoints(ws, cli):
     provenance = ws.run("tiny", 2).provenance
     record = json.loads(provenance.read_text())

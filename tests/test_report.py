@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TOY_CLASSES as CLASSES
-from conftest import make_toy_workspace
 
 from comp import logits
 from comp.core import atomic
@@ -20,8 +18,14 @@ from comp.folds import load_folds
 from comp.report import report, status
 
 
-def make_workspace(root: Path) -> tuple[Workspace, Competition]:
-    return make_toy_workspace(root, n_per_class=6, n_test=3)
+@pytest.fixture
+def make_workspace(make_toy_workspace):
+    """The factory make_workspace(root) -> (Workspace, Competition)."""
+
+    def make(root: Path) -> tuple[Workspace, Competition]:
+        return make_toy_workspace(root, n_per_class=6, n_test=3)
+
+    return make
 
 
 def write_run(ws: Workspace, comp: Competition, alias: str, k: int, confuse: dict[str, str] | None = None,
@@ -30,7 +34,7 @@ def write_run(ws: Workspace, comp: Competition, alias: str, k: int, confuse: dic
     folds = load_folds(ws)
     rows = folds.frame[folds.frame["fold"] == k]
     predicted = [(confuse or {}).get(label, label) for label in rows["label"]]
-    values = np.eye(len(CLASSES), dtype=np.float32)[[CLASSES.index(p) for p in predicted]] * 3.0
+    values = np.eye(comp.num_classes, dtype=np.float32)[[comp.classes.index(p) for p in predicted]] * 3.0
     paths = ws.run(alias, k)
     meta = {"folds_hash": folds.hash, "model": alias, "fold": k, "tta": "none"}
     history = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.7],
@@ -39,12 +43,12 @@ def write_run(ws: Workspace, comp: Competition, alias: str, k: int, confuse: dic
     atomic.write_json(paths.provenance, {"folds_hash": folds_hash or folds.hash, "finished": finished,
                                          "competition_hash": competition_hash(comp)})
     if finished:
-        logits.save(paths.oof, logits.Logits(rows["id"].to_numpy(), values, list(CLASSES), meta))
+        logits.save(paths.oof, logits.Logits(rows["id"].to_numpy(), values, list(comp.classes), meta))
         accuracy = float(np.mean(np.array(predicted) == rows["label"].to_numpy()))
         atomic.write_json(paths.metrics, {"oof_score": accuracy, "tta": "none", "metric": comp.metric})
 
 
-def test_report_writes_confusion_per_class_pairs_curves_and_cv(workspace, cli):
+def test_report_writes_confusion_per_class_pairs_curves_and_cv(make_workspace, workspace, cli):
     ws, comp = make_workspace(workspace)
     write_run(ws, comp, "a", 0, confuse={"cat": "dog"})  # fold 0's cats (2 of them) read as dogs
     write_run(ws, comp, "a", 1)
@@ -74,7 +78,7 @@ def test_report_writes_confusion_per_class_pairs_curves_and_cv(workspace, cli):
     assert f"mean {result.cv['mean']:.4f} ± {result.cv['std']:.4f}" in out and "cat -> dog" in out
 
 
-def test_report_names_a_missing_fold(workspace, cli):
+def test_report_names_a_missing_fold(make_workspace, workspace, cli):
     ws, comp = make_workspace(workspace)
     write_run(ws, comp, "a", 0)
     code, out = cli("report", "--model", "a")
@@ -83,7 +87,7 @@ def test_report_names_a_missing_fold(workspace, cli):
     assert code == 1 and "no model has every fold trained" in out
 
 
-def test_status_grid_shows_scores_running_missing_and_stale(workspace, cli):
+def test_status_grid_shows_scores_running_missing_and_stale(make_workspace, workspace, cli):
     ws, comp = make_workspace(workspace)
     for k in range(3):
         write_run(ws, comp, "a", k)
@@ -104,7 +108,7 @@ def test_status_grid_shows_scores_running_missing_and_stale(workspace, cli):
     assert "b fold 1: interrupted; resume with `comp train --model b --fold 1`" in out
 
 
-def test_status_without_models_says_what_to_do(workspace, cli):
+def test_status_without_models_says_what_to_do(make_workspace, workspace, cli):
     make_workspace(workspace)
     code, out = cli("status")
     assert code == 0 and "no trained models yet" in out

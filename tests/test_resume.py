@@ -10,10 +10,12 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
-from conftest import make_toy_workspace as make_workspace
 
 from comp import logits
+
+pytestmark = pytest.mark.slow  # SIGKILLs a training process and resumes it
 
 EPOCHS = 4
 CMD = [sys.executable, "-m", "comp", "train", "--model", "tiny", "--fold", "0", "--device", "cpu",
@@ -28,8 +30,8 @@ def _env(ws) -> dict[str, str]:
     return {**os.environ, "COMP_WORKSPACE": str(ws), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
 
 
-def test_sigkill_mid_run_then_resume_gives_the_same_oof(workspace):
-    ws, _ = make_workspace(workspace, n_per_class=12, n_folds=2)
+def test_sigkill_mid_run_then_resume_gives_the_same_oof(make_toy_workspace, workspace):
+    ws, _ = make_toy_workspace(workspace, n_per_class=12, n_folds=2)
     run = ws.run("tiny", 0)
 
     done = _run(workspace)

@@ -341,6 +341,7 @@ def test_stack_of_two_real_models_beats_the_best_single_one(shared, workspace):
 # The demo's end: stack and score steps on the real demo workspace, with logits standing in for training
 
 
+@pytest.mark.slow  # the demo's verify uses a process pool
 def test_demo_ends_with_a_stack_scored_next_to_each_single_model(workspace):
     from rich.console import Console
 

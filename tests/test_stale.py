@@ -7,12 +7,13 @@ import dataclasses
 import shutil
 
 import pytest
-from conftest import make_toy_workspace as make_workspace
 
 from comp.core.workspace import STOCK_RECIPES
 from comp.folds import make_folds
 from comp.setup.verify import verify
 from comp.training import train as train_mod
+
+pytestmark = pytest.mark.slow  # trains a model on every fold
 
 STAGES = (
     ("train", ["train", "--model", "tiny", "--fold", "all", "--device", "cpu", "--set", "epochs=1"]),
@@ -22,8 +23,8 @@ STAGES = (
 
 
 @pytest.fixture
-def trained(workspace):
-    ws, comp = make_workspace(workspace, n_per_class=6, n_folds=2, n_test=3)
+def trained(make_toy_workspace, workspace):
+    ws, comp = make_toy_workspace(workspace, n_per_class=6, n_folds=2, n_test=3)
     ws.models_dir.mkdir(exist_ok=True)
     shutil.copy(STOCK_RECIPES / "tiny.toml", ws.recipe_path("tiny"))
     train_mod.train(ws, "tiny", "all", device="cpu", overrides=["epochs=1"])

@@ -297,9 +297,9 @@ def test_check_bytes_agrees_with_check_file(workspace):
     ("layout", "kind", "ids_with_ext"),
     [("csv", "class_name", False), ("csv", "class_probs", True), ("csv", "binary", False), ("folders", "", False)],
 )
-def test_writer_accepts_what_init_and_test_items_produce(layout, kind, ids_with_ext, workspace):
-    from conftest import make_folder_competition, make_kaggle_competition
-
+def test_writer_accepts_what_init_and_test_items_produce(
+    make_folder_competition, make_kaggle_competition, layout, kind, ids_with_ext, workspace
+):
     from comp.items import test_items
     from comp.setup.init import InitOptions, init_workspace
 

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_toy_workspace as make_workspace
 from typer.testing import CliRunner
 
 import comp.training.train as train_mod
@@ -22,8 +21,9 @@ from comp.setup.verify import verify
 from comp.vision import augment, images
 
 
-def test_all_folds_cover_every_id_once_and_never_train_on_their_own_rows(workspace, monkeypatch):
-    ws, comp = make_workspace(workspace)
+@pytest.mark.slow  # trains a model
+def test_all_folds_cover_every_id_once_and_never_train_on_their_own_rows(make_toy_workspace, workspace, monkeypatch):
+    ws, comp = make_toy_workspace(workspace)
     seen: dict[int, set[int]] = {}
     current: list[int] = []
     fold_method, getitem = train_mod._Job.fold, images.ArrayDataset.__getitem__
@@ -63,8 +63,9 @@ def test_all_folds_cover_every_id_once_and_never_train_on_their_own_rows(workspa
     assert sorted(oof_ids) == sorted(ids)  # each train id exactly once across folds
 
 
-def test_finished_fold_is_skipped_and_stale_inputs_are_refused(workspace):
-    ws, comp = make_workspace(workspace, n_folds=2)
+@pytest.mark.slow  # trains a model
+def test_finished_fold_is_skipped_and_stale_inputs_are_refused(make_toy_workspace, workspace):
+    ws, comp = make_toy_workspace(workspace, n_folds=2)
     first = train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1"])[0]
     assert first["status"] == "trained"
     stamp = ws.run("tiny", 0).oof.stat().st_mtime_ns
@@ -91,8 +92,8 @@ def test_finished_fold_is_skipped_and_stale_inputs_are_refused(workspace):
     assert logits.load(ws.run("tiny", 0).oof).meta.folds_hash == load_folds(ws).hash
 
 
-def test_bad_fold_and_device_are_clear_errors(workspace):
-    make_workspace(workspace, n_folds=2)
+def test_bad_fold_and_device_are_clear_errors(make_toy_workspace, workspace):
+    make_toy_workspace(workspace, n_folds=2)
     runner = CliRunner()
     result = runner.invoke(app, ["train", "--model", "tiny", "--fold", "5", "--device", "cpu"])
     assert result.exit_code != 0 and "folds 0..1" in str(result.exception)
@@ -164,6 +165,7 @@ def _finetune_vs_scratch(pick) -> dict[bool, float]:
     return scores
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.parametrize("overrides", [
     ["mixup=0.2", "cutmix=1.0", "ema=true", "grad_accum=2", "clip_grad=1.0", "layer_decay=0.8",
      "freeze_epochs=1", "unfreeze_every=1", "random_erasing=0.25", 'schedule="step"'],
@@ -199,8 +201,9 @@ def test_optional_features_train_and_change_the_weights(overrides):
     assert state["num_updates"] == 2 * (2 // recipe.grad_accum) and (not recipe.ema or state["ema"])
 
 
-def test_early_stopping_ends_the_fold_when_the_metric_stalls(workspace, monkeypatch):
-    ws, _ = make_workspace(workspace, n_per_class=6, n_folds=2)
+@pytest.mark.slow  # trains a model
+def test_early_stopping_ends_the_fold_when_the_metric_stalls(make_toy_workspace, workspace, monkeypatch):
+    ws, _ = make_toy_workspace(workspace, n_per_class=6, n_folds=2)
     monkeypatch.setattr(train_mod.metrics, "score", lambda *args, **kwargs: 0.5)  # a metric that never improves
     summary = train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=5", "patience=2"])[0]
     assert summary["epochs_done"] == 3 and summary["best_epoch"] == 1  # best at 1, then 2 flat epochs

@@ -18,19 +18,24 @@ from comp.core.workspace import Workspace
 from comp.setup.verify import require_verified, verify
 
 
-def toy(root, n_per_class: int = 4, n_test: int = 3) -> tuple[Competition, Workspace]:
-    from conftest import make_kaggle_competition
+@pytest.fixture
+def toy(make_kaggle_competition):
+    """The factory toy(root, n_per_class=4, n_test=3) -> (Competition, Workspace)."""
 
-    classes = ("cat", "dog", "frog")
-    make_kaggle_competition(root / "data" / "toy", classes=classes, n_per_class=n_per_class, n_test=n_test)
-    comp = Competition(
-        name="toy", data_dir="data/toy", layout="csv", train_dirs=["data/toy/train"], labels_csv="data/toy/train.csv",
-        image_ext=".png", test_dir="data/toy/test", sample_submission="data/toy/sample_submission.csv",
-        classes=list(classes), submission_labels=list(classes),
-    )
-    ws = Workspace(root)
-    ws.save(comp)
-    return comp, ws
+    def make(root, n_per_class: int = 4, n_test: int = 3) -> tuple[Competition, Workspace]:
+        classes = ("cat", "dog", "frog")
+        make_kaggle_competition(root / "data" / "toy", classes=classes, n_per_class=n_per_class, n_test=n_test)
+        comp = Competition(
+            name="toy", data_dir="data/toy", layout="csv", train_dirs=["data/toy/train"],
+            labels_csv="data/toy/train.csv",
+            image_ext=".png", test_dir="data/toy/test", sample_submission="data/toy/sample_submission.csv",
+            classes=list(classes), submission_labels=list(classes),
+        )
+        ws = Workspace(root)
+        ws.save(comp)
+        return comp, ws
+
+    return make
 
 
 def add_train(ws: Workspace, rows: dict[str, str]) -> None:
@@ -73,7 +78,7 @@ def broken(folder) -> dict[str, str]:
             "notes": "not-an-image"}
 
 
-def test_odd_but_valid_images_pass_and_sizes_are_reported(workspace):
+def test_odd_but_valid_images_pass_and_sizes_are_reported(toy, workspace):
     comp, ws = toy(workspace)
     ids = odd_but_valid(ws.path("data/toy/train"))
     add_train(ws, {i: "cat" for i in ids})
@@ -86,7 +91,8 @@ def test_odd_but_valid_images_pass_and_sizes_are_reported(workspace):
     assert report.sizes["test"] == {"min_w": 32, "max_w": 32, "min_h": 32, "max_h": 32}
 
 
-def test_every_broken_kind_is_reported_by_path(workspace, monkeypatch):
+@pytest.mark.slow  # a decoding process pool
+def test_every_broken_kind_is_reported_by_path(toy, workspace, monkeypatch):
     comp, ws = toy(workspace)
     train_dir, test_dir = ws.path("data/toy/train"), ws.path("data/toy/test")
     kinds = broken(train_dir)
@@ -116,7 +122,7 @@ def test_every_broken_kind_is_reported_by_path(workspace, monkeypatch):
     assert not report.passed
 
 
-def test_cli_exit_codes_and_the_cache(workspace, monkeypatch, cli):
+def test_cli_exit_codes_and_the_cache(toy, workspace, monkeypatch, cli):
     comp, ws = toy(workspace)
     code, out = cli("verify")
     assert code == 0 and "12 train, 3 test" in out and "passed" in out and "decoded" in out
@@ -137,7 +143,7 @@ def test_cli_exit_codes_and_the_cache(workspace, monkeypatch, cli):
         require_verified(comp, ws)
 
 
-def test_require_verified_refuses_unverified_and_changed_data(workspace):
+def test_require_verified_refuses_unverified_and_changed_data(toy, workspace):
     comp, ws = toy(workspace)
     with pytest.raises(CompError, match="not been verified.*comp verify"):
         require_verified(comp, ws)
@@ -166,9 +172,7 @@ def test_help_of_my_commands():
         assert result.exit_code == 0 and f"comp {name}" in result.output, result.output
 
 
-def test_class_folders_stray_files_and_placeholder_gifs(workspace):
-    from conftest import make_folder_competition
-
+def test_class_folders_stray_files_and_placeholder_gifs(make_folder_competition, workspace):
     make_folder_competition(workspace / "data" / "toy", n_per_class=3, n_test=0)
     Image.new("RGB", (8, 8)).save(workspace / "data" / "toy" / "train" / "loose.jpg")  # in no class folder
     Image.new("P", (8, 8)).save(workspace / "data" / "toy" / "train" / "1" / "notfound.gif")
@@ -183,6 +187,7 @@ def test_class_folders_stray_files_and_placeholder_gifs(workspace):
     }
 
 
+@pytest.mark.slow  # 397 images: a decoding process pool
 def test_real_data_hymenoptera(shared, workspace):
     """Full-size JPEGs of varied size and the placeholder GIF of the real tutorial set."""
     root = shared / "data" / "hymenoptera"
