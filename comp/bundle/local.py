@@ -156,6 +156,21 @@ def run_local(ws: Workspace, name: str, variant: bool = False, timeout: float = 
                     added, removed, log)
 
 
+def verify_bundle(ws: Workspace, name: str, say=print) -> list[LocalRun]:
+    """Both local runs (the local test set, then the variant with images left out and added); when both pass,
+    `local-run/passed.json` records the dataset's content hash, which `comp submit --kernel` requires."""
+    from comp.bundle.build import dataset_hash
+
+    runs = [run_local(ws, name, variant=False, say=say), run_local(ws, name, variant=True, say=say)]
+    same = runs[0]
+    atomic.write_json(ws.bundle(name).local_run / "passed.json", {
+        "dataset_hash": dataset_hash(ws.bundle(name)), "compared": same.compared, "max_abs_diff": same.max_abs_diff,
+        "seconds": round(same.seconds, 2), "per_image_s": same.per_image_s,
+        "variant": {"rows": runs[1].n_rows, "extra": runs[1].extra_ids, "missing": runs[1].missing_ids},
+    })
+    return runs
+
+
 def compare(comp: Competition, produced: Path, reference: Path, expect_ids: list[str] | None = None,
             tolerance: float = TOLERANCE) -> tuple[float, int]:
     """Check `produced` against `reference` on their shared ids: the same labels and probabilities within

@@ -43,10 +43,9 @@ def bundle(
     if not run_local:
         say(f"next: comp bundle {result.name} --run-local")
         return
-    from comp.bundle.local import run_local as run
+    from comp.bundle.local import verify_bundle
 
-    for variant in (False, True):
-        done = run(ws, result.name, variant=variant, say=say)
+    for variant, done in zip((False, True), verify_bundle(ws, result.name, say=say), strict=True):
         what = (f"a test set with {len(done.missing_ids)} local image(s) left out and {len(done.extra_ids)} new "
                 "one(s)" if variant else "the local test set")
         say(escape(f"local run on {what}: {done.n_rows} rows in {done.seconds:.1f} s "

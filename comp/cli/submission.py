@@ -83,6 +83,8 @@ def submit(
     timeout: float = typer.Option(600.0, "--timeout", help="seconds to wait for the score"),
     phase: str = typer.Option("", "--phase", help="CodaBench phase id (default: $CODABENCH_PHASE)"),
     zip_name: str = typer.Option("", "--zip-name", help="CodaBench: file name inside the zip (default prediction.csv)"),
+    kernel: str = typer.Option("", "--kernel", help="Kaggle code competition: push bundle NAME (`comp bundle NAME "
+                               "--run-local`) as a notebook, run it on Kaggle and submit its output"),
 ) -> None:
     """Check a submission, upload it to the competition's platform, record it in the ledger and show its score.
 
@@ -90,10 +92,13 @@ def submit(
       comp submit -m "convnext 5-fold mean + hflip" --dry-run
       comp submit submissions/blend.csv -m "blend v2"
       comp submit -m "v3" --no-wait          # then: comp submissions --refresh
+      comp submit --kernel blend_v2 -m "code comp v2" --dry-run
     Kaggle credentials: ~/.kaggle/access_token, KAGGLE_API_TOKEN, or kaggle.json / KAGGLE_USERNAME + KAGGLE_KEY.
     CodaBench: CODABENCH_TOKEN or CODABENCH_USERNAME + CODABENCH_PASSWORD, CODABENCH_PHASE (or --phase).
     """
     ws = Workspace.here()
+    if kernel:
+        return _submit_kernel(ws, kernel, file, message, dry_run, wait, timeout)
     comp = ws.load()
     from comp.platforms import submit as platforms  # pandas and the platform clients: not at `comp --help` time
 
@@ -107,6 +112,21 @@ def submit(
         console.print(f"[green]scored:[/] {result.ref} public score {result.public_score or '(hidden)'}")
     elif result.status == "error":
         raise fail(f"{comp.platform} could not score {result.ref}: {result.error or 'no reason given'}")
+
+
+def _submit_kernel(ws: Workspace, name: str, file: Path | None, message: str, dry_run: bool, wait: bool,
+                   timeout: float) -> None:
+    from comp.bundle.submit import submit_kernel
+    from comp.core.errors import CompError
+
+    if file is not None:
+        raise CompError(f"--kernel {name} submits the notebook's own output; drop the file argument {file}")
+    result = submit_kernel(ws, name, message, dry_run=dry_run, wait=wait, timeout=timeout,
+                           say=lambda text: console.print(text, highlight=False, soft_wrap=True))
+    if result.status == "complete":
+        console.print(f"[green]scored:[/] {result.ref} public score {result.public_score or '(hidden)'}")
+    elif result.status == "error":
+        raise fail(f"kaggle could not score {result.ref}: {result.error or 'no reason given'}")
 
 
 def submissions(

@@ -30,7 +30,9 @@ COLUMNS = [
     "status",  # recorded | pending | complete | error
     "public_score",
     "private_score",
+    "kernel",  # code competitions: the notebook (owner/slug vN) and the dataset it read (owner/slug @content hash)
 ]
+ADDED_LATER = ("kernel",)  # columns older ledgers lack: read as empty, written on the next change
 
 
 def read(ws: Workspace) -> pd.DataFrame:
@@ -41,6 +43,9 @@ def read(ws: Workspace) -> pd.DataFrame:
         frame = pd.read_csv(ws.ledger, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise CompError(f"{ws.ledger} is not a readable CSV ({err}); restore it from a backup or move it away") from err
+    for column in ADDED_LATER:
+        if column not in frame.columns:
+            frame[column] = ""
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise CompError(f"{ws.ledger} lacks column(s) {', '.join(missing)}; it was not written by comp, move it away")

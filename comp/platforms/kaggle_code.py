@@ -1,0 +1,303 @@
+"""Kaggle code competitions through kagglesdk: a dataset (created or versioned), a notebook pushed and run on Kaggle,
+and its output submitted with CreateCodeSubmission.
+
+The calls, as the kaggle client makes them (kaggle 2.2.4 `dataset_create_new` / `dataset_create_version` /
+`kernels_push` / `competition_submit_code`):
+  blobs.BlobApiService/StartBlobUpload {type: DATASET, name, contentLength, lastModifiedEpochSeconds} -> {token,
+      createUrl}, then a plain PUT of the file to createUrl (a signed URL: no credential), once per file;
+  datasets.DatasetApiService/CreateDataset {ownerSlug, slug, title, licenseName, isPrivate, files, directories}
+      or CreateDatasetVersion {ownerSlug, datasetSlug, body: {versionNotes, files, directories}} -> {ref, url, error};
+      GetDatasetStatus {ownerSlug, datasetSlug} -> {status: READY | ...} (404 when there is no such dataset);
+  kernels.KernelsApiService/SaveKernel {slug, newTitle, text, language, kernelType, datasetDataSources,
+      competitionDataSources, isPrivate, enableGpu, enableInternet: false} -> {ref, url, versionNumber, error,
+      invalid*Sources}; GetKernelSessionStatus {userName, kernelSlug} -> {status: QUEUED | RUNNING | COMPLETE |
+      ERROR | CANCEL_*, failureMessage}; ListKernelSessionOutput {userName, kernelSlug} -> {files: [{fileName, url}],
+      log};
+  competitions.CompetitionApiService/CreateCodeSubmission {competitionName, kernelOwner, kernelSlug, kernelVersion,
+      fileName, submissionDescription} -> {message, ref}; the score then comes from ListSubmissions, as for a CSV.
+Folders of the dataset (models/<alias>/fold<k>/, wheels/) travel as `directories`, the request's own tree of
+uploaded files, so Kaggle mounts the same layout the kernel reads locally.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from comp.core.errors import CompError
+from comp.platforms.base import Say, env_float, safe_name, upload_with_retries
+from comp.platforms.kaggle import KaggleBackend, KaggleCredential, default_client_factory, find_credential
+
+_KERNEL_STATES = {"QUEUED": "running", "RUNNING": "running", "NEW_SCRIPT": "running", "COMPLETE": "complete",
+                  "ERROR": "error", "CANCEL_REQUESTED": "cancelled", "CANCEL_ACKNOWLEDGED": "cancelled"}
+LOG_TAIL = 25  # lines of the kernel's log shown when it fails
+
+
+@dataclass(frozen=True)
+class KernelState:
+    status: str  # running | complete | error | cancelled
+    message: str = ""  # Kaggle's failure message
+
+
+def split_ref(ref: str, what: str) -> tuple[str, str]:
+    """'owner/slug' -> (owner, slug), both plain names."""
+    owner, _, slug = ref.partition("/")
+    return safe_name(owner, f"{what} owner"), safe_name(slug, f"{what} slug")
+
+
+class KaggleCodeBackend(KaggleBackend):
+    """The dataset, kernel and code-submission calls for one code competition (scores as `KaggleBackend`)."""
+
+    def __init__(self, competition: str, credential: KaggleCredential,
+                 client_factory: Callable[[KaggleCredential], Any] = default_client_factory, **kwargs: Any) -> None:
+        super().__init__(competition, credential, client_factory, **kwargs)
+        self._missing = ""  # what a 404 means for the call in flight (a dataset or kernel, not the competition)
+
+    @classmethod
+    def from_env(cls, competition: str) -> KaggleCodeBackend:
+        credential = find_credential()
+        if credential is None:
+            raise CompError("no Kaggle credentials found; save an API token in ~/.kaggle/access_token (or set "
+                            "KAGGLE_API_TOKEN, or KAGGLE_USERNAME + KAGGLE_KEY)")
+        return cls(competition, credential, backoff=env_float("COMP_RETRY_BACKOFF", 2.0))
+
+    def describe(self) -> list[str]:
+        return [f"Kaggle code competition {self.competition} with the credential from {self.credential.source}"]
+
+    def preflight(self) -> str:
+        """The daily limit, read as for a CSV (a code submission counts against it too)."""
+        from kagglesdk.competitions.types.competition_api_service import ApiGetSubmissionLimitsRequest
+
+        request = ApiGetSubmissionLimitsRequest()
+        request.competition_name = self.competition
+        limits = self._call("reading the submission limits", self._api.get_submission_limits, request)
+        if limits.num_today > 0 and limits.num_allowed_now <= 0:
+            raise CompError(f"Kaggle allows no more submissions to {self.competition} now ({limits.num_today} made "
+                            "today): the daily limit resets at 00:00 UTC; nothing was sent")
+        return f"Kaggle: {limits.num_allowed_now} submission(s) left today"
+
+    # -- the dataset
+    def dataset_status(self, ref: str) -> str:
+        """'missing', or the status of the dataset's latest version in lower case ('ready', 'failed', ...)."""
+        from kagglesdk.datasets.types.dataset_api_service import ApiGetDatasetStatusRequest
+
+        owner, slug = split_ref(ref, "dataset")
+        request = ApiGetDatasetStatusRequest()
+        request.owner_slug, request.dataset_slug = owner, slug
+        try:
+            answer = self._on_missing(ref, "reading the dataset's status", self._client.datasets.dataset_api_client
+                                      .get_dataset_status, request)
+        except _Missing:
+            return "missing"
+        return getattr(answer.status, "name", str(answer.status)).lower()
+
+    def upload_dataset(self, folder: Path, ref: str, title: str, create: bool, notes: str,
+                       say: Say | None = None) -> str:
+        """Upload every file under `folder` (dataset-metadata.json excepted) and create the dataset (private) or a
+        new version of it; returns Kaggle's URL (or ref) for it."""
+        from kagglesdk.datasets.types.dataset_api_service import (
+            ApiCreateDatasetRequest,
+            ApiCreateDatasetVersionRequest,
+            ApiCreateDatasetVersionRequestBody,
+        )
+
+        owner, slug = split_ref(ref, "dataset")
+        files, directories = self._upload_tree(folder, folder, say)
+        api = self._client.datasets.dataset_api_client
+        if create:
+            request = ApiCreateDatasetRequest()
+            request.owner_slug, request.slug, request.title = owner, slug, title
+            request.license_name, request.is_private = "CC0-1.0", True
+            request.files, request.directories = files, directories
+            answer = self._call("creating the dataset", api.create_dataset, request)
+        else:
+            body = ApiCreateDatasetVersionRequestBody()
+            body.version_notes, body.files, body.directories = notes, files, directories
+            request = ApiCreateDatasetVersionRequest()
+            request.owner_slug, request.dataset_slug, request.body = owner, slug, body
+            answer = self._on_missing(ref, "creating a dataset version", api.create_dataset_version, request)
+        if answer.error:
+            raise CompError(f"Kaggle refused the dataset {ref}: {self._redact(answer.error)}; nothing was submitted")
+        return answer.url or answer.ref or ref
+
+    def wait_dataset(self, ref: str, timeout: float, interval: float, say: Say | None = None) -> None:
+        """Until the new version is READY (Kaggle processes uploaded files before a kernel can mount them)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.dataset_status(ref)
+            if state == "ready":
+                return
+            if state in ("failed", "deleted", "missing"):
+                raise CompError(f"Kaggle reports the dataset {ref} as {state} after the upload; open "
+                                f"https://www.kaggle.com/datasets/{ref} to see why, then run the command again")
+            if time.monotonic() + interval > deadline:
+                raise CompError(f"the dataset {ref} was still {state} after {timeout:g} s; run the command again "
+                                "later (the unchanged dataset will not be uploaded twice)")
+            if say:
+                say(f"  dataset {ref}: {state}...")
+            time.sleep(interval)
+
+    def _upload_tree(self, root: Path, folder: Path, say: Say | None) -> tuple[list[Any], list[Any]]:
+        from kagglesdk.datasets.types.dataset_api_service import ApiDatasetNewFile, ApiUploadDirectoryInfo
+
+        files, directories = [], []
+        for entry in sorted(folder.iterdir()):
+            if entry.is_dir():
+                sub_files, sub_dirs = self._upload_tree(root, entry, say)
+                info = ApiUploadDirectoryInfo()
+                info.name, info.files, info.directories = entry.name, sub_files, sub_dirs
+                directories.append(info)
+            elif entry.is_file() and not (folder == root and entry.name == "dataset-metadata.json"):
+                new = ApiDatasetNewFile()
+                new.token = self._upload_blob(entry)
+                files.append(new)
+                if say:
+                    say(f"  uploaded {entry.relative_to(root)} ({entry.stat().st_size} bytes)")
+        return files, directories
+
+    def _upload_blob(self, path: Path) -> str:
+        from kagglesdk.blobs.types.blob_api_service import ApiBlobType, ApiStartBlobUploadRequest
+
+        def attempt() -> tuple[str, str]:
+            request = ApiStartBlobUploadRequest()
+            request.type = ApiBlobType.DATASET
+            request.name = path.name
+            request.content_length = path.stat().st_size
+            request.last_modified_epoch_seconds = int(path.stat().st_mtime)
+            answer = self._call(f"starting the upload of {path.name}", self._client.blobs.blob_api_client
+                                .start_blob_upload, request)
+            why = self._put_file(answer.create_url, path)
+            return (answer.token, "") if not why else ("", why)
+
+        return upload_with_retries(attempt, self.retries, self.backoff, "Kaggle",
+                                   "Check your network, then run the command again (nothing was submitted)")
+
+    def _put_file(self, url: str, path: Path) -> str:
+        """PUT the file, streamed (weights can be large), to the signed URL; returns "" or why it failed."""
+        import requests
+
+        try:
+            with open(path, "rb") as fh:
+                answer = requests.put(url, data=fh, timeout=600)
+        except requests.RequestException as err:
+            return f"upload PUT of {path.name} failed: {type(err).__name__}"
+        return "" if answer.status_code in (200, 201) else f"upload PUT of {path.name} answered {answer.status_code}"
+
+    # -- the kernel
+    def push_kernel(self, metadata: dict[str, Any], code: str) -> tuple[str, int]:
+        """SaveKernel from kernel-metadata.json and the notebook's text; returns (kernel URL or ref, version)."""
+        from kagglesdk.kernels.types.kernels_api_service import ApiSaveKernelRequest
+
+        split_ref(metadata["id"], "kernel")
+        if metadata.get("enable_internet") is not False:
+            raise CompError("kernel-metadata.json must say enable_internet: false (code competitions run offline); "
+                            "rebuild it with `comp bundle`")
+        request = ApiSaveKernelRequest()
+        request.slug = metadata["id"]
+        request.new_title = metadata.get("title") or metadata["id"].split("/")[1]
+        request.text = code
+        request.language = metadata.get("language", "python")
+        request.kernel_type = metadata.get("kernel_type", "notebook")
+        request.is_private = bool(metadata.get("is_private", True))
+        request.enable_gpu = bool(metadata.get("enable_gpu", False))
+        request.enable_tpu = False
+        request.enable_internet = False
+        request.dataset_data_sources = list(metadata.get("dataset_sources", []))
+        request.competition_data_sources = list(metadata.get("competition_sources", []))
+        request.kernel_data_sources = list(metadata.get("kernel_sources", []))
+        request.model_data_sources = list(metadata.get("model_sources", []))
+        request.category_ids = []
+        answer = self._call("pushing the kernel", self._client.kernels.kernels_api_client.save_kernel, request)
+        invalid = [*answer.invalid_dataset_sources, *answer.invalid_competition_sources,
+                   *answer.invalid_kernel_sources, *answer.invalid_model_sources]
+        if answer.error or invalid:
+            why = self._redact(answer.error or "")
+            raise CompError(f"Kaggle refused the kernel {metadata['id']}: {why}"
+                            + (f" (unknown sources: {', '.join(invalid)})" if invalid else "")
+                            + "; accept the competition's rules and check the dataset exists, then run again")
+        return answer.url or answer.ref or metadata["id"], int(answer.version_number or 0)
+
+    def kernel_state(self, ref: str) -> KernelState:
+        from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelSessionStatusRequest
+
+        owner, slug = split_ref(ref, "kernel")
+        request = ApiGetKernelSessionStatusRequest()
+        request.user_name, request.kernel_slug = owner, slug
+        answer = self._on_missing(ref, "reading the kernel's status", self._client.kernels.kernels_api_client
+                                  .get_kernel_session_status, request)
+        name = getattr(answer.status, "name", str(answer.status))
+        return KernelState(_KERNEL_STATES.get(name, "running"), self._redact(answer.failure_message or ""))
+
+    def kernel_output(self, ref: str) -> tuple[list[str], str]:
+        """(output file names, the log's last LOG_TAIL lines) of the kernel's latest run."""
+        from kagglesdk.kernels.types.kernels_api_service import ApiListKernelSessionOutputRequest
+
+        owner, slug = split_ref(ref, "kernel")
+        request = ApiListKernelSessionOutputRequest()
+        request.user_name, request.kernel_slug = owner, slug
+        answer = self._on_missing(ref, "reading the kernel's output", self._client.kernels.kernels_api_client
+                                  .list_kernel_session_output, request)
+        return [f.file_name for f in answer.files], self._redact(log_tail(answer.log or ""))
+
+    def wait_kernel(self, ref: str, timeout: float, interval: float, say: Say | None = None) -> KernelState:
+        deadline, said = time.monotonic() + timeout, 0.0
+        while True:
+            state = self.kernel_state(ref)
+            if state.status != "running" or time.monotonic() + interval > deadline:
+                return state
+            if say and time.monotonic() - said >= 60:
+                say(f"  kernel {ref}: running, waiting up to {timeout / 3600:.1f} h...")
+                said = time.monotonic()
+            time.sleep(interval)
+
+    # -- the submission
+    def submit_code(self, kernel_ref: str, version: int, message: str, file_name: str = "submission.csv") -> str:
+        from kagglesdk.competitions.types.competition_api_service import ApiCreateCodeSubmissionRequest
+
+        owner, slug = split_ref(kernel_ref, "kernel")
+        request = ApiCreateCodeSubmissionRequest()
+        request.competition_name = self.competition
+        request.kernel_owner, request.kernel_slug = owner, slug
+        request.kernel_version = version
+        request.file_name = file_name
+        request.submission_description = message
+        answer = self._call("creating the code submission", self._api.create_code_submission, request)
+        if not answer.ref:
+            raise CompError(f"Kaggle did not accept the code submission: {self._redact(answer.message or 'no ref')}; "
+                            "nothing was recorded")
+        return str(answer.ref)
+
+    # -- errors
+    def _on_missing(self, ref: str, what: str, method: Callable[[Any], Any], request: Any) -> Any:
+        """`_call`, except that a 404 means `ref` (a dataset or kernel) does not exist, raised as `_Missing`."""
+        self._missing = ref
+        try:
+            return self._call(what, method, request)
+        finally:
+            self._missing = ""
+
+    def _http_error(self, what: str, err: Any) -> CompError:
+        from comp.platforms.kaggle import _error_code
+
+        if self._missing and _error_code(err) == 404:
+            return _Missing(f"Kaggle has no {self._missing} (404, while {what})")
+        return super()._http_error(what, err)
+
+
+class _Missing(CompError):
+    """A dataset or kernel that does not exist (yet)."""
+
+
+def log_tail(log: str, lines: int = LOG_TAIL) -> str:
+    """The last lines of a kernel log: Kaggle's is a JSON list of {stream_name, time, data} chunks, or plain text."""
+    try:
+        chunks = json.loads(log)
+        text = "".join(str(c.get("data", "")) for c in chunks if isinstance(c, dict))
+    except (ValueError, TypeError, AttributeError):
+        text = log
+    return os.linesep.join(text.rstrip().splitlines()[-lines:])
