@@ -138,8 +138,11 @@ class FakeKaggle(_Server):
         self.submissions: list[KaggleSubmission] = []
         self.uploads: dict[str, bytes | None] = {}
         self._refs = itertools.count(50_000_001)
+        self.code = FakeKaggleCode(self)  # datasets, kernels, code submissions (comp submit --kernel)
 
     def handle(self, request: Request) -> tuple[int, dict[str, str], bytes]:
+        if (routed := self.code.route(request)) is not None:
+            return routed
         if request.method == "PUT" and request.path.startswith("/upload/"):
             return self._put(request)
         if request.method == "GET" and request.path.startswith("/files/"):
@@ -229,6 +232,144 @@ class FakeKaggle(_Server):
 
     def _DownloadDataFiles(self, body: dict) -> tuple[int, dict[str, str], bytes]:
         return 302, {"Location": f"{self.base}/files/{body['competitionName']}.zip"}, b""
+
+
+class FakeKaggleCode:
+    """The code-competition calls of `FakeKaggle` (comp submit --kernel): blob uploads, datasets, kernels and
+    CreateCodeSubmission, in kagglesdk's shapes. Knobs for the failures a code submission meets."""
+
+    def __init__(self, fake: FakeKaggle) -> None:
+        self.fake = fake
+        self.blobs: dict[str, dict[str, Any]] = {}  # token -> {name, size, content}
+        self.datasets: dict[str, list[dict[str, Any]]] = {}  # "owner/slug" -> versions (the request bodies)
+        self.kernels: dict[str, list[dict[str, Any]]] = {}  # "owner/slug" -> versions (the SaveKernel bodies)
+        self.dataset_pending = 1  # GetDatasetStatus answers BLOBS_RECEIVED this many times after an upload
+        self.kernel_running = 2  # GetKernelSessionStatus answers RUNNING this many times after a push
+        self.kernel_outcome = "COMPLETE"  # or ERROR
+        self.kernel_failure = "Your notebook hit an unhandled error while rendering"
+        self.kernel_log = [{"stream_name": "stdout", "time": 1.0, "data": "comp kernel: bundle found\n"},
+                           {"stream_name": "stderr", "time": 2.0, "data": "CompError: the check failed\n"}]
+        self.kernel_outputs = ["submission.csv", "comp-kernel.json"]
+        self.code_submissions: list[dict[str, Any]] = []
+        self._polls: dict[str, int] = {}
+
+    def route(self, request: Request) -> tuple[int, dict[str, str], bytes] | None:
+        path = request.path
+        if request.method == "PUT" and path.startswith("/blob/"):
+            token = path.rsplit("/", 1)[-1]
+            if token not in self.blobs:
+                return 404, {}, b"no such blob"
+            self.blobs[token]["content"] = request.body
+            return 200, {}, b""
+        service, _, method = path.removeprefix("/api/v1/").partition("/")
+        handler = getattr(self, f"_{method}", None)
+        if service not in ("blobs.BlobApiService", "datasets.DatasetApiService", "kernels.KernelsApiService") and \
+                not path.endswith("/CreateCodeSubmission"):
+            return None
+        if not self.fake._authorized(request):
+            return _json(401, {"code": 401, "message": "Unauthenticated"})
+        if handler is None:
+            return _json(404, {"code": 404, "message": f"no method {method}"})
+        return handler(json.loads(request.body or b"{}"))
+
+    # -- blobs and datasets
+    def _StartBlobUpload(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        token = uuid.uuid4().hex
+        self.blobs[token] = {"name": body.get("name"), "size": body.get("contentLength"), "type": body.get("type"),
+                             "content": None}
+        return _json(200, {"token": token, "createUrl": f"{self.fake.base}/blob/{token}"})
+
+    def _files(self, files: list[dict], directories: list[dict], prefix: str = "") -> dict[str, bytes]:
+        out = {}
+        for f in files or []:
+            blob = self.blobs.get(f.get("token", ""))
+            if blob is None or blob["content"] is None:
+                raise ValueError(f"token {f.get('token')} was never uploaded")
+            out[prefix + blob["name"]] = blob["content"]
+        for d in directories or []:
+            out.update(self._files(d.get("files", []), d.get("directories", []), f"{prefix}{d['name']}/"))
+        return out
+
+    def _new_version(self, ref: str, body: dict) -> tuple[int, dict[str, str], bytes]:
+        try:
+            files = self._files(body.get("files", []), body.get("directories", []))
+        except ValueError as err:
+            return _json(200, {"error": str(err)})
+        self.datasets.setdefault(ref, []).append({**body, "content": files})
+        self._polls[ref] = self.dataset_pending
+        return _json(200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}", "status": "ok"})
+
+    def _CreateDataset(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        ref = f"{body['ownerSlug']}/{body['slug']}"
+        if ref in self.datasets:
+            return _json(200, {"error": f"The requested title is already in use by a dataset ({ref})"})
+        return self._new_version(ref, body)
+
+    def _CreateDatasetVersion(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        ref = f"{body['ownerSlug']}/{body['datasetSlug']}"
+        if ref not in self.datasets:
+            return _json(404, {"code": 404, "message": f"Dataset {ref} not found"})
+        return self._new_version(ref, body.get("body", {}))
+
+    def _GetDatasetStatus(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        ref = f"{body['ownerSlug']}/{body['datasetSlug']}"
+        if ref not in self.datasets:
+            return _json(404, {"code": 404, "message": f"Dataset {ref} not found"})
+        if self._polls.get(ref, 0) > 0:
+            self._polls[ref] -= 1
+            return _json(200, {"status": "BLOBS_RECEIVED"})
+        return _json(200, {"status": "READY"})
+
+    # -- kernels
+    def _SaveKernel(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        ref = body.get("slug", "")
+        missing = [s for s in body.get("datasetDataSources", []) if s not in self.datasets]
+        comps = [s for s in body.get("competitionDataSources", []) if s not in self.fake.competitions]
+        if missing or comps:
+            return _json(200, {"invalidDatasetSources": missing, "invalidCompetitionSources": comps})
+        self.kernels.setdefault(ref, []).append(body)
+        self._polls[ref] = self.kernel_running
+        return _json(200, {"ref": f"/code/{ref}", "url": f"https://www.kaggle.com/code/{ref}",
+                           "versionNumber": len(self.kernels[ref]), "kernelId": 4242})
+
+    def _kernel(self, body: dict) -> str | None:
+        ref = f"{body.get('userName')}/{body.get('kernelSlug')}"
+        return ref if ref in self.kernels else None
+
+    def _GetKernelSessionStatus(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        ref = self._kernel(body)
+        if ref is None:
+            return _json(404, {"code": 404, "message": "Kernel not found"})
+        if self._polls.get(ref, 0) > 0:
+            self._polls[ref] -= 1
+            return _json(200, {"status": "RUNNING"})
+        failure = {"failureMessage": self.kernel_failure} if self.kernel_outcome == "ERROR" else {}
+        return _json(200, {"status": self.kernel_outcome, **failure})
+
+    def _ListKernelSessionOutput(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        if self._kernel(body) is None:
+            return _json(404, {"code": 404, "message": "Kernel not found"})
+        files = [] if self.kernel_outcome == "ERROR" else self.kernel_outputs
+        return _json(200, {"files": [{"fileName": f, "url": f"{self.fake.base}/out/{f}"} for f in files],
+                           "log": json.dumps(self.kernel_log)})
+
+    # -- the code submission (competitions service)
+    def _CreateCodeSubmission(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        fake = self.fake
+        if body.get("competitionName") not in fake.competitions:
+            return _json(404, {"code": 404, "message": f"Competition '{body.get('competitionName')}' not found"})
+        ref = f"{body.get('kernelOwner')}/{body.get('kernelSlug')}"
+        versions = self.kernels.get(ref, [])
+        if not 1 <= int(body.get("kernelVersion", 0)) <= len(versions):
+            return _json(400, {"code": 400, "message": f"Kernel {ref} has no version {body.get('kernelVersion')}"})
+        if fake._made_today() >= fake.daily_limit:
+            return _json(400, {"code": 400, "message": "Submission not allowed: daily Submission allowance used"})
+        self.code_submissions.append(body)
+        sub = KaggleSubmission(ref=next(fake._refs), description=body.get("submissionDescription", ""),
+                               file_name=body.get("fileName", ""), content=b"", polls_left=fake.pending_polls,
+                               outcome=fake.outcome)
+        fake.submissions.append(sub)
+        return _json(200, {"message": "Successfully submitted", "ref": sub.ref})
 
 
 # ---------------------------------------------------------------------------------------------------------------
