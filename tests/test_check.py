@@ -131,16 +131,64 @@ def test_a_missing_file_or_sample_is_a_comp_error(workspace):
         check_file(wrong_id, ws, path)
 
 
-def test_probabilities_written_with_few_digits_fail_only_when_rows_drift(workspace):
+def test_probability_rows_follow_kaggles_rescaling(workspace):
+    """`to_csv(float_format="%.6f")` rows are off by ~1e-6 and pass silently; rows off by more than 1e-3 still score
+    (Kaggle divides each row by its sum) but warn; an all-zero row cannot be rescaled and is an error."""
     comp = build_format("dog-breed", workspace, None)
     ws = Workspace(workspace)
     ids, probs = random_probs(comp, ws)
     frame = to_frame(comp, ws, ids, probs)
-    path = workspace / "coarse.csv"
-    frame.to_csv(path, index=False, float_format="%.3g")  # 3 digits: rows drift off 1 by more than 1e-6
+    path = workspace / "six.csv"
+    frame.to_csv(path, index=False, float_format="%.6f")
     sums = np.abs(pd.read_csv(path).iloc[:, 1:].sum(axis=1) - 1)
-    errors = check_file(comp, ws, path).errors
-    assert (sums > 1e-6).any() and any("do not sum to 1" in e and "9 significant digits" in e for e in errors)
+    report = check_file(comp, ws, path)
+    assert (sums > 1e-7).any() and report.errors == [] and report.warnings == []
+    scaled = frame.copy()
+    scaled.iloc[:5, 1:] *= 1.5
+    scaled.to_csv(path, index=False)
+    report = check_file(comp, ws, path)
+    assert report.ok and any("5 row(s) do not sum to 1" in w and "Kaggle rescales" in w for w in report.warnings)
+    scaled.iloc[7, 1:] = 0.0
+    scaled.to_csv(path, index=False)
+    assert any("1 row(s) are all zero" in e for e in check_file(comp, ws, path).errors)
+
+
+def test_binary_scores_any_real_under_auc_probabilities_otherwise(workspace):
+    comp = build_format("alaska2", workspace, None)
+    ws = Workspace(workspace)
+    sample = pd.read_csv(workspace / comp.sample_submission, dtype=str)
+    sample["Label"] = np.linspace(-4, 9, len(sample)).round(3).astype(str)  # logits / any real score
+    sample.to_csv(workspace / "real.csv", index=False)
+    assert check_file(comp, ws, workspace / "real.csv").errors == []
+    for metric in ("weighted_auc", "log_loss"):
+        other = Competition(**{**comp.__dict__, "metric": metric})
+        errors = check_file(other, ws, workspace / "real.csv").errors
+        assert (errors == []) if metric == "weighted_auc" else any("looks like logits" in e for e in errors)
+
+
+def test_the_one_class_warning_reads_class_names_with_spaces(workspace):
+    ids = [f"{i:04d}.png" for i in range(30)]
+    sample = _write_sample(workspace, ["file", "species"], [[i, "Maize"] for i in ids])
+    classes = ["Black-grass", "Loose Silky-bent", "Maize"]
+    comp = Competition(name="seedlings", sample_submission=sample, id_column="file", label_columns=["species"],
+                       classes=classes)
+    path = workspace / "s.csv"
+    pd.DataFrame({"file": ids, "species": "Loose Silky-bent"}).to_csv(path, index=False)
+    report = check_file(comp, Workspace(workspace), path)
+    assert report.ok and any("every row predicts 'Loose Silky-bent'" in w for w in report.warnings)
+    pd.DataFrame({"file": ids, "species": "Loose_Silky-bent"}).to_csv(path, index=False)
+    (error,) = check_file(comp, Workspace(workspace), path).errors
+    assert "'_' for spaces" in error and "the class is 'Loose Silky-bent'" in error
+
+
+def test_class_id_messages_name_the_real_problem(workspace):
+    comp = build_format("cassava", workspace, None)
+    ws = Workspace(workspace)
+    sample = pd.read_csv(workspace / comp.sample_submission, dtype=str)
+    sample.loc[0, "label"] = " 0"
+    sample.to_csv(workspace / "s.csv", index=False)
+    (error,) = check_file(comp, ws, workspace / "s.csv").errors
+    assert "whitespace" in error and "write '0', not ' 0'" in error and "float" not in error
 
 
 def test_a_real_models_submission_passes_against_the_real_sample(shared, workspace):
