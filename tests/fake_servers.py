@@ -17,6 +17,7 @@ import threading
 import uuid
 import zipfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,9 @@ class _Handler(BaseHTTPRequestHandler):
         with fake.lock:
             fake.requests.append(request)
             status, headers, payload = fake.handle(request)
+        if status == 0:  # a dropped connection: no answer at all (the work may have been done)
+            self.close_connection = True
+            return
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
@@ -63,7 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    do_GET = do_POST = do_PUT = _serve
+    do_GET = do_POST = do_PUT = do_DELETE = _serve
 
 
 def _json(status: int, obj: Any) -> tuple[int, dict[str, str], bytes]:
@@ -132,6 +136,14 @@ class FakeKaggle(_Server):
     error_text: str = "Submission Scoring Error: your file has 9 rows, the solution 10"
     data_zip: bytes = b""  # DownloadDataFiles serves this
     code_competition: bool = False  # GetCompetition says isKernelsSubmissionsOnly
+    no_team: bool = False  # GetSubmissionLimits answers zeros, as for a user with no submission (no team) yet
+    limits_failures: int = 0  # the next N GetSubmissionLimits calls answer 500
+    busy: int = 0  # the next N competition API calls answer 429 with Retry-After `retry_after`
+    retry_after: str = "0"
+    create_lost: int = 0  # the next N CreateSubmission calls create the submission, then answer 500
+    create_dropped: int = 0  # the next N CreateSubmission calls create it, then drop the connection unanswered
+    create_failures: int = 0  # the next N CreateSubmission calls answer 500 without creating anything
+    unknown_forbidden: bool = True  # an unknown slug gets 403 "Permission 'competitions.participate' was denied"
 
     def __post_init__(self) -> None:
         _Server.__init__(self, KAGGLE_PORT)
@@ -139,6 +151,7 @@ class FakeKaggle(_Server):
         self.uploads: dict[str, bytes | None] = {}
         self._refs = itertools.count(50_000_001)
         self.code = FakeKaggleCode(self)  # datasets, kernels, code submissions (comp submit --kernel)
+        self.upload_names: dict[str, str] = {}  # blob token -> the fileName of StartSubmissionUpload
 
     def handle(self, request: Request) -> tuple[int, dict[str, str], bytes]:
         if (routed := self.code.route(request)) is not None:
@@ -147,6 +160,10 @@ class FakeKaggle(_Server):
             return self._put(request)
         if request.method == "GET" and request.path.startswith("/files/"):
             return 200, {"Content-Type": "application/zip"}, self.data_zip
+        if request.path == "/api/v1/security.OAuthService/IntrospectToken":
+            token = json.loads(request.body or b"{}").get("token", "")
+            active = bool(self.token) and token == self.token
+            return _json(200, {"active": active, "username": self.username if active else ""})
         if not request.path.startswith(_SERVICE):
             return _json(404, {"code": 404, "message": f"no route {request.path}"})
         if not self._authorized(request):
@@ -154,10 +171,16 @@ class FakeKaggle(_Server):
         method = request.path[len(_SERVICE):]
         body = json.loads(request.body or b"{}")
         slug = body.get("competitionName", "")
+        if self.busy > 0:
+            self.busy -= 1
+            status, headers, payload = _json(429, {"code": 429, "message": "Too many requests"})
+            return status, {**headers, "Retry-After": self.retry_after}, payload
         if slug not in self.competitions:
+            if self.unknown_forbidden:  # what kaggle.com answers for a mistyped slug
+                return _json(403, {"code": 403, "message": "Permission 'competitions.participate' was denied"})
             return _json(404, {"code": 404, "message": f"Competition '{slug}' not found"})
-        if slug in self.rules_not_accepted:
-            return _json(403, {"code": 403, "message": "You must accept this competition's rules before you submit"})
+        if slug in self.rules_not_accepted and method != "GetCompetition":
+            return _json(403, {"code": 403, "message": "Permission 'competitions.participate' was denied"})
         handler = getattr(self, f"_{method}", None)
         if handler is None:
             return _json(404, {"code": 404, "message": f"no method {method}"})
@@ -177,12 +200,18 @@ class FakeKaggle(_Server):
         return len(self.submissions)
 
     def _GetSubmissionLimits(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        if self.limits_failures > 0:
+            self.limits_failures -= 1
+            return _json(500, {"code": 500, "message": "Internal error"})
+        if self.no_team and not self.submissions:
+            return _json(200, {})  # every count 0 (fields equal to their default are left out)
         allowed = self.daily_limit if self.limits_lie else max(0, self.daily_limit - self._made_today())
         return _json(200, {"numToday": self._made_today(), "numTotal": self._made_today(), "numAllowedNow": allowed})
 
     def _StartSubmissionUpload(self, body: dict) -> tuple[int, dict[str, str], bytes]:
         token = uuid.uuid4().hex
         self.uploads[token] = None
+        self.upload_names[token] = body.get("fileName", "")
         self.last_start = body
         return _json(200, {"token": token, "createUrl": f"{self.base}/upload/{token}"})
 
@@ -200,15 +229,26 @@ class FakeKaggle(_Server):
         if self._made_today() >= self.daily_limit:
             return _json(400, {"code": 400, "message": "Submission not allowed: your team has used its daily "
                                                        f"Submission allowance ({self.daily_limit}) today"})
-        content = self.uploads.get(body.get("blobFileTokens", ""))
+        if self.create_failures > 0:
+            self.create_failures -= 1
+            return _json(500, {"code": 500, "message": "Internal error"})
+        token = body.get("blobFileTokens", "")
+        content = self.uploads.get(token)
         if content is None or self.create_ref_zero > 0:
             self.create_ref_zero = max(0, self.create_ref_zero - 1)
             return _json(200, {"message": "Could not submit to competition", "ref": 0})
         sub = KaggleSubmission(
-            ref=next(self._refs), description=body.get("submissionDescription", ""), file_name="", content=content,
-            polls_left=self.pending_polls, outcome=self.outcome,
+            ref=next(self._refs), description=body.get("submissionDescription", ""),
+            file_name=self.upload_names.get(token, ""), content=content, polls_left=self.pending_polls,
+            outcome=self.outcome,
         )
         self.submissions.append(sub)
+        if self.create_lost > 0:  # created, but the answer is lost
+            self.create_lost -= 1
+            return _json(500, {"code": 500, "message": "Internal error"})
+        if self.create_dropped > 0:
+            self.create_dropped -= 1
+            return 0, {}, b""
         return _json(200, {"message": "Successfully submitted", "ref": sub.ref})
 
     def _ListSubmissions(self, body: dict) -> tuple[int, dict[str, str], bytes]:
@@ -222,7 +262,8 @@ class FakeKaggle(_Server):
                 status = "PENDING"
             else:
                 status = sub.outcome
-            item = {"ref": sub.ref, "description": sub.description, "status": status, "date": "2026-01-01T00:00:00Z"}
+            item = {"ref": sub.ref, "description": sub.description, "status": status, "fileName": sub.file_name,
+                    "totalBytes": len(sub.content), "date": datetime.now(UTC).isoformat(timespec="seconds")}
             if status == "COMPLETE":
                 item.update(publicScore=self.public_score, privateScore=sub.private_score)
             elif status == "ERROR":
@@ -390,10 +431,18 @@ class FakeCodabench(_Server):
     outcome: str = "Finished"
     score: float = 0.87
     dataset_key: str = ""  # answer POST /api/datasets/ with this key instead of a fresh UUID
+    auth_status: int = 403  # a bad token: DRF answers 403 when SessionAuthentication comes first (as on CodaBench)
+    columns: list[tuple[str, float]] = field(default_factory=list)  # leaderboard columns (key, score) by index
+    primary_index: int = 0  # the leaderboard's primary column (GET /api/phases/<id>/get_leaderboard/)
+    azure: bool = False  # storage URLs are Azure SAS URLs, whose PUT needs x-ms-blob-type: BlockBlob
+    children: list[str] = field(default_factory=list)  # a multi-task submission: each child's final status
+    get_failures: int = 0  # the next N GET /api/submissions/<id>/ answer 503 with Retry-After 0
 
     def __post_init__(self) -> None:
         _Server.__init__(self, 0)
         self.datasets: dict[str, bytes | None] = {}
+        self.dataset_meta: dict[str, dict[str, Any]] = {}  # key -> the POST body and its id
+        self.deleted: list[int] = []
         self.completed: set[str] = set()
         self.submissions: dict[int, dict[str, Any]] = {}
         self._ids = itertools.count(7001)
@@ -407,8 +456,10 @@ class FakeCodabench(_Server):
             if form.get("username") == self.username and form.get("password") == self.password:
                 return _json(200, {"token": self.token})
             return _json(400, {"non_field_errors": ["Unable to log in with provided credentials."]})
+        if method == "GET" and (m := re.fullmatch(r"/api/phases/(\d+)/get_leaderboard/", path)):
+            return _json(200, {"id": int(m[1]), "primary_index": self.primary_index, "submissions": []})
         if request.headers.get("Authorization") != f"Token {self.token}":
-            return _json(401, {"detail": "Invalid token."})
+            return _json(self.auth_status, {"detail": "Invalid token."})
         body = json.loads(request.body or b"{}") if request.body else {}
         if method == "GET" and (m := re.fullmatch(r"/api/can_make_submission/(\d+)/", path)):
             if int(m[1]) not in self.phases:
@@ -417,7 +468,14 @@ class FakeCodabench(_Server):
         if method == "POST" and path == "/api/datasets/":
             key = self.dataset_key or str(uuid.uuid4())
             self.datasets[key] = None
-            return _json(201, {"key": key, "sassy_url": f"{self.base}/sassy/{key}"})
+            dataset_id = 300 + len(self.dataset_meta)
+            self.dataset_meta[key] = {**body, "id": dataset_id}
+            url = f"{self.base}/sassy/{key}" + ("?sv=2018-03-28&sr=b&sig=c2lnbmVk" if self.azure else "")
+            return _json(201, {"id": dataset_id, "key": key, "sassy_url": url})
+        if method == "DELETE" and (m := re.fullmatch(r"/api/datasets/(\d+)/", path)):
+            self.deleted.append(int(m[1]))
+            return 204, {}, b""
+
         if method == "PUT" and (m := re.fullmatch(r"/api/datasets/completed/([\w-]+)/", path)):
             if self.datasets.get(m[1]) is None:
                 return _json(400, {"detail": "upload not found"})
@@ -430,26 +488,42 @@ class FakeCodabench(_Server):
                 return _json(400, {"data": ["upload not completed"]})
             sub_id = next(self._ids)
             self.submissions[sub_id] = {"id": sub_id, "polls": self.pending_polls, "data": body["data"],
-                                        "description": body.get("description", "")}
+                                        "description": body.get("description", ""), "phase": body["phase"]}
+            if self.children:
+                self.submissions[sub_id]["children"] = kids = [next(self._ids) for _ in self.children]
+                for kid, outcome in zip(kids, self.children, strict=True):
+                    self.submissions[kid] = {"id": kid, "polls": 0, "data": body["data"], "outcome": outcome,
+                                             "phase": body["phase"], "parent": sub_id}
             return _json(201, {"id": sub_id, "status": "Submitting"})
         if method == "GET" and (m := re.fullmatch(r"/api/submissions/(\d+)/", path)):
             sub = self.submissions.get(int(m[1]))
             if sub is None:
                 return _json(404, {"detail": "Not found."})
+            if self.get_failures > 0:
+                self.get_failures -= 1
+                status, headers, payload = _json(503, {"detail": "Service unavailable"})
+                return status, {**headers, "Retry-After": "0"}, payload
+            common = {"id": sub["id"], "phase": sub["phase"], "has_children": bool(sub.get("children")),
+                      "children": sub.get("children", []), "parent": sub.get("parent")}
             if sub["polls"] > 0:
                 sub["polls"] -= 1
-                return _json(200, {"id": sub["id"], "status": "Running", "scores": []})
-            scores = [{"column_key": "accuracy", "score": self.score}] if self.outcome == "Finished" else []
-            return _json(200, {"id": sub["id"], "status": self.outcome, "scores": scores})
+                return _json(200, {**common, "status": "Running", "scores": []})
+            outcome = sub.get("outcome", self.outcome)
+            columns = self.columns or [("accuracy", self.score)]
+            scores = ([{"index": j, "column_key": key, "score": value} for j, (key, value) in enumerate(columns)]
+                      if outcome == "Finished" else [])
+            return _json(200, {**common, "status": outcome, "scores": scores})
         return _json(404, {"detail": f"no route {method} {path}"})
 
     def _put(self, request: Request) -> tuple[int, dict[str, str], bytes]:
         if self.put_failures > 0:
             self.put_failures -= 1
             return 500, {"Content-Type": "text/plain"}, b"storage error"
-        key = request.path.rsplit("/", 1)[-1]
+        key = request.path.split("?", 1)[0].rsplit("/", 1)[-1]
         if key not in self.datasets:
             return 404, {}, b""
+        if self.azure and request.headers.get("x-ms-blob-type") != "BlockBlob":
+            return 400, {"Content-Type": "application/xml"}, b"<Error><Code>MissingRequiredHeader</Code></Error>"
         self.datasets[key] = request.body
         return 200, {}, b""
 

@@ -119,7 +119,8 @@ def test_refuses_runs_from_other_folds_and_missing_checkpoints(ws, cli):
     record = json.loads(provenance.read_text())
     provenance.write_text(json.dumps({**record, "folds_hash": "0" * 64}))
     code, out = cli("predict", "--model", "tiny", "--tta", "none", "--device", "cpu")
-    assert code == 1 and "tiny fold 2 was trained on other folds" in out
+    assert code == 1 and "tiny fold 2 is stale: folds/folds.csv: sha256 000000000000 when trained" in out
+    assert "`comp train --model tiny --fold 2 --force`" in out
     ws.run("tiny", 1).best.unlink()
     code, out = cli("predict", "--model", "tiny", "--fold", "1", "--device", "cpu")
     assert code == 1 and "tiny fold 1 has no checkpoint" in out
