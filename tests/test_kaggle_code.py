@@ -1,0 +1,170 @@
+"""`comp submit --kernel` against the fake Kaggle on 127.0.0.1:7777, through the real kagglesdk client: dataset create
+/ version / skip, kernel push and polling, CreateCodeSubmission, the score and the ledger row.
+
+The bundle here is written by hand (a stand-in weights file and wheel, the real manifest/metadata writers), so these
+tests need no training; tests/test_bundle.py builds a real one and runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from fake_servers import FakeKaggle, run_cli
+
+from comp.bundle.build import dataset_hash
+from comp.bundle.notebook import kernel_metadata, notebook
+from comp.core import atomic
+from comp.core.workspace import Workspace
+from comp.platforms import ledger
+from comp.platforms.kaggle_code import log_tail
+
+NAME = "first"  # the toy workspace's submissions/first.csv + first.json stand for `comp stack --name first`
+DATASET = "fake-user/first-toy-comp-bundle"
+KERNEL = "fake-user/toy-comp-first-inference"
+
+
+@pytest.fixture
+def kaggle(isolated, monkeypatch):
+    monkeypatch.setenv("KAGGLE_USERNAME", "fake-user")
+    monkeypatch.setenv("KAGGLE_KEY", "fake-key")
+    with FakeKaggle() as server:
+        yield server
+
+
+@pytest.fixture
+def bundled(toy_workspace, workspace):
+    """A toy Kaggle workspace with bundles/first/ as `comp bundle first --run-local` leaves it."""
+    csv = toy_workspace(workspace)
+    paths = Workspace(workspace).bundle(NAME)
+    atomic.write_json(paths.manifest, {"format": 1, "name": NAME, "models": [{"alias": "a", "folds": []}]})
+    atomic.write_bytes(paths.dataset / "models" / "a" / "fold0" / "best.safetensors", b"weights" * 100)
+    atomic.write_bytes(paths.wheels / "comp-0.1.0-py3-none-any.whl", b"wheel")
+    atomic.write_json(paths.dataset_metadata, {"id": DATASET, "title": "first-toy-comp-bundle",
+                                               "licenses": [{"name": "CC0-1.0"}]})
+    atomic.write_text(paths.kernel / "toy-comp-first-inference.ipynb",
+                      json.dumps(notebook(NAME, "toy-comp", ["comp-0.1.0-py3-none-any.whl"])))
+    atomic.write_json(paths.kernel_metadata, kernel_metadata(KERNEL, DATASET, "toy-comp", gpu=True))
+    paths.local_run.mkdir(parents=True)
+    shutil.copy(csv, paths.local_run / "submission.csv")
+    _passed(paths)
+    return paths
+
+
+def _passed(paths) -> None:
+    atomic.write_json(paths.local_run / "passed.json", {"dataset_hash": dataset_hash(paths), "compared": 6})
+
+
+def _calls(server: FakeKaggle, method: str) -> list[dict]:
+    return [json.loads(r.body or b"{}") for r in server.requests if r.path.endswith("/" + method)]
+
+
+def test_submit_kernel_creates_dataset_pushes_kernel_and_records_score(kaggle, bundled, workspace):
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "bundle v1")
+    assert code == 0, out
+    assert "0.91234" in out and "fake-key" not in out
+    # The dataset: every file uploaded as a blob and placed by the request's directory tree, created private.
+    (create,) = _calls(kaggle, "CreateDataset")
+    assert (create["ownerSlug"], create["slug"], create["isPrivate"]) == ("fake-user", "first-toy-comp-bundle", True)
+    stored = kaggle.code.datasets[DATASET][0]["content"]
+    assert stored["models/a/fold0/best.safetensors"] == b"weights" * 100
+    assert set(stored) == {"comp-bundle.json", "models/a/fold0/best.safetensors", "wheels/comp-0.1.0-py3-none-any.whl"}
+    assert all(b["type"] == "DATASET" for b in kaggle.code.blobs.values())
+    assert len(_calls(kaggle, "GetDatasetStatus")) >= 2  # missing, then polled to READY
+    # The kernel: offline, private, GPU as bundled, both sources, the notebook's text.
+    (save,) = _calls(kaggle, "SaveKernel")
+    assert save["slug"] == KERNEL and save.get("enableInternet", False) is False and save["isPrivate"] is True
+    assert save["enableGpu"] is True and save["kernelType"] == "notebook"
+    assert save["datasetDataSources"] == [DATASET] and save["competitionDataSources"] == ["toy-comp"]
+    assert "run_kernel" in save["text"]
+    assert len(_calls(kaggle, "GetKernelSessionStatus")) >= 3  # RUNNING twice, then COMPLETE
+    (sub,) = kaggle.code.code_submissions
+    assert (sub["kernelOwner"], sub["kernelSlug"], sub["kernelVersion"]) == ("fake-user", KERNEL.split("/")[1], 1)
+    assert sub["fileName"] == "submission.csv" and sub["submissionDescription"] == "bundle v1"
+    row = ledger.read(Workspace(workspace)).iloc[0]
+    assert row["ref"] == str(kaggle.submissions[0].ref) and row["status"] == "complete"
+    assert row["public_score"] == "0.91234" and (row["models"], row["cv"]) == ("a;b", "0.9")
+    assert row["kernel"] == f"{KERNEL} v1; dataset {DATASET} @{dataset_hash(bundled)[:12]}"
+    assert row["file"] == "bundles/first/local-run/submission.csv"
+
+
+def test_unchanged_dataset_is_not_uploaded_again_and_a_changed_one_is_versioned(kaggle, bundled):
+    assert run_cli("submit", "--kernel", NAME, "-m", "v1", "--no-wait")[0] == 0
+    blobs = len(kaggle.code.blobs)
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "v2", "--no-wait")
+    assert code == 0, out
+    assert "unchanged" in out and len(kaggle.code.blobs) == blobs  # nothing uploaded
+    assert not _calls(kaggle, "CreateDatasetVersion")
+    assert [s["kernelVersion"] for s in kaggle.code.code_submissions] == [1, 2]
+    # A changed weights file: a new dataset version, not a new dataset.
+    atomic.write_bytes(bundled.dataset / "models" / "a" / "fold0" / "best.safetensors", b"retrained")
+    _passed(bundled)
+    assert run_cli("submit", "--kernel", NAME, "-m", "v3", "--no-wait")[0] == 0
+    (version,) = _calls(kaggle, "CreateDatasetVersion")
+    assert version["body"]["versionNotes"].startswith("comp bundle first")
+    assert kaggle.code.datasets[DATASET][1]["content"]["models/a/fold0/best.safetensors"] == b"retrained"
+    assert len(_calls(kaggle, "CreateDataset")) == 1
+
+
+def test_kernel_error_shows_the_log_tail_and_submits_nothing(kaggle, bundled, workspace):
+    kaggle.code.kernel_outcome = "ERROR"
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "broken")
+    assert code == 1
+    assert "ended error" in out and "unhandled error" in out and "CompError: the check failed" in out
+    assert not kaggle.code.code_submissions and not Workspace(workspace).ledger.exists()
+
+
+def test_refuses_before_any_network_without_a_passing_local_run(kaggle, bundled, workspace):
+    (bundled.local_run / "passed.json").unlink()
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "untested")
+    assert code == 1 and "--run-local" in out
+    # A bundle changed after its local run is refused too.
+    _passed(bundled)
+    atomic.write_bytes(bundled.wheels / "comp-0.1.0-py3-none-any.whl", b"another wheel")
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "changed")
+    assert code == 1 and "changed since its local run" in out
+    assert not kaggle.requests
+
+
+def test_a_local_submission_failing_the_check_is_refused(kaggle, bundled):
+    (bundled.local_run / "submission.csv").write_text("id,label\nnope,cat\n")
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "bad")
+    assert code == 1 and "failed the check" in out
+    assert not kaggle.requests
+
+
+def test_dry_run_prints_every_call_and_sends_nothing(kaggle, bundled):
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "try", "--dry-run")
+    assert code == 0, out
+    for call in ("GetSubmissionLimits", "GetDatasetStatus", "StartBlobUpload", "CreateDataset", "SaveKernel",
+                 "GetKernelSessionStatus", "ListKernelSessionOutput", "CreateCodeSubmission", "ListSubmissions"):
+        assert call in out, call
+    assert "enable_internet false" in out and "fake-key" not in out
+    assert not kaggle.requests
+
+
+def test_placeholder_owner_and_other_platforms_are_refused(kaggle, bundled, workspace):
+    meta = json.loads(bundled.dataset_metadata.read_text())
+    atomic.write_json(bundled.dataset_metadata, {**meta, "id": "your-kaggle-username/first-toy-comp-bundle"})
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "x")
+    assert code == 1 and "--owner" in out
+    toml = workspace / "comp.toml"
+    toml.write_text(toml.read_text().replace('platform = "kaggle"', 'platform = "none"'))
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "x")
+    assert code == 1 and "Kaggle code competitions" in out
+    assert not kaggle.requests
+
+
+def test_unknown_dataset_source_is_a_clear_error(kaggle, bundled):
+    meta = json.loads(bundled.kernel_metadata.read_text())
+    atomic.write_json(bundled.kernel_metadata, {**meta, "competition_sources": ["no-such-comp"]})
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "x")
+    assert code == 1 and "unknown sources: no-such-comp" in out
+    assert not kaggle.code.code_submissions
+
+
+def test_log_tail_reads_kaggles_json_log_and_plain_text():
+    chunks = [{"stream_name": "stdout", "time": 0, "data": f"line {i}\n"} for i in range(40)]
+    assert log_tail(json.dumps(chunks), 3).splitlines() == ["line 37", "line 38", "line 39"]
+    assert log_tail("a\nb\nc", 2).splitlines() == ["b", "c"]
