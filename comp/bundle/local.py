@@ -39,7 +39,7 @@ from comp.bundle import notebook
 from comp.core import atomic
 from comp.core.config import Competition
 from comp.core.errors import CompError
-from comp.core.workspace import BundlePaths, Workspace
+from comp.core.workspace import Workspace
 from comp.setup.scan import file_for
 
 TOLERANCE = 1e-5  # probabilities may differ by this much (BN folding and batch shapes change float rounding)
@@ -122,7 +122,7 @@ def run_local(ws: Workspace, name: str, variant: bool = False, timeout: float = 
     else:
         os.symlink(ws.path(comp.data_dir).resolve(), input_dir / comp.name, target_is_directory=True)
 
-    python = _fresh_venv(paths, root, manifest)
+    python = _fresh_venv(root, manifest)
     nb = json.loads(next(paths.kernel.glob("*.ipynb")).read_text(encoding="utf-8"))
     script = root / "notebook.py"
     atomic.write_text(script, "\n\n".join(notebook.code_cells(nb)))
@@ -189,7 +189,7 @@ def compare(comp: Competition, produced: Path, reference: Path, expect_ids: list
     worst = 0.0
     for col in (c for c in mine.columns if c != id_col):
         if comp.kind in ("binary", "class_probs"):
-            delta = np.abs(shared[col].astype(float) - shared[f"{col}_ref"].astype(float))
+            delta = np.abs(shared[col].astype(float).to_numpy() - shared[f"{col}_ref"].astype(float).to_numpy())
             worst = max(worst, float(delta.max(initial=0.0)))
         else:
             differ = shared[shared[col] != shared[f"{col}_ref"]]
@@ -247,7 +247,7 @@ def _expected_ids(reference: Path, comp: Competition, removed: list[str], added:
     return [i for i in ids if i not in set(removed)] + added
 
 
-def _fresh_venv(paths: BundlePaths, root: Path, manifest: dict) -> Path:
+def _fresh_venv(root: Path, manifest: dict) -> Path:
     """venv/ with the stand-in image on its path and the network blocked; returns its python."""
     venv = root / "venv"
     # No pip of its own: the notebook's `python -m pip` finds the stand-in image's, as a Kaggle session finds the
