@@ -6,9 +6,8 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from comp.cli.output import console, print_json, say_next
+from comp.cli.output import console, print_grid, print_json, say_next
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
 
@@ -79,26 +78,14 @@ def stack_command(
 
 def print_cv_table(table: dict[str, dict], metric: str, chosen: str = "") -> None:
     """The CV table of `comp stack`: one row per model and method, per-fold scores, mean ± std, whole OOF."""
-    from rich import box
-
     n_folds = len(next(iter(table.values()))["per_fold"])
-    rows = {(row.removeprefix("model:") if row.startswith("model:") else row): row for row in table}
-    # Full names at 80 columns: no vertical rules, model names never cut, short fold headers when there are many.
-    out = Table(title=f"CV ({metric}, honest out-of-fold)", title_justify="left", box=box.SIMPLE_HEAD,
-                pad_edge=False, collapse_padding=True)
-    out.add_column("model / method", no_wrap=True, overflow="fold", min_width=max(len(r) for r in table) + 2)
-    for k in range(n_folds):
-        out.add_column(f"f{k}" if n_folds > 4 else f"fold {k}", justify="right", no_wrap=True)
-    out.add_column("mean ± std", justify="right", no_wrap=True)
-    out.add_column("OOF", justify="right", no_wrap=True)
-    for label, row in rows.items():
-        s = table[row]
-        shown = escape(label) + (" [bold green]*[/]" if row == chosen else "")
-        if row.startswith("model:"):
-            shown = f"[dim]model[/] {shown}"
-        out.add_row(shown, *(f"{v:.4f}" for v in s["per_fold"]), f"{s['mean']:.4f} ± {s['std']:.4f}",
-                    f"{s['oof']:.4f}")
-    console.print(out)
+    rows = []
+    for row, s in table.items():
+        label = f"model {row.removeprefix('model:')}" if row.startswith("model:") else row
+        mark = " *" if row == chosen else ""
+        rows.append((escape(label) + (" [bold green]*[/]" if mark else ""), len(label) + len(mark),
+                     [f"{v:.4f}" for v in s["per_fold"]], f"{s['mean']:.4f} ± {s['std']:.4f}", f"{s['oof']:.4f}"))
+    print_grid(f"CV ({metric}, honest out-of-fold)", rows, n_folds)
     if chosen:
         console.print(f"[bold green]*[/] chosen: {chosen}", highlight=False)
 

@@ -28,6 +28,36 @@ def say_next(command: str, why: str = "") -> None:
                   highlight=False, soft_wrap=True)
 
 
+def print_grid(title: str, rows: list[tuple[str, int, list[str], str, str]], n_folds: int) -> None:
+    """A models x folds grid: rows of (label markup, label length, fold cells, mean ± std, OOF).
+
+    A table when it fits the terminal with every label in full (no vertical rules, short fold headers); otherwise
+    one block per row (label, mean ± std and OOF, then its folds), which fits any width, 80 columns included."""
+    from rich import box
+    from rich.table import Table
+
+    label_width = max(n for _, n, *_ in rows)
+    mean_width = max(len(mean) for *_, mean, _oof in rows) or 10
+    # Columns are separated by 2 spaces; fold cells are at most 7 wide ("running", "stopped", "0.9876").
+    if label_width + n_folds * 9 + mean_width + 2 + 8 <= console.width:
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        table.add_column("", no_wrap=True, min_width=label_width)
+        for k in range(n_folds):
+            table.add_column(f"f{k}" if n_folds > 4 else f"fold {k}", justify="right", no_wrap=True)
+        table.add_column("mean ± std", justify="right", no_wrap=True)
+        table.add_column("OOF", justify="right", no_wrap=True)
+        for label, _n, cells, mean, oof in rows:
+            table.add_row(label, *cells, mean, oof)
+        console.print(table)
+        return
+    console.print(f"[italic]{escape(title)}[/]", highlight=False)
+    for label, _n, cells, mean, oof in rows:
+        summary = "  ".join(part for part in (f"mean ± std {mean}" if mean else "", f"OOF {oof}" if oof else "")
+                            if part)
+        console.print(f"{label}  {summary}", highlight=False)
+        console.print("  " + "  ".join(f"f{k} {cell}" for k, cell in enumerate(cells)), highlight=False)
+
+
 def _plain(value: Any) -> Any:
     """JSON-safe: paths and other objects as text, NaN/inf as null (JSON has no NaN)."""
     if isinstance(value, dict):

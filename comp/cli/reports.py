@@ -7,7 +7,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from comp.cli.output import console, print_json, say_next
+from comp.cli.output import console, print_grid, print_json, say_next
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
 
@@ -19,33 +19,6 @@ def _mean_std(stats: tuple[float, float, int] | None, n_folds: int) -> str:
         return ""
     mean, std, n = stats
     return f"{mean:.4f} ± {std:.4f}" + (f" ({n}/{n_folds})" if n < n_folds else "")
-
-
-def _print_grid(grid, rows: list[tuple[str, list[str], str, str]]) -> None:  # noqa: ANN001
-    """The grid as a table when it fits the terminal with every model name in full (no vertical rules, short fold
-    headers); otherwise one block per model (name and mean ± std, then its folds), which fits any width."""
-    title = f"models x folds ({grid.metric}, OOF)"
-    name_width = max(len(alias) for alias, *_ in rows)
-    mean_width = max(len(mean) for *_, mean, _oof in rows) or 10
-    # Columns are separated by 2 spaces; fold cells are at most 7 wide ("running", "stopped").
-    needed = name_width + grid.n_folds * 9 + mean_width + 2 + 8
-    if needed <= console.width:
-        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-        table.add_column("model", no_wrap=True, min_width=name_width)
-        for k in range(grid.n_folds):
-            table.add_column(f"f{k}" if grid.n_folds > 4 else f"fold {k}", justify="right", no_wrap=True)
-        table.add_column("mean ± std", justify="right", no_wrap=True)
-        table.add_column("OOF", justify="right", no_wrap=True)
-        for alias, cells, mean, oof in rows:
-            table.add_row(escape(alias), *cells, mean, oof)
-        console.print(table)
-        return
-    console.print(f"[italic]{title}[/]", highlight=False)
-    for alias, cells, mean, oof in rows:
-        summary = "  ".join(part for part in (f"mean ± std {mean}" if mean else "", f"OOF {oof}" if oof else "")
-                            if part)
-        console.print(f"[bold]{escape(alias)}[/]  {summary}", highlight=False)
-        console.print("  " + "  ".join(f"f{k} {cell}" for k, cell in enumerate(cells)), highlight=False)
 
 
 def status_command(
@@ -90,7 +63,8 @@ def status_command(
                     notes.append(f"[red]{escape(m.alias)} fold {k}[/]: made from other {c.why}; retrain with "
                                  f"`comp train --model {escape(m.alias)} --fold {k} --force`")
         rows.append((m.alias, cells, _mean_std(m.mean_std(), grid.n_folds), f"{m.cv['oof']:.4f}" if m.cv else ""))
-    _print_grid(grid, rows)
+    print_grid(f"models x folds ({grid.metric}, OOF)", [(escape(a), len(a), c, m, o) for a, c, m, o in rows],
+               grid.n_folds)
     for note in notes:  # wrapped at the terminal's width, like the grid
         console.print(note, highlight=False)
     ttas = {m.alias: {c.tta for c in m.cells if c.state == "trained" and c.tta and c.tta != "none"}
