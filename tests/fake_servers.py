@@ -12,6 +12,7 @@ import base64
 import io
 import itertools
 import json
+import os
 import re
 import threading
 import uuid
@@ -543,6 +544,8 @@ def isolated(tmp_path, monkeypatch) -> Path:
     """No real credentials reachable (empty HOME, platform variables cleared), fast polling, Kaggle env TEST."""
     home = tmp_path / "home"
     home.mkdir()
+    # matplotlib keeps its font cache under HOME: an empty HOME would make the ledger plot rebuild it (fc-list)
+    monkeypatch.setenv("MPLCONFIGDIR", os.environ.get("MPLCONFIGDIR") or str(Path.home() / ".cache" / "matplotlib"))
     monkeypatch.setenv("HOME", str(home))
     for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR", "KAGGLE_API_ENVIRONMENT",
                  "CODABENCH_TOKEN", "CODABENCH_USERNAME", "CODABENCH_PASSWORD", "CODABENCH_URL", "CODABENCH_PHASE",

@@ -60,11 +60,67 @@ def test_scoring_error_shows_kaggles_text(toy_workspace, kaggle, workspace):
 
 def test_daily_limit_refuses_before_uploading(toy_workspace, kaggle, workspace):
     toy_workspace(workspace)
-    kaggle.daily_limit = 0
+    kaggle.daily_limit = 1
+    assert run_cli("submit", "-m", "the one allowed", "--no-wait")[0] == 0
     code, out = run_cli("submit", "-m", "one too many")
-    assert code == 1 and "00:00 UTC" in out
-    assert not _calls(kaggle, "StartSubmissionUpload")
-    assert not Workspace(workspace).ledger.exists()
+    assert code == 1 and "00:00 UTC" in out and "(1 made today)" in out
+    assert len(_calls(kaggle, "StartSubmissionUpload")) == 1
+    assert len(ledger.read(Workspace(workspace))) == 1
+
+
+def test_a_first_submission_is_not_blocked_by_zero_limits(toy_workspace, kaggle, workspace):
+    """kagglesdk documents zero counts from GetSubmissionLimits for a user not on a team yet."""
+    toy_workspace(workspace)
+    kaggle.no_team = True
+    code, out = run_cli("submit", "-m", "my first", "--no-wait")
+    assert code == 0, out
+    assert "no submission made yet" in out and len(kaggle.submissions) == 1
+
+
+def test_a_failing_limits_call_does_not_stop_the_submit(toy_workspace, kaggle, workspace):
+    toy_workspace(workspace)
+    kaggle.limits_failures = 99
+    code, out = run_cli("submit", "-m", "anyway", "--no-wait")
+    assert code == 0, out
+    assert "could not read the submission limits" in out and len(kaggle.submissions) == 1
+    assert len(_calls(kaggle, "GetSubmissionLimits")) == 3  # retried as an idempotent call, then let go
+
+
+@pytest.mark.parametrize("knob", ["create_lost", "create_dropped"])
+def test_a_lost_create_answer_is_looked_up_not_submitted_twice(toy_workspace, kaggle, workspace, knob):
+    """A 500 or a dropped connection after CreateSubmission may hide a created submission: the listing is read
+    (same description, file name and size, newest first) and the one found is recorded."""
+    toy_workspace(workspace)
+    setattr(kaggle, knob, 1)
+    code, out = run_cli("submit", "-m", "exactly once", "--no-wait")
+    assert code == 0, out
+    assert len(kaggle.submissions) == 1 and len(_calls(kaggle, "CreateSubmission")) == 1
+    listing = json.loads(_calls(kaggle, "ListSubmissions")[0].body)
+    assert (listing["page"], listing["pageSize"]) == (1, 20)  # as the official client asks
+    row = ledger.read(Workspace(workspace)).iloc[0]
+    assert row["ref"] == str(kaggle.submissions[0].ref) and row["status"] == "pending"
+
+
+def test_a_create_that_failed_before_creating_is_retried(toy_workspace, kaggle, workspace):
+    toy_workspace(workspace)
+    kaggle.create_failures = 1
+    code, out = run_cli("submit", "-m", "second try", "--no-wait")
+    assert code == 0, out
+    assert len(kaggle.submissions) == 1 and len(_calls(kaggle, "CreateSubmission")) == 2
+
+
+def test_429_is_retried_after_the_servers_retry_after(toy_workspace, kaggle, workspace):
+    import time
+
+    toy_workspace(workspace)
+    kaggle.busy, kaggle.retry_after = 1, "1"
+    start = time.monotonic()
+    code, out = run_cli("submit", "-m", "patient", "--no-wait")
+    assert code == 0, out
+    assert time.monotonic() - start >= 1.0  # COMP_RETRY_BACKOFF is 0.01 s here: the wait is the server's
+    kaggle.busy, kaggle.retry_after = 99, "0"
+    code, out = run_cli("submissions", "--refresh")
+    assert code == 1 and "429" in out and "3 times" in out
 
 
 def test_daily_limit_from_create_submission(toy_workspace, kaggle, workspace):
@@ -79,8 +135,13 @@ def test_daily_limit_from_create_submission(toy_workspace, kaggle, workspace):
 def test_unknown_competition(toy_workspace, kaggle, workspace):
     toy_workspace(workspace, name="no-such-comp")
     code, out = run_cli("submit", "-m", "x")
-    assert code == 1 and "no competition 'no-such-comp' (404)" in out and "comp.toml" in out
+    # kaggle.com answers a mistyped slug with 403 "Permission 'competitions.participate' was denied"
+    assert code == 1 and "competitions.participate" in out
+    assert "`name` in comp.toml" in out and "'no-such-comp'" in out and "no-such-comp/rules" in out
     assert not Workspace(workspace).ledger.exists()
+    kaggle.unknown_forbidden = False  # a server that says 404
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "no competition 'no-such-comp' (404)" in out
 
 
 def test_code_competition_refuses_a_csv_upload(toy_workspace, kaggle, workspace):
@@ -94,7 +155,8 @@ def test_rules_not_accepted(toy_workspace, kaggle, workspace):
     toy_workspace(workspace)
     kaggle.rules_not_accepted.add("toy-comp")
     code, out = run_cli("submit", "-m", "x")
-    assert code == 1 and "kaggle.com/competitions/toy-comp/rules" in out
+    assert code == 1 and "accept the competition's rules at https://www.kaggle.com/competitions/toy-comp/rules" in out
+    assert "`name` in comp.toml" not in out  # GetCompetition knows the competition: only the rules are missing
 
 
 def test_bad_credentials(toy_workspace, kaggle, workspace, monkeypatch):
@@ -132,7 +194,7 @@ def test_ref_zero_every_time_is_a_failure(toy_workspace, kaggle, workspace):
 
 def test_error_while_polling_keeps_the_submission_in_the_ledger(toy_workspace, kaggle, workspace):
     toy_workspace(workspace)
-    kaggle.list_failures = 1
+    kaggle.list_failures = 3  # one 503 would be retried away; three outlast the retries
     code, out = run_cli("submit", "-m", "x")
     assert code == 1 and "went through" in out and "503" in out
     assert ledger.read(Workspace(workspace)).iloc[0]["status"] == "pending"
@@ -189,6 +251,27 @@ def test_unreachable_kaggle_gives_a_network_message(toy_workspace, isolated, wor
     code, out = run_cli("submit", "-m", "x")  # nothing listens on 7777 here
     assert code == 1 and "could not reach Kaggle" in out
     assert not Workspace(workspace).ledger.exists()
+
+
+def test_an_invalid_token_falls_back_to_kaggle_json(toy_workspace, isolated, workspace, monkeypatch):
+    """As the official client: the token is introspected first; when Kaggle calls it inactive, kaggle.json is used,
+    and from then on only that credential is sent (never the bad token as Bearer)."""
+    toy_workspace(workspace)
+    (isolated / ".kaggle").mkdir()
+    (isolated / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": "fake-user", "key": "fake-key"}))
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "expired-token-1234")
+    with FakeKaggle() as server:
+        code, out = run_cli("submit", "-m", "after fallback", "--no-wait")
+        assert code == 0, out
+        assert "KAGGLE_API_TOKEN is invalid or expired; using" in out and "kaggle.json" in out
+        (introspect, *rest) = server.requests
+        assert introspect.path.endswith("/IntrospectToken")
+        assert rest and all("Bearer" not in r.headers.get("Authorization", "") for r in rest)
+        assert len(server.submissions) == 1
+    (isolated / ".kaggle" / "kaggle.json").unlink()
+    with FakeKaggle():
+        code, out = run_cli("submit", "-m", "no fallback")
+        assert code == 1 and "invalid or expired" in out and "expired-token-1234" not in out
 
 
 def test_token_is_sent_as_the_only_credential(isolated, workspace):

@@ -341,14 +341,14 @@ class KaggleBackend:
 
     def _code_competition(self) -> bool:
         """Best effort: a failed lookup is not a reason to refuse (the upload itself will say what is wrong)."""
-        import requests
         from kagglesdk.competitions.types.competition_api_service import ApiGetCompetitionRequest
 
         request = ApiGetCompetitionRequest()
         request.competition_name = self.competition
         try:
-            return bool(self._api.get_competition(request).is_kernels_submissions_only)
-        except (requests.RequestException, ValueError, TypeError, KeyError):
+            return bool(self._call("reading the competition", self._api.get_competition, request)
+                        .is_kernels_submissions_only)
+        except (CompError, ValueError, TypeError, KeyError):
             return False
 
     def _competition_exists(self) -> bool | None:
