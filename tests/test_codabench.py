@@ -32,7 +32,10 @@ def test_submit_zips_uploads_and_scores(codabench, workspace):
     members = codabench.zip_members(sub_id)
     assert list(members) == ["prediction.csv"]  # at the zip root, as results competitions read it
     assert members["prediction.csv"] == (workspace / "submissions" / "first.csv").read_bytes()
-    assert codabench.submissions[sub_id]["description"] == "resnet baseline"
+    # description is read-only in CodaBench's submission serializer: the message goes with the uploaded file
+    (meta,) = codabench.dataset_meta.values()
+    assert meta["description"] == "resnet baseline" and codabench.submissions[sub_id]["description"] == ""
+    assert "keeps no submission description" in out
     sassy_put = [r for r in codabench.requests if r.path.startswith("/sassy/")][0]
     assert "Authorization" not in sassy_put.headers  # the storage URL never sees the token
     row = ledger.read(Workspace(workspace)).iloc[0]
@@ -79,6 +82,70 @@ def test_failed_storage_put_is_retried_then_refused(codabench, workspace):
     code, out = run_cli("submit", "-m", "x")
     assert code == 1 and "failed after 3 attempts" in out
     assert codabench.submissions == {} and not Workspace(workspace).ledger.exists()
+    # one dataset for the three PUTs, deleted afterwards: no orphans left in the user's quota
+    assert len(codabench.dataset_meta) == 1 and codabench.deleted == [300]
+    assert len({r.path for r in codabench.requests if r.path.startswith("/sassy/")}) == 1
+
+
+def test_a_retried_put_reuses_its_dataset(codabench, workspace):
+    codabench.put_failures = 2
+    assert run_cli("submit", "-m", "third time", "--no-wait")[0] == 0
+    assert len(codabench.dataset_meta) == 1 and len(codabench.submissions) == 1 and codabench.deleted == []
+
+
+def test_azure_storage_gets_the_blob_type_header(codabench, workspace):
+    codabench.azure = True
+    code, out = run_cli("submit", "-m", "on azure", "--no-wait")
+    assert code == 0, out
+    (put,) = [r for r in codabench.requests if r.path.startswith("/sassy/")]
+    assert put.headers["x-ms-blob-type"] == "BlockBlob" and "Authorization" not in put.headers
+
+
+def test_the_primary_leaderboard_column_is_the_score(codabench, workspace):
+    codabench.columns = [("aux_loss", 0.1234), ("accuracy", 0.91)]
+    codabench.primary_index = 1
+    code, out = run_cli("submit", "-m", "two columns")
+    assert code == 0, out
+    assert ledger.read(Workspace(workspace)).iloc[0]["public_score"] == "0.91"
+
+
+def test_a_failed_task_fails_the_multi_task_submission(codabench, workspace):
+    codabench.children = ["Finished", "Failed"]  # the parent turns Finished once every child is done
+    code, out = run_cli("submit", "-m", "two tasks")
+    assert code == 1 and "failed" in out
+    assert ledger.read(Workspace(workspace)).iloc[0]["status"] == "error"
+
+
+def test_a_bad_token_is_called_a_bad_token(codabench, monkeypatch):
+    """CodaBench answers a wrong token with 403 (SessionAuthentication comes first), not 401."""
+    monkeypatch.delenv("CODABENCH_USERNAME")
+    monkeypatch.delenv("CODABENCH_PASSWORD")
+    monkeypatch.setenv("CODABENCH_TOKEN", "zz-not-the-token")
+    code, out = run_cli("submit", "-m", "x")
+    assert code == 1 and "rejected the credential from CODABENCH_TOKEN (403" in out
+    assert "wait for approval" not in out and "zz-not-the-token" not in out
+
+
+def test_the_phase_variable_beats_comp_toml_and_the_option_beats_both(codabench, workspace):
+    toml = workspace / "comp.toml"
+    toml.write_text(toml.read_text().replace('codabench_phase = ""', 'codabench_phase = "7"'))
+    assert run_cli("submit", "-m", "env phase", "--no-wait")[0] == 0  # CODABENCH_PHASE=42, comp.toml says 7
+    code, out = run_cli("submit", "-m", "option", "--phase", "8", "--no-wait")
+    assert code == 1 and "phase 8" in out
+
+
+def test_refresh_does_not_ask_again_about_final_rows(codabench, workspace):
+    assert run_cli("submit", "-m", "scored")[0] == 0
+    before = len(codabench.requests)
+    assert run_cli("submissions", "--refresh")[0] == 0
+    assert len(codabench.requests) == before
+
+
+def test_a_busy_server_is_asked_again(codabench, workspace):
+    codabench.get_failures = 2  # 503 twice while polling, then the answer
+    code, out = run_cli("submit", "-m", "patient")
+    assert code == 0, out
+    assert ledger.read(Workspace(workspace)).iloc[0]["public_score"] == "0.87"
 
 
 def test_failed_scoring(codabench, workspace):
