@@ -14,7 +14,7 @@ from comp.cli.output import console, fail, say_next
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
 
-if TYPE_CHECKING:  # comp.verify imports the decoders (and torch with them); `comp --help` should not wait for that
+if TYPE_CHECKING:  # comp.setup.verify imports numpy and PIL (~0.6 s); `comp --help` should not wait for that
     from comp.setup.verify import Issue, VerifyReport
 
 
@@ -50,7 +50,7 @@ def init(
 
     Check the table it prints; anything it guessed can be edited in comp.toml or set with the flags above.
     """
-    # Imported here, not at the top: comp.init pulls in torch (via comp.data) and `comp --help` must stay fast.
+    # Imported here, not at the top: comp.setup.init pulls in pandas (~0.5 s) and `comp --help` must stay fast.
     from comp.setup.init import InitOptions, init_workspace, preview_mapping
 
     ws = Workspace.here(search=False)  # init writes comp.toml here, as `git init` does, even inside another workspace

@@ -87,10 +87,10 @@ class Recipe:
     amp: str = "auto"  # auto (bf16 on a CUDA GPU that supports it, else off) | bf16 | fp16 | none
     channels_last: bool = True  # NHWC memory format on accelerators (ignored on CPU)
     compile: bool = False  # torch.compile the model
-    num_workers: int = -1  # DataLoader workers; -1 = min(8, cpu count - 1)
+    num_workers: int = -1  # DataLoader workers; -1 = chosen by comp.training.runtime.thread_plan (never > cores - 1)
     eval_batch_size: int = 0  # 0 = 2 * batch_size
     # -- inference and reproducibility
-    tta: str = "none"  # TTA preset for OOF and test logits (see comp.predict), e.g. none | hflip | d4
+    tta: str = "none"  # TTA preset for OOF and test logits: one of comp.vision.tta.PRESETS, e.g. none | hflip | d4
     seed: int = 0
 
     def __post_init__(self) -> None:
