@@ -116,7 +116,7 @@ class CodabenchBackend:
     def preflight(self) -> str:
         if not self.phase:
             raise CompError(f"no CodaBench phase to submit to; {_PHASE_HELP}")
-        answer = self._json("GET", f"/api/can_make_submission/{self.phase}/", "checking you may submit")
+        answer = self._json("GET", f"/api/can_make_submission/{self.phase}/", "checking you may submit", retry=True)
         if not answer.get("can", False):
             reason = self._redact(str(answer.get("reason") or "no reason given"))
             raise CompError(f"CodaBench does not let you submit to phase {self.phase} now: {reason}; nothing was sent")
