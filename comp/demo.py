@@ -1,8 +1,8 @@
 """`comp demo`: a small real competition built from scikit-learn's handwritten digits, taken through the pipeline.
 
-The demo is a list of named steps (`STEPS`): build the data, init the workspace, verify, make folds; later stages
-append their own step (train, stack, score). Each step takes the `DemoContext`, reuses what already exists unless
-`force` is set, and returns a one-line summary; `run_demo` prints each with its time.
+The demo is a list of named steps: `STEPS` prepares (build the data, init the workspace, verify, make folds) and
+`ALL_STEPS`, what `comp demo` runs, adds train, stack and score. Each step takes the `DemoContext`, reuses what
+already exists unless `force` is set, and returns a one-line summary; `run_demo` prints each with its time.
 """
 
 from __future__ import annotations
