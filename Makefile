@@ -24,8 +24,9 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
+# the edit loop: everything not marked slow (no training, no extra processes; see DEVELOPERS.md "Tests")
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 
 folds: setup
 	$(COMP) folds
