@@ -84,7 +84,9 @@ def model_aliases(ws: Workspace) -> list[str]:
     """Aliases with at least one run directory under models/."""
     if not ws.models_dir.is_dir():
         return []
-    return sorted(d.name for d in ws.models_dir.iterdir() if d.is_dir() and any(d.glob("fold*")))
+    # A lock alone counts: a run killed right after taking it has no run directory yet.
+    return sorted(d.name for d in ws.models_dir.iterdir()
+                  if d.is_dir() and (any(d.glob("fold*")) or any(d.glob(".fold*.lock"))))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
