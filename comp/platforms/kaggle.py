@@ -426,8 +426,9 @@ class KaggleBackend:
             return ""
         return f"upload PUT answered HTTP {answer.status_code}"
 
-    def _call(self, what: str, method: Callable[[Any], Any], request: Any) -> Any:
-        """One API call that is safe to repeat, retried on 429/5xx and dropped connections (Retry-After honoured)."""
+    def _call(self, what: str, method: Callable[[Any], Any], request: Any, idempotent: bool = True) -> Any:
+        """One API call, retried on 429/5xx and dropped connections (Retry-After honoured) when it is safe to repeat;
+        pass `idempotent=False` for a call that creates something (it is then sent once)."""
         import requests
 
         def transient(err: BaseException) -> float | None:
@@ -439,7 +440,7 @@ class KaggleBackend:
             return 0.0 if isinstance(err, requests.ConnectionError | requests.Timeout) else None
 
         try:
-            return with_retries(lambda: method(request), transient, self.retries, self.backoff)
+            return with_retries(lambda: method(request), transient, self.retries if idempotent else 1, self.backoff)
         except requests.HTTPError as err:
             raise self._http_error(what, err) from None
         except requests.RequestException as err:
