@@ -334,3 +334,31 @@ def test_download_before_accepting_rules(kaggle, workspace):
     code, out = run_cli("download", "--competition", "toy-comp")
     assert code == 1 and "toy-comp/rules" in out
     assert not (workspace / "data").exists() or list((workspace / "data").iterdir()) == []
+
+
+def test_retry_after_reads_seconds_and_http_dates_and_with_retries_stops_on_final_errors():
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+    from types import SimpleNamespace
+
+    from comp.platforms.base import retry_after, with_retries
+
+    def answer(value: str) -> SimpleNamespace:
+        return SimpleNamespace(headers={"Retry-After": value})
+
+    assert retry_after(answer("7")) == 7.0 and retry_after(answer("")) == 0.0 and retry_after(answer("soon")) == 0.0
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 < retry_after(answer(later)) <= 30
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("dropped")
+        return "ok"
+
+    assert with_retries(flaky, lambda err: 0.0, retries=3, backoff=0.001) == "ok" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(ValueError):
+        with_retries(lambda: calls.append(1) or (_ for _ in ()).throw(ValueError("final")), lambda err: None, 3, 0.001)
+    assert len(calls) == 1  # a final error is not repeated
