@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from comp.cli import app
 
 runner = CliRunner()
-EXPECTED = {"init", "verify", "folds", "demo", "train", "predict", "stack", "score", "status", "report", "check",
-            "submit", "submissions", "download"}
+EXPECTED = {"init", "verify", "folds", "demo", "train", "predict", "stack", "score", "status", "models", "report",
+            "check", "submit", "submissions", "download"}
 
 
 def _commands() -> dict[str, object]:
