@@ -1,3 +1,81 @@
-"""comp: from a downloaded image-classification competition to a checked, uploaded submission."""
+"""comp: from a downloaded image-classification competition to a checked, uploaded submission.
+
+The library API is what the CLI calls, one function per stage, importable from here:
+
+    from comp import Workspace, verify, make_folds, train, stack, check_file
+    ws = Workspace.here()
+    competition = ws.load()          # the caller loads comp.toml once and passes it on
+    verify(competition, ws)
+    make_folds(competition, ws)
+    train(ws, "tiny", "all")
+    stack(competition, ws)
+
+Names are resolved on first use (module `__getattr__`), so `import comp` and `comp --help` do not pay for torch,
+timm or pandas. `_LAZY` is the one table of what is exported from where; tests/test_imports.py reads it to check the
+layer order of `from comp import NAME`.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+# name -> the module that defines it, in workflow order (the order of `comp --help`).
+_LAZY: dict[str, str] = {
+    # contracts every stage shares
+    "Workspace": "comp.core.workspace",
+    "Competition": "comp.core.config",
+    "CompError": "comp.core.errors",
+    "StaleError": "comp.core.errors",
+    # setup: comp init / download / verify / folds
+    "InitOptions": "comp.setup.discover",
+    "init_workspace": "comp.setup.init",
+    "download_competition": "comp.platforms.fetch",
+    "verify": "comp.setup.verify",
+    "require_verified": "comp.setup.verify",
+    "make_folds": "comp.folds",
+    "load_folds": "comp.folds",
+    # models: comp train / predict / status / report
+    "load_recipe": "comp.modeling.recipe",
+    "train": "comp.training.train",
+    "predict_model": "comp.predict",
+    "pseudo_labels": "comp.ensemble.pseudo",
+    "status": "comp.report",
+    "list_models": "comp.report",  # comp.report.models
+    "write_report": "comp.report",  # comp.report.report (named apart from the module comp.report)
+    # submissions: comp stack / score / check / submit / submissions
+    "stack": "comp.ensemble.stack",
+    "score_file": "comp.ensemble.stack",
+    "check_file": "comp.submission.check",
+    "fix_file": "comp.submission.fix",
+    "newest_submission": "comp.platforms.submit",
+    "make_backend": "comp.platforms.submit",
+    "submit_file": "comp.platforms.submit",
+    "refresh": "comp.platforms.submit",
+    "read_ledger": "comp.platforms.ledger",  # comp.platforms.ledger.read
+    "plot_ledger": "comp.platforms.ledger",  # comp.platforms.ledger.plot
+    # Kaggle code competitions: comp bundle, comp submit --kernel
+    "build_bundle": "comp.bundle.build",
+    "verify_bundle": "comp.bundle.local",
+    "submit_kernel": "comp.bundle.submit",
+    # the built-in demo
+    "run_demo": "comp.demo",
+}
+# exported names that differ from the function's own (too generic, or the name of a module)
+_RENAMED = {"write_report": "report", "list_models": "models", "read_ledger": "read", "plot_ledger": "plot"}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'comp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), _RENAMED.get(name, name))
+    globals()[name] = value  # resolved once; later lookups do not come back here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
