@@ -186,9 +186,10 @@ def check_matches(folds: Folds, comp: Competition, ws: Workspace) -> None:
         for what, ids in (("new id(s)", added), ("removed id(s)", removed), ("relabelled id(s)", relabelled))
         if ids
     ] or ["the same rows in another order"]
-    raise StaleError(
-        f"{ws.folds_csv} was made from other training labels than the current ones: {', '.join(parts)}; "
-        "run `comp folds --force` (models trained on the old folds become stale)"
+    where = comp.labels_csv or ", ".join(comp.train_dirs)
+    raise StaleError.naming(
+        str(ws.folds_csv), [f"the training labels ({where}) changed since it was made: {', '.join(parts)}"],
+        "Run `comp folds --force` (models trained on the old folds become stale)",
     )
 
 

@@ -5,9 +5,10 @@ code version, the resolved recipe's settings (so a refusal can name the setting 
 run finished and how long it took. `LogitsMeta` is the part of it that travels inside every logits file (the first
 narrow waist), so stack and report check logits without opening the run's directory.
 
-`require_current(recorded, current, what, fix)` is the one staleness check. Training (resume or skip), predict,
-stack, folds and recipe-file edits all call it; its StaleError names every field that differs with both values,
-e.g. `epochs: 1 when trained, 10 now`, and the command that fixes it.
+`require_current(recorded, current, what, fix)` is the one staleness check. Training (resume or skip), predict
+(folds, comp.toml, recipe-file edits), stack (the same, and each fold against fold 0) and status all call it; its
+StaleError names every field that differs with both values, e.g. `epochs: 1 when trained, 10 now`, and the command
+that fixes it. folds.csv, a layer below, words its refusal the same way (`StaleError.naming`).
 """
 
 from __future__ import annotations
@@ -199,12 +200,7 @@ def require_current(
     if changed:
         named = [line for name, a, b in changed for line in describe(name, a, b, recorded, current, then, now)]
         how = fix([name for name, _, _ in changed]) if callable(fix) else fix
-        raise stale(what, named, how)
-
-
-def stale(what: str, changes: list[str], fix: str) -> StaleError:
-    """The StaleError of `require_current` for inputs that are not a Run (folds.csv against the labels)."""
-    return StaleError(f"{what} is stale: {'; '.join(changes)}. {fix}")
+        raise StaleError.naming(what, named, how)
 
 
 def describe(name: str, a: Any, b: Any, recorded: Run, current: Run, then: str, now: str) -> list[str]:

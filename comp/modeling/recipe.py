@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from comp.core import config
-from comp.core.errors import CompError, StaleError
+from comp.core.errors import CompError
 from comp.core.provenance import sha256_file, sha256_obj
 from comp.core.workspace import STOCK_RECIPES, Workspace
 from comp.modeling.heads import HEADS
@@ -237,21 +237,6 @@ def weights_path(ws: Workspace, spec: str) -> Path:
 
 
 def recipe_file_hash(ws: Workspace, alias: str) -> str:
-    """sha256 of the recipe file `alias` resolves to now; training records it so later stages see edits."""
+    """sha256 of the recipe file `alias` resolves to now; training records it so later stages see edits (compared by
+    comp.runs.require_current, through `comp.runs.inputs_now`)."""
     return sha256_file(recipe_file(ws, alias))
-
-
-def refuse_edited_recipe(ws: Workspace, alias: str, recorded: str | None, where: str) -> None:
-    """Refuse artifacts made from an older version of models/<alias>.toml (mixing them in would be silent)."""
-    if recorded is None:  # made before the file hash was recorded
-        return
-    try:
-        now = recipe_file_hash(ws, alias)
-    except CompError:
-        now = None
-    if now != recorded:
-        state = "is now missing" if now is None else "was edited since"
-        raise StaleError(
-            f"{where}: the recipe {alias!r} it was trained from {state}; retrain with "
-            f"`comp train --model {alias} --fold all --force`, or restore the recipe file as it was"
-        )
