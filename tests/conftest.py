@@ -21,7 +21,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("COMP_SHARED", REPO.parent / "shared"))
 
-pytest_plugins = ["fake_servers"]
+pytest_plugins = ["fake_servers", "pytester"]  # pytester: tests/test_hygiene.py runs pytest on planted tests
 
 
 @pytest.fixture(autouse=True)
