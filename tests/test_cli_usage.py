@@ -15,13 +15,19 @@ from comp import __version__
 @pytest.mark.parametrize(("args", "named"), [
     (["trian"], "No such command 'trian'. Did you mean 'train'?"),
     (["train"], "Missing option '--model'"),
-    (["folds", "--n-folds", "abc"], "'--n-folds'"),
-    (["folds", "--n-folds", "1"], "'--n-folds'"),
+    (["folds", "--n-folds", "abc"], "'--n-folds': Input should be a valid integer, unable to parse string as an "
+                                    "integer (got 'abc')"),
+    (["folds", "--n-folds", "1"], "'--n-folds': Input should be greater than or equal to 2 (got '1')"),
     (["stack", "--bogus"], "No such option: --bogus"),
     (["stack", "--forse"], "--force"),
     (["check"], "Missing argument 'FILE'"),
     (["train", "--model"], "'--model' requires an argument"),
     (["status", "extra"], "unexpected extra argument"),
+    (["train", "--model", "tiny", "--device", "gpu"], "'--device': 'gpu' is not one of auto, cpu, cuda, mps"),
+    (["train", "--model", "tiny", "--fold", "first"], "'first': give a fold number (0, 1, ...) or `all`"),
+    (["predict", "--model", "tiny", "--tta", "d8"], "'d8' is not one of none, hflip, vflip, d4, five_crop"),
+    (["predict", "--model", "tiny", "--merge", "max"], "'max' is not one of mean, prob"),
+    (["stack", "--method", "avg"], "'avg' is not one of best, mean, weights, logreg"),
 ])
 def test_usage_errors_name_the_option_exit_2_and_never_say_bug(cli, args, named):
     code, out = cli(*args)

@@ -121,6 +121,20 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _seen_warnings: set[str] = set()
 
 
+def _given_value(param) -> str | None:  # noqa: ANN001 - a click Parameter
+    """The value typed for `param` on the command line (for messages that do not repeat it)."""
+    if param is None:
+        return None
+    opts = set(getattr(param, "opts", ())) | set(getattr(param, "secondary_opts", ()))
+    argv, value = sys.argv[1:], None
+    for i, arg in enumerate(argv):
+        if arg in opts and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif "=" in arg and arg.split("=", 1)[0] in opts:
+            value = arg.split("=", 1)[1]
+    return value
+
+
 def _usage_error(err) -> int:  # noqa: ANN001 - a click UsageError
     """A usage error: what is wrong (the option named), the command's usage line and where to read more; exit 2."""
     from rich.markup import escape
@@ -133,6 +147,9 @@ def _usage_error(err) -> int:  # noqa: ANN001 - a click UsageError
     elif len(sys.argv) > 1 and sys.argv[1] in {c[0] for c in COMMANDS}:  # errors raised before the command's context
         path = f"comp {sys.argv[1]}"
     message = err.format_message().strip()
+    given = _given_value(getattr(err, "param", None))
+    if given is not None and repr(given) not in message:
+        message += f" (got {given!r})"
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if ctx is not None:
         usage = ctx.get_usage().replace(ctx.command_path, path, 1).strip()

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from comp.cli.output import console, print_grid, print_json, say_next
+from comp.cli.output import console, one_of, print_grid, print_json, say_next
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
 
@@ -33,7 +33,8 @@ def parse_models(text: str | None, ws: Workspace) -> list[str] | None:
 
 def stack_command(
     models: str | None = typer.Option(None, "--models", help="comma-separated aliases (default: every finished model)"),
-    method: str = typer.Option("best", "--method", help="best | mean | weights | logreg (best: best honest CV)"),
+    method: str = typer.Option("best", "--method", callback=one_of("comp.ensemble.stack", "CHOICES"),
+                               help="best | mean | weights | logreg (best: best honest CV)"),
     name: str = typer.Option("", "--name", help="submission name (default: <models>_<method>, never overwriting)"),
     force: bool = typer.Option(False, "--force", "-f", help="replace submissions/NAME.csv if it exists (never one "
                                "already submitted)"),

@@ -58,6 +58,30 @@ def print_grid(title: str, rows: list[tuple[str, int, list[str], str, str]], n_f
         console.print("  " + "  ".join(f"f{k} {cell}" for k, cell in enumerate(cells)), highlight=False)
 
 
+def one_of(module: str, name: str, *extra: str):  # noqa: ANN201 - a click callback
+    """An option callback: the value must be one of `module.name` (the library's own list, imported only when the
+    command runs, so `comp --help` stays fast) or `extra`; otherwise a usage error naming the option (exit 2)."""
+
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return value
+        import importlib
+
+        allowed = (*getattr(importlib.import_module(module), name), *extra)
+        if value not in allowed:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
+        return value
+
+    return check
+
+
+def fold_value(value: str) -> str:
+    """--fold: a fold number or `all` (whether that fold exists is checked against folds.csv later)."""
+    if value != "all" and not value.isdigit():
+        raise typer.BadParameter(f"{value!r}: give a fold number (0, 1, ...) or `all`")
+    return value
+
+
 def _plain(value: Any) -> Any:
     """JSON-safe: paths and other objects as text, NaN/inf as null (JSON has no NaN)."""
     if isinstance(value, dict):

@@ -7,14 +7,15 @@ import os
 import typer
 from rich.markup import escape
 
-from comp.cli.output import console, err_console, say_next
+from comp.cli.output import console, err_console, fold_value, one_of, say_next
 from comp.core.workspace import Workspace
 
 
 def train(
     model: str = typer.Option(..., "--model", help="recipe alias: models/<alias>.toml or a stock one (`comp models`)"),
-    fold: str = typer.Option("all", "--fold", "-k", help="fold number, or `all`"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+    fold: str = typer.Option("all", "--fold", "-k", callback=fold_value, help="fold number, or `all`"),
+    device: str = typer.Option("auto", "--device", callback=one_of("comp.core.device", "DEVICES"),
+                               help="auto | cpu | cuda | mps"),
     overrides: list[str] = typer.Option(None, "--set", help="override a recipe field, e.g. --set lr=3e-4 (repeatable)"),
     force: bool = typer.Option(False, "--force", "-f", help="retrain even if the fold is finished or its inputs "
                                "changed"),
@@ -113,10 +114,14 @@ def _say_next_after_train(ws: Workspace, model: str) -> None:
 
 def predict_command(
     model: str = typer.Option(..., "--model", help="model alias (a trained models/<alias>/)"),
-    fold: str = typer.Option("all", "--fold", "-k", help="fold number, or `all` (every fold with a checkpoint)"),
-    tta: str = typer.Option("none", "--tta", help="none | hflip | vflip | d4 | five_crop | multiscale | auto"),
-    merge: str = typer.Option("mean", "--merge", help="mean (of logits) | prob (mean of probabilities)"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+    fold: str = typer.Option("all", "--fold", "-k", callback=fold_value,
+                             help="fold number, or `all` (every fold with a checkpoint)"),
+    tta: str = typer.Option("none", "--tta", callback=one_of("comp.vision.tta", "PRESETS", "auto"),
+                            help="none | hflip | vflip | d4 | five_crop | multiscale | auto"),
+    merge: str = typer.Option("mean", "--merge", callback=one_of("comp.vision.tta", "MERGES"),
+                              help="mean (of logits) | prob (mean of probabilities)"),
+    device: str = typer.Option("auto", "--device", callback=one_of("comp.core.device", "DEVICES"),
+                               help="auto | cpu | cuda | mps"),
 ) -> None:
     """Recompute a model's OOF and test logits from its saved checkpoints with another TTA, without retraining.
 
