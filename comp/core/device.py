@@ -7,6 +7,8 @@ import torch
 
 from comp.core.errors import CompError
 
+DEVICES = ("auto", "cpu", "cuda", "mps")  # what --device accepts
+
 
 def resolve_device(name: str) -> torch.device:
     """auto -> cuda, then mps, then cpu; under torchrun each process takes cuda:LOCAL_RANK."""
@@ -23,4 +25,4 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("mps")
     if name == "cpu":
         return torch.device("cpu")
-    raise CompError(f"--device {name!r}: choose auto, cpu, cuda or mps")
+    raise CompError(f"--device {name!r}: choose one of {', '.join(DEVICES)}")
