@@ -11,55 +11,63 @@ process's cores, so there the workers normalise too (`NormalizingCollate`). Mixu
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from comp.core.errors import CompError
-from comp.vision.images import cache_size, collate_channels_last
+from comp.vision.images import collate_channels_last
 
 if TYPE_CHECKING:
     import torch
 
 
-def _img_size(data_config: dict, recipe: object | None = None) -> int:
-    size = getattr(recipe, "img_size", 0) if recipe is not None else 0
-    return int(size) if size else int(data_config["input_size"][-1])
+class AugmentSettings(Protocol):
+    """The recipe fields augmentation reads (comp.modeling.recipe.Recipe has them all; vision sits below modeling,
+    so it names the fields instead of importing the class). The output size is not among them: it is the data
+    config's input_size, decided once by comp.modeling.models.data_config (recipe img_size included)."""
+
+    scale_min: float  # RandomResizedCrop lower area bound
+    hflip: float  # probabilities
+    vflip: float
+    affine_degrees: float
+    affine_translate: float
+    color_jitter: float
+    rand_augment: str  # timm RandAugment spec; "" = off
+    random_erasing: float  # probability (GpuBatchAugment)
 
 
-def train_transform(data_config: dict, recipe: object) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Per-sample training augmentation: (3, H, W) uint8 tensor -> (3, img_size, img_size) uint8 tensor.
+def train_transform(data_config: dict, recipe: AugmentSettings) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-sample training augmentation: (3, H, W) uint8 tensor -> (3, S, S) uint8 tensor, S the data config's size.
 
-    Reads the recipe fields img_size (0: the model's input size), scale_min, hflip and vflip (probabilities),
-    rand_augment (timm config string such as "rand-m9-mstd0.5", "" for none), color_jitter, affine_degrees,
-    affine_translate. The crop uses bilinear interpolation whatever the model's setting: it is the fast uint8 kernel,
+    Reads the recipe fields scale_min, hflip and vflip (probabilities), rand_augment (timm config string such as
+    "rand-m9-mstd0.5", "" for none), color_jitter, affine_degrees, affine_translate. The crop uses bilinear
+    interpolation whatever the model's setting: it is the fast uint8 kernel,
     and timm's own training mixes interpolations anyway. Random draws come from torch, `random` (RandAugment) and
     numpy (RandAugment's op choice), all three of which DataLoader seeds per worker. Normalisation and random
     erasing follow per batch on the device in `GpuBatchAugment`.
     """
     from torchvision.transforms import v2
 
-    size = _img_size(data_config, recipe)
-    scale_min = float(getattr(recipe, "scale_min", 0.08))
+    size = int(data_config["input_size"][-1])
     ops: list[Callable] = [
-        v2.RandomResizedCrop(size, scale=(scale_min, 1.0), interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
+        v2.RandomResizedCrop(size, scale=(float(recipe.scale_min), 1.0), interpolation=v2.InterpolationMode.BILINEAR,
+                             antialias=True)
     ]
-    hflip, vflip = float(getattr(recipe, "hflip", 0.5)), float(getattr(recipe, "vflip", 0.0))
-    if hflip > 0:
-        ops.append(v2.RandomHorizontalFlip(hflip))
-    if vflip > 0:
-        ops.append(v2.RandomVerticalFlip(vflip))
-    degrees = float(getattr(recipe, "affine_degrees", 0.0))
-    translate = float(getattr(recipe, "affine_translate", 0.0))
+    if recipe.hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(float(recipe.hflip)))
+    if recipe.vflip > 0:
+        ops.append(v2.RandomVerticalFlip(float(recipe.vflip)))
+    degrees, translate = float(recipe.affine_degrees), float(recipe.affine_translate)
     if degrees or translate:
         ops.append(v2.RandomAffine(degrees=degrees, translate=(translate, translate) if translate else None))
-    jitter = float(getattr(recipe, "color_jitter", 0.0))
+    jitter = float(recipe.color_jitter)
     if jitter:
         ops.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
-    rand_augment = str(getattr(recipe, "rand_augment", "") or "")
+    rand_augment = recipe.rand_augment
     if rand_augment:
         from timm.data.auto_augment import rand_augment_transform  # timm imports slowly; only pay when used
 
         # timm's RandAugment works on PIL images; its fill colour is the model's mean, as in timm's own pipeline.
-        mean = tuple(round(255 * m) for m in data_config.get("mean", (0.485, 0.456, 0.406)))
+        mean = tuple(round(255 * m) for m in data_config["mean"])
         try:
             augment = rand_augment_transform(rand_augment, {"translate_const": int(size * 0.45), "img_mean": mean})
         except Exception as err:
@@ -71,25 +79,10 @@ def train_transform(data_config: dict, recipe: object) -> Callable[[torch.Tensor
     return v2.Compose(ops)
 
 
-def eval_transform(data_config: dict) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Per-sample evaluation transform, timm's policy: resize the shorter side to img_size / crop_pct with the model's
-    interpolation, centre-crop img_size. On a cache built with `cache_size` the resize is a no-op."""
-    from torchvision.transforms import v2
-
-    size = _img_size(data_config)
-    crop_pct = float(data_config.get("crop_pct", 1.0) or 1.0)
-    # timm names its modes as torchvision does ("bicubic", "bilinear", ...); anything else gets timm's default
-    name = str(data_config.get("interpolation") or "bicubic")
-    modes = {m.value: m for m in v2.InterpolationMode}
-    interpolation = modes.get(name, v2.InterpolationMode.BICUBIC)
-    return v2.Compose([
-        v2.Resize(cache_size(size, crop_pct), interpolation=interpolation, antialias=True),
-        v2.CenterCrop(size),
-    ])
-
-
 def batch_normalize(images: torch.Tensor, data_config: dict, *, channels_last: bool = True) -> torch.Tensor:
-    """A (B, 3, H, W) uint8 batch (any device) -> float32, normalised with the model's mean/std, channels-last."""
+    """A (B, 3, H, W) uint8 batch (any device) -> float32, normalised with the model's mean/std, channels-last: the
+    one normalisation (training batches through GpuBatchAugment/NormalizingCollate's scale and bias, evaluation and
+    TTA batches through comp.vision.tta.prepare_batch)."""
     return _normalize(images, *_scale_bias(data_config, images.device), channels_last)
 
 
@@ -147,13 +140,13 @@ class GpuBatchAugment:
     makes it reproducible.
     """
 
-    def __init__(self, data_config: dict, recipe: object, device: torch.device | str = "cpu") -> None:
+    def __init__(self, data_config: dict, recipe: AugmentSettings, device: torch.device | str = "cpu") -> None:
         import torch
 
         self.device = torch.device(device)
         self.scale, self.bias = _scale_bias(data_config, self.device)
         self.erase = None
-        erasing = float(getattr(recipe, "random_erasing", 0.0))
+        erasing = float(recipe.random_erasing)
         if erasing > 0:
             from timm.data.random_erasing import RandomErasing
 

@@ -100,17 +100,11 @@ def cache_size(img_size: int, crop_pct: float) -> int:
     return max(int(img_size), int(round(img_size / crop_pct)))
 
 
-def decode_square(path: str | os.PathLike, size: int) -> np.ndarray:
-    """One image as the cache stores it: RGB, shorter side resized to `size` (bicubic, antialiased), centre square.
-
-    Returns a (size, size, 3) uint8 array. Large JPEGs are decoded at a reduced DCT scale (PIL `draft`) that keeps at
-    least twice the target resolution, which makes decoding photos several times faster at no visible cost.
-    """
-    return _decode(path, size)[0]
-
-
 def _decode(path: str | os.PathLike, size: int) -> tuple[np.ndarray, int]:
-    """`decode_square` and the image's own shorter side."""
+    """One image as the cache stores it, and its own shorter side: RGB, shorter side resized to `size` (bicubic,
+    antialiased), centre square, as a (size, size, 3) uint8 array. Large JPEGs are decoded at a reduced DCT scale
+    (PIL `draft`) that keeps at least twice the target resolution, which makes decoding photos several times faster
+    at no visible cost."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with Image.open(path) as im:
@@ -155,7 +149,7 @@ def cached_images(
 ) -> np.ndarray:
     """The images at `paths` as one read-only (N, size, size, 3) uint8 array, memory-mapped from the workspace cache.
 
-    Built on first use (see `decode_square` for the resize policy) with `workers` decoding processes (default: all
+    Built on first use (see `_decode` for the resize policy) with `workers` decoding processes (default: all
     cores; 0 decodes in this process), then reused until any file's size or mtime, the order of `paths` or `size`
     changes. The file is written atomically, so an interrupted build leaves no cache behind. Use
     `cache_size(img_size, crop_pct)` for `size`.
