@@ -54,7 +54,8 @@ def assign_folds(items: pd.DataFrame, n_folds: int, seed: int, groups: pd.Series
         fewer = f"use fewer folds (`comp folds --n-folds {smallest}`), or " if smallest >= 2 else ""
         raise CompError(
             f"{len(small)} class(es) have fewer images than the {n_folds} folds, so some fold would validate without "
-            f"them: {listed}. To fix: {fewer}drop or merge those classes in the labels file and run "
+            f"them: {listed}. To fix: {fewer}add images to those classes, or drop or merge them (their rows in the "
+            "labels CSV, or their class folders) and run "
             "`comp init DATA_DIR --force`, then `comp folds`"
         )
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold  # 1-2 s to import: only when splitting
@@ -152,7 +153,7 @@ def load_folds(ws: Workspace, comp: Competition | None = None) -> Folds:
     Raises CompError when absent or edited by hand, StaleError when the labelled data changed since.
     """
     if not ws.folds_csv.exists():
-        raise CompError(f"no folds in {ws.folds_dir}: run `comp folds` (or `make folds`) first")
+        raise CompError(f"no folds in {ws.folds_dir}: run `comp folds` first")
     params = _read_params(ws)
     if params is None or "csv_sha256" not in params:
         raise CompError(f"{ws.folds_json} is missing or unreadable: run `comp folds --force` to rebuild the folds")
