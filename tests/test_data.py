@@ -5,7 +5,6 @@ from __future__ import annotations
 import pickle
 import random
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +14,9 @@ from torchvision.transforms import v2
 
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
+from comp.modeling.recipe import Recipe
 from comp.vision import augment, images
+from comp.vision.tta import eval_view
 
 DATA_CONFIG = {
     "input_size": (3, 16, 16), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
@@ -67,7 +68,8 @@ def test_cache_round_trip_equals_direct_decode(workspace):
 def test_large_jpeg_reduced_decode_stays_close_to_a_full_decode(workspace):
     yy, xx = np.mgrid[0:240, 0:320]
     path = _save(workspace / "big.jpg", np.stack([xx % 256, yy, (xx + yy) % 256], -1).astype(np.uint8), quality=95)
-    fast = images.decode_square(path, 24)  # decoded at 1/4 scale by the JPEG decoder, then resized
+    # the cache's own decode: at 1/4 scale by the JPEG decoder, then resized
+    fast = images.cached_images(Workspace(workspace), [path], 24, workers=0)[0]
     full = np.asarray(ImageOps.fit(images.open_rgb(path), (24, 24), Image.Resampling.BICUBIC))
     assert fast.shape == (24, 24, 3) and np.abs(fast.astype(int) - full.astype(int)).mean() < 3
 
@@ -83,7 +85,7 @@ def test_cache_reused_then_rebuilt_when_a_file_changes(workspace, monkeypatch):
         raise AssertionError("the cache should have been reused")
 
     with monkeypatch.context() as m:
-        m.setattr(images, "decode_square", no_decode)
+        m.setattr(images, "_decode", no_decode)  # the decoder cached_images calls
         np.testing.assert_array_equal(images.cached_images(ws, paths, 16, workers=0), first)
 
     _save(Path(paths[1]), np.zeros((20, 20, 3), np.uint8))  # same name, new content
@@ -146,7 +148,7 @@ def test_unreadable_image_is_a_comp_error_and_leaves_no_cache(workspace):
 
 def test_dataset_loader_and_batch_ops_shapes(workspace):
     pixels = np.random.default_rng(4).integers(0, 256, size=(10, 20, 20, 3), dtype=np.uint8)
-    recipe = SimpleNamespace(img_size=16, hflip=0.5, scale_min=0.5, random_erasing=0.5)
+    recipe = Recipe(hflip=0.5, scale_min=0.5, random_erasing=0.5)
     train = images.ArrayDataset(pixels, list(range(10)), augment.train_transform(DATA_CONFIG, recipe))
     x, y = train[3]
     assert x.shape == (3, 16, 16) and x.dtype == torch.uint8 and y == 3
@@ -160,7 +162,7 @@ def test_dataset_loader_and_batch_ops_shapes(workspace):
     assert out.dtype == torch.float32 and out.shape == (4, 3, 16, 16)
     assert out.is_contiguous(memory_format=torch.channels_last) and torch.isfinite(out).all()
 
-    test = images.ArrayDataset(pixels, None, augment.eval_transform(DATA_CONFIG))
+    test = images.ArrayDataset(eval_view(pixels, DATA_CONFIG, "none"), None, None)
     xt, yt = test[0]
     assert xt.shape == (3, 16, 16) and yt == -1
     # the 20 px cache is exactly cache_size(16, 0.8): eval is a pure centre crop of it
@@ -179,28 +181,29 @@ def test_batch_normalize_uses_the_models_mean_and_std():
 def test_flips_follow_their_probabilities():
     # scale_min=1 on a square image: the crop is the whole image, so only the flips change it
     image = torch.arange(3 * 4 * 4, dtype=torch.uint8).view(3, 4, 4)
-    keep = augment.train_transform(DATA_CONFIG, SimpleNamespace(img_size=4, scale_min=1.0, hflip=0.0))
-    both = augment.train_transform(DATA_CONFIG, SimpleNamespace(img_size=4, scale_min=1.0, hflip=1.0, vflip=1.0))
+    config = dict(DATA_CONFIG, input_size=(3, 4, 4))  # the output size is the data config's
+    keep = augment.train_transform(config, Recipe(scale_min=1.0, hflip=0.0))
+    both = augment.train_transform(config, Recipe(scale_min=1.0, hflip=1.0, vflip=1.0))
     assert torch.equal(keep(image), image)
     assert torch.equal(both(image), image.flip(1, 2))
     torch.manual_seed(0)
-    half = augment.train_transform(DATA_CONFIG, SimpleNamespace(img_size=4, scale_min=1.0, hflip=0.5))
+    half = augment.train_transform(config, Recipe(scale_min=1.0, hflip=0.5))
     flipped = sum(torch.equal(half(image), image.flip(2)) for _ in range(200))
     assert 70 < flipped < 130
 
 
 def test_batch_augment_erases_only_when_asked():
     batch = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
-    plain = augment.GpuBatchAugment(DATA_CONFIG, SimpleNamespace(random_erasing=0.0))
+    plain = augment.GpuBatchAugment(DATA_CONFIG, Recipe(random_erasing=0.0))
     torch.testing.assert_close(plain(batch), augment.batch_normalize(batch, DATA_CONFIG))
-    erased = augment.GpuBatchAugment(DATA_CONFIG, SimpleNamespace(random_erasing=1.0))(batch)
+    erased = augment.GpuBatchAugment(DATA_CONFIG, Recipe(random_erasing=1.0))(batch)
     changed = (erased != augment.batch_normalize(batch, DATA_CONFIG)).flatten(1).any(1)
     assert changed.all()
 
 
 def test_transforms_are_deterministic_under_a_seed():
-    recipe = SimpleNamespace(
-        img_size=16, scale_min=0.3, rand_augment="rand-m9-mstd0.5", color_jitter=0.4, affine_degrees=10.0,
+    recipe = Recipe(
+        scale_min=0.3, rand_augment="rand-m9-mstd0.5", color_jitter=0.4, affine_degrees=10.0,
         affine_translate=0.1, hflip=0.5, vflip=0.5, random_erasing=1.0,
     )
     transform = augment.train_transform(DATA_CONFIG, recipe)
@@ -219,7 +222,7 @@ def test_transforms_are_deterministic_under_a_seed():
 
 def test_bad_rand_augment_string_is_a_comp_error():
     with pytest.raises(CompError, match="rand_augment"):
-        augment.train_transform(DATA_CONFIG, SimpleNamespace(rand_augment="randaug-strong"))
+        augment.train_transform(DATA_CONFIG, Recipe(rand_augment="randaug-strong"))
 
 
 @pytest.mark.slow  # a DataLoader worker process

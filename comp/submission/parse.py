@@ -29,7 +29,8 @@ INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: `\d` would take '٣' 
 # inf/infinity in any case, spaces or tabs around it. Python's float() also takes '0.0_5', '３' and a trailing
 # no-break space, so a file that float() reads can still be one the grader rejects.
 NUMBER = re.compile(r"[ \t]*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf(?:inity)?))[ \t]*")
-_PLAIN = frozenset("0123456789.+-eE")
+_PLAIN = np.zeros(128, dtype=bool)  # the characters of an everyday number (and numpy's string padding, 0)
+_PLAIN[[0, *map(ord, "0123456789.+-eE")]] = True
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -67,12 +68,14 @@ class Table:
 
 def parse_numbers(cells: np.ndarray) -> np.ndarray:
     """Text cells -> float64, NaN where pandas would not read a number (so the grader would reject the file)."""
+    if cells.dtype.kind == "U" and cells.size:  # the everyday file: numpy's C parser, fast and exact
+        codes = np.ascontiguousarray(cells).view(np.uint32).ravel()  # one code point per character
+        if codes.max() < 128 and _PLAIN[np.flatnonzero(np.bincount(codes, minlength=128))].all():
+            try:
+                return cells.astype(np.float64)
+            except ValueError:
+                pass
     flat = cells.ravel().tolist()
-    if set("".join(flat)) <= _PLAIN:  # the everyday file: numpy's C parser, fast and exact
-        try:
-            return cells.astype(np.float64)
-        except ValueError:
-            pass
     out = np.full(len(flat), np.nan)
     for i, value in enumerate(flat):
         if NUMBER.fullmatch(value):

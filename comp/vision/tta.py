@@ -31,6 +31,8 @@ from torch import nn
 
 from comp.core.errors import CompError
 from comp.core.progress import progress_bar
+from comp.vision.augment import batch_normalize
+from comp.vision.images import cache_size
 
 PRESETS = ("none", "hflip", "vflip", "d4", "five_crop", "multiscale")
 MERGES = ("mean", "prob")
@@ -38,7 +40,7 @@ MERGES = ("mean", "prob")
 VIEWS = {"none": 1, "hflip": 2, "vflip": 2, "multiscale": 3, "five_crop": 5, "d4": 8}
 # multiscale: the model size times these factors (rounded to the model's stride/patch multiple), bilinear.
 MULTISCALE_FACTORS = (0.875, 1.125)
-# five_crop without a crop_pct in the data config: crops cover 87.5% of each side (timm's classic eval ratio).
+# five_crop when the data config leaves no margin (crop_pct 1.0): crops cover 87.5% of each side (timm's classic).
 FIVE_CROP_PCT = 0.875
 # predict_logits prepares a faster model copy only from this many batches on: below, the copy costs more than it saves.
 OPTIMIZE_MIN_STEPS = 4
@@ -51,7 +53,8 @@ def model_size(data_config: dict) -> tuple[int, int]:
         return int(h), int(w)
     except (KeyError, TypeError, ValueError) as err:
         raise CompError(
-            f"data config {data_config!r} has no input_size (C, H, W); build it with comp.models.data_config(model)"
+            f"data config {data_config!r} has no input_size (C, H, W); build it with "
+            "comp.modeling.models.data_config(model, recipe)"
         ) from err
 
 
@@ -59,19 +62,20 @@ def source_size(preset: str, data_config: dict, image_size: tuple[int, int] | No
     """The size images are resized to before the TTA views are made.
 
     The model size for every preset except `five_crop`, which crops model-size views out of a larger image: the
-    image as given when it is larger than the model size (the cached square, `comp.data.cache_size`), else the
-    model size / crop_pct (what timm's eval transform resizes to before its centre crop), so the five crops see
-    about the scale a normal evaluation sees.
+    image as given when it is larger than the model size (the cached square), else the data config's `cache_size`
+    (model size / crop_pct: what timm's eval transform resizes to before its centre crop, decided by
+    comp.modeling.models.data_config), so the five crops see about the scale a normal evaluation sees.
     """
     h, w = model_size(data_config)
     if preset != "five_crop":
         return h, w
     if image_size is not None and image_size[0] > h and image_size[1] > w:
         return int(image_size[0]), int(image_size[1])
-    # crop_pct 1.0 would make the five crops identical; fall back to the classic ratio then.
-    pct = float(data_config.get("crop_pct") or FIVE_CROP_PCT)
-    pct = pct if pct < 1.0 else FIVE_CROP_PCT
-    return max(h + 1, round(h / pct)), max(w + 1, round(w / pct))
+    side = int(data_config.get("cache_size") or cache_size(h, float(data_config.get("crop_pct") or 1.0)))
+    if side > h:
+        return side, round(side * w / h)
+    # crop_pct 1.0 (no margin) would make the five crops identical; take timm's classic 87.5% crop then.
+    return max(h + 1, round(h / FIVE_CROP_PCT)), max(w + 1, round(w / FIVE_CROP_PCT))
 
 
 def _size_multiple(model: nn.Module | None) -> int:
@@ -221,18 +225,18 @@ def prepare_batch(
 ) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> normalised float (B, 3, h, w) on `device`, resized to `size` when it differs.
 
-    Pixels travel as uint8 (4x less to copy) and become floats on the device. Resizing uses the data config's
-    interpolation (bilinear or bicubic) with antialiasing, as timm's eval transform does.
+    Pixels travel as uint8 (4x less to copy) and become floats on the device, normalised with the model's mean and
+    std by the one normalisation (`augment.batch_normalize`, as training's batches). Resizing uses the data config's
+    interpolation (bilinear or bicubic) with antialiasing, as timm's eval transform does; it comes after the
+    normalisation, which is the same since both are linear (interpolation weights sum to one).
     """
     x = torch.as_tensor(images_uint8).to(device, non_blocking=True)
     # (B, H, W, 3) permuted to (B, 3, H, W) is already channels_last in memory; the ops below keep that layout.
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    x = batch_normalize(x.permute(0, 3, 1, 2), data_config)
     if tuple(x.shape[2:]) != tuple(size):
         mode = "bicubic" if data_config.get("interpolation") == "bicubic" else "bilinear"
         x = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True)
-    mean = torch.tensor(data_config.get("mean", (0.485, 0.456, 0.406)), device=device).view(1, 3, 1, 1)
-    std = torch.tensor(data_config.get("std", (0.229, 0.224, 0.225)), device=device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return x
 
 
 def _check_images(images: np.ndarray) -> None:
