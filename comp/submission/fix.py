@@ -35,6 +35,7 @@ from comp.submission.parse import (
     first,
     labels_of,
     parse_csv,
+    parse_numbers,
     read_sample,
     read_zipped_csv,
 )
@@ -341,11 +342,11 @@ def _label_respeller(comp: Competition, labels: list[str]) -> Callable[[str, dic
 
 def _fix_numbers(comp: Competition, cols: list[str], values: np.ndarray, changes: list[str]) -> np.ndarray:
     text = values.astype(str)
-    bad = [v for v in text.ravel().tolist() if not NUMBER.fullmatch(v)]
-    if bad:
+    x = parse_numbers(text)
+    if np.isnan(x).any():
+        bad = text[np.isnan(x)].tolist()
         raise _Refuse(f"value(s) that are not numbers as the grader reads them ({first([repr(b) for b in bad])}): "
                       "which number was meant would be a guess")
-    x = text.astype(np.float64)
     if not np.isfinite(x).all():
         raise _Refuse("infinite value(s): which finite value was meant would be a guess")
     if comp.kind == "binary":
