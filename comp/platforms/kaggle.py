@@ -212,6 +212,7 @@ class KaggleBackend:
         """Best effort, as the official client: only a reached daily limit refuses. Kaggle reports zero counts for a
         user who is not on a team yet (before a first submission), and a failed limits call is not a reason to stop:
         CreateSubmission itself refuses what is over the limit."""
+        import requests
         from kagglesdk.competitions.types.competition_api_service import ApiGetSubmissionLimitsRequest
 
         self._check_credential()
@@ -224,9 +225,16 @@ class KaggleBackend:
         request.competition_name = self.competition
         lines = list(self.notes)
         try:
-            limits = self._call("reading the submission limits", self._api.get_submission_limits, request)
-        except CompError as err:
-            return "\n".join([*lines, f"Kaggle: could not read the submission limits ({err}); submitting anyway"])
+            limits = with_retries(lambda: self._api.get_submission_limits(request), self._transient, self.retries,
+                                  self.backoff)
+        except requests.HTTPError as err:
+            if _error_code(err) in (401, 403, 404):  # the upload would be refused the same way: say it now
+                raise self._http_error("reading the submission limits", err) from None
+            why = f"Kaggle answered {_error_code(err)}"
+            return "\n".join([*lines, f"Kaggle: could not read the submission limits ({why}); submitting anyway"])
+        except requests.RequestException as err:
+            why = type(err).__name__
+            return "\n".join([*lines, f"Kaggle: could not read the submission limits ({why}); submitting anyway"])
         if limits.num_today > 0 and limits.num_allowed_now <= 0:
             raise CompError(
                 f"Kaggle allows no more submissions to {self.competition} now ({limits.num_today} made today): the "
@@ -431,16 +439,9 @@ class KaggleBackend:
         pass `idempotent=False` for a call that creates something (it is then sent once)."""
         import requests
 
-        def transient(err: BaseException) -> float | None:
-            if isinstance(err, requests.HTTPError):
-                code = _error_code(err)
-                if code in RETRY_STATUS and not _is_limit(str(err)):
-                    return retry_after(err.response)
-                return None
-            return 0.0 if isinstance(err, requests.ConnectionError | requests.Timeout) else None
-
         try:
-            return with_retries(lambda: method(request), transient, self.retries if idempotent else 1, self.backoff)
+            return with_retries(lambda: method(request), self._transient, self.retries if idempotent else 1,
+                                self.backoff)
         except requests.HTTPError as err:
             raise self._http_error(what, err) from None
         except requests.RequestException as err:
@@ -448,6 +449,18 @@ class KaggleBackend:
                 f"could not reach Kaggle while {what} ({type(err).__name__}); check your network and run the command "
                 "again"
             ) from None
+
+    @staticmethod
+    def _transient(err: BaseException) -> float | None:
+        """Seconds to wait before repeating a call that failed with `err` (429/5xx, a dropped connection); None when
+        repeating it cannot help."""
+        import requests
+
+        if isinstance(err, requests.HTTPError):
+            if _error_code(err) in RETRY_STATUS and not _is_limit(str(err)):
+                return retry_after(err.response)
+            return None
+        return 0.0 if isinstance(err, requests.ConnectionError | requests.Timeout) else None
 
     def _http_error(self, what: str, err: Any) -> CompError:
         code, text = _error_code(err), self._redact(str(err))
