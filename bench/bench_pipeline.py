@@ -17,7 +17,6 @@ import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from torchvision import datasets
@@ -25,6 +24,7 @@ from torchvision import transforms as tv_transforms
 
 from bench.common import SHARED, Result, bench_device, one_thread, sync, temp_workspace
 from comp.core.workspace import Workspace
+from comp.modeling.recipe import Recipe
 from comp.vision import augment, images
 
 TARGET_ITEMS = 2000  # hymenoptera's ~400 JPEGs repeated to about this many
@@ -35,7 +35,7 @@ DATA_CONFIG = {  # timm's data config of a typical ImageNet model (resnet50.a1_i
     "input_size": (3, 224, 224), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
     "interpolation": "bicubic", "crop_pct": 0.875,
 }
-RECIPE = SimpleNamespace(img_size=224, scale_min=0.08, hflip=0.5)  # the baseline's augmentations, nothing more
+RECIPE = Recipe(scale_min=0.08, hflip=0.5)  # the baseline's augmentations, nothing more (224 px: DATA_CONFIG)
 
 
 def _image_folder(root: Path) -> list[Path]:
