@@ -108,6 +108,8 @@ def test_multiscale_refuses_a_fixed_size_vit_but_runs_a_dynamic_one():
 def test_five_crop_feeds_a_larger_image_and_crops_model_size_views(cnn):
     config = dict(_config(cnn), crop_pct=0.8)
     assert tta.source_size("five_crop", config) == (40, 40)  # model size / crop_pct
+    # comp's data config carries the cache side it decided (models.data_config): five_crop reads it, never recomputes
+    assert tta.source_size("five_crop", dict(config, cache_size=44)) == (44, 44)
     assert tta.source_size("five_crop", config, (48, 48)) == (48, 48)  # a larger cached square as it is
     assert tta.source_size("five_crop", dict(config, crop_pct=1.0), (32, 32)) == (37, 37)  # never 5 equal crops
     assert tta.source_size("d4", config, (48, 48)) == (32, 32)
