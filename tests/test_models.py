@@ -158,3 +158,21 @@ def test_mlp_head_refused_where_there_is_no_linear_classifier():
         attach_head(model, "mlp", 8, 0.1)
     with pytest.raises(CompError, match="head = 'conv'"):
         _recipe("tiny", "head='conv'")
+
+
+@pytest.mark.parametrize("alias, overrides", [
+    ("tiny", []),
+    ("tiny2", ["img_size=48"]),
+    ("tiny", ['name="test_vit"', "img_size=0"]),
+    ("tiny", ['source="torchvision"', 'name="mobilenet_v3_small"', "pretrained=false", "img_size=64"]),
+])
+def test_data_config_from_the_recipe_alone_is_the_built_models(alias, overrides):
+    """One decision: training reads the data config without building a model; it equals the built model's."""
+    from comp.vision.images import cache_size
+
+    recipe = _recipe(alias, *overrides)
+    alone = data_config(None, recipe)
+    assert alone == data_config(build_model(recipe, num_classes=3, pretrained=False), recipe)
+    side = recipe.img_size or alone["input_size"][-1]
+    assert alone["input_size"] == (3, side, side)
+    assert alone["cache_size"] == cache_size(side, alone["crop_pct"]) >= side
