@@ -9,8 +9,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 
 
-def progress_bar(*columns: ProgressColumn | str) -> Progress:
-    """A transient stderr Progress (default columns: description, bar, n/N, ETA), disabled off a terminal."""
-    console = Console(stderr=True)
+def progress_bar(*columns: ProgressColumn | str, console: Console | None = None) -> Progress:
+    """A transient Progress on `console` (default: stderr; default columns: description, bar, n/N, ETA), disabled off
+    a terminal."""
+    console = console or Console(stderr=True)
     columns = columns or (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     return Progress(*columns, console=console, transient=True, disable=not (console.is_terminal or console.is_jupyter))

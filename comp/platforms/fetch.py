@@ -13,9 +13,10 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from comp.core.errors import CompError
+from comp.core.progress import progress_bar
 from comp.core.workspace import Workspace
 from comp.platforms.base import safe_name
 
@@ -37,9 +38,9 @@ def download_competition(ws: Workspace, slug: str, dest: Path | None = None, bac
     zip_path = Path(zip_name)
     staging = Path(tempfile.mkdtemp(prefix=f".{slug}.", suffix=".unpacking", dir=dest.parent))
     try:
-        with Progress(
+        with progress_bar(
             "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            TimeRemainingColumn(), transient=True,
+            TimeRemainingColumn(),
         ) as progress:
             task = progress.add_task(f"downloading {slug}", total=None)
             backend.download(zip_path, lambda done, total: progress.update(task, completed=done, total=total or None))

@@ -22,11 +22,12 @@ from typing import Any
 
 from PIL import Image
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from comp.core import atomic
 from comp.core.config import Competition
 from comp.core.errors import CompError
+from comp.core.progress import progress_bar
 from comp.core.workspace import Workspace
 from comp.vision.images import IMAGE_EXTENSIONS, open_rgb
 
@@ -191,10 +192,8 @@ def decode_all(paths: list[str], workers: int | None = None, console: Console | 
         TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    console = console or Console()
-    # A bar in a log file is noise; show it only where someone watches.
-    hidden = not (console.is_terminal or console.is_jupyter)
-    with Progress(*columns, console=console, transient=True, disable=hidden) as progress:
+    # progress_bar shows it only where someone watches: a bar in a log file is noise.
+    with progress_bar(*columns, console=console or Console()) as progress:
         task = progress.add_task("decode", total=len(paths))
         if workers <= 1 or len(paths) < POOL_MIN_IMAGES:
             results = []

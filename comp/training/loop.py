@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
@@ -25,6 +25,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from comp.core.errors import CompError
+from comp.core.progress import progress_bar
 from comp.modeling.models import set_trainable, trainable_stage_count
 from comp.modeling.recipe import Recipe
 from comp.training.runtime import ThreadPlan, probe_channels_last, thread_plan, torch_threads
@@ -258,9 +259,9 @@ def epoch_progress(description: str, total: int, enabled: bool = True) -> Iterat
     if not enabled or not console.is_terminal:  # logs and pipes get the per-epoch summary line only
         yield lambda n: None
         return
-    bar = Progress(
+    bar = progress_bar(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(), console=console, transient=True,
+        TimeRemainingColumn(), console=console,
     )
     task = bar.add_task(description, total=total, rate="")
     images = 0
