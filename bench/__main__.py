@@ -19,7 +19,7 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.common import REPO, Result, machine
+from bench.common import REPO, Result, goal_text, machine
 from comp.core import atomic
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -62,7 +62,13 @@ def render(data: dict) -> str:
         "# Benchmarks",
         "",
         "Written by `make bench` (`python -m bench [NAME]`); do not edit by hand. Ratio > 1 means the harness is",
-        "better than the baseline measured in the same run on the same inputs.",
+        "better than the baseline measured in the same run on the same inputs; a goal, where a result has one, is",
+        "printed beside its ratio.",
+        "",
+        "The machine is shared (other jobs run tests on the same cores while benchmarks run), so harness and baseline",
+        "are measured interleaved in the same process: alternating rounds, the order reversed every round, medians of",
+        "the rounds, so contention hits both alike. CPU-seconds (of the process and its loader workers) are reported",
+        "beside wall time where loaders are involved: they move far less with the neighbours' load than wall time.",
         "",
     ]
     for name, entry in sorted(data["modules"].items()):
@@ -82,8 +88,8 @@ def render(data: dict) -> str:
         lines += ["| result | harness | baseline | unit | ratio | compared | detail |", "|---|---|---|---|---|---|---|"]
         for r in entry["results"]:
             lines.append(
-                f"| {r['name']} | {r['harness']:.4g} | {r['baseline']:.4g} | {r['unit']} | **{r['ratio']:.2f}x** | "
-                f"{r['note']} | {r.get('detail', '')} |"
+                f"| {r['name']} | {r['harness']:.4g} | {r['baseline']:.4g} | {r['unit']} | **{r['ratio']:.2f}x**"
+                f"{goal_text(r.get('goal'), r['ratio'])} | {r['note']} | {r.get('detail', '')} |"
             )
         lines.append("")
     lines.append(f"<!-- bench-data {json.dumps(data, sort_keys=True)} -->")

@@ -4,25 +4,26 @@ conversion, normalisation), the same batch size and the same number of loader wo
 
     python -m bench pipeline
 
-The harness's cache is built once outside the timed epochs (its build time is reported beside the ratio); both
-pipelines then run `EPOCHS` epochs, alternating, each through a fresh loader (as training makes one per epoch), and
-the fastest epoch of each counts. Besides wall-clock images/s, the CPU-seconds per image of the main process plus
-its loader workers are reported: on a shared box that figure moves much less with other people's load.
+The harness's cache is built once outside the timed epochs (its build time is reported beside the ratio). Each
+pipeline has one loader, as its training loop would: the harness's `epoch_loader` (workers started once and kept
+across epochs; on a CPU they also normalise, `NormalizingCollate`), the baseline's plain DataLoader (PyTorch's default
+restarts its workers every epoch). After one untimed warm-up epoch each, `EPOCHS` epochs run alternating (the order
+reversed every round) and the medians count. Besides wall-clock images/s, the CPU-seconds per image of the main
+process plus its loader workers (live ones included) are reported: on a shared box that figure moves much less with
+other people's load.
 """
 
 from __future__ import annotations
 
-import gc
-import resource
+import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torchvision import datasets
 from torchvision import transforms as tv_transforms
 
-from bench.common import SHARED, Result, bench_device, one_thread, sync, temp_workspace
+from bench.common import SHARED, Result, bench_device, one_thread, paired_rounds, sync, temp_workspace
 from comp.core.workspace import Workspace
 from comp.modeling.recipe import Recipe
 from comp.vision import augment, images
@@ -30,7 +31,7 @@ from comp.vision import augment, images
 TARGET_ITEMS = 2000  # hymenoptera's ~400 JPEGs repeated to about this many
 BATCH = 64
 WORKERS = 2
-EPOCHS = 3
+EPOCHS = 5
 DATA_CONFIG = {  # timm's data config of a typical ImageNet model (resnet50.a1_in1k)
     "input_size": (3, 224, 224), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
     "interpolation": "bicubic", "crop_pct": 0.875,
@@ -54,27 +55,6 @@ def _image_folder(root: Path) -> list[Path]:
     return sorted(links)
 
 
-def _cpu_seconds() -> float:
-    # This process plus its finished children (loader workers count once joined), so the figure is the CPU work an
-    # epoch costs, which other jobs on a shared box disturb far less than the wall clock.
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _epoch(make_loader: Callable[[], torch.utils.data.DataLoader], on_batch: Callable[[torch.Tensor], object],
-           device: str) -> tuple[float, float]:
-    """Wall and CPU seconds of one epoch through a fresh loader (as training makes one per epoch), workers included,
-    up to normalised float batches on `device`."""
-    cpu, wall = _cpu_seconds(), time.perf_counter()
-    loader = make_loader()
-    for batch, _ in loader:
-        on_batch(batch)
-    sync(device)
-    del loader  # shuts the workers down and joins them, so their CPU time is counted
-    gc.collect()
-    return time.perf_counter() - wall, _cpu_seconds() - cpu
-
-
 def run() -> list[Result]:
     torch.manual_seed(0)
     # The loader workers own the cores; the main process only hands batches on (and, on a CPU-only box, normalises
@@ -92,10 +72,8 @@ def _run() -> list[Result]:
             tv_transforms.RandomResizedCrop(224), tv_transforms.RandomHorizontalFlip(), tv_transforms.ToTensor(),
             tv_transforms.Normalize(DATA_CONFIG["mean"], DATA_CONFIG["std"]),
         ]))
-
-        def baseline() -> torch.utils.data.DataLoader:
-            return torch.utils.data.DataLoader(baseline_set, batch_size=BATCH, shuffle=True, num_workers=WORKERS,
-                                               pin_memory=device == "cuda")
+        baseline_loader = torch.utils.data.DataLoader(baseline_set, batch_size=BATCH, shuffle=True,
+                                                      num_workers=WORKERS, pin_memory=device == "cuda")
 
         start = time.perf_counter()
         size = images.cache_size(224, DATA_CONFIG["crop_pct"])
@@ -104,29 +82,42 @@ def _run() -> list[Result]:
         labels = [baseline_set.class_to_idx[p.parent.name] for p in links]
         harness_set = images.ArrayDataset(pixels, labels, augment.train_transform(DATA_CONFIG, RECIPE))
         batch_augment = augment.GpuBatchAugment(DATA_CONFIG, RECIPE, device)
+        sampler = torch.utils.data.RandomSampler(harness_set, generator=torch.Generator().manual_seed(0))
+        loaders = {"harness": images.epoch_loader(
+            harness_set, BATCH, sampler=sampler, seed=0, workers=WORKERS, device=device,
+            collate_fn=augment.NormalizingCollate(DATA_CONFIG) if device == "cpu" else None,
+        )}
+        epochs = iter(range(1000))
 
-        def harness() -> torch.utils.data.DataLoader:
-            return images.make_loader(harness_set, BATCH, shuffle=True, workers=WORKERS, device=device)
+        def harness() -> None:
+            loader = loaders["harness"]
+            loader.sampler.set_epoch(next(epochs))
+            for batch, _ in loader:
+                batch_augment(batch.to(device, non_blocking=True))  # CPU: already float, passed through
+            sync(device)
 
-        def to_device(images: torch.Tensor) -> torch.Tensor:
-            return images.to(device, non_blocking=True)
+        def baseline() -> None:
+            for batch, _ in baseline_loader:
+                batch.to(device, non_blocking=True)
+            sync(device)
 
-        harness_runs, baseline_runs = [], []
-        for _ in range(EPOCHS):  # alternate so load from other processes on the box hits both alike
-            baseline_runs.append(_epoch(baseline, to_device, device))
-            harness_runs.append(_epoch(harness, lambda batch: batch_augment(to_device(batch)), device))
-        n = len(links)
-        setting = (f"{n} JPEGs at 224 px, batch {BATCH}, {WORKERS} workers + 1 main thread, best of {EPOCHS} epochs, "
-                   f"float batches on {device}")
-        return [
-            Result.from_rates(
-                "pipeline_epoch", n / min(w for w, _ in harness_runs), n / min(w for w, _ in baseline_runs),
-                "harness vs ImageFolder+PIL",
-                detail=f"{setting}; cache built once in {build:.1f} s ({n / build:.0f} img/s, {size} px), not timed",
-            ),
-            Result.from_rates(
-                "pipeline_cpu", n / min(c for _, c in harness_runs), n / min(c for _, c in baseline_runs),
-                "harness vs ImageFolder+PIL, per CPU-second", unit="img/CPU-s",
-                detail=f"{setting}; CPU time of the main process and its loader workers",
-            ),
-        ]
+        harness(), baseline()  # warm-up: the harness's workers start here, once, as in a training run
+        times = paired_rounds({"baseline": baseline, "harness": harness}, EPOCHS)
+        loaders.clear()  # its workers exit
+    n = len(links)
+    wall = {k: statistics.median(w for w, _ in v) for k, v in times.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in times.items()}
+    where = "in the workers" if device == "cpu" else f"on {device}"
+    setting = (f"{n} JPEGs at 224 px, batch {BATCH}, {WORKERS} workers + 1 main thread, median of {EPOCHS} "
+               f"alternating epochs, float batches on {device} (normalised {where})")
+    return [
+        Result.from_rates(
+            "pipeline_epoch", n / wall["harness"], n / wall["baseline"], "harness vs ImageFolder+PIL", goal=3.0,
+            detail=f"{setting}; cache built once in {build:.1f} s ({n / build:.0f} img/s, {size} px), not timed",
+        ),
+        Result.from_rates(
+            "pipeline_cpu", n / cpu["harness"], n / cpu["baseline"],
+            "harness vs ImageFolder+PIL, per CPU-second", unit="img/CPU-s",
+            detail=f"{setting}; CPU time of the main process and its loader workers",
+        ),
+    ]

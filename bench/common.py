@@ -38,12 +38,15 @@ class Result:
     ratio: float  # how many times better the harness is (already oriented so that higher is better)
     note: str  # what is compared, e.g. "harness vs ImageFolder+PIL"; printed in parentheses
     detail: str = ""  # extra figures for BENCHMARKS.md (set sizes, one-off costs such as a cache build)
+    goal: float | None = None  # the ratio the harness should reach, printed beside the measured one
+
 
     @classmethod
     def from_rates(cls, name: str, harness: float, baseline: float, note: str, unit: str = "img/s",
-                   detail: str = "") -> Result:
+                   detail: str = "", goal: float | None = None) -> Result:
         """Throughputs: higher is better, ratio = harness / baseline."""
-        return cls(name, harness, baseline, unit, harness / baseline if baseline else float("inf"), note, detail)
+        return cls(name, harness, baseline, unit, harness / baseline if baseline else float("inf"), note, detail,
+                   goal)
 
     @classmethod
     def from_seconds(cls, name: str, harness: float, baseline: float, note: str, items: int | None = None,
@@ -54,8 +57,16 @@ class Result:
         return cls(name, harness, baseline, "s", baseline / harness if harness else float("inf"), note, detail)
 
     def line(self) -> str:
-        """The line `make bench` prints: `name: 3.21x (harness vs baseline)`."""
-        return f"{self.name}: {self.ratio:.2f}x ({self.note})"
+        """The line `make bench` prints: `name: 3.21x (harness vs baseline)`, with its goal when it has one:
+        `name: 1.62x, goal >= 1.50x: met (harness vs baseline)`."""
+        return f"{self.name}: {self.ratio:.2f}x{goal_text(self.goal, self.ratio)} ({self.note})"
+
+
+def goal_text(goal: float | None, ratio: float) -> str:
+    """`, goal >= 1.50x: met` / `: NOT met`, or "" without a goal."""
+    if goal is None:
+        return ""
+    return f", goal >= {goal:.2f}x: {'met' if ratio >= goal else 'NOT met'}"
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -145,3 +156,35 @@ def machine() -> dict[str, str]:
         "torchvision": torchvision.__version__,
         "os": f"{platform.system()} {platform.release()}",
     }
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds used so far by this process, its finished children and its live children (persistent loader
+    workers never finish during a benchmark, so `RUSAGE_CHILDREN` alone would miss them). Linux /proc; elsewhere
+    only this process and finished children."""
+    import resource
+
+    own, done = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = own.ru_utime + own.ru_stime + done.ru_utime + done.ru_stime
+    me, tick = str(os.getpid()), os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited between the listing and the read: then counted in RUSAGE_CHILDREN
+            continue
+        if fields[1] == me:  # ppid: a live child of this process
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def paired_rounds(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[tuple[float, float]]]:
+    """Run every fn once per round, the order reversed every other round, so that load from other processes on a
+    shared box hits each alike; returns each fn's (wall seconds, CPU seconds of the process tree) per round."""
+    out: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            cpu, wall = tree_cpu_seconds(), time.perf_counter()
+            fns[name]()
+            out[name].append((time.perf_counter() - wall, tree_cpu_seconds() - cpu))
+    return out

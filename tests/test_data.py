@@ -257,3 +257,8 @@ def test_bench_results_are_oriented_and_rendered(monkeypatch):
     text = render({"modules": {"step": entry}})
     assert "| step | 1 | 4 | s | **4.00x** | harness vs loop |" in text
     assert _DATA.search(text)  # the raw numbers ride along, so one module can be re-run alone
+    short = Result.from_rates("tta", 1.4, 1.0, "vs ttach", goal=1.5)
+    assert short.line() == "tta: 1.40x, goal >= 1.50x: NOT met (vs ttach)"
+    met = Result.from_rates("pipe", 3.2, 1.0, "vs ImageFolder", goal=3.0)
+    text = render({"modules": {"pipe": {**entry, "results": [met.__dict__]}}})
+    assert "| **3.20x**, goal >= 3.00x: met | vs ImageFolder |" in text

@@ -109,6 +109,10 @@ class Trainer:
             )
         return self._loader
 
+    def close(self) -> None:
+        """Let the loader's workers go (they also exit when the Trainer is garbage-collected)."""
+        self._loader = None
+
     def drop_last(self, n_samples: int) -> bool:
         # Mixup pairs samples within a batch (needs full ones); a lone last sample would break BatchNorm.
         return self.recipe.uses_mix or n_samples % self.recipe.batch_size == 1
