@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +135,17 @@ def read_run(paths: RunPaths) -> Run | None:
 def write_run(paths: RunPaths, run: Run) -> None:
     """Write provenance.json (atomically), stamped with the time of writing."""
     atomic.write_json(paths.provenance, dataclasses.replace(run, time=time.strftime("%Y-%m-%dT%H:%M:%S%z")).to_dict())
+
+
+def recorded_recipe(paths: RunPaths) -> dict[str, Any]:
+    """The resolved recipe a run recorded: provenance.json's, else recipe.toml's (runs made before it had one)."""
+    run = read_run(paths)
+    if run is not None and run.recipe:
+        return run.recipe
+    try:
+        return tomllib.loads(paths.recipe.read_text(encoding="utf-8")) if paths.recipe.exists() else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def inputs_now(ws: Workspace, alias: str, fold: int, folds_hash: str, competition_hash: str) -> Run:
