@@ -17,20 +17,20 @@ def distribution_warnings(comp: Competition, ws: Workspace, cols: list[str], val
                            numbers: np.ndarray | None) -> list[str]:
     """A collapsed model (one class everywhere) or a class mix far from the training prior (often a label-order bug:
     torchvision's ImageFolder sorts "10" before "2")."""
-    predicted = _predicted_classes(comp, cols, values, numbers)
-    if predicted is None or len(predicted) < 2 or comp.num_classes < 2:
+    if len(values) < 2 or comp.num_classes < 2:
         return []
+    predicted = _predicted_classes(comp, cols, values, numbers)
     labels = labels_of(comp)
     warnings = []
     if comp.kind in ("binary", "class_probs") and (values == values[0]).all():
         shown = ",".join(values[0].tolist()[:SHOW]) + (",..." if values.shape[1] > SHOW else "")
         warnings.append(f"every row holds the same probabilities ({shown}): is this the sample itself?")
-    elif len(set(predicted)) == 1:
+    elif predicted is not None and len(set(predicted)) == 1:
         warnings.append(f"every row predicts {labels[predicted[0]]!r}: a collapsed model, or the sample itself?")
     if comp.kind == "binary" and comp.metric in RANK_METRICS and np.isin(numbers, (0.0, 1.0)).all():
         warnings.append("every value is 0 or 1: hard labels throw away the ranking ROC AUC scores; write the "
                         "probabilities instead")
-    prior = _training_prior(comp, ws)
+    prior = _training_prior(comp, ws) if predicted is not None else None
     if prior is not None:
         n, c = len(predicted), comp.num_classes
         share = np.bincount(predicted, minlength=c) / n
@@ -51,8 +51,8 @@ def _predicted_classes(comp: Competition, cols: list[str], values: np.ndarray,
     if comp.kind == "binary":
         pos = comp.positive_class if comp.positive_class in comp.classes else comp.classes[-1]
         p = comp.classes.index(pos)
-        if comp.num_classes != 2 or numbers.min() < 0 or numbers.max() > 1:
-            return None  # a real-valued score (AUC) has no threshold to read a class from
+        if comp.num_classes != 2 or comp.metric in RANK_METRICS or numbers.min() < 0 or numbers.max() > 1:
+            return None  # under AUC only the order counts: a 0.5 threshold says nothing about the model
         return np.where(numbers[:, 0] > 0.5, p, 1 - p)
     if comp.kind == "class_probs":
         index = {x: j for j, x in enumerate(labels)}
