@@ -108,6 +108,7 @@ def build_bundle(ws: Workspace, name: str | None = None, *, gpu: bool = False, o
                  time_limit_h: float = DEFAULT_TIME_LIMIT_H, test_size: int | None = None, time_it: bool = True,
                  say=print) -> BundleResult:
     """Write bundles/NAME/ (see the module doc) for the stack `name` (default: the newest); returns what it measured."""
+    from comp.bundle.kernel import versions as kernel_versions
     from comp.bundle.notebook import kernel_metadata, notebook
     from comp.bundle.wheels import build_wheels
 
@@ -135,6 +136,7 @@ def build_bundle(ws: Workspace, name: str | None = None, *, gpu: bool = False, o
         "params": sidecar["params"],
         "competition": description,
         "wheels": [w.as_dict() for w in wheels],
+        "environment": kernel_versions(),  # where it was made; the kernel names what differs in Kaggle's image
     }
     atomic.write_json(paths.manifest, manifest)
     atomic.write_json(paths.dataset_metadata, {

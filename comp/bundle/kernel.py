@@ -130,9 +130,13 @@ def run_kernel(input_dir: str | os.PathLike | None = None, working_dir: str | os
     root = find_competition(input_dir, description["competition"]["name"], description["relative"]["sample_submission"])
     comp = competition_at(description, root)
     ws = scratch_workspace(bundle, manifest, root)
-    versions = _versions()
+    here = versions()
     say(f"comp kernel: bundle {manifest['name']} from {bundle}, competition files from {root}")
-    say("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    say("versions: " + ", ".join(f"{k} {v}" for k, v in here.items()))
+    made = manifest.get("environment", {})
+    differ = [f"{k} {here[k]} (bundle made with {made[k]})" for k in here if k in made and made[k] != here[k]]
+    if differ:  # the models were trained and the stack checked with the bundle's versions
+        say("note: this image differs from where the bundle was made: " + ", ".join(differ))
     test = test_items(comp, ws)
     if test.empty:
         raise CompError(f"{comp.sample_submission} lists no test ids; nothing to predict")
@@ -155,14 +159,15 @@ def run_kernel(input_dir: str | os.PathLike | None = None, working_dir: str | os
         say(f"warning: {warning}")
     record = {"bundle": manifest["name"], "n_images": len(paths), "predict_s": round(predict_s, 3),
               "per_image_s": predict_s / len(paths), "total_s": round(time.perf_counter() - started, 3),
-              "versions": versions, "comp_file": _comp_file(), "device": device}
+              "versions": here, "comp_file": _comp_file(), "device": device, "imported": _imported()}
     atomic.write_json(working / "comp-kernel.json", record)
     say(f"wrote {target}: {len(frame)} rows, {len(manifest['models'])} model(s), {predict_s:.1f} s of prediction "
         f"({1000 * predict_s / len(paths):.1f} ms/image); the check passed")
     return target
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
+    """Python's and the main packages' versions in this environment."""
     found = {"python": platform.python_version()}
     for dist in REPORTED:
         try:
@@ -170,6 +175,14 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[dist] = "missing"
     return found
+
+
+def _imported() -> list[str]:
+    """Top-level non-standard-library modules the run imported: what Kaggle's image must provide."""
+    import sys
+
+    return sorted(m for m in list(sys.modules) if "." not in m and not m.startswith("_")
+                  and m not in sys.stdlib_module_names)
 
 
 def _comp_file() -> str:
