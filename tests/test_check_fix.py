@@ -126,3 +126,17 @@ def test_cli_reports_each_change_and_refuses_with_exit_1(cli, workspace):
     code, out = cli("check", "worse.csv", "--fix", "out.csv")
     assert code == 1 and "cannot fix" in out and "nothing was written" in out
     assert not (workspace / "out.csv").exists()
+
+
+def test_empty_extra_columns_are_dropped_but_filled_ones_refused(workspace):
+    gen = generate("class_name", 2, workspace)
+    # a column "notes" no row fills, and a trailing comma on every line
+    rows = [[*gen.rows[0], "notes", ""], *([*r, "", ""] for r in gen.rows[1:])]
+    (workspace / "extra.csv").write_bytes(to_bytes(rows))
+    result = fix_file(gen.comp, gen.ws, workspace / "extra.csv", workspace / "out.csv")
+    assert result.ok and any("dropped empty column(s) 'notes', ''" in c for c in result.changes), result.changes
+    assert (workspace / "out.csv").read_bytes() == to_bytes(gen.rows)
+    rows[3][-2] = "7"  # one row fills 'notes': what it means is a guess
+    (workspace / "extra.csv").write_bytes(to_bytes(rows))
+    result = fix_file(gen.comp, gen.ws, workspace / "extra.csv", workspace / "out2.csv")
+    assert any("unexpected 'notes'" in r for r in result.refused) and not (workspace / "out2.csv").exists()

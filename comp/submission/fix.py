@@ -165,9 +165,13 @@ def _fix_header(table: Table, sample: Table, changes: list[str]) -> Table:
     if got and got[0] in set(sample.column(want[0])) and len(got) == len(want) == 2:
         changes.append(f"added the missing header row {','.join(want)}")
         return Table(header=list(want), rows=[got, *table.rows], lines=[1, *table.lines])
-    if len(got) == len(want) + 1 and got[-1] == "" and all(len(r) <= len(got) - 1 or r[-1] == "" for r in table.rows):
-        changes.append("dropped the empty last column (a trailing comma on every line)")
-        table = Table(header=got[:-1], rows=[r[: len(got) - 1] for r in table.rows], lines=table.lines)
+    # Columns the sample lacks and no row fills (a trailing comma on every line, 'index,' added by hand) carry nothing
+    empty = [j for j, g in enumerate(got) if g not in want and all(j >= len(r) or not r[j].strip() for r in table.rows)]
+    if empty and len(got) - len(empty) >= len(want):
+        changes.append(f"dropped empty column(s) {first([repr(got[j]) for j in empty])} the sample does not have")
+        keep = [j for j in range(len(got)) if j not in empty]
+        table = Table(header=[got[j] for j in keep], rows=[[r[j] for j in keep if j < len(r)] for r in table.rows],
+                      lines=table.lines)
         got = table.header
     index_like = got and (got[0] in ("", "index", "level_0") or got[0].startswith("Unnamed"))
     if len(got) == len(want) + 1 and index_like and sorted(got[1:]) == sorted(want):
