@@ -86,7 +86,6 @@ class CodabenchBackend:
         self._username, self._password, self._token = username, password, token
         self.source = "CODABENCH_TOKEN" if token else "CODABENCH_USERNAME/CODABENCH_PASSWORD"
         self._session = requests.Session()
-
         self._primary: dict[str, int | None] = {}  # phase id -> its leaderboard's primary column index
 
     @classmethod
