@@ -33,7 +33,8 @@ from comp.core.workspace import BundlePaths, Workspace
 from comp.platforms.base import safe_name
 
 DEFAULT_TIME_LIMIT_H = 9.0  # Kaggle's usual runtime limit for a code competition's notebook
-TIMED_IMAGES = 32  # local test images timed to estimate the per-image cost
+TIMED_IMAGES = (8, 32)  # two runs on this many local test images: their difference is the cost per image, the rest
+# the fixed cost of a run (building every fold's model), which a per-image mean of one short run would inflate
 OWNER_PLACEHOLDER = "your-kaggle-username"
 
 
@@ -44,6 +45,7 @@ class BundleResult:
     size_bytes: int
     dataset_hash: str
     per_image_s: float | None  # measured here on `device`
+    fixed_s: float | None  # the part of a run that does not grow with the images (models built, probed)
     device: str
     n_test: int  # the test set size the estimate is for
     estimate_s: float | None
@@ -151,11 +153,12 @@ def build_bundle(ws: Workspace, name: str | None = None, *, gpu: bool = False, o
     if owner == OWNER_PLACEHOLDER:
         warnings.append(f"no Kaggle user name known: the slugs use {OWNER_PLACEHOLDER!r}; pass --owner NAME (or set "
                         "KAGGLE_USERNAME) before `comp submit --kernel`")
-    per_image, device = (_time_per_image(ws, comp, paths, manifest, description) if time_it else (None, ""))
+    per_image, fixed, device = (_time_per_image(ws, comp, paths, manifest, description) if time_it
+                                else (None, None, ""))
     from comp.items import test_items
 
     n_test = test_size if test_size is not None else len(test_items(comp, ws))
-    estimate = per_image * n_test if per_image is not None else None
+    estimate = fixed + per_image * n_test if per_image is not None else None
     if estimate is not None and estimate > time_limit_h * 3600:
         warnings.append(
             f"the kernel would need about {estimate / 3600:.1f} h for {n_test} test images ({1000 * per_image:.1f} "
@@ -166,11 +169,13 @@ def build_bundle(ws: Workspace, name: str | None = None, *, gpu: bool = False, o
     digest = dataset_hash(paths)
     atomic.write_json(paths.record, {
         "name": name, "created": datetime.now(UTC).isoformat(timespec="seconds"), "size_bytes": size,
-        "dataset_hash": digest, "per_image_s": per_image, "timed_on": device, "timed_images": TIMED_IMAGES,
+        "dataset_hash": digest, "per_image_s": per_image, "fixed_s": fixed, "timed_on": device,
+        "timed_images": list(TIMED_IMAGES),
         "n_test": n_test, "estimate_s": estimate, "time_limit_h": time_limit_h, "gpu": gpu,
         "dataset": dataset_slug, "kernel": kernel_slug, "warnings": warnings,
     })
-    return BundleResult(name, paths, size, digest, per_image, device, n_test, estimate, dataset_slug, kernel_slug,
+    return BundleResult(name, paths, size, digest, per_image, fixed, device, n_test, estimate, dataset_slug,
+                        kernel_slug,
                         warnings)
 
 
@@ -228,23 +233,30 @@ def _as_dict(meta: Any) -> dict[str, Any]:
 
 
 def _time_per_image(ws: Workspace, comp: Competition, paths: BundlePaths, manifest: dict,
-                    description: dict) -> tuple[float | None, str]:
-    """Seconds per image of the kernel's whole prediction (decode, every fold of every model with its TTA) on up
-    to TIMED_IMAGES local test images, measured here in a scratch workspace like the kernel's."""
+                    description: dict) -> tuple[float | None, float | None, str]:
+    """(seconds per image, fixed seconds per run, device) of the kernel's whole prediction (decode, every fold of
+    every model with its TTA), from two runs on TIMED_IMAGES local test images in scratch workspaces like the
+    kernel's."""
     from comp.bundle import kernel
     from comp.core.device import resolve_device
     from comp.items import test_items
 
-    test = test_items(comp, ws)
-    sample = test["path"].astype(str).tolist()[:TIMED_IMAGES]
-    if not sample:
-        return None, ""
+    test = test_items(comp, ws)["path"].astype(str).tolist()
+    if not test:
+        return None, None, ""
     root = ws.path(comp.data_dir).resolve()
     local = kernel.competition_at(description, root)
-    scratch = kernel.scratch_workspace(paths.dataset, manifest, root)
-    try:
-        t0 = time.perf_counter()
-        kernel.predict_models(scratch, manifest, local, sample)
-        return (time.perf_counter() - t0) / len(sample), str(resolve_device("auto"))
-    finally:
-        shutil.rmtree(scratch.root, ignore_errors=True)
+    timings = []
+    for n in sorted({min(n, len(test)) for n in TIMED_IMAGES}):
+        scratch = kernel.scratch_workspace(paths.dataset, manifest, root)
+        try:
+            t0 = time.perf_counter()
+            kernel.predict_models(scratch, manifest, local, test[:n])
+            timings.append((n, time.perf_counter() - t0))
+        finally:
+            shutil.rmtree(scratch.root, ignore_errors=True)
+    (n1, t1), (n2, t2) = timings[0], timings[-1]
+    per_image = (t2 - t1) / (n2 - n1) if n2 > n1 else 0.0
+    if per_image <= 0:  # one size only, or noise larger than the images' cost: charge everything per image
+        per_image, t1, n1 = t2 / n2, 0.0, 0
+    return per_image, max(t1 - per_image * n1, 0.0), str(resolve_device("auto"))

@@ -33,7 +33,8 @@ def bundle(
     say = lambda text: console.print(text, highlight=False, soft_wrap=True)  # noqa: E731
     result = build_bundle(ws, name or None, gpu=gpu, owner=owner, time_limit_h=time_limit, test_size=test_size,
                           say=say)
-    per_image = f"{1000 * result.per_image_s:.1f} ms/image on {result.device}" if result.per_image_s else "not timed"
+    per_image = (f"{1000 * result.per_image_s:.1f} ms/image + {result.fixed_s:.1f} s per run on {result.device}"
+                 if result.per_image_s else "not timed")
     estimate = f", about {result.estimate_s / 60:.1f} min for {result.n_test} images" if result.estimate_s else ""
     say(escape(f"bundle {result.name}: {result.paths.dir} ({result.size_bytes / 2**20:.1f} MiB, {per_image}"
                f"{estimate})"))
@@ -49,7 +50,8 @@ def bundle(
         what = (f"a test set with {len(done.missing_ids)} local image(s) left out and {len(done.extra_ids)} new "
                 "one(s)" if variant else "the local test set")
         say(escape(f"local run on {what}: {done.n_rows} rows in {done.seconds:.1f} s "
-                   f"({1000 * done.per_image_s:.1f} ms/image predicting); {done.compared} id(s) match "
+                   f"({1000 * done.per_image_s:.1f} ms/image of prediction, models built included); "
+                   f"{done.compared} id(s) match "
                    f"submissions/{result.name}.csv (labels equal, probabilities within {done.max_abs_diff:.1e})"))
     say(f"[green]ok:[/] the kernel reproduces submissions/{escape(result.name)}.csv offline; "
         f"next: comp submit --kernel {escape(result.name)} -m MESSAGE --dry-run")
