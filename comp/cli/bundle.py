@@ -10,7 +10,7 @@ from comp.core.workspace import Workspace
 
 
 def bundle(
-    name: str = typer.Argument("", help="the stack (`comp stack --name NAME`); default: the newest"),
+    name: str = typer.Argument("", metavar="[NAME]", help="the stack (`comp stack --name NAME`); default: the newest"),
     run_local: bool = typer.Option(False, "--run-local", help="also run the kernel as Kaggle would (fresh process, "
                                    "no network, wheels only) and compare with submissions/NAME.csv"),
     gpu: bool = typer.Option(False, "--gpu/--cpu", help="ask Kaggle for a GPU session"),
