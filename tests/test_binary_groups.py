@@ -122,3 +122,16 @@ def test_weighted_auc_equals_the_competitions_formula(n):
     assert score("weighted_auc", y, np.stack([np.zeros(n), -y * 5.0], axis=1)) == pytest.approx(0.0)
     with pytest.raises(CompError, match="binary"):
         weighted_auc(y, rng.normal(size=(n, 3)))
+
+
+def test_a_labels_csv_is_grouped_the_same_way(make_kaggle_competition, cli, workspace):
+    data = make_kaggle_competition(workspace / "data" / "pets", classes=("cat", "dog", "frog"), n_per_class=5,
+                                   n_test=6, kind="binary")
+    code, out = cli("init", str(data), "--positive", "cat")
+    assert code == 0, out
+    ws = Workspace(workspace)
+    comp = ws.load()
+    assert comp.layout == "csv" and comp.classes == ["dog+frog", "cat"] and comp.positive_class == "cat"
+    assert train_items(comp, ws)["label"].value_counts().to_dict() == {"dog+frog": 10, "cat": 5}
+    code, out = cli("folds")
+    assert code == 0, out
