@@ -147,3 +147,17 @@ def test_kaggle_environment_is_chosen_by_name(monkeypatch):
     monkeypatch.setenv("COMP_KAGGLE_ENV", "moon")
     with pytest.raises(CompError, match="not one of"):
         kaggle_env()
+
+
+def test_a_rejected_token_and_its_fallback_leave_no_trace(toy_workspace, isolated, workspace, monkeypatch):
+    """The token Kaggle calls invalid, and the kaggle.json key used instead, appear in no output and no file."""
+    toy_workspace(workspace)
+    _kaggle_json(isolated / ".kaggle", "zz-json-user-71c2", "zz-json-key-5d80e3")
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "zz-stale-token-c93b1a")
+    with FakeKaggle(username="zz-json-user-71c2", key="zz-json-key-5d80e3") as server:
+        code, out = run_cli("submit", "-m", "fallback")
+        assert code == 0, out
+        assert all("zz-stale-token-c93b1a" not in r.headers.get("Authorization", "") for r in server.requests[1:])
+    texts = [out] + [p.read_bytes().decode("latin-1") for p in workspace.rglob("*") if p.is_file()]
+    for secret in ("zz-stale-token-c93b1a", "zz-json-key-5d80e3"):
+        assert not any(secret in t for t in texts)
