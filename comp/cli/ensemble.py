@@ -27,7 +27,7 @@ def parse_models(text: str | None, ws: Workspace) -> list[str] | None:
     if unknown:
         trained = sorted(p.name for p in ws.models_dir.iterdir() if p.is_dir()) if ws.models_dir.is_dir() else []
         raise CompError(f"--models: no trained model {', '.join(map(repr, unknown))} (no {ws.models_dir}/"
-                        f"{unknown[0]}/); trained: {', '.join(trained) or 'none yet'}")
+                        f"{unknown[0]}/); models there: {', '.join(trained) or 'none yet'}")
     return names
 
 
