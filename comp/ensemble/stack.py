@@ -157,30 +157,30 @@ def load_model(comp: Competition, ws: Workspace, folds: Folds, alias: str) -> Mo
     oof = np.full((len(frame), comp.num_classes), np.nan, dtype=np.float32)
     test_ids, test_sum, ttas, meta0 = None, None, [], None
     for k in range(comp.n_folds):
-        run = ws.run(alias, k)
+        paths = ws.run(alias, k)
         where = f"model {alias!r} fold {k}"
         # Without a test set (comp.toml test_dir empty) models are compared by CV alone.
-        for path in (run.oof, run.test) if comp.test_dir else (run.oof,):
+        for path in (paths.oof, paths.test) if comp.test_dir else (paths.oof,):
             if not path.is_file():
                 raise CompError(
                     f"{where}: {path} is missing; train it (`comp train --model {alias} --fold {k}`) or predict it "
                     f"(`comp predict --model {alias} --fold {k}`), or leave {alias!r} out of --models"
                 )
-        part = logits.load(run.oof)
-        test = logits.load(run.test) if comp.test_dir else logits.Logits([], np.zeros((0, comp.num_classes)),
+        part = logits.load(paths.oof)
+        test = logits.load(paths.test) if comp.test_dir else logits.Logits([], np.zeros((0, comp.num_classes)),
                                                                          part.classes, part.meta)
         meta0 = meta0 or part.meta
-        for kind, lg, path in (("OOF", part, run.oof), ("test", test, run.test)):
+        for kind, lg, path in (("OOF", part, paths.oof), ("test", test, paths.test)):
             _check_provenance(comp, ws, folds, lg, f"{where} {kind} logits ({path})", alias, k, meta0)
         rows = np.flatnonzero(frame["fold"].to_numpy() == k)
-        _check_oof_ids(part, ids, rows, frame["fold"].to_numpy(), f"{where} OOF logits ({run.oof})", alias, k)
+        _check_oof_ids(part, ids, rows, frame["fold"].to_numpy(), f"{where} OOF logits ({paths.oof})", alias, k)
         oof[rows] = part.reindex(ids[rows])
         if test_ids is None:
             test_ids, test_sum = test.ids, test.values.astype(np.float64)
         else:
             if set(test.ids) != set(test_ids) or len(test.ids) != len(test_ids):
                 raise StaleError(
-                    f"{where}: test logits ({run.test}) cover other test ids than fold 0's "
+                    f"{where}: test logits ({paths.test}) cover other test ids than fold 0's "
                     f"({len(test.ids)} vs {len(test_ids)} ids); re-predict: `comp predict --model {alias} --fold all`"
                 )
             test_sum += test.reindex(test_ids)
