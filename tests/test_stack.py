@@ -101,7 +101,7 @@ def test_stack_cli_writes_a_checked_submission_and_its_provenance(two_models):
     competition, ws, folds, *_ = two_models
     result = runner.invoke(app, ["stack", "--name", "blend"])
     assert result.exit_code == 0, result.output
-    for row in ("model:a", "model:b", "mean", "weights", "logreg", "chosen", "+-"):
+    for row in ("model a", "model b", "mean", "weights", "logreg", "chosen", "±"):
         assert row in result.output
     report = check_file(competition, ws, ws.submission_csv("blend"))
     assert report.ok, report.errors
@@ -254,7 +254,7 @@ def test_comp_toml_edits_that_keep_logits_valid_pass_and_another_competition_is_
     competition, ws, *_ = two_models
     assert stack(competition, ws, method="mean", name="x").warnings == []
     edited = dataclasses.replace(competition, metric="f1_macro")  # the metric does not change what models learned
-    assert stack(edited, ws, method="mean", name="x").warnings == []
+    assert stack(edited, ws, method="mean", name="x", force=True).warnings == []  # same name again: force
     other = dataclasses.replace(competition, name="another-competition")
     with pytest.raises(StaleError, match=r"a, b were trained for another competition"):
         stack(other, ws, method="mean", name="y")
