@@ -96,27 +96,11 @@ def train(
                             "`comp train --pseudo STACK` (library callers: pass pseudo_source)")
         pseudo = pseudo_source(comp, ws, recipe.pseudo, recipe.pseudo_threshold)
         items = add_pseudo_rows(items, pseudo)
-    if fold_parallel:
-        ddp, fold_list = fold_share(resolve_device(device), fold_list)
-        if recipe.budget:
-            raise CompError("--budget with --fold-parallel is not supported: plan with one process (--budget "
-                            "without torchrun), then run the planned --set epochs=N --set img_size=S in parallel")
-    else:
-        ddp = setup_distributed(resolve_device(device))
-    if ddp.device.type == "cuda":
-        # Fixed input sizes: let cuDNN pick the fastest kernels; TF32 matmuls on Ampere+ (fp32 runs, bf16 unaffected).
-        torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision("high")
+    ddp, fold_list = _processes(device, fold_parallel, recipe, fold_list)
 
     def record(recipe: Recipe) -> Run:
-        return Run(
-            model=alias, recipe_hash=recipe_hash(recipe), folds_hash=folds.hash,
-            competition_hash=competition_hash(comp),
-            # Not compared by training (the resolved recipe is); lets later stages see the recipe file edited since.
-            recipe_file_hash=recipe_file_hash(ws, alias),
-            code_version=code_version(), name=recipe.name, recipe=recipe_dict(recipe), tta=recipe.tta,
-            pseudo_labels=pseudo.source if pseudo is not None else "",
-        )
+        return _record(ws, alias, recipe, folds.hash, competition_hash(comp),
+                       pseudo.source if pseudo is not None else "")
 
     current = record(recipe)
     # Deterministic CPU kernels make a resumed run repeat the interrupted one exactly; restored afterwards because
@@ -153,6 +137,34 @@ def train(
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
         torch.set_num_threads(threads)
+
+
+def _processes(device: str, fold_parallel: bool, recipe: Recipe, fold_list: list[int]) -> tuple[Dist, list[int]]:
+    """This process's device and process group (DDP under torchrun; with `fold_parallel` no group, each process
+    trains its own share of the folds), and the folds it trains."""
+    if fold_parallel:
+        ddp, fold_list = fold_share(resolve_device(device), fold_list)
+        if recipe.budget:
+            raise CompError("--budget with --fold-parallel is not supported: plan with one process (--budget "
+                            "without torchrun), then run the planned --set epochs=N --set img_size=S in parallel")
+    else:
+        ddp = setup_distributed(resolve_device(device))
+    if ddp.device.type == "cuda":
+        # Fixed input sizes: let cuDNN pick the fastest kernels; TF32 matmuls on Ampere+ (fp32 runs, bf16 unaffected).
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+    return ddp, fold_list
+
+
+def _record(ws: Workspace, alias: str, recipe: Recipe, folds_hash: str, comp_hash: str, pseudo_labels: str) -> Run:
+    """The run record of `alias` trained now with `recipe` (its fold is set per fold)."""
+    return Run(
+        model=alias, recipe_hash=recipe_hash(recipe), folds_hash=folds_hash, competition_hash=comp_hash,
+        # Not compared by training (the resolved recipe is); lets later stages see the recipe file edited since.
+        recipe_file_hash=recipe_file_hash(ws, alias),
+        code_version=code_version(), name=recipe.name, recipe=recipe_dict(recipe), tta=recipe.tta,
+        pseudo_labels=pseudo_labels,
+    )
 
 
 @dataclass
