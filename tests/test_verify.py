@@ -183,7 +183,8 @@ def test_class_folders_stray_files_and_placeholder_gifs(make_folder_competition,
     report, _ = verify(comp, ws)
     assert report.passed and report.n_train == 9 and report.n_test == 0
     assert {(w.kind, w.path) for w in report.warnings} == {
-        ("no-label", "data/toy/train/loose.jpg"), ("ignored", "data/toy/train/1/notfound.gif")
+        ("no-label", "data/toy/train/loose.jpg"), ("ignored", "data/toy/train/1/notfound.gif"),
+        *(("too-few-images", c) for c in comp.classes),  # 3 images each, 5 folds in comp.toml
     }
 
 
