@@ -95,8 +95,8 @@ def test_verify_reports_a_single_image_class_with_a_folder_fix(make_folder_compe
     assert cli("init", str(data))[0] == 0
     code, out = cli("verify")
     assert code == 1, out
-    assert "too-few-images" in out and "2: 1 image, fewer than the 5 folds" in out
-    assert "add images to" in out and "train/2/" in out and "labels" not in out.split("too-few-images")[1][:200]
+    assert "single-image-class" in out and "2: 1 image: a class needs at least 2" in out
+    assert "add images to" in out and "train/2/" in out and "labels" not in out.split("single-image-class")[1][:200]
 
 
 def test_verify_reports_a_single_image_class_with_a_labels_csv_fix(make_kaggle_competition, workspace, cli):
@@ -108,7 +108,16 @@ def test_verify_reports_a_single_image_class_with_a_labels_csv_fix(make_kaggle_c
     assert cli("init", str(data))[0] == 0
     code, out = cli("verify")
     assert code == 1, out
-    assert "frog: 1 image, fewer than the 5 folds" in out and "train.csv" in out and "relabel or drop" in out
+    assert "frog: 1 image: a class needs at least 2" in out and "train.csv" in out and "relabel or drop" in out
+
+
+def test_verify_warns_when_a_class_has_fewer_images_than_folds(make_kaggle_competition, workspace, cli):
+    data = make_kaggle_competition(workspace / "data" / "toy", n_per_class=4)
+    assert cli("init", str(data))[0] == 0  # 5 folds by default
+    code, out = cli("verify")
+    assert code == 0, out
+    assert "too-few-images (3)" in out and "cat: 4 images, fewer than the 5 folds" in out
+    assert "`comp folds --n-folds 4 --force`" in out
 
 
 def test_train_verifies_unverified_data_itself_and_refuses_broken_data(toy, cli):

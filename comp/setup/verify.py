@@ -273,20 +273,22 @@ def verify(
     for c in comp.classes:
         if counts.get(c, 0) == 0:
             report.warnings.append(Issue("empty-class", c, "no training image has this class"))
-    _small_class_issues(report, comp, counts)
+    _small_class_issues(report, comp, ws, counts)
     report.sizes = {"train": _size_range(train_res), "test": _size_range(test_res)}
     save_report(ws, report)
     return report, False
 
 
-def _small_class_issues(report: VerifyReport, comp: Competition, counts: Counter) -> None:
-    """Classes with fewer images than folds: some fold would validate without them, so `comp folds` refuses them.
-    Reported here, before any split, with the fix that fits the layout (folders or a labels CSV)."""
-    small = {c: counts[c] for c in comp.classes if 0 < counts.get(c, 0) < comp.n_folds}
+def _small_class_issues(report: VerifyReport, comp: Competition, ws: Workspace, counts: Counter) -> None:
+    """A class with one image cannot be both trained on and validated: an error. Fewer images than folds: a warning
+    (`comp folds` refuses such a split until the fold count drops or the class grows). Each names the fix that fits
+    the layout (class folders or a labels CSV)."""
+    n_folds = _folds_in_force(comp, ws)
+    small = {c: counts[c] for c in comp.classes if 0 < counts.get(c, 0) < max(2, n_folds)}
     if not small:
         return
     fewest = min(small.values())
-    fewer = f"; or use {fewest} folds (n_folds = {fewest} in comp.toml)" if fewest >= 2 else ""
+    fewer = f"; or use {fewest} folds (`comp folds --n-folds {fewest} --force`)" if fewest >= 2 else ""
     for c, n in small.items():
         if comp.layout == "folders":
             where = f"{comp.train_dirs[0]}/{c}/" if comp.train_dirs else f"the {c!r} class folder"
@@ -294,8 +296,21 @@ def _small_class_issues(report: VerifyReport, comp: Competition, counts: Counter
         else:
             fix = (f"add labelled images of {c!r} to {comp.labels_csv or 'the labels CSV'}, or relabel or drop its "
                    "rows there and run `comp init --force`")
-        detail = f"{n} image{'s' if n != 1 else ''}, fewer than the {comp.n_folds} folds: {fix}{fewer}"
-        report.errors.append(Issue("too-few-images", c, detail))
+        if n == 1:
+            detail = f"1 image: a class needs at least 2 (one to train on, one to validate); {fix}"
+            report.errors.append(Issue("single-image-class", c, detail))
+        else:
+            detail = f"{n} images, fewer than the {n_folds} folds (`comp folds` will refuse): {fix}{fewer}"
+            report.warnings.append(Issue("too-few-images", c, detail))
+
+
+def _folds_in_force(comp: Competition, ws: Workspace) -> int:
+    """folds.json's fold count when folds exist (they may have been made with --n-folds), else comp.toml's."""
+    try:
+        data = json.loads(ws.folds_json.read_text(encoding="utf-8"))
+        return int(data.get("n_folds") or comp.n_folds)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return comp.n_folds
 
 
 def _rel(ws: Workspace, path: str | Path) -> str:
