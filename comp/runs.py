@@ -29,13 +29,14 @@ from comp.core.workspace import RunPaths, Workspace
 from comp.modeling.recipe import recipe_file_hash
 
 # What a run is made from, in the order a refusal lists them; a change in any makes its artifacts stale.
-INPUTS = ("recipe_hash", "folds_hash", "competition_hash", "recipe_file_hash")
+INPUTS = ("recipe_hash", "folds_hash", "competition_hash", "recipe_file_hash", "pseudo_labels")
 # What each input is, as a person reads it.
 LABELS = {
     "recipe_hash": "recipe settings",
     "recipe_file_hash": "recipe file",
     "folds_hash": "folds/folds.csv",
     "competition_hash": "comp.toml (the competition's data and classes)",
+    "pseudo_labels": "pseudo-labels",
 }
 # A recorded value of None means "not recorded" (a file written by hand or by an older comp) and by default is not
 # compared; except the folds hash: logits of unknown folds may hold rows their model trained on, so they are refused.
@@ -212,6 +213,8 @@ def describe(name: str, a: Any, b: Any, recorded: Run, current: Run, then: str, 
         if lines:
             return lines
     label = LABELS.get(name, name)
+    if name == "pseudo_labels":  # the stack's name, its CSV's sha256 and the threshold: short enough to show whole
+        return [f"{label}: {a or 'none'} {then}, {b or 'none'} {now}"]
     if name == "recipe_file_hash":
         label = f"recipe file of {recorded.model or current.model!r}"
         if b is None:

@@ -86,3 +86,9 @@ def test_logits_meta_round_trips_and_plain_dicts_are_read_as_one(workspace):
     assert logits.load(path).meta == meta
     assert "tta_scores" not in meta.to_dict()  # unset keys are not written, as before
     assert logits.Logits(["a"], np.zeros((1, 2)), ["x", "y"], {"tta": "d4", "fold": 2}).meta.run().fold == 2
+
+
+def test_training_on_other_pseudo_labels_is_named():
+    now = Run(**{**TRAINED.to_dict(), "pseudo_labels": "blend (sha256 0123456789ab, threshold 0.9)"})
+    with pytest.raises(StaleError, match=r"pseudo-labels: none when trained, blend \(sha256 0123456789ab, threshold"):
+        require_current(TRAINED, now, "tiny fold 0", "Re-run with --force")
