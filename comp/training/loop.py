@@ -82,7 +82,9 @@ class Trainer:
         dtype = amp_dtype(recipe, device)
         self.autocast = partial(torch.autocast, device.type, dtype=dtype) if dtype is not None else nullcontext
         self.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-        self.ema = ModelEmaV3(self.model, decay=recipe.ema_decay) if recipe.ema else None
+        # Warmup: the decay grows with the update count (1 - (1 + n)^-2/3, capped at ema_decay), so the average
+        # follows the weights on a small set's few hundred updates instead of staying at the pretrained ones.
+        self.ema = ModelEmaV3(self.model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema else None
         self.mixup = None
         if recipe.uses_mix:
             self.mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=recipe.mix_prob,
