@@ -125,3 +125,23 @@ def test_stack_table_shows_full_names_and_mean_std(toy, cli):
     assert code == 0, out
     assert f"model {long}" in out and "model tiny2" in out and "…" not in out
     assert "mean ± std" in out and "chosen: mean" in out
+
+
+def test_check_json_and_the_next_lines_of_the_workflow(toy, cli):
+    ws, comp = toy
+    code, out = cli("verify")
+    assert code == 0 and "next: comp train --model tiny --fold 0" in out, out
+    code, out = cli("folds")
+    assert code == 0 and "next: comp train --model tiny --fold all" in out, out
+    fake_model(ws, comp, "a")
+    assert cli("stack", "--models", "a", "--method", "mean")[0] == 0
+    code, out = cli("check", "submissions/a_mean.csv")
+    assert code == 0 and "next: comp submit" in out and "-m MESSAGE" in out, out
+    code, out = cli("check", "submissions/a_mean.csv", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["valid"] is True and data["errors"] == [] and data["file"].endswith("a_mean.csv")
+    broken = ws.submissions_dir / "broken.csv"
+    broken.write_text("id,label\nt000,cat\n")
+    code, out = cli("check", str(broken), "--json")
+    data = json.loads(out)
+    assert code == 1 and data["valid"] is False and data["errors"], data
