@@ -137,7 +137,8 @@ def test_models_lists_recipes_backbones_trained_folds_and_settings_that_differ(f
         save_toml(ws.run("tiny", k).recipe, trained)
     code, out = cli("models")
     assert code == 0, out
-    assert "tiny test_resnet stock 2/5" in out and "tiny2" in out and "effnet-lite0" in out
+    assert "tiny * 2/5 1.0000 ± 0.0000 test_resnet" in out and "tiny2" in out and "effnet-lite0" in out
+    assert "* stock recipe, not in" in out
     assert "tiny was trained with other settings than its recipe file says" in out
     assert "epochs: 1 when trained, 5 now" in out and "lr: 0.1 when trained, 0.01 now" in out
     assert "reproduce: `comp train --model tiny --set epochs=1 --set lr=0.1`" in out

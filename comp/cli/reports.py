@@ -96,20 +96,24 @@ def models_command(
     if as_json:
         print_json([m.to_json() for m in infos])
         return
+    # The backbone last, where a long timm tag may fold: model names, folds and CV stay on one line at 80 columns.
     table = Table(title="recipes", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    table.add_column("model", no_wrap=True, overflow="fold", min_width=max(len(m.alias) for m in infos))
-    table.add_column("backbone", overflow="fold")
-    table.add_column("recipe", no_wrap=True)
+    table.add_column("model", no_wrap=True, min_width=max(len(m.alias) for m in infos) + 2)
     table.add_column("trained", no_wrap=True)
     table.add_column("CV mean ± std", justify="right", no_wrap=True)
+    table.add_column("backbone", overflow="fold")
     for m in infos:
         trained = f"{len(m.trained)}/{m.n_folds}" if m.trained else "[dim]-[/]"
         cv = f"{m.mean:.4f} ± {m.std:.4f}" if m.mean is not None else ""
-        table.add_row(escape(m.alias), escape(m.backbone or "?"), m.origin, trained, cv)
+        mark = " [dim]*[/]" if m.origin == "stock" else ""
+        table.add_row(escape(m.alias) + mark, trained, cv, escape(m.backbone or "?"))
     console.print(table)
+    if any(m.origin == "stock" for m in infos):
+        console.print(f"[dim]* stock recipe, not in {escape(str(ws.models_dir))}/ (copy it there to edit it)[/]",
+                      highlight=False)
     for m in infos:
         if m.error:
-            console.print(f"[red]{escape(m.alias)}[/]: {escape(m.error)}", highlight=False, soft_wrap=True)
+            console.print(f"[red]{escape(m.alias)}[/]: {escape(m.error)}", highlight=False)
         if m.differs:
             changed = ", ".join(f"{k}: {then!r} when trained, {now!r} now" for k, (then, now) in m.differs.items())
             console.print(
@@ -117,7 +121,7 @@ def models_command(
                 f"({escape(changed)}); reproduce: `comp train --model {escape(m.alias)} "
                 f"{escape(' '.join(m.overrides))}`, or retrain "
                 f"with the file's settings: `comp train --model {escape(m.alias)} --fold all --force`",
-                highlight=False, soft_wrap=True,
+                highlight=False,
             )
 
 
