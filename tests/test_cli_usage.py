@@ -151,3 +151,11 @@ def test_comp_help_imports_neither_torch_nor_pandas():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "", f"`comp --help` would import {proc.stdout.strip()}"
+
+
+def test_completion_completes_command_names(cli, monkeypatch):
+    monkeypatch.setenv("_COMP_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", "comp sta")
+    monkeypatch.setenv("COMP_CWORD", "1")
+    code, out = cli()
+    assert code == 0 and sorted(out.split()) == ["stack", "status"], out
