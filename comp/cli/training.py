@@ -50,7 +50,8 @@ def train(
     rank0 = int(os.environ.get("RANK", 0)) == 0 or fold_parallel
     overrides = [*(overrides or []), *([f"pseudo={pseudo}"] if pseudo else []),
                  *([f"pseudo_threshold={pseudo_threshold}"] if pseudo_threshold is not None else [])]
-    again = " ".join(["comp train --model", model, "--fold", fold, *(f"--set {o}" for o in overrides or [])])
+    again = " ".join(["comp train --model", model, "--fold", fold, *(["--device", device] if device != "auto" else []),
+                      *(f"--set {o}" for o in overrides or [])])
     try:
         summaries = run_train(ws, model, fold, device=device, overrides=overrides, force=force, budget=budget,
                               fold_parallel=fold_parallel, pseudo_source=pseudo_labels)
