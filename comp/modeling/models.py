@@ -166,6 +166,18 @@ def _require_hub_weights(name: str) -> None:
         )
 
 
+def require_weights(recipe: Recipe, ws: Workspace) -> None:
+    """Training calls this before decoding any image: the recipe's pretrained weights can be had (its local file
+    exists, or the hub weights are cached or downloadable); otherwise a CompError names them and how to supply them."""
+    if not recipe.pretrained:
+        return
+    if recipe.weights and recipe.source in ("file", "timm"):
+        weights_path(ws, recipe.weights)
+    elif recipe.source == "timm":
+        _check_timm_name(recipe.name)
+        _require_hub_weights(recipe.name)
+
+
 def _timm(recipe: Recipe, num_classes: int, pretrained: bool, **extra: Any) -> nn.Module:
     _check_timm_name(recipe.name)
     kwargs = {**_timm_kwargs(recipe, recipe.name.split(".")[0]), **extra}
