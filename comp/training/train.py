@@ -37,7 +37,7 @@ from comp.core.device import resolve_device
 from comp.core.errors import CompError
 from comp.core.provenance import code_version, competition_hash
 from comp.core.workspace import RunPaths, Workspace
-from comp.modeling.models import build_model, data_config, load_weights, save_weights, unwrap
+from comp.modeling.models import build_model, data_config, load_weights, require_weights, save_weights, unwrap
 from comp.modeling.recipe import Recipe, load_recipe, parse_duration, recipe_dict, recipe_file_hash, recipe_hash
 from comp.runs import INPUTS, Run, write_run
 from comp.training import checkpoint
@@ -88,6 +88,8 @@ def train(
     recipe = load_recipe(ws, alias, overrides)
     folds = load_folds(ws, comp)
     fold_list = parse_fold(fold, folds.n_folds)
+    if force or any(not ws.run(alias, k).oof.exists() for k in fold_list):
+        require_weights(recipe, ws)  # in seconds, before images are decoded: offline hub weights, a missing file
     items = with_folds(train_items(comp, ws), folds.frame)
     pseudo = None
     if recipe.pseudo:
