@@ -69,6 +69,9 @@ def render(data: dict) -> str:
         "are measured interleaved in the same process: alternating rounds, the order reversed every round, medians of",
         "the rounds, so contention hits both alike. CPU-seconds (of the process and its loader workers) are reported",
         "beside wall time where loaders are involved: they move far less with the neighbours' load than wall time.",
+        "Both sides run with OpenMP's passive waiting (`OMP_WAIT_POLICY=PASSIVE`, which `import comp` sets), so the",
+        "baseline is spared the spin-waiting that slows a plain script most on a busy machine: the ratios are",
+        "conservative.",
         "",
     ]
     for name, entry in sorted(data["modules"].items()):

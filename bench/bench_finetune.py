@@ -29,7 +29,8 @@ from bench.common import SHARED, Result, paired_rounds, temp_workspace
 
 ROUNDS = 3
 IMG_SIZE = 128
-OVERRIDES = [f"img_size={IMG_SIZE}", "freeze_epochs=0"]
+# $BENCH_FINETUNE_SET adds recipe overrides (e.g. "num_workers=0") to compare comp's own settings by hand.
+OVERRIDES = [f"img_size={IMG_SIZE}", "freeze_epochs=0", *os.environ.get("BENCH_FINETUNE_SET", "").split()]
 
 
 def _image_folder(root: Path) -> list[Path]:

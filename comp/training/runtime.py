@@ -130,14 +130,15 @@ def torch_threads(n: int) -> Iterator[None]:
 # Memory format on CPU
 
 
-def probe_channels_last(model: nn.Module, size: int, batch: int = 8, repeats: int = 2) -> tuple[bool, dict[str, Any]]:
+def probe_channels_last(model: nn.Module, size: int, batch: int = 8, repeats: int = 1) -> tuple[bool, dict[str, Any]]:
     """Whether `model` trains faster in channels_last than in contiguous memory format on this CPU, measured.
 
     oneDNN's convolutions usually prefer channels_last (EfficientNet-Lite0 at 128 px: 1.8x per step on one core),
     but not for every architecture, size and CPU, so the choice is measured once per model and run: a few forward +
-    backward passes of a copy of the model on a fixed random batch, the two formats alternating, the fastest pass of
-    each compared. The model, its gradients and every RNG are left as they were. Models without 2-D convolutions
-    (ViTs) do not care and stay contiguous. Returns (choice, the timings behind it) for the run's record.
+    backward passes of a copy of the model on a fixed random batch, the two formats alternating (one untimed warm-up
+    pass each, then `repeats` timed ones; the fastest of each compared). The model, its gradients and every RNG are
+    left as they were. Models without 2-D convolutions (ViTs) do not care and stay contiguous. Returns (choice, the
+    timings behind it) for the run's record.
     """
     if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return False, {"reason": "no 2-D convolutions"}
