@@ -247,7 +247,9 @@ def _time_per_image(ws: Workspace, comp: Competition, paths: BundlePaths, manife
     root = ws.path(comp.data_dir).resolve()
     local = kernel.competition_at(description, root)
     timings = []
-    for n in sorted({min(n, len(test)) for n in TIMED_IMAGES}):
+    # An untimed run on one image first: the first pass pays one-off costs (lazy imports, allocator warm-up) that
+    # the kernel pays once, not per run; measured, they made the estimate 2.5x too high on the demo.
+    for n in [1, *sorted({min(n, len(test)) for n in TIMED_IMAGES})]:
         scratch = kernel.scratch_workspace(paths.dataset, manifest, root)
         try:
             t0 = time.perf_counter()
@@ -255,7 +257,7 @@ def _time_per_image(ws: Workspace, comp: Competition, paths: BundlePaths, manife
             timings.append((n, time.perf_counter() - t0))
         finally:
             shutil.rmtree(scratch.root, ignore_errors=True)
-    (n1, t1), (n2, t2) = timings[0], timings[-1]
+    (n1, t1), (n2, t2) = timings[1], timings[-1]
     per_image = (t2 - t1) / (n2 - n1) if n2 > n1 else 0.0
     if per_image <= 0:  # one size only, or noise larger than the images' cost: charge everything per image
         per_image, t1, n1 = t2 / n2, 0.0, 0
