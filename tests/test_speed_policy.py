@@ -63,6 +63,10 @@ def test_thread_plan_choices_and_ranks(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert runtime.thread_plan(-1, 100, 32, cpu).workers == 0  # a tiny set: no worker start-up
     assert runtime.thread_plan(-1, 5000, 32, cpu).workers == 2  # one per 8 cores on a CPU
+    monkeypatch.setattr(runtime, "available_cores", lambda: 4)
+    plan = runtime.thread_plan(-1, 5000, 32, cpu)  # a small CPU box: the step gets every core, loading runs inline
+    assert plan.workers == 0 and plan.train_threads == 4 and not plan.normalize_in_workers
+    monkeypatch.setattr(runtime, "available_cores", lambda: 16)
     assert runtime.thread_plan(-1, 5000, 32, cuda).workers == 8
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four ranks on this machine share its cores
     plan = runtime.thread_plan(-1, 5000, 32, cuda)

@@ -88,7 +88,7 @@ class Recipe:
     pseudo_threshold: float = 0.9  # a test image joins when the stack's top probability is at least this
     # -- speed and numerics
     amp: str = "auto"  # auto (bf16 on a CUDA GPU that supports it, else off) | bf16 | fp16 | none
-    channels_last: bool = True  # NHWC memory format on accelerators (ignored on CPU)
+    channels_last: bool = True  # NHWC memory format; on a CPU only where a short probe measures it faster
     compile: bool = False  # torch.compile the model
     num_workers: int = -1  # DataLoader workers; -1 = chosen by comp.training.runtime.thread_plan (never > cores - 1)
     eval_batch_size: int = 0  # 0 = 2 * batch_size

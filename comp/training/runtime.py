@@ -95,9 +95,12 @@ def thread_plan(requested_workers: int, n_items: int, batch_size: int, device: t
     """The thread plan for training on `n_items` rows per process in batches of `batch_size`.
 
     `requested_workers` is the recipe's num_workers: -1 chooses. Workers get at most `cores - 1` (the step keeps a
-    core). Chosen: none for small sets (worker start-up would dominate); on a CPU one worker per 8 cores (from the
-    uint8 cache a worker crops, flips and normalises ~1000 img/s at 128 px, while a CPU step trains 30-300 img/s, so
-    one feeds 8 cores); on a GPU one per core up to 8, leaving one core to the process that drives the GPU.
+    core). Chosen: none for small sets (worker start-up would dominate); on a GPU one per core up to 8, leaving one
+    core to the process that drives the GPU; on a CPU one per 8 cores, none below 8. From the uint8 cache an item
+    costs ~0.5 ms to crop, flip and normalise, a CPU training step ~15-30 ms per image, so a worker would be busy a few
+    percent of the time while, with no oversubscription, it takes a whole core from the step: below 8 cores the step
+    gains more from that core than the loading it would overlap (done inline, its normalisation then runs in the
+    main process). From 8 cores up the step is fast enough for the inline loading to show, and a worker pays.
     """
     cores = process_cores()
     if requested_workers >= 0:
@@ -105,7 +108,7 @@ def thread_plan(requested_workers: int, n_items: int, batch_size: int, device: t
     elif n_items < 4 * batch_size or n_items < 256:
         workers = 0
     elif device.type == "cpu":
-        workers = max(1, cores // 8)
+        workers = cores // 8
     else:
         workers = min(8, cores - 1)
     workers = max(0, min(workers, cores - 1))
