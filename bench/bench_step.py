@@ -11,6 +11,7 @@ the work itself (its own round-to-round noise is about +-3%).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import statistics
 import time
 
@@ -40,7 +41,10 @@ def run() -> list[Result]:
     batches = [(torch.randint(0, 256, (BATCH, 3, SIZE, SIZE), dtype=torch.uint8, generator=gen),
                 torch.randint(0, 10, (BATCH,), generator=gen)) for _ in range(STEPS)]
 
-    trainer = Trainer(recipe, model, cfg, torch.device("cpu"), n_train=BATCH * STEPS)
+    # The plain loop's layout (contiguous) and one thread: this bench measures the Trainer's overhead, not the speed
+    # choices it makes for a real run (bench_finetune measures those).
+    trainer = Trainer(recipe, model, cfg, torch.device("cpu"), n_train=BATCH * STEPS, channels_last=False)
+    trainer.plan = dataclasses.replace(trainer.plan, train_threads=1)
     plain_model = copy.deepcopy(timm.create_model("resnet18", num_classes=10))
     plain_model.load_state_dict(model.state_dict())
     optimizer = torch.optim.AdamW(plain_model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)

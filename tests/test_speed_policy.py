@@ -48,6 +48,7 @@ def test_cgroup_quota_caps_the_cores(tmp_path, monkeypatch):
 def test_thread_plan_never_oversubscribes(monkeypatch, cores, requested, device):
     monkeypatch.setattr(runtime, "available_cores", lambda: cores)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     plan = runtime.thread_plan(requested, n_items=5000, batch_size=32, device=torch.device(device))
     assert plan.cores == cores
     assert plan.workers + plan.train_threads <= cores or (cores == 1 and plan.workers == 0)
@@ -60,6 +61,7 @@ def test_thread_plan_never_oversubscribes(monkeypatch, cores, requested, device)
 def test_thread_plan_choices_and_ranks(monkeypatch):
     monkeypatch.setattr(runtime, "available_cores", lambda: 16)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert runtime.thread_plan(-1, 100, 32, cpu).workers == 0  # a tiny set: no worker start-up
     assert runtime.thread_plan(-1, 5000, 32, cpu).workers == 2  # one per 8 cores on a CPU
@@ -71,6 +73,10 @@ def test_thread_plan_choices_and_ranks(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four ranks on this machine share its cores
     plan = runtime.thread_plan(-1, 5000, 32, cuda)
     assert plan.cores == 4 and plan.workers == 3 and plan.train_threads == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own limit caps it
+    assert runtime.process_cores() == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "4,2")  # nested-level syntax: not a cap comp reads
+    assert runtime.process_cores() == 4
 
 
 def test_torch_threads_is_restored():

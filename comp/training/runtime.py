@@ -86,9 +86,15 @@ class ThreadPlan:
 
 def process_cores() -> int:
     """Cores for this process: the machine's usable cores (comp.vision.images.available_cores) split evenly among
-    the torchrun ranks on this machine (LOCAL_WORLD_SIZE)."""
+    the torchrun ranks on this machine (LOCAL_WORLD_SIZE), and at most OMP_NUM_THREADS when the user set it (the
+    usual way to tell a process how many threads it may run)."""
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-    return max(1, available_cores() // local)
+    cores = max(1, available_cores() // local)
+    try:
+        cap = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:  # unset, or a list such as "4,2" (nested levels): no cap
+        return cores
+    return max(1, min(cores, cap))
 
 
 def thread_plan(requested_workers: int, n_items: int, batch_size: int, device: torch.device) -> ThreadPlan:
