@@ -95,7 +95,7 @@ def _folder_train_items(comp: Competition, ws: Workspace) -> pd.DataFrame:
         class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
                             and p.resolve() not in not_classes)
         # class_map: several folders may train as one class (alaska2: JMiPOD/, JUNIWARD/, UERD/ vs Cover/)
-        names = {p: comp.class_map.get(p.name, p.name) for p in class_dirs}
+        names = {p: (comp.class_map or {}).get(p.name, p.name) for p in class_dirs}
         _check_labels(pd.Series(list(names.values()), dtype=object), comp, str(root))
         for class_dir in class_dirs:
             images, _ = scan_images(class_dir)

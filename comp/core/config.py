@@ -68,8 +68,9 @@ class Competition:
     submission_labels: list[str] = field(default_factory=list)  # how each class is written in the submission
     positive_class: str = ""  # binary kind: the class whose probability the submission holds
     # Training label -> the class it trains as, for a binary set-up from more than two folders (alaska2: Cover vs
-    # "JMiPOD+JUNIWARD+UERD", made by `comp init --negative Cover`); labels not listed are their own class.
-    class_map: dict[str, str] = field(default_factory=dict)
+    # "JMiPOD+JUNIWARD+UERD", made by `comp init --negative Cover`); labels not listed are their own class. None
+    # (not written) when unused: a TOML table comes last, and keys added below an empty one would land in it.
+    class_map: dict[str, str] | None = None
     codabench_phase: str = ""  # CodaBench phase id to submit to (or --phase / $CODABENCH_PHASE)
     submission_zip_name: str = ""  # CodaBench: the file name inside the results zip ("" -> prediction.csv)
     n_folds: int = 5  # K of the stratified K-fold split
@@ -86,7 +87,7 @@ class Competition:
             )
         if self.n_folds < 2:
             raise CompError(f"comp.toml: n_folds is {self.n_folds}; use 2 or more")
-        stray = sorted(v for v in set(self.class_map.values()) if self.classes and v not in self.classes)
+        stray = sorted(v for v in set((self.class_map or {}).values()) if self.classes and v not in self.classes)
         if stray:
             raise CompError(f"comp.toml: class_map maps labels to {', '.join(map(repr, stray))}, which is not one of "
                             "classes; map each training label to one of classes")

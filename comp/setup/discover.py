@@ -158,8 +158,8 @@ class _Discovery:
         if (self.opt.positive or self.opt.negative) and self.opt.kind not in ("", "binary"):
             raise CompError(f"--positive/--negative set up a binary submission; --kind {self.opt.kind} contradicts it")
         if self.opt.positive or self.opt.negative:
-            fields["classes"], fields["class_map"], positive = binary_groups(classes, self.opt.positive,
-                                                                             self.opt.negative)
+            fields["classes"], class_map, positive = binary_groups(classes, self.opt.positive, self.opt.negative)
+            fields["class_map"] = class_map or None
             classes = fields["classes"]
             if fields["class_map"]:
                 self.notes.append(f"binary: {classes[1]!r} (positive) vs {classes[0]!r}; training labels grouped "
