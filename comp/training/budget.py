@@ -28,7 +28,13 @@ from comp.training.pace import duration
 RESERVE = 0.05  # fraction of the budget kept for what the cost model leaves out
 MAX_EPOCH_FACTOR = 3  # a budget never plans more than this many times the recipe's epochs
 SIZE_STEP = 32  # candidate image sides go down from img_size in steps of this many px (CNN strides divide it)
-PROBE_STEPS = 6  # timed training steps (after 2 untimed warm-up steps)
+PROBE_STEPS = 4  # at least this many timed training steps (after 2 untimed warm-up steps) ...
+PROBE_SHARE = 0.02  # ... and more until this share of the budget (at least PROBE_MIN_S) or one epoch is spent:
+PROBE_MIN_S = 3.0  # on a shared machine the rate swings with other processes, and a longer probe averages them
+
+
+class _ProbeDone(Exception):
+    """Raised from the probe's progress callback to end its epoch early."""
 
 
 @dataclass(frozen=True)
@@ -135,9 +141,10 @@ def choose(budget_s: float, elapsed_s: float, recipe: Recipe, rates: Rates, fold
     return Plan(budget_s, epochs, side, planned, elapsed_s, at, capped)
 
 
-def measure(job, train_idx: np.ndarray, val_idx: np.ndarray) -> Rates:
+def measure(job, train_idx: np.ndarray, val_idx: np.ndarray, budget_s: float) -> Rates:
     """Time the fold's real work on `job` (comp.training.train's): building the model and trainer, training steps on
-    the real loader (the first two untimed: worker start-up and allocation), and evaluating a few batches."""
+    the real loader (the first two untimed: worker start-up and allocation; then for PROBE_SHARE of the budget), and
+    evaluating a few batches."""
     from comp.modeling.models import build_model
     from comp.training.loop import Trainer
     from comp.vision import augment, images
@@ -148,7 +155,9 @@ def measure(job, train_idx: np.ndarray, val_idx: np.ndarray) -> Rates:
     trainer = Trainer(recipe, model, job.data_config, job.ddp.device, len(train_idx), job.ddp.world)
     fold_s = time.perf_counter() - t0
     dataset = images.ArrayDataset(job.train_images, job.y, augment.train_transform(job.data_config, recipe))
-    rows = probe_indices(train_idx, recipe.batch_size, PROBE_STEPS + 2, recipe.seed)
+    rows = probe_indices(train_idx, recipe.batch_size, max(PROBE_STEPS + 2, -(-len(train_idx) // recipe.batch_size)),
+                         recipe.seed)
+    probe_s = max(PROBE_MIN_S, PROBE_SHARE * budget_s)
     loader = job._loader(dataset, rows, trainer, 0, 0)
     marks: list[float] = []
     counts: list[int] = []
@@ -156,10 +165,18 @@ def measure(job, train_idx: np.ndarray, val_idx: np.ndarray) -> Rates:
     def advance(n: int) -> None:
         marks.append(time.perf_counter())
         counts.append(n)
+        if len(marks) >= PROBE_STEPS + 2 and marks[-1] - marks[1] >= probe_s:
+            raise _ProbeDone
 
     # An epoch past the frozen ones: the whole model trains (the costliest step the run will take).
     start = time.perf_counter()
-    trainer.train_epoch(loader, recipe.freeze_epochs, advance)
+    try:
+        trainer.train_epoch(loader, recipe.freeze_epochs, advance)
+    except _ProbeDone:
+        pass
+    del loader
+    if hasattr(trainer, "close"):
+        trainer.close()  # the probe's loader workers stop here
     if len(marks) >= 3:
         train_s = (marks[-1] - marks[1]) / max(1, sum(counts[2:]))
         epoch_s = max(0.0, (marks[1] - start) - sum(counts[:2]) * train_s)

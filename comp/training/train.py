@@ -399,7 +399,7 @@ def plan_budget(job: _Job, fold_list: list[int], force: bool, started: float) ->
                                          -(-len(job.test) // world), views))
     val_idx, train_idx = job._split((todo or fold_list)[0])
     decode_s = time.time() - started  # what decoding the images again at another side costs, at most
-    rates = budgeting.measure(job, train_idx, val_idx)
+    rates = budgeting.measure(job, train_idx, val_idx, budget_s)
     plan = budgeting.choose(budget_s, time.time() - started, recipe, rates, folds, decode_s)
     if world > 1:
         shared = [plan]
