@@ -253,3 +253,56 @@ def test_two_model_logistic_stack_round_trip(workspace, cli, isolated, make_kagg
 def test_kernel_module_imports_nothing_from_the_cli():
     source = Path(kernel.__file__).read_text()
     assert "comp.cli" not in source and "typer" not in source
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The kernel in this process, on a one-model bundle made without training (fast)
+
+
+@pytest.fixture
+def one_model_bundle(workspace, make_kaggle_competition, tmp_path):
+    """A Kaggle-like input folder: the competition's files and a bundle of one untrained tiny model (one fold)."""
+    from comp.bundle.build import describe_competition
+    from comp.core.config import save_toml
+    from comp.core.workspace import Workspace
+    from comp.modeling.models import build_model, save_weights
+    from comp.modeling.recipe import load_recipe, recipe_dict
+
+    data = make_kaggle_competition(workspace / "data" / "toy-comp", n_per_class=2, n_test=5)
+    ws = Workspace(workspace)
+    comp = _comp(data_dir="data/toy-comp", test_dir="data/toy-comp/test", image_ext=".png",
+                 sample_submission="data/toy-comp/sample_submission.csv", classes=["cat", "dog", "frog"],
+                 submission_labels=["cat", "dog", "frog"])
+    recipe = load_recipe(ws, "tiny")
+    dataset = tmp_path / "input" / "my-bundle"
+    save_weights(dataset / "models" / "a" / "fold0" / "best.safetensors", build_model(recipe, 3, pretrained=False))
+    save_toml(dataset / "models" / "a" / "fold0" / "recipe.toml", recipe_dict(recipe))
+    manifest = {"name": "one", "models": [{"alias": "a", "folds": [{"fold": 0, "tta": "hflip", "merge": "mean"}]}],
+                "params": {"kind": "weights", "weights": [1.0]}, "competition": describe_competition(comp, ws)}
+    (dataset / kernel.MANIFEST).write_text(json.dumps(manifest))
+    (tmp_path / "input" / "toy-comp").symlink_to(data)
+    (tmp_path / "working").mkdir()
+    return tmp_path / "input", tmp_path / "working", data
+
+
+def test_kernel_writes_a_checked_submission_for_the_test_set_it_finds(one_model_bundle):
+    inputs, working, data = one_model_bundle
+    lines = []
+    written = kernel.run_kernel(inputs, working, name="one", device="cpu", say=lines.append)
+    frame = pd.read_csv(written, dtype=str)
+    sample = pd.read_csv(data / "sample_submission.csv", dtype=str)
+    assert written == working / "submission.csv" and list(frame.columns) == list(sample.columns)
+    assert list(frame["id"]) == list(sample["id"]) and set(frame["label"]) <= {"cat", "dog", "frog"}
+    assert sorted(p.name for p in working.iterdir()) == ["comp-kernel.json", "submission.csv"]
+    record = json.loads((working / "comp-kernel.json").read_text())
+    assert record["n_images"] == 5 and record["versions"]["ttach"] == "0.0.3"
+    assert any("the check passed" in line for line in lines)
+
+
+def test_kernel_fails_loudly_when_the_test_set_lacks_an_image(one_model_bundle):
+    inputs, working, data = one_model_bundle
+    sample = pd.read_csv(data / "sample_submission.csv", dtype=str)
+    (data / "test" / f"{sample['id'].iloc[2]}.png").unlink()
+    with pytest.raises(CompError, match="cannot be read"):
+        kernel.run_kernel(inputs, working, name="one", device="cpu", say=lambda _: None)
+    assert not (working / "submission.csv").exists()
