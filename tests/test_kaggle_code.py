@@ -168,3 +168,25 @@ def test_log_tail_reads_kaggles_json_log_and_plain_text():
     chunks = [{"stream_name": "stdout", "time": 0, "data": f"line {i}\n"} for i in range(40)]
     assert log_tail(json.dumps(chunks), 3).splitlines() == ["line 37", "line 38", "line 39"]
     assert log_tail("a\nb\nc", 2).splitlines() == ["b", "c"]
+
+
+def test_rejected_credential_is_named_without_its_value(kaggle, bundled, monkeypatch, workspace):
+    monkeypatch.setenv("KAGGLE_KEY", "wrong-key-123")
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "x")
+    assert code == 1 and "401" in out and "KAGGLE_USERNAME" in out
+    assert "wrong-key-123" not in out
+    assert not kaggle.code.datasets and not Workspace(workspace).ledger.exists()
+
+
+def test_a_dataset_kaggle_fails_to_process_stops_before_the_kernel(kaggle, bundled, monkeypatch):
+    original = kaggle.code._GetDatasetStatus
+
+    def failing(body):
+        status, headers, payload = original(body)
+        return (status, headers, json.dumps({"status": "FAILED"}).encode()) if status == 200 else (status, headers,
+                                                                                                    payload)
+
+    monkeypatch.setattr(kaggle.code, "_GetDatasetStatus", failing)
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "x")
+    assert code == 1 and "as failed" in out
+    assert not _calls(kaggle, "SaveKernel") and not kaggle.code.code_submissions
