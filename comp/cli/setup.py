@@ -31,8 +31,10 @@ def init(
     sample: str = typer.Option("", "--sample", help="The sample submission CSV, when not detected."),
     test_dir: str = typer.Option("", "--test-dir", help="The folder of test images, when not detected."),
     group_column: str = typer.Option("", "--group-column", help="Labels-CSV column whose rows share a fold."),
-    positive: list[str] = typer.Option([], "--positive", help="Binary: training labels counted positive (A,B)."),
-    negative: list[str] = typer.Option([], "--negative", help="Binary: training labels counted negative (C)."),
+    positive: list[str] = typer.Option([], "--positive", metavar="LABELS",
+                                       help="Binary: training labels counted positive, e.g. A,B (rest: negative)."),
+    negative: list[str] = typer.Option([], "--negative", metavar="LABELS",
+                                       help="Binary: training labels counted negative, e.g. Cover (rest: positive)."),
     n_folds: int = typer.Option(5, "--n-folds", help="K of the stratified K-fold split."),
     seed: int = typer.Option(42, "--seed", help="Seed of the fold split."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing comp.toml (recipes and runs are "
