@@ -43,14 +43,31 @@ def _no_fsync(monkeypatch):
     monkeypatch.setattr(os, "fsync", lambda fd: None)
 
 
+_OPTIMIZER_STEPS = [0]  # optimizer steps taken in this session (a global torch hook counts them)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _count_optimizer_steps():
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    def count(optimizer, args, kwargs):
+        _OPTIMIZER_STEPS[0] += 1
+
+    handle = register_optimizer_step_pre_hook(count)
+    yield
+    handle.remove()
+
+
 @pytest.fixture(autouse=True)
-def _only_slow_tests_start_processes(request, monkeypatch):
-    """`make test-fast` (-m "not slow") stays a quick loop only if no test in it starts a process: a test that does
-    (a subprocess such as `python -m comp`/torchrun, a process pool, DataLoader workers) and is not marked `slow`
-    fails here, naming what it started. `git` (asked for the code version by provenance) is cheap and allowed."""
+def _only_slow_tests_train_or_start_processes(request, monkeypatch, _count_optimizer_steps):
+    """`make test-fast` (-m "not slow") stays a quick loop only if no test in it trains a model or starts a process:
+    a test that steps an optimizer or starts a subprocess (`python -m comp`, torchrun), a process pool or DataLoader
+    workers, and is not marked `slow`, fails here, naming what it did. `git` (asked for the code version by
+    provenance) is cheap and allowed."""
     if request.node.get_closest_marker("slow") is not None:
         yield
         return
+    steps_before = _OPTIMIZER_STEPS[0]
     started: list[str] = []
     popen_init = subprocess.Popen.__init__
     process_start = multiprocessing.process.BaseProcess.start
@@ -68,9 +85,12 @@ def _only_slow_tests_start_processes(request, monkeypatch):
     monkeypatch.setattr(subprocess.Popen, "__init__", popen)
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
     yield
+    steps = _OPTIMIZER_STEPS[0] - steps_before
+    if steps:
+        started.append(f"{steps} optimizer step(s) (training)")
     if started:
-        pytest.fail(f"{request.node.nodeid} started {len(started)} process(es), e.g. {started[0]}; mark it "
-                    "@pytest.mark.slow (make test-fast must stay quick)", pytrace=False)
+        pytest.fail(f"{request.node.nodeid} started {len(started)} process(es) or training, e.g. {started[0]}; mark "
+                    "it @pytest.mark.slow (make test-fast must stay quick)", pytrace=False)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -35,19 +35,31 @@ def test_marked_starts_a_process():
     subprocess.run([sys.executable, "-c", "pass"], check=True)
 
 
-def test_git_is_allowed_and_threads_are_fine():
+def test_unmarked_trains():
+    import torch
+
+    weight = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    weight.sum().backward()
+    optimizer.step()
+
+
+def test_threads_and_a_forward_pass_are_fine():
+    import torch
     import threading
 
     thread = threading.Thread(target=lambda: None)
     thread.start()
     thread.join()
+    assert torch.nn.Linear(2, 1)(torch.ones(1, 2)).shape == (1, 1)
 """
 
 
 @pytest.mark.slow  # starts processes (the planted tests do)
-def test_the_guard_fails_an_unmarked_test_that_starts_a_process(pytester):
+def test_the_guard_fails_unmarked_tests_that_start_a_process_or_train(pytester):
     pytester.makeconftest((TESTS / "conftest.py").read_text(encoding="utf-8"))
     pytester.makepyfile(test_planted=PLANTED)
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-o", "markers=slow\ngpu")
-    result.assert_outcomes(passed=3, errors=1)
-    result.stdout.fnmatch_lines(["*test_unmarked_starts_a_process started 1 process(es)*mark it @pytest.mark.slow*"])
+    result.assert_outcomes(passed=4, errors=2)
+    result.stdout.fnmatch_lines(["*test_unmarked_starts_a_process started 1 process(es)*subprocess*mark it*slow*"])
+    result.stdout.fnmatch_lines(["*test_unmarked_trains started 1 *1 optimizer step(s) (training)*"])
