@@ -1,6 +1,6 @@
 """`comp stack` at scale: 50,000 OOF rows x 3 models x 100 classes, every method scored with honest CV.
 
-Harness: the whole `comp.stack.stack` call in a throwaway workspace (load and check 30 logits files, honest
+Harness: the whole `comp.ensemble.stack.stack` call in a throwaway workspace (load and check 30 logits files, honest
 5-fold CV of the mean, hill-climbing weights and the logistic stacker, refit of the best, a 10,000-row submission
 written and checked). Target: <= 30 s on a 2-core CPU.
 Baseline: the usual recipe, scikit-learn's default `LogisticRegression` on the raw concatenated logits (300

@@ -1,4 +1,4 @@
-"""Training step: `comp.loop.Trainer.train_epoch` vs a minimal hand-written loop (same model, batches, precision).
+"""Training step: `comp.training.loop.Trainer.train_epoch` vs a minimal hand-written loop (same model, data, precision).
 
 CPU, fp32, timm resnet18 (random init) on 64 px, batches of 32, AdamW, label smoothing 0.1. Both start from the same
 uint8 batches and convert/normalise them in the step; the harness also does its random flip, the LR schedule

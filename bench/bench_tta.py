@@ -1,4 +1,4 @@
-"""TTA: `comp.tta.predict_logits` (batched views, BN-folded channels_last copy) vs ttach's wrapper loop.
+"""TTA: `comp.vision.tta.predict_logits` (batched views, BN-folded channels_last copy) vs ttach's wrapper loop.
 
 CPU (one thread, timed in CPU seconds of this process: on a shared box wall time mostly measures the neighbours),
 timm resnet18 with random weights (weights do not change the cost), 64 images of 160 px in batches of 16, d4

@@ -1,6 +1,6 @@
 """Fault injection: SIGKILL during a checkpoint or logits write, then the same command again.
 
-`COMP_FAULT_KILL=<file name>` makes the training process kill itself with SIGKILL inside `comp.atomic` at the worst
+`COMP_FAULT_KILL=<file name>` makes the training process kill itself with SIGKILL inside `comp.core.atomic` at the worst
 moment: the temp file is complete and fsync'ed, the rename onto the real name has not happened. Whatever point it
 dies at, no truncated artifact may sit where a later stage reads, and re-running the same command must end with
 the same artifacts as an uninterrupted run.

@@ -2,7 +2,7 @@
 
 Every estimator takes `X` of shape (n, M, C): the log-probabilities of M models for n rows over C classes, and
 integer labels `y` (n,). `__init__` only stores parameters, `fit` returns self, learned state ends in `_`, and
-`predict_log_proba` returns blended log-probabilities (valid logits for `comp.metrics.score`). Because they are
+`predict_log_proba` returns blended log-probabilities (valid logits for `comp.core.metrics.score`). Because they are
 real estimators, `honest_predictions` can score them with `cross_val_predict` on a `PredefinedSplit` built from
 folds.csv: every row is predicted by an estimator that never saw that row's label.
 """
@@ -82,7 +82,7 @@ class HillClimbBlend(_Blend):
     """
 
     def __init__(self, metric: str = "accuracy", top_k: int = 5, max_iter: int = 50):
-        self.metric = metric  # comp.metrics name the selection optimises
+        self.metric = metric  # comp.core.metrics name the selection optimises
         self.top_k = top_k  # k of map@k
         self.max_iter = max_iter  # most models added after the first
 

@@ -2,7 +2,7 @@
 
 Reads only the first waist (OOF and test logits keyed by id, `comp.logits`) and refuses any input that was not made
 from the folds, classes and competition in force, naming the model and fold. Every CV number it reports is honest:
-a blend with learned parameters is scored by `comp.blend.honest_predictions` (cross_val_predict on the folds.csv
+a blend with learned parameters is scored by `comp.ensemble.blend.honest_predictions` (cross_val_predict on folds.csv
 split), so no row is scored by anything fitted on its label. The chosen blend is then refitted on all OOF rows and
 applied to the fold-averaged test logits, and written through the second waist (`comp.submission`).
 """

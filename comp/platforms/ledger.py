@@ -1,6 +1,6 @@
 """submissions/ledger.csv: what was sent, how it was made and how it scored; and its CV-vs-public plot.
 
-One row per submission. The file is rewritten whole through `comp.atomic` on every change, so a crash leaves the
+One row per submission. The file is rewritten whole through `comp.core.atomic` on every change, so a crash leaves the
 previous ledger, never half a row. Every value is kept as text (scores as the platform wrote them) so nothing is
 lost to float formatting. Credentials never come here: rows hold file hashes, messages and platform refs only.
 """

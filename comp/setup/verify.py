@@ -1,6 +1,6 @@
 """Preflight of a competition's files: every train and test image decoded once, before any GPU hour is spent.
 
-`verify(comp, ws)` decodes each image with `comp.data.open_rgb` in a process pool, lists broken files by path and
+`verify(comp, ws)` decodes every image (`comp.vision.images.open_rgb`) in a process pool, lists broken files by path and
 kind, cross-checks labels, folders and the sample submission, finds exact train/test duplicates (sha256 of bytes),
 and caches the report in `ws.verify_cache` under a fingerprint of comp.toml and the (path, size, mtime) of every
 data file. `require_verified(comp, ws)`, called by training, accepts only a passing report with the current
