@@ -1,4 +1,4 @@
-"""comp.data: the uint8 image cache, datasets, loaders and transforms."""
+"""comp.vision.images and comp.vision.augment: the uint8 image cache, datasets, loaders and transforms."""
 
 from __future__ import annotations
 
