@@ -1,6 +1,6 @@
 """Sending a checked submission somewhere and recording it: the only package that talks to the network.
 
-`submit_file` is the one road from a CSV to a platform: it always runs `comp.submission.check_file` first, sends
+`submit_file` is the one road from a CSV to a platform: it always runs `comp.submission.check.check_file` first, sends
 the file with the competition's backend (`kaggle.KaggleBackend`, `codabench.CodabenchBackend`, or none), records
 it in the ledger as soon as the platform has accepted it, then polls for the score. A backend is any object with
 the methods of `Backend`; tests pass one built against a local server.

@@ -2,7 +2,7 @@
 
 A platform rejects a file (or, worse, scores it badly) for a wrong header, a missing or duplicated id, an empty cell,
 a label it does not know, or probabilities that are not probabilities. Each problem becomes one message that names
-the line, id or column and says how to fix it. The file is parsed as text (`comp.submission.parse_csv`), so nothing
+the line, id or column and says how to fix it. The file is parsed as text (`comp.submission.parse`), so nothing
 is silently coerced: "007" stays "007", "1.0" is not "1", "nan" is not a number.
 
 Values are read as the graders read them (pandas): a number is what `pandas.read_csv` takes for one, not what
