@@ -127,4 +127,4 @@ def test_refuses_runs_from_other_folds_and_missing_checkpoints(ws, cli):
     code, out = cli("predict", "--model", "nope", "--device", "cpu")
     assert code == 1 and "nope has no trained fold" in out
     code, out = cli("predict", "--model", "tiny", "--tta", "d8", "--device", "cpu")
-    assert code == 1 and "--tta 'd8'" in out
+    assert code == 2 and "'--tta': 'd8' is not one of none, hflip" in out  # a usage error, caught while parsing
