@@ -51,7 +51,8 @@ def train(
     overrides = [*(overrides or []), *([f"pseudo={pseudo}"] if pseudo else []),
                  *([f"pseudo_threshold={pseudo_threshold}"] if pseudo_threshold is not None else [])]
     again = " ".join(["comp train --model", model, "--fold", fold, *(["--device", device] if device != "auto" else []),
-                      *(f"--set {o}" for o in overrides or [])])
+                      *(f"--set {o}" for o in overrides or []),
+                      *(["--budget", budget] if budget else [])])
     try:
         summaries = run_train(ws, model, fold, device=device, overrides=overrides, force=force, budget=budget,
                               fold_parallel=fold_parallel, pseudo_source=pseudo_labels)
