@@ -81,7 +81,7 @@ def test_stock_recipes_suit_short_runs_on_small_sets():
         assert recipe.scale_min >= 0.3, alias
         assert recipe.warmup_epochs <= 0.5, alias
         assert recipe.head == "linear" and recipe.vflip == 0.0  # vertical flips: an option for top-down images
-        assert not recipe.min_img_size or recipe.min_img_size <= recipe.img_size
+        assert not recipe.min_img_size or recipe.min_img_size < recipe.img_size
 
 
 def test_ema_follows_the_weights_on_a_few_hundred_updates():

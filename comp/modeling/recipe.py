@@ -81,7 +81,7 @@ class Recipe:
     # -- time budget (`comp train --budget` overrides `budget`)
     budget: str = ""  # wall-clock time for the whole `comp train` command, e.g. "2h", "45m", "1h30m"; "" = off.
     #                   The first steps are timed, then epochs (and img_size, down to min_img_size) are chosen to fit
-    min_img_size: int = 0  # px; the smallest img_size a budget may choose; 0 = keep img_size
+    min_img_size: int = 0  # px; the smallest img_size a budget may choose; 0 (or >= img_size) = keep img_size
     # -- pseudo-labels (`comp train --pseudo STACK --pseudo-threshold P` set these)
     pseudo: str = ""  # a stack (submissions/<name>.csv + .json) whose confident test predictions join every fold's
     #                   training rows with the stack's label (never the held-out rows); "" = off
@@ -110,8 +110,8 @@ class Recipe:
             raise CompError(f"recipe: pseudo_threshold = {self.pseudo_threshold}; use a probability in (0, 1]")
         if self.budget:
             parse_duration(self.budget, "recipe: budget")
-        if self.min_img_size < 0 or (self.min_img_size and self.img_size and self.min_img_size > self.img_size):
-            raise CompError(f"recipe: min_img_size = {self.min_img_size}; use 0 (keep img_size) or at most img_size")
+        if self.min_img_size < 0:  # above img_size it never applies (a budget only shrinks the image)
+            raise CompError(f"recipe: min_img_size = {self.min_img_size}; use 0 (keep img_size) or a side in px")
         if self.source == "torchvision" and self.pretrained and not self.weights:
             raise CompError("recipe: source = torchvision needs weights = <enum name> (or pretrained = false)")
         if self.source == "file" and self.pretrained and not self.weights:
