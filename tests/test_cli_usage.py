@@ -120,7 +120,7 @@ def test_library_warnings_print_one_line_without_source_paths(cli, monkeypatch):
 
     def warn_then_run(*args, **kwargs):
         warnings.warn("Glyph 29483 missing from font(s) DejaVu Sans.", UserWarning, stacklevel=1)
-        warnings.warn("Glyph 29483 missing from font(s) DejaVu Sans.", UserWarning, stacklevel=1)
+        warnings.warn("[/bold] is not markup here", UserWarning, stacklevel=1)
         raise SystemExit(0)
 
     monkeypatch.setattr(comp.report, "status", warn_then_run)
@@ -129,6 +129,7 @@ def test_library_warnings_print_one_line_without_source_paths(cli, monkeypatch):
         code, out = cli("status")
     assert "warning: Glyph 29483 missing from font(s) DejaVu Sans." in out
     assert out.count("Glyph 29483") == 1  # once, not once per call
+    assert "warning: [/bold] is not markup here" in out
     assert ".py:" not in out and "UserWarning" not in out
 
 

@@ -115,7 +115,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     text = " ".join(str(message).split())
     if text not in _seen_warnings:
         _seen_warnings.add(text)
-        err_console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True, markup=True)
+        from rich.markup import escape
+
+        err_console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 _seen_warnings: set[str] = set()
