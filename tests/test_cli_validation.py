@@ -135,3 +135,11 @@ def test_train_verifies_unverified_data_itself_and_refuses_broken_data(toy, cli)
 
 def test_workspace_equality_ignores_how_it_was_found(tmp_path):
     assert Workspace(tmp_path) == Workspace(tmp_path, "found") == Workspace(tmp_path, "COMP_WORKSPACE")
+
+
+def test_verify_prints_file_names_as_data_not_markup(make_folder_competition, workspace, cli):
+    data = make_folder_competition(workspace / "data" / "toy")
+    (data / "train" / "0" / "[red]draft.jpg").write_bytes(b"")
+    assert cli("init", str(data))[0] == 0
+    code, out = cli("verify")
+    assert code == 1 and "data/toy/train/0/[red]draft.jpg: the file is empty" in out, out

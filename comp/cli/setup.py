@@ -172,7 +172,7 @@ def print_report(report: VerifyReport, ws: Workspace, cached: bool) -> None:
     console.print(f"[bold]verify[/]: {report.n_train} train, {report.n_test} test images; {how}", highlight=False)
     if report.class_counts:
         counts = ", ".join(f"{c} {n}" for c, n in report.class_counts.items())
-        console.print(f"  classes ({len(report.class_counts)}): {counts}", highlight=False, soft_wrap=True)
+        console.print(f"  classes ({len(report.class_counts)}): {escape(counts)}", highlight=False, soft_wrap=True)
     for split, r in report.sizes.items():
         if r:
             console.print(
@@ -193,7 +193,8 @@ def _print_issues(level: str, colour: str, issues: list[Issue], ws: Workspace) -
     for kind, group in by_kind.items():
         console.print(f"[bold {colour}]{level}[/]: {kind} ({len(group)})", highlight=False)
         for issue in group[:SHOW_PER_KIND]:
-            console.print(f"  {issue.path}: {issue.detail}", highlight=False, soft_wrap=True)
+            # Paths and details are data (a file may be named "[draft].png"), never rich markup.
+            console.print(f"  {escape(issue.path)}: {escape(issue.detail)}", highlight=False, soft_wrap=True)
         if len(group) > SHOW_PER_KIND:
             console.print(f"  ... {len(group) - SHOW_PER_KIND} more in {ws.verify_cache}", highlight=False)
 
