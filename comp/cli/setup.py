@@ -85,14 +85,14 @@ def init(
         ("recipes copied", ", ".join(found.copied_recipes) or "none new"),
     ]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, escape(value))  # file and class names are data, not markup
     console.print(table)
     for note in found.notes:
-        console.print(f"[cyan]note:[/] {note}", highlight=False)
+        console.print(f"[cyan]note:[/] {escape(note)}", highlight=False)
     for warning in found.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if len(found.skipped) > 10:
-        console.print("ignored (not images): " + ", ".join(found.skipped), highlight=False, soft_wrap=True)
+        console.print("ignored (not images): " + escape(", ".join(found.skipped)), highlight=False, soft_wrap=True)
     console.print(f"wrote {ws.comp_toml}", highlight=False)
     say_next("comp verify", "decode every image once and check the labels")
 

@@ -148,10 +148,10 @@ def predict_command(
         for preset, value in result.tta_scores.items():
             table.add_row(preset + (" [bold green]<- chosen[/]" if preset == result.tta else ""), f"{value:.4f}")
         for preset, why in result.unavailable.items():
-            table.add_row(f"{preset} [dim](skipped)[/]", why[:80])
+            table.add_row(f"{preset} [dim](skipped)[/]", escape(why[:80]))
         console.print(table)
     for f in result.folds:
-        console.print(f"[bold]{model}[/] fold {f.fold}: OOF {result.metric} {f.oof_score:.4f} (tta {result.tta}, "
-                      f"{f.n_oof} OOF + {f.n_test} test rows)", highlight=False)
+        console.print(f"[bold]{escape(model)}[/] fold {f.fold}: OOF {result.metric} {f.oof_score:.4f} "
+                      f"(tta {result.tta}, {f.n_oof} OOF + {f.n_test} test rows)", highlight=False)
     if result.missing:
         console.print(f"[yellow]not trained yet:[/] fold(s) {', '.join(map(str, result.missing))}", highlight=False)
