@@ -3,8 +3,9 @@
 Every model leaves here with a timm-style `pretrained_cfg` (mean, std, input size, interpolation, crop, classifier
 name), and `data_config(model, recipe)` is the one decision of a model's input (timm's data config, the recipe's
 img_size, the cache side), resolved from the recipe alone when no model is built yet: the input pipeline never
-hard-codes normalisation and nothing else decides a size. Pretrained weights come through the libraries' own loaders (timm's hub/file loader,
-torchvision's weights enums), so a cached or local file works offline exactly as a download would.
+hard-codes normalisation and nothing else decides a size. Pretrained weights come through the libraries' own
+loaders (timm's hub/file loader, torchvision's weights enums), so a cached or local file works offline exactly as a
+download would.
 """
 
 from __future__ import annotations
