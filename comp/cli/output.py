@@ -35,15 +35,21 @@ def print_grid(title: str, rows: list[tuple[str, int, list[str], str, str]], n_f
     one block per row (label, mean ± std and OOF, then its folds), which fits any width, 80 columns included."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
+    def width(cells: list[str], header: str) -> int:  # a column's printed width: its widest cell, markup removed
+        return max([len(header), *(Text.from_markup(c).cell_len for c in cells)])
+
+    headers = [f"f{k}" if n_folds > 4 else f"fold {k}" for k in range(n_folds)]
     label_width = max(n for _, n, *_ in rows)
-    mean_width = max(len(mean) for *_, mean, _oof in rows) or 10
-    # Columns are separated by 2 spaces; fold cells are at most 7 wide ("running", "stopped", "0.9876").
-    if label_width + n_folds * 9 + mean_width + 2 + 8 <= console.width:
+    columns = [width([r[2][k] for r in rows], h) for k, h in enumerate(headers)]
+    columns += [width([r[3] for r in rows], "mean ± std"), width([r[4] for r in rows], "OOF")]
+    # The table's edges take 1 column each side and every further column 2 spaces before it.
+    if 2 + label_width + sum(2 + w for w in columns) <= console.width:
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
         table.add_column("", no_wrap=True, min_width=label_width)
-        for k in range(n_folds):
-            table.add_column(f"f{k}" if n_folds > 4 else f"fold {k}", justify="right", no_wrap=True)
+        for header in headers:
+            table.add_column(header, justify="right", no_wrap=True)
         table.add_column("mean ± std", justify="right", no_wrap=True)
         table.add_column("OOF", justify="right", no_wrap=True)
         for label, _n, cells, mean, oof in rows:
