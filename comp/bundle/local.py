@@ -156,12 +156,17 @@ def run_local(ws: Workspace, name: str, variant: bool = False, timeout: float = 
                     added, removed, log)
 
 
-def verify_bundle(ws: Workspace, name: str, say=print) -> list[LocalRun]:
-    """Both local runs (the local test set, then the variant with images left out and added); when both pass,
-    `local-run/passed.json` records the dataset's content hash, which `comp submit --kernel` requires."""
+def verify_bundle(ws: Workspace, name: str, say=print, done=None) -> list[LocalRun]:
+    """Both local runs (the local test set, then the variant with images left out and added), each handed to
+    `done(variant, run)` as it ends; when both pass, `local-run/passed.json` records the dataset's content hash,
+    which `comp submit --kernel` requires."""
     from comp.bundle.build import dataset_hash
 
-    runs = [run_local(ws, name, variant=False, say=say), run_local(ws, name, variant=True, say=say)]
+    runs = []
+    for variant in (False, True):
+        runs.append(run_local(ws, name, variant=variant, say=say))
+        if done is not None:
+            done(variant, runs[-1])
     same = runs[0]
     paths = ws.bundle(name)
     if paths.record.is_file():  # the whole local test set in a fresh process: a better time per image than the sample

@@ -46,12 +46,14 @@ def bundle(
         return
     from comp.bundle.local import verify_bundle
 
-    for variant, done in zip((False, True), verify_bundle(ws, result.name, say=say), strict=True):
+    def summary(variant: bool, done) -> None:  # noqa: ANN001 - a comp.bundle.local.LocalRun
         what = (f"a test set with {len(done.missing_ids)} local image(s) left out and {len(done.extra_ids)} new "
                 "one(s)" if variant else "the local test set")
         say(escape(f"local run on {what}: {done.n_rows} rows in {done.seconds:.1f} s "
                    f"({1000 * done.per_image_s:.1f} ms/image of prediction, models built included); "
                    f"{done.compared} id(s) match "
                    f"submissions/{result.name}.csv (labels equal, probabilities within {done.max_abs_diff:.1e})"))
+
+    verify_bundle(ws, result.name, say=say, done=summary)
     say(f"[green]ok:[/] the kernel reproduces submissions/{escape(result.name)}.csv offline; "
         f"next: comp submit --kernel {escape(result.name)} -m MESSAGE --dry-run")
