@@ -114,13 +114,14 @@ class KaggleCodeBackend(KaggleBackend):
             request.owner_slug, request.slug, request.title = owner, slug, title
             request.license_name, request.is_private = "CC0-1.0", True
             request.files, request.directories = files, directories
-            answer = self._call("creating the dataset", api.create_dataset, request)
+            answer = self._call("creating the dataset", api.create_dataset, request, idempotent=False)
         else:
             body = ApiCreateDatasetVersionRequestBody()
             body.version_notes, body.files, body.directories = notes, files, directories
             request = ApiCreateDatasetVersionRequest()
             request.owner_slug, request.dataset_slug, request.body = owner, slug, body
-            answer = self._on_missing(ref, "creating a dataset version", api.create_dataset_version, request)
+            answer = self._on_missing(ref, "creating a dataset version", api.create_dataset_version, request,
+                                     idempotent=False)
         if answer.error:
             raise CompError(f"Kaggle refused the dataset {ref}: {self._redact(answer.error)}; nothing was submitted")
         return answer.url or answer.ref or ref
@@ -212,7 +213,8 @@ class KaggleCodeBackend(KaggleBackend):
         request.kernel_data_sources = list(metadata.get("kernel_sources", []))
         request.model_data_sources = list(metadata.get("model_sources", []))
         request.category_ids = []
-        answer = self._call("pushing the kernel", self._client.kernels.kernels_api_client.save_kernel, request)
+        answer = self._call("pushing the kernel", self._client.kernels.kernels_api_client.save_kernel, request,
+                            idempotent=False)
         invalid = [*answer.invalid_dataset_sources, *answer.invalid_competition_sources,
                    *answer.invalid_kernel_sources, *answer.invalid_model_sources]
         if answer.error or invalid:
@@ -266,18 +268,20 @@ class KaggleCodeBackend(KaggleBackend):
         request.kernel_version = version
         request.file_name = file_name
         request.submission_description = message
-        answer = self._call("creating the code submission", self._api.create_code_submission, request)
+        answer = self._call("creating the code submission", self._api.create_code_submission, request,
+                            idempotent=False)
         if not answer.ref:
             raise CompError(f"Kaggle did not accept the code submission: {self._redact(answer.message or 'no ref')}; "
                             "nothing was recorded")
         return str(answer.ref)
 
     # -- errors
-    def _on_missing(self, ref: str, what: str, method: Callable[[Any], Any], request: Any) -> Any:
+    def _on_missing(self, ref: str, what: str, method: Callable[[Any], Any], request: Any,
+                    idempotent: bool = True) -> Any:
         """`_call`, except that a 404 means `ref` (a dataset or kernel) does not exist, raised as `_Missing`."""
         self._missing = ref
         try:
-            return self._call(what, method, request)
+            return self._call(what, method, request, idempotent=idempotent)
         finally:
             self._missing = ""
 
