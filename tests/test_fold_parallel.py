@@ -59,3 +59,23 @@ def test_two_cpu_processes_write_what_a_sequential_run_writes(make_toy_workspace
             a, b = logits.load(getattr(seq.run("tiny", k), kind)), logits.load(getattr(par.run("tiny", k), kind))
             assert list(a.ids) == list(b.ids)
             np.testing.assert_array_equal(a.values, b.values)
+
+
+@pytest.mark.slow
+def test_fold_parallel_processes_follow_rank_0s_budget_plan(make_toy_workspace, workspace):
+    import tomllib
+
+    ws, _ = make_toy_workspace(workspace, n_per_class=8, n_folds=3)
+    env = {**os.environ, "COMP_WORKSPACE": str(workspace), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "comp",
+           "train", "--model", "tiny", "--fold", "all", "--device", "cpu", "--fold-parallel", "--budget", "60s"]
+    done = subprocess.run(cmd, cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    import re
+
+    # Each process says the plan it follows for its folds: rank 0's, measured once.
+    plans = re.findall(r"budget 1m00s: measured .* x (\d+) epochs? at (\d+) px", out)
+    assert len(plans) == 2 and len(set(plans)) == 1, out
+    recipes = [tomllib.loads(ws.run("tiny", k).recipe.read_text()) for k in range(3)]
+    assert {r["budget"] for r in recipes} == {"60s"} and len({(r["epochs"], r["img_size"]) for r in recipes}) == 1

@@ -42,7 +42,7 @@ from comp.modeling.recipe import Recipe, load_recipe, parse_duration, recipe_dic
 from comp.runs import INPUTS, Run, write_run
 from comp.training import checkpoint
 from comp.training.budget import Plan, finished_line
-from comp.training.fold_parallel import fold_share
+from comp.training.fold_parallel import fold_share, join_plan_group
 from comp.training.lock import run_lock
 from comp.training.loop import Trainer, epoch_progress
 from comp.training.pace import Pace
@@ -147,8 +147,7 @@ def _processes(device: str, fold_parallel: bool, recipe: Recipe, fold_list: list
     if fold_parallel:
         ddp, fold_list = fold_share(resolve_device(device), fold_list)
         if recipe.budget:
-            raise CompError("--budget with --fold-parallel is not supported: plan with one process (--budget "
-                            "without torchrun), then run the planned --set epochs=N --set img_size=S in parallel")
+            join_plan_group()  # rank 0 plans, every process follows (no gradients are exchanged)
     else:
         ddp = setup_distributed(resolve_device(device))
     if ddp.device.type == "cuda":
@@ -376,7 +375,28 @@ def _read_metrics(paths: RunPaths) -> dict[str, Any]:
 
 def plan_budget(job: _Job, fold_list: list[int], force: bool, started: float) -> Plan:
     """The budget's plan for the folds still to train: reused from folds an interrupted run started under the same
-    budget, else measured now (every DDP rank measures, rank 0's plan is the one all follow)."""
+    budget, else measured now. Under torchrun rank 0's plan is the one all follow: with DDP every rank measures (the
+    probe's steps are collective); with --fold-parallel rank 0 plans for its share of the folds (the largest) while
+    the others wait, so every fold trains with the same settings."""
+    group = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    plan: Plan | CompError | None = None
+    if not (group and job.ddp.world == 1 and dist.get_rank() != 0):
+        try:
+            plan = _local_plan(job, fold_list, force, started)
+        except CompError as err:
+            if not group:
+                raise
+            plan = err  # sent to the other processes too, which would otherwise wait for a plan forever
+    if group:
+        shared = [plan]
+        dist.broadcast_object_list(shared, src=0)
+        plan = shared[0]
+    if isinstance(plan, CompError):
+        raise plan
+    return plan
+
+
+def _local_plan(job: _Job, fold_list: list[int], force: bool, started: float) -> Plan:
     from comp.runs import recorded_recipe
     from comp.training import budget as budgeting
 
@@ -400,9 +420,4 @@ def plan_budget(job: _Job, fold_list: list[int], force: bool, started: float) ->
     val_idx, train_idx = job._split((todo or fold_list)[0])
     decode_s = time.time() - started  # what decoding the images again at another side costs, at most
     rates = budgeting.measure(job, train_idx, val_idx, budget_s)
-    plan = budgeting.choose(budget_s, time.time() - started, recipe, rates, folds, decode_s)
-    if world > 1:
-        shared = [plan]
-        dist.broadcast_object_list(shared, src=0)
-        plan = shared[0]
-    return plan
+    return budgeting.choose(budget_s, time.time() - started, recipe, rates, folds, decode_s)
