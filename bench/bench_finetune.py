@@ -1,6 +1,6 @@
 """Fine-tuning on a CPU: a full training epoch of EfficientNet-Lite0 at 128 px on real JPEGs (hymenoptera), comp's
-training path (uint8 cache, one loader with persistent workers, thread plan, channels_last where measured faster)
-against a plain timm + ImageFolder + PIL loop with the same model, weights, augmentations, optimizer and loss.
+training path (uint8 cache, one loader for all epochs, thread plan, channels_last where measured faster) against a
+plain timm + ImageFolder + PIL loop with the same model, weights, augmentations, optimizer and loss.
 
     python -m bench finetune
 
@@ -11,8 +11,9 @@ Normalize), a DataLoader with one worker per core, torch's default threads, Adam
 Both run whole epochs over the same 244 images (hymenoptera/train), alternating (the order reversed every round)
 so load from other processes on this shared box hits both alike; medians of the rounds, in wall time and in CPU
 seconds of the process and all its loader workers. comp's cache is built once before the rounds (its cost is
-reported, not timed: a run trains many epochs on one cache), and its loader's workers start in the untimed warm-up
-epoch, as they start once per fold in `comp train`.
+reported, not timed: a run trains many epochs on one cache), and its loader's workers, where the thread plan gives
+any (not on a 2-core box, nor for a set this small), start in the untimed warm-up epoch, once per fold as in
+`comp train`.
 """
 
 from __future__ import annotations
