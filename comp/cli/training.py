@@ -43,6 +43,7 @@ def train(
         torchrun --nproc_per_node 4 -m comp train --model convnext --fold-parallel   # 4 folds at once
     """
     from comp.ensemble.pseudo import pseudo_labels
+    from comp.training.budget import process_started
     from comp.training.train import train as run_train
 
     ws = Workspace.here()
@@ -55,7 +56,7 @@ def train(
                       *(["--budget", budget] if budget else [])])
     try:
         summaries = run_train(ws, model, fold, device=device, overrides=overrides, force=force, budget=budget,
-                              fold_parallel=fold_parallel, pseudo_source=pseudo_labels)
+                              fold_parallel=fold_parallel, pseudo_source=pseudo_labels, started=process_started())
     except KeyboardInterrupt:
         if rank0:
             _say_interrupted(ws, model, again)

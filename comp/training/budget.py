@@ -16,8 +16,10 @@ plan its folds recorded instead of planning anew.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -189,6 +191,21 @@ def measure(job, train_idx: np.ndarray, val_idx: np.ndarray, budget_s: float) ->
     job.predict(trainer.eval_model(), job.train_images, sample, "none")
     eval_s = (time.perf_counter() - t1) / len(sample)
     return Rates(int(job.data_config["input_size"][-1]), max(train_s, 1e-6), max(eval_s, 1e-7), fold_s, epoch_s)
+
+
+def process_started() -> float | None:
+    """When this process started (epoch seconds; Linux /proc), so a --budget also covers Python's and torch's own
+    start-up; None where unknown (the budget then starts when training does)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22 of stat(5), counted after the ")" that ends the command name
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        started = boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    # More than a minute ago: not one command's start-up but a long-lived host process (a notebook, a test run).
+    return started if 0 <= time.time() - started < 60 else None
 
 
 def tta_views(tta: str, data_config: dict) -> int:
