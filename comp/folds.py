@@ -92,7 +92,7 @@ def make_folds(
     Existing folds made with the same parameters from the same labels are kept as they are (written=False);
     different ones are replaced only with `force`, because trained models carry the old folds' hash.
     """
-    from comp.items import train_items
+    from comp.setup.items import train_items
 
     n_folds = comp.n_folds if n_folds is None else n_folds
     seed = comp.seed if seed is None else seed
@@ -172,7 +172,7 @@ def load_folds(ws: Workspace, comp: Competition | None = None) -> Folds:
 
 def check_matches(folds: Folds, comp: Competition, ws: Workspace) -> None:
     """Raise StaleError unless `folds` were made from the current train_items (same ids, same labels)."""
-    from comp.items import train_items
+    from comp.setup.items import train_items
 
     items = train_items(comp, ws)
     if folds.params.get("labels_hash") == labels_hash(items):

@@ -184,7 +184,7 @@ def predict_model(
     """Recompute `alias`'s OOF and test logits for fold `fold` (or every trained fold) with TTA `tta` (or auto)."""
     from comp.core.device import resolve_device
     from comp.folds import load_folds
-    from comp.items import class_indices, test_items, train_items, with_folds
+    from comp.setup.items import class_indices, test_items, train_items, with_folds
 
     if tta != "auto" and tta not in PRESETS:
         raise CompError(f"--tta {tta!r}: choose one of {', '.join(PRESETS)} or auto")

@@ -22,8 +22,8 @@ from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.provenance import competition_hash
 from comp.core.workspace import Workspace
-from comp.items import class_indices
 from comp.runs import Run, differences, read_run
+from comp.setup.items import class_indices
 
 TOP_PAIRS = 10  # confused pairs listed in the report
 ANNOTATE_MAX = 20  # write counts inside the confusion-matrix cells up to this many classes

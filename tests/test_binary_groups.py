@@ -14,8 +14,8 @@ from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.metrics import score, weighted_auc
 from comp.core.workspace import Workspace
-from comp.items import train_items
 from comp.setup.discover import binary_groups
+from comp.setup.items import train_items
 from comp.submission.check import check_file
 from comp.submission.write import to_frame, write
 

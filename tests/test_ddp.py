@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from comp import logits
-from comp.items import train_items
 from comp.modeling.models import build_model, data_config, load_weights
 from comp.modeling.recipe import load_recipe
+from comp.setup.items import train_items
 from comp.vision import images
 from comp.vision.tta import eval_view, predict_logits
 

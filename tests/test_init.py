@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from comp import items as layouts
 from comp.cli import app, main
 from comp.core.errors import CompError
-from comp.core.workspace import Workspace
+from comp.core.workspace import STOCK_RECIPES, Workspace
+from comp.setup import items as layouts
 
 runner = CliRunner()
 
@@ -70,7 +70,7 @@ def test_kaggle_csv_layout(kaggle_data, workspace):
     assert "train/.DS_Store" in out and "csv" in out
     for folder in ("folds", "submissions", "models"):
         assert (workspace / folder).is_dir()
-    stock = sorted(p.name for p in (Path(layouts.__file__).parent / "recipes").glob("*.toml"))
+    stock = sorted(p.name for p in STOCK_RECIPES.glob("*.toml"))
     assert sorted(p.name for p in (workspace / "models").glob("*.toml")) == stock
 
 

@@ -300,8 +300,8 @@ def test_check_bytes_agrees_with_check_file(workspace):
 def test_writer_accepts_what_init_and_test_items_produce(
     make_folder_competition, make_kaggle_competition, layout, kind, ids_with_ext, workspace
 ):
-    from comp.items import test_items
     from comp.setup.init import InitOptions, init_workspace
+    from comp.setup.items import test_items
 
     if layout == "csv":
         classes = ("0", "1") if kind == "binary" else ("cat", "dog", "frog")

@@ -16,7 +16,7 @@ from comp.cli import app
 from comp.core.errors import StaleError
 from comp.core.workspace import Workspace
 from comp.folds import make_folds
-from comp.items import train_items
+from comp.setup.items import train_items
 from comp.setup.verify import verify
 from comp.vision import augment, images
 

@@ -155,7 +155,7 @@ def build_bundle(ws: Workspace, name: str | None = None, *, gpu: bool = False, o
                         "KAGGLE_USERNAME) before `comp submit --kernel`")
     per_image, fixed, device = (_time_per_image(ws, comp, paths, manifest, description) if time_it
                                 else (None, None, ""))
-    from comp.items import test_items
+    from comp.setup.items import test_items
 
     n_test = test_size if test_size is not None else len(test_items(comp, ws))
     estimate = fixed + per_image * n_test if per_image is not None else None
@@ -239,7 +239,7 @@ def _time_per_image(ws: Workspace, comp: Competition, paths: BundlePaths, manife
     kernel's."""
     from comp.bundle import kernel
     from comp.core.device import resolve_device
-    from comp.items import test_items
+    from comp.setup.items import test_items
 
     test = test_items(comp, ws)["path"].astype(str).tolist()
     if not test:

@@ -117,7 +117,7 @@ def blend_probabilities(manifest: dict[str, Any], comp: Competition, model_logit
 def run_kernel(input_dir: str | os.PathLike | None = None, working_dir: str | os.PathLike | None = None,
                name: str = "", device: str = "auto", say=print) -> Path:
     """The notebook's body: bundle + competition input -> working/submission.csv, checked; returns its path."""
-    from comp.items import test_items
+    from comp.setup.items import test_items
     from comp.submission.check import check_file
     from comp.submission.write import to_frame, write
 

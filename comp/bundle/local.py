@@ -220,7 +220,7 @@ def compare(comp: Competition, produced: Path, reference: Path, expect_ids: list
 def _variant_competition(ws: Workspace, comp: Competition, manifest: dict, target: Path) -> tuple[list, list]:
     """A copy of the competition folder (links) whose test set lacks the first third of the local test images
     and has three training images as new test ids, with a sample submission to match."""
-    from comp.items import test_items, train_items
+    from comp.setup.items import test_items, train_items
 
     data = ws.path(comp.data_dir).resolve()
     rel = manifest["competition"]["relative"]

@@ -23,7 +23,7 @@ from comp.training.pseudo import PseudoLabels
 
 def pseudo_labels(comp: Competition, ws: Workspace, name: str, threshold: float) -> PseudoLabels:
     """Test images whose stacked top probability is >= `threshold`, labelled with the stack's class."""
-    from comp.items import test_items
+    from comp.setup.items import test_items
 
     sidecar_path = ws.submission_json(name)
     if not sidecar_path.exists():

@@ -27,8 +27,8 @@ from comp.core.provenance import code_version, competition_hash, sha256_file
 from comp.core.workspace import Workspace
 from comp.ensemble import blend
 from comp.folds import Folds, load_folds
-from comp.items import class_indices
 from comp.runs import LogitsMeta, Run, differences, inputs_now, read_run, require_current
+from comp.setup.items import class_indices
 from comp.submission.parse import labels_of, parse_csv
 from comp.submission.write import positive_index, to_frame
 from comp.submission.write import write as write_submission

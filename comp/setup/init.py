@@ -14,8 +14,8 @@ from comp.core import atomic
 from comp.core.config import PLATFORMS, Competition
 from comp.core.errors import CompError
 from comp.core.workspace import STOCK_RECIPES, Workspace
-from comp.items import test_items, train_items
 from comp.setup.discover import Findings, InitOptions, discover
+from comp.setup.items import test_items, train_items
 from comp.setup.scan import normalise_label
 
 __all__ = ["Findings", "InitOptions", "init_workspace", "preview_mapping"]

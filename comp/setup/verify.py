@@ -236,7 +236,7 @@ def verify(
     comp: Competition, ws: Workspace, workers: int | None = None, use_cache: bool = True, console: Console | None = None
 ) -> tuple[VerifyReport, bool]:
     """Verify the competition's data; returns (report, from_cache). The report is cached whatever it found."""
-    from comp.items import test_items, train_items  # layouts imports heavier helpers; keep `comp --help` fast
+    from comp.setup.items import test_items, train_items  # layouts imports heavier helpers; keep `comp --help` fast
 
     fp = fingerprint(comp, ws)
     if use_cache:

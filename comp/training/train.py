@@ -75,7 +75,7 @@ def train(
     `pseudo` stack into pseudo-labelled test rows (comp.ensemble.pseudo.pseudo_labels; the CLI passes it).
     """
     from comp.folds import load_folds, parse_fold
-    from comp.items import test_items, train_items, with_folds
+    from comp.setup.items import test_items, train_items, with_folds
     from comp.setup.verify import ensure_verified, require_verified
 
     started = started or time.time()  # the budget's clock: the CLI passes its process's start
@@ -184,7 +184,7 @@ class _Job:
 
     def __init__(self, ws: Workspace, comp, recipe: Recipe, items, test, current: Run, ddp: Dist,
                  console: Console) -> None:
-        from comp.items import class_indices
+        from comp.setup.items import class_indices
 
         self.ws, self.comp, self.recipe, self.items, self.test = ws, comp, recipe, items, test
         self.alias, self.current, self.ddp, self.console = current.model, current, ddp, console
