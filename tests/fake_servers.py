@@ -559,6 +559,15 @@ def isolated(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
+def kaggle(isolated, monkeypatch):
+    """A fake Kaggle server (FakeKaggle) with username/key credentials in the environment."""
+    monkeypatch.setenv("KAGGLE_USERNAME", "fake-user")
+    monkeypatch.setenv("KAGGLE_KEY", "fake-key")
+    with FakeKaggle() as server:
+        yield server
+
+
+@pytest.fixture
 def toy_workspace(make_kaggle_competition):
     """The factory `toy_workspace(ws, platform="kaggle", name="toy-comp", sidecar=True) -> submission path`: a tiny
     csv-layout competition with comp.toml written by hand, and a valid submissions/first.csv (+ .json)."""

@@ -17,14 +17,6 @@ from comp.platforms import ledger
 from comp.platforms.kaggle import KaggleBackend, KaggleCredential
 
 
-@pytest.fixture
-def kaggle(isolated, monkeypatch):
-    monkeypatch.setenv("KAGGLE_USERNAME", "fake-user")
-    monkeypatch.setenv("KAGGLE_KEY", "fake-key")
-    with FakeKaggle() as server:
-        yield server
-
-
 def _calls(server: FakeKaggle, method: str) -> list:
     return [r for r in server.requests if r.path.endswith("/" + method)]
 

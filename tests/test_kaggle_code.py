@@ -26,14 +26,6 @@ KERNEL = "fake-user/toy-comp-first-inference"
 
 
 @pytest.fixture
-def kaggle(isolated, monkeypatch):
-    monkeypatch.setenv("KAGGLE_USERNAME", "fake-user")
-    monkeypatch.setenv("KAGGLE_KEY", "fake-key")
-    with FakeKaggle() as server:
-        yield server
-
-
-@pytest.fixture
 def bundled(toy_workspace, workspace):
     """A toy Kaggle workspace with bundles/first/ as `comp bundle first --run-local` leaves it."""
     csv = toy_workspace(workspace)

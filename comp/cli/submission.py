@@ -40,10 +40,7 @@ def check(
         if not valid:
             raise typer.Exit(1)
         return
-    for error in report.errors:
-        err_console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
-    for warning in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    _print_findings(report.errors, report.warnings)
     if report.errors:
         raise fail(f"{file}: {len(report.errors)} error(s); fix them and run `comp check {file}` again")
     if strict and report.warnings:
@@ -51,6 +48,14 @@ def check(
     console.print(f"[green]ok:[/] {escape(str(file))} is a valid submission" +
                   (f" ({len(report.warnings)} warning(s))" if report.warnings else ""), highlight=False)
     say_next(f"comp submit {file} -m MESSAGE", "add --dry-run to see what would be sent")
+
+
+def _print_findings(errors: list[str], warnings: list[str], error_label: str = "error") -> None:
+    """Errors and warnings, one per line on stderr, printed as text (a file's content is never rich markup)."""
+    for error in errors:
+        err_console.print(f"[bold red]{error_label}:[/] {escape(error)}", highlight=False, soft_wrap=True)
+    for warning in warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def _fix(ws: Workspace, file: Path, out: Path, strict: bool) -> None:
@@ -61,13 +66,11 @@ def _fix(ws: Workspace, file: Path, out: Path, strict: bool) -> None:
     result = fix_file(comp, ws, file, out)
     for change in result.changes:
         console.print(f"[cyan]fixed:[/] {escape(change)}", highlight=False, soft_wrap=True)
-    for problem in result.refused:
-        err_console.print(f"[bold red]cannot fix:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    _print_findings(result.refused, [], error_label="cannot fix")
     if result.refused:
         raise fail(f"{file}: {len(result.refused)} problem(s) need a person; nothing was written to {out}")
     report = check_file(comp, ws, out, strict=strict)
-    for warning in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    _print_findings([], report.warnings)
     if report.errors:
         raise fail(f"{out} was written but fails under --strict: " + "; ".join(report.errors))
     what = f"{len(result.changes)} change(s)" if result.changes else "no change needed"
