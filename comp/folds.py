@@ -8,6 +8,7 @@ was edited by hand (its sha256 no longer matches folds.json).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from dataclasses import dataclass
@@ -90,7 +91,8 @@ def make_folds(
     """Split `train_items` into folds and write folds.csv + folds.json; returns (folds, written).
 
     Existing folds made with the same parameters from the same labels are kept as they are (written=False);
-    different ones are replaced only with `force`, because trained models carry the old folds' hash.
+    different ones are replaced only with `force`, because trained models carry the old folds' hash. When `n_folds`
+    or `seed` differ from comp.toml's, comp.toml is updated to match the folds written.
     """
     from comp.setup.items import train_items
 
@@ -137,6 +139,10 @@ def make_folds(
     # csv first: a crash between the two writes leaves a json whose hash does not match, which load_folds reports.
     atomic.write_bytes(ws.folds_csv, data)
     atomic.write_json(ws.folds_json, params)
+    if (comp.n_folds, comp.seed) != (n_folds, seed):
+        # comp.toml follows the folds just written: train, stack and status read n_folds from it, and a stale 5 beside
+        # a 2-fold folds.csv made `comp stack` refuse. Neither field is part of the competition's identity hash.
+        ws.save(dataclasses.replace(comp, n_folds=n_folds, seed=seed))
     return Folds(frame, digest, params), True
 
 

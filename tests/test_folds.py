@@ -96,8 +96,12 @@ def test_existing_folds_are_kept_and_replaced_only_with_force(kaggle_workspace, 
     assert code == 1 and "--force" in out and "stale" in out and "Traceback" not in out
     assert (workspace / "folds" / "folds.csv").read_bytes() == before
     code, out = cli("folds", "--seed", "5", "--n-folds", "2", "--force")
-    assert code == 0 and "2 folds" in out
+    assert code == 0 and "2 folds" in out and "comp.toml updated: n_folds = 2, seed = 5 (was 3, 42)" in out
     assert (workspace / "folds" / "folds.csv").read_bytes() != before
+    # comp.toml follows the folds, so the next commands agree with them
+    assert (Workspace(workspace).load().n_folds, Workspace(workspace).load().seed) == (2, 5)
+    code, out = cli("folds")
+    assert code == 0 and "up to date" in out and "2 folds" in out
 
 
 def test_a_class_smaller_than_the_fold_count_is_named(kaggle_workspace, workspace):

@@ -216,7 +216,8 @@ def folds(
     from comp.folds import make_folds
 
     ws = Workspace.here()
-    result, written = make_folds(ws.load(), ws, n_folds=n_folds, seed=seed, force=force)
+    comp = ws.load()
+    result, written = make_folds(comp, ws, n_folds=n_folds, seed=seed, force=force)
     table = result.frame.groupby("fold").size()
     sizes = ", ".join(str(n) for n in table.tolist())
     state = "wrote" if written else "up to date:"
@@ -225,4 +226,7 @@ def folds(
         f"({result.params['method']}, seed {result.params['seed']}); rows per fold {sizes}; sha256 {result.hash[:12]}",
         highlight=False,
     )
+    if written and (comp.n_folds, comp.seed) != (result.n_folds, result.params["seed"]):
+        console.print(f"comp.toml updated: n_folds = {result.n_folds}, seed = {result.params['seed']} "
+                      f"(was {comp.n_folds}, {comp.seed})", highlight=False)
     say_next("comp train --model tiny --fold all", "or any recipe `comp models` lists; `comp status` shows progress")
