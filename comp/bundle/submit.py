@@ -12,7 +12,6 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
@@ -151,7 +150,7 @@ def submit_kernel(ws: Workspace, name: str, message: str, *, backend: Any = None
                         f"{', '.join(files) or 'none'}); nothing was submitted")
     ref = backend.submit_code(kernel_ref, version, message)
     row = {
-        "time": _now(), "file": _relative(ws, local_csv), "sha256": sha256_file(local_csv), "message": message,
+        "time": _now(), "file": ws.shown(local_csv), "sha256": sha256_file(local_csv), "message": message,
         **ledger.sidecar(ws, ws.submission_csv(name)), "platform": comp.platform, "ref": ref, "status": "pending",
         "kernel": f"{kernel_ref} v{version}; dataset {dataset_ref} @{digest[:12]}",
     }
@@ -189,10 +188,3 @@ def _time_limit(paths: BundlePaths) -> float:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _relative(ws: Workspace, path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ws.root))
-    except ValueError:
-        return str(path.resolve())

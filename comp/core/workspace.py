@@ -156,6 +156,14 @@ class Workspace:
         p = Path(relative)
         return p if p.is_absolute() else self.root / p
 
+    def shown(self, path: str | os.PathLike) -> str:
+        """`path` as the ledger and messages write it: relative to the workspace when inside it, else absolute."""
+        resolved = Path(path).resolve()
+        try:
+            return str(resolved.relative_to(self.root))
+        except ValueError:
+            return str(resolved)
+
     def load(self) -> Competition:
         if not self.comp_toml.exists():
             if self.source == "COMP_WORKSPACE":

@@ -123,7 +123,7 @@ def submit_file(
 
     row = {
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "file": _relative(ws, path),
+        "file": ws.shown(path),
         "sha256": digest,
         "message": message,
         **ledger.sidecar(ws, path),
@@ -191,10 +191,3 @@ def refresh(comp: Competition, ws: Workspace, backend: Backend | None = None) ->
             ledger.update(ws, comp.platform, ref, **after)
             changed += 1
     return changed
-
-
-def _relative(ws: Workspace, path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ws.root))
-    except ValueError:
-        return str(path.resolve())

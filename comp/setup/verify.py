@@ -29,7 +29,7 @@ from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.progress import progress_bar
 from comp.core.workspace import Workspace
-from comp.vision.images import IMAGE_EXTENSIONS, open_rgb
+from comp.vision.images import IMAGE_EXTENSIONS, available_cores, open_rgb
 
 CACHE_VERSION = 1  # bump when the report's meaning changes, so old caches stop counting as verified
 # Below this many images a pool costs more to start than it saves.
@@ -187,7 +187,7 @@ def _sniff(data: bytes) -> str:
 
 def decode_all(paths: list[str], workers: int | None = None, console: Console | None = None) -> list[tuple]:
     """`check_file` over `paths` (in order), in a process pool with a progress bar."""
-    workers = workers or _cpu_count()
+    workers = workers or available_cores()
     columns = (
         TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
         TimeRemainingColumn(),
@@ -219,13 +219,6 @@ def decode_all(paths: list[str], workers: int | None = None, console: Console | 
 def _ignore_sigint() -> None:
     """Workers leave Ctrl-C to the parent, which cancels them; otherwise each prints its own traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------------------------------------------------------
