@@ -60,8 +60,8 @@ _LAZY: dict[str, str] = {
     "make_backend": "comp.platforms.submit",
     "submit_file": "comp.platforms.submit",
     "refresh": "comp.platforms.submit",
-    "read_ledger": "comp.platforms.ledger",  # comp.platforms.ledger.read
-    "plot_ledger": "comp.platforms.ledger",  # comp.platforms.ledger.plot
+    "read_ledger": "comp.submission.ledger",  # comp.submission.ledger.read
+    "plot_ledger": "comp.submission.ledger",  # comp.submission.ledger.plot
     # Kaggle code competitions: comp bundle, comp submit --kernel
     "build_bundle": "comp.bundle.build",
     "verify_bundle": "comp.bundle.local",

@@ -132,7 +132,7 @@ def test_per_class_chart_puts_the_weakest_class_on_top(cjk_workspace, monkeypatc
 
 
 def test_cv_vs_public_plot_is_written_and_is_a_real_image(make_toy_workspace, workspace, cli):
-    from comp.platforms import ledger
+    from comp.submission import ledger
 
     ws, _ = make_toy_workspace(workspace)
     for i, (cv, public) in enumerate([(0.81, 0.80), (0.85, 0.83), (0.88, 0.84)]):

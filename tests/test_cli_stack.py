@@ -39,7 +39,7 @@ def fake_model(ws, comp, alias: str, folds_done: int | None = None, seed: int = 
 
 def send(ws, name: str) -> None:
     """The ledger row `comp submit` writes for submissions/NAME.csv."""
-    from comp.platforms import ledger
+    from comp.submission import ledger
 
     ledger.append(ws, {"time": "2026-11-30T12:00:00", "file": f"submissions/{name}.csv", "message": "v1",
                        "platform": "kaggle", "ref": "123", "status": "complete", "public_score": "0.9"})

@@ -9,8 +9,8 @@ import pytest
 from fake_servers import FakeCodabench, run_cli
 
 from comp.core.workspace import Workspace
-from comp.platforms import ledger
 from comp.platforms.codabench import make_zip
+from comp.submission import ledger
 
 
 @pytest.fixture

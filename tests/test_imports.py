@@ -33,7 +33,7 @@ LAYERS: dict[str, int] = {
     "predict": 4,
     "submission": 5,  # parse, write, check, warnings
     "ensemble": 5,  # blend, stack
-    "platforms": 6,  # base, submit, kaggle, codabench, fetch, ledger
+    "platforms": 6,  # base, submit, kaggle, kaggle_code, codabench, fetch
     "report": 6,
     "demo": 6,
     "bundle": 6,  # a code-competition kernel: predict + ensemble + submission, offline (issue 12)

@@ -13,8 +13,8 @@ import pytest
 from fake_servers import FakeKaggle, run_cli
 
 from comp.core.workspace import Workspace
-from comp.platforms import ledger
 from comp.platforms.kaggle import KaggleBackend, KaggleCredential
+from comp.submission import ledger
 
 
 def _calls(server: FakeKaggle, method: str) -> list:

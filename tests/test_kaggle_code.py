@@ -17,8 +17,8 @@ from comp.bundle.build import dataset_hash
 from comp.bundle.notebook import kernel_metadata, notebook
 from comp.core import atomic
 from comp.core.workspace import Workspace
-from comp.platforms import ledger
 from comp.platforms.kaggle_code import log_tail
+from comp.submission import ledger
 
 NAME = "first"  # the toy workspace's submissions/first.csv + first.json stand for `comp stack --name first`
 DATASET = "fake-user/first-toy-comp-bundle"

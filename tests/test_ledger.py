@@ -11,9 +11,9 @@ from fake_servers import run_cli
 
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
-from comp.platforms import ledger
 from comp.platforms.base import redact, safe_file_name, safe_name
 from comp.platforms.submit import newest_submission
+from comp.submission import ledger
 
 
 def _row(**extra: str) -> dict[str, str]:

@@ -21,9 +21,9 @@ from comp.core import atomic
 from comp.core.errors import CompError
 from comp.core.provenance import sha256_file
 from comp.core.workspace import BundlePaths, Workspace
-from comp.platforms import ledger
 from comp.platforms.base import Say, env_float, poll
 from comp.platforms.submit import checked
+from comp.submission import ledger
 
 DATASET_WAIT_S = 1800.0  # Kaggle processes a new dataset version before a kernel can mount it
 

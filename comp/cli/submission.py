@@ -140,8 +140,8 @@ def submissions(
 
     Example: comp submissions --refresh
     """
-    from comp.platforms import ledger
     from comp.platforms import submit as platforms
+    from comp.submission import ledger
 
     ws = Workspace.here()
     if refresh:

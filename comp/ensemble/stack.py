@@ -29,8 +29,9 @@ from comp.ensemble import blend
 from comp.folds import Folds, load_folds
 from comp.runs import LogitsMeta, Run, differences, inputs_now, read_run, require_current
 from comp.setup.items import class_indices
+from comp.submission import ledger
 from comp.submission.parse import labels_of, parse_csv
-from comp.submission.write import positive_index, to_frame
+from comp.submission.write import NAME_PATTERN, positive_index, to_frame
 from comp.submission.write import write as write_submission
 
 METHODS = ("mean", "weights", "logreg")  # in order of simplicity: `best` keeps the simpler one on a tie
@@ -102,20 +103,15 @@ def unfinished_models(comp: Competition, ws: Workspace) -> dict[str, str]:
     return out
 
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def sent_files(ws: Workspace) -> set[Path]:
-    """Submission files the ledger says were sent (read directly: the ledger module sits a layer above)."""
-    import csv
-
-    if not ws.ledger.exists():
-        return set()
+    """Submission files the ledger says were sent (none when it is unreadable: `comp submissions` reports that)."""
     try:
-        with ws.ledger.open(newline="", encoding="utf-8") as f:
-            return {ws.path(row["file"]).resolve() for row in csv.DictReader(f) if row.get("file")}
-    except (OSError, KeyError, csv.Error, UnicodeDecodeError):
+        files = ledger.read(ws)["file"]
+    except (CompError, OSError):
         return set()
+    return {ws.path(f).resolve() for f in files if f}
 
 
 def check_name(ws: Workspace, name: str, force: bool) -> None:

@@ -19,8 +19,8 @@ from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.provenance import sha256_file
 from comp.core.workspace import Workspace
-from comp.platforms import ledger
 from comp.platforms.base import Backend, Say, env_float, poll, safe_file_name
+from comp.submission import ledger
 
 
 def newest_submission(ws: Workspace) -> Path:

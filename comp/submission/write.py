@@ -26,7 +26,7 @@ from comp.core.errors import CompError
 from comp.core.workspace import Workspace
 from comp.submission.parse import INTEGER, Table, first, id_hint, labels_of, read_sample
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a submission name: a plain file name, no folder
 
 
 def to_frame(comp: Competition, ws: Workspace, ids: Sequence[str], probs: np.ndarray) -> pd.DataFrame:
@@ -168,7 +168,7 @@ def to_csv_bytes(comp: Competition, frame: pd.DataFrame) -> bytes:
 def write(comp: Competition, ws: Workspace, name: str, frame: pd.DataFrame) -> Path:
     """Write `frame` (from `to_frame`) to `submissions/<name>.csv` atomically, after checking it as `comp check`
     would; a frame that would fail the check is never written. Returns the path."""
-    if not _NAME.fullmatch(name) or name.endswith(".csv"):
+    if not NAME_PATTERN.fullmatch(name) or name.endswith(".csv"):
         raise CompError(f"submission name {name!r}: use letters, digits, '.', '_' or '-' (no path, no .csv), "
                         "e.g. --name blend_v2")
     data = to_csv_bytes(comp, frame)
