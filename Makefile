@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 COMP := $(VENV)/bin/comp
 
-.PHONY: setup demo test test-fast folds lint bench clean-demo
+.PHONY: setup demo test test-fast folds lint bench bench-quality clean-demo
 
 setup: $(VENV)/.installed
 
@@ -36,3 +36,7 @@ lint: setup
 
 bench: setup
 	$(PY) -m bench
+
+# comp --budget T + stack vs a plain timm script at equal wall time on real photo sets (~1 h; see bench/quality.py)
+bench-quality: setup
+	$(PY) -m bench.quality $(QUALITY_ARGS)

@@ -95,6 +95,10 @@ def render(data: dict) -> str:
                 f"{goal_text(r.get('goal'), r['ratio'])} | {r['note']} | {r.get('detail', '')} |"
             )
         lines.append("")
+    if data.get("quality", {}).get("rows"):
+        from bench.quality import section  # the quality benchmark keeps its rows beside the modules' (bench/quality.py)
+
+        lines += section(data["quality"]["rows"])
     lines.append(f"<!-- bench-data {json.dumps(data, sort_keys=True)} -->")
     return "\n".join(lines) + "\n"
 

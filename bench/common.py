@@ -24,7 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("COMP_SHARED", REPO.parent / "shared"))  # real data: $COMP_SHARED or ../shared
+# real data: $COMP_SHARED, else ../shared (a clone beside it), else ../../shared (a git worktree one level deeper)
+SHARED = Path(os.environ.get("COMP_SHARED") or next(
+    (p for p in (REPO.parent / "shared", REPO.parents[1] / "shared") if p.is_dir()), REPO.parent / "shared"))
 
 
 @dataclass(frozen=True)

@@ -262,3 +262,31 @@ def test_bench_results_are_oriented_and_rendered(monkeypatch):
     met = Result.from_rates("pipe", 3.2, 1.0, "vs ImageFolder", goal=3.0)
     text = render({"modules": {"pipe": {**entry, "results": [met.__dict__]}}})
     assert "| **3.20x**, goal >= 3.00x: met | vs ImageFolder |" in text
+
+
+def test_bench_quality_builds_disjoint_splits_and_reports_the_mean_difference(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    from PIL import Image
+
+    from bench.__main__ import render
+    from bench.quality import Split, build, native_side
+
+    rows = []
+    for c in ("a", "b"):
+        for i in range(3):
+            p = tmp_path / "src" / c / f"{i}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (100, 150)).save(p)
+            rows.append((p, c))
+    data, answers, plain_test = build(Split(rows[1:3] + rows[4:], [rows[0], rows[3]], "test"), tmp_path / "set")
+    assert sorted(p.name for p in (data / "test").iterdir()) == ["t00000.png", "t00001.png"]
+    assert answers.read_text().splitlines() == ["id,label", "t00000.png,a", "t00001.png,b"]
+    assert sorted(str(p.relative_to(plain_test)) for p in plain_test.rglob("*.png")) == ["a/t00000.png", "b/t00001.png"]
+    assert len(list((data / "train").rglob("*.png"))) == 4
+    assert native_side([p for p, _ in rows]) == 96  # the short side, down to a multiple of 32
+    row = {"set": "s", "minutes": 3.0, "n_train": 4, "n_test": 2, "classes": 2, "comp_accuracy": 0.9,
+           "comp_seconds": 170.0, "comp_plan": "plan", "plain_accuracy": 0.85, "plain_seconds": 180.0,
+           "plain_epochs": 4, "plain_size": 96, "load": "1.0", "note": "n", "extra": {}, "measured": "now"}
+    text = render({"modules": {}, "quality": {"rows": [row, {**row, "set": "t", "comp_accuracy": 0.8}]}})
+    assert "| s | 4 / 2, 2 (n) | 3 min | 0.900 in 2.8 min | 0.850 in 3.0 min (4 epochs at 96 px) | +5.0 pt |" in text
+    assert "mean difference comp - plain **+0.00 points** over 2 set(s); comp >= plain on 1 of 2" in text
