@@ -26,11 +26,19 @@ def init(
     kind: str = typer.Option("", "--kind", help="Force the kind: class_name|class_id|binary|class_probs|topk."),
     metric: str = typer.Option("", "--metric", help="Metric (default: by kind, e.g. accuracy, roc_auc, log_loss)."),
     id_column: str = typer.Option("", "--id-column", help="The id column (sample submission and labels CSV)."),
-    label_column: str = typer.Option("", "--label-column", help="The label column of the labels CSV."),
+    label_column: str = typer.Option("", "--label-column", help="The label column of the labels CSV; A,B,C names "
+                                     "one-hot label columns (a 1 marks the class)."),
     labels_csv: str = typer.Option("", "--labels-csv", help="The labels CSV (id -> label), when not detected."),
     sample: str = typer.Option("", "--sample", help="The sample submission CSV, when not detected."),
     test_dir: str = typer.Option("", "--test-dir", help="The folder of test images, when not detected."),
-    group_column: str = typer.Option("", "--group-column", help="Labels-CSV column whose rows share a fold."),
+    group_column: str = typer.Option("", "--group-column", help="Column whose rows share a fold (of the labels CSV, "
+                                     "or of --groups)."),
+    groups: str = typer.Option("", "--groups", metavar="FILE", help="A second CSV holding --group-column and a "
+                               "column of image names (StateFarm: driver_imgs_list.csv)."),
+    label_pattern: str = typer.Option("", "--label-pattern", metavar="REGEX", help="Labels in the training file "
+                                      "names: a regex with a group `label`, e.g. '(?P<label>.+)\\.\\d+\\.jpg'."),
+    class_depth: int = typer.Option(0, "--class-depth", min=0, help="Class folders nested deeper: the folder level "
+                                    "naming the class (1 = right below train/; 0: detect)."),
     positive: list[str] = typer.Option([], "--positive", metavar="LABELS",
                                        help="Binary: training labels counted positive, e.g. A,B (rest: negative)."),
     negative: list[str] = typer.Option([], "--negative", metavar="LABELS",
@@ -50,6 +58,8 @@ def init(
 
         comp init data/alaska2 --negative Cover --metric weighted_auc   # Cover vs the other folders
 
+        comp init data/state-farm --groups driver_imgs_list.csv --group-column subject   # drivers stay in one fold
+
     Check the table it prints; anything it guessed can be edited in comp.toml or set with the flags above.
     """
     # Imported here, not at the top: comp.setup.init pulls in pandas (~0.5 s) and `comp --help` must stay fast.
@@ -58,7 +68,8 @@ def init(
     ws = Workspace.here(search=False)  # init writes comp.toml here, as `git init` does, even inside another workspace
     options = InitOptions(
         name=name, platform=platform, kind=kind, metric=metric, id_column=id_column, label_column=label_column,
-        labels_csv=labels_csv, sample=sample, test_dir=test_dir, group_column=group_column, n_folds=n_folds,
+        labels_csv=labels_csv, sample=sample, test_dir=test_dir, group_column=group_column, groups=groups,
+        label_pattern=label_pattern, class_depth=class_depth, n_folds=n_folds,
         seed=seed, force=force, positive=[x for v in positive for x in v.split(",") if x],
         negative=[x for v in negative for x in v.split(",") if x],
     )
@@ -68,13 +79,23 @@ def init(
     table.add_column(style="bold")
     table.add_column()
     train_where = ", ".join(comp.train_dirs) + (f"  (labels: {comp.labels_csv})" if comp.labels_csv else "")
+    if comp.label_pattern:
+        train_where += f"  (labels in file names: {comp.label_pattern})"
+    if comp.layout == "folders" and comp.class_depth > 1:
+        train_where += f"  (classes {comp.class_depth} folder levels down)"
+    counts = ", ".join(f"{c} {n}" for c, n in list(found.class_counts.items())[:6])
+    more = " ..." if len(found.class_counts) > 6 else ""
+    labels_columns = ", ".join([comp.train_id_column, *(comp.train_label_columns or [comp.train_label_column])])
     rows = [
         ("layout", f"{comp.layout}: {train_where}"),
         ("train images", str(found.n_train)),
-        ("classes", str(comp.num_classes)),
+        ("classes", f"{comp.num_classes}: {counts}{more}" if counts else str(comp.num_classes)),
         ("test images", f"{found.n_test}  ({comp.test_dir})" if comp.test_dir else "none"),
         ("sample", comp.sample_submission or "none"),
-        ("labels columns", f"{comp.train_id_column}, {comp.train_label_column}" if comp.layout == "csv" else "-"),
+        ("labels columns", labels_columns + (" (one-hot)" if comp.train_label_columns else "")
+         if comp.layout == "csv" else "-"),
+        ("groups", f"{comp.group_column} ({comp.groups_csv or comp.labels_csv}): {found.n_groups} groups, each kept "
+         "in one fold" if comp.group_column else "none"),
         ("submission columns", ", ".join([comp.id_column, *comp.label_columns]) if comp.sample_submission else "-"),
         ("kind", comp.kind + (f" (top {comp.top_k})" if comp.kind == "topk" else "")
          + (f" (positive: {comp.positive_class})" if comp.positive_class else "")),
@@ -82,6 +103,7 @@ def init(
         ("class -> submission", preview_mapping(comp)),
         ("ignored files", f"{len(found.skipped)}: " + ", ".join(found.skipped[:10])
          + (" ..." if len(found.skipped) > 10 else "") if found.skipped else "none"),
+        ("CSVs not read", ", ".join(found.unused_csvs) or "none"),
         ("recipes copied", ", ".join(found.copied_recipes) or "none new"),
     ]
     for key, value in rows:

@@ -24,7 +24,7 @@ T = TypeVar("T")
 PLATFORMS = ("kaggle", "codabench", "none")
 
 
-LAYOUTS = ("csv", "folders")
+LAYOUTS = ("csv", "folders", "names")
 
 
 # The five label representations seen in real samples (see shared/formats/INDEX.md).
@@ -47,13 +47,21 @@ class Competition:
     name: str  # competition slug on its platform (Kaggle: the URL name), or any name for platform "none"
     platform: str = "none"  # kaggle | codabench | none
     data_dir: str = "data"  # root of the competition's own files
-    layout: str = "csv"  # csv: labels CSV + flat image folder; folders: <train_dir>/<class>/<image>
+    layout: str = "csv"  # csv: labels CSV + image folder; folders: <train_dir>/<class>/<image>; names: <class>.<n>.jpg
     train_dirs: list[str] = field(default_factory=list)  # csv: the image folder; folders: class-folder roots, pooled
     labels_csv: str = ""  # csv layout: the file mapping image id -> label
     labels_header: bool = True  # false for a headerless "<id>.png,<label>" file (columns are then "id", "label")
     train_id_column: str = "id"  # column of labels_csv with the image id
     train_label_column: str = "label"  # column of labels_csv with the class
-    group_column: str = ""  # optional labels_csv column: rows sharing a value stay in one fold (StratifiedGroupKFold)
+    train_label_columns: list[str] = field(default_factory=list)  # csv layout: one-hot label columns (a 1 marks the
+    # row's class; plant-pathology-2020: healthy, multiple_diseases, rust, scab), used instead of train_label_column
+    group_column: str = ""  # optional column: rows sharing a value stay in one fold (StratifiedGroupKFold)
+    groups_csv: str = ""  # the CSV holding group_column when the labels CSV does not (StateFarm: driver_imgs_list.csv)
+    groups_id_column: str = ""  # groups_csv's column naming each training image (file name, stem, or id)
+    label_pattern: str = ""  # names layout: regex on a training file name; its group `label` is the class
+    class_depth: int = 1  # folders layout: the folder level below each train dir that names the class
+    train_subfolders: bool = False  # csv layout: images may sit in sub-folders of train_dirs[0] (hotel-id:
+    # train_images/<chain>/<image>.jpg), found by file name
     image_ext: str = ""  # extension added to a labels/sample id to find its file (".png"); "" when ids carry it
     test_dir: str = ""  # flat folder of test images; "" when the competition has none
     test_answers: str = ""  # optional CSV (id, label) with the true test labels, for local scoring only
@@ -85,6 +93,8 @@ class Competition:
                 f"comp.toml: classes has {len(self.classes)} entries but submission_labels has "
                 f"{len(self.submission_labels)}; they must pair one to one"
             )
+        if self.class_depth < 1:
+            raise CompError(f"comp.toml: class_depth is {self.class_depth}; 1 is the folders right below train_dirs")
         if self.n_folds < 2:
             raise CompError(f"comp.toml: n_folds is {self.n_folds}; use 2 or more")
         stray = sorted(v for v in set((self.class_map or {}).values()) if self.classes and v not in self.classes)

@@ -60,8 +60,17 @@ _IDENTITY_FIELDS = (
 )
 
 
+# Identity fields added later: hashed only when set, so workspaces that do not use them keep their hash (and their
+# trained models stay valid).
+_IDENTITY_FIELDS_WHEN_SET = ("train_label_columns", "label_pattern", "class_depth", "train_subfolders")
+
+
 def competition_hash(comp) -> str:
     """Hash of the competition's identity (its data and classes), recorded by training and checked by every later
     stage: logits made for another competition, or before its classes or data files were changed, are refused."""
     fields = dataclasses.asdict(comp)
-    return sha256_obj({name: fields[name] for name in _IDENTITY_FIELDS})
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(comp)}
+    identity = {name: fields[name] for name in _IDENTITY_FIELDS}
+    identity |= {name: fields[name] for name in _IDENTITY_FIELDS_WHEN_SET if fields[name] != defaults[name]}
+    return sha256_obj(identity)

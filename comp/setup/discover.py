@@ -20,7 +20,14 @@ from comp.core.config import DEFAULT_METRIC, KINDS, Competition
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
 from comp.setup.formats import detect_format
-from comp.setup.scan import FolderIndex, read_table, scan_images, sort_classes
+from comp.setup.scan import (
+    FolderIndex,
+    normalise_label,
+    read_table,
+    scan_images,
+    sort_classes,
+    subdirs_with_images,
+)
 from comp.vision.images import IMAGE_EXTENSIONS
 
 
@@ -33,11 +40,14 @@ class InitOptions:
     kind: str = ""
     metric: str = ""
     id_column: str = ""  # the id column of the sample and of the labels CSV
-    label_column: str = ""  # the label column of the labels CSV
+    label_column: str = ""  # the label column of the labels CSV; "a,b,c" names one-hot label columns
     labels_csv: str = ""
     sample: str = ""
     test_dir: str = ""
     group_column: str = ""
+    groups: str = ""  # a second CSV holding group_column (StateFarm: driver_imgs_list.csv)
+    label_pattern: str = ""  # regex with a group `label` reading the class from a training file name
+    class_depth: int = 0  # folders layout: the folder level that names the class; 0: detect
     positive: list[str] = field(default_factory=list)  # binary: the training labels that count as positive
     negative: list[str] = field(default_factory=list)  # binary: the training labels that count as negative
     n_folds: int = 5
@@ -53,6 +63,9 @@ class Findings:
     n_train: int = 0
     n_test: int = 0
     skipped: list[str] = field(default_factory=list)
+    unused_csvs: list[str] = field(default_factory=list)  # CSVs in the data that no comp.toml field reads
+    class_counts: dict[str, int] = field(default_factory=dict)  # training images per class (init counts them)
+    n_groups: int = 0  # distinct groups when group_column is set
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     copied_recipes: list[str] = field(default_factory=list)
@@ -60,6 +73,13 @@ class Findings:
 
 
 SEARCH_DEPTH = 2  # Kaggle zips often unpack one level deeper (data/train/train/*.jpg)
+# Labels only in file names (dogs-vs-cats: cat.123.jpg; Oxford pets: Abyssinian_12.jpg): the class, a separator,
+# a number, the extension. Each is tried on the training folder; it must fit nearly every file with few classes.
+NAME_PATTERNS = (r"(?P<label>.+)\.\d+\.[^.]+", r"(?P<label>.+)_\d+\.[^.]+", r"(?P<label>.+)-\d+\.[^.]+")
+NAME_MATCH_SHARE = 0.95  # files a name pattern must fit (all but one in a small folder); the rest (a stray
+# README.jpg) are left out, and listed
+GLANCE_ROWS = 20_000  # rows read from a CSV comp does not use, to say what it might hold
+FILES_PER_CLASS = 3  # a pattern whose "classes" hold fewer files each on average is reading ids, not labels
 LABEL_COLUMN_NAMES = ("label", "labels", "class", "category", "target", "y", "breed", "species", "diagnosis")
 VAL_NAMES = ("val", "valid", "validation", "dev")
 
@@ -164,6 +184,7 @@ class _Discovery:
             if fields["class_map"]:
                 self.notes.append(f"binary: {classes[1]!r} (positive) vs {classes[0]!r}; training labels grouped "
                                   "by class_map in comp.toml")
+        fields.update(self._groups(fields))
         sample = read_table(sample_path) if sample_path else None
         test_dir, answers = self._find_test(fields["train_dirs"], sample)
         if sample is None and test_dir is not None:
@@ -195,12 +216,84 @@ class _Discovery:
             seed=self.opt.seed,
             **fields,
         )
-        if self.opt.id_column and self.opt.id_column not in (comp.id_column, comp.train_id_column):
-            raise CompError(f"--id-column {self.opt.id_column!r} is neither a column of the sample submission nor "
-                            "of the labels CSV; check its spelling (it is case-sensitive)")
+        if self.opt.id_column and self.opt.id_column not in (comp.id_column, comp.train_id_column,
+                                                             comp.groups_id_column):
+            raise CompError(f"--id-column {self.opt.id_column!r} is not a column of the sample submission, the "
+                            "labels CSV or the groups CSV; check its spelling (it is case-sensitive)")
 
         return Findings(comp, skipped=[_listing([p], self.data) for p in sorted(set(self.skipped))],
-                        notes=self.notes, warnings=self.warnings, generated=self.generated)
+                        unused_csvs=self._unused_csvs(comp), notes=self.notes, warnings=self.warnings,
+                        generated=self.generated)
+
+    # -- groups (rows that must share a fold)
+    def _groups(self, fields: dict) -> dict:
+        """groups_csv, groups_id_column and group_column when the groups come from a second CSV: --groups FILE, or
+        the one CSV holding --group-column when the labels CSV does not (StateFarm: driver_imgs_list.csv)."""
+        column = self.opt.group_column
+        if fields.get("group_column") or not (self.opt.groups or column):
+            return {}
+        if self.opt.groups:
+            path = self._given(self.opt.groups, "--groups", want_dir=False)
+            frame = read_table(path)
+            if not column:
+                raise CompError(f"--groups {path.name} needs --group-column: the column whose rows share a fold "
+                                f"(columns: {', '.join(frame.columns)})")
+        else:
+            labels = self.ws.path(fields["labels_csv"]).resolve() if fields.get("labels_csv") else None
+            having = [p for p in self.index.csvs if p != labels and column in read_table(p, nrows=1).columns]
+            if len(having) != 1:
+                where = "the labels CSV" if labels else f"this {fields['layout']} layout (it has no labels CSV)"
+                found = f"several CSVs have it ({_listing(having, self.data)})" if having else "no CSV here has it"
+                raise CompError(f"--group-column {column!r}: not a column of {where}, and {found}; pass --groups FILE "
+                                "naming the CSV that holds it")
+            path = having[0]
+            frame = read_table(path)
+        if column not in frame.columns:
+            raise CompError(f"--group-column {column!r} is not a column of {path} "
+                            f"(columns: {', '.join(frame.columns)})")
+        id_col = self._image_column(frame, self._train_keys(fields), exclude=column)
+        if id_col is None:
+            raise CompError(f"{path}: no column names the training images (columns: {', '.join(frame.columns)}); "
+                            "the groups CSV needs one column of image file names (or ids) beside the group column")
+        self.notes.append(f"groups: {column!r} of {relative(path, self.ws)}, matched to the images by {id_col!r}")
+        return {"group_column": column, "groups_csv": relative(path, self.ws), "groups_id_column": id_col}
+
+    def _train_keys(self, fields: dict) -> set[str]:
+        """File names and stems of every training image (what a second CSV may name them by)."""
+        keys: set[str] = set()
+        for rel in fields["train_dirs"]:
+            keys |= self.index.tree_keys(self.ws.path(rel).resolve())[0]
+        return keys
+
+    def _image_column(self, frame: pd.DataFrame, keys: set[str], exclude: str = "") -> str | None:
+        """The column of `frame` naming the most images (at least half its values), unique values first."""
+        if self.opt.id_column in frame.columns and self.opt.id_column != exclude:
+            return self.opt.id_column
+        scores = [(_match(frame[c], keys) * frame[c].nunique() / max(1, len(frame)), c)
+                  for c in frame.columns if c != exclude]
+        scores = [s for s in scores if s[0] >= 0.5]
+        return max(scores, key=lambda s: s[0])[1] if scores else None
+
+    def _unused_csvs(self, comp: Competition) -> list[str]:
+        """The CSVs in the data that comp.toml does not read, each with what it looks like when it could hold
+        groups (a column naming the training images beside one that repeats, not the labels)."""
+        used = {self.ws.path(f).resolve() for f in (comp.labels_csv, comp.groups_csv, comp.sample_submission) if f}
+        unused = [p for p in self.index.csvs if p.resolve() not in used]
+        keys = self._train_keys({"train_dirs": comp.train_dirs}) if unused and not comp.group_column else set()
+        for path in unused if keys else []:
+            frame = read_table(path, nrows=GLANCE_ROWS)
+            id_col = self._image_column(frame, keys)
+            classes = {normalise_label(c) for c in comp.classes}
+            grouping = [c for c in frame.columns if c != id_col and 2 <= frame[c].nunique() <= len(frame) // 2
+                        and not {normalise_label(v) for v in frame[c]} <= classes]
+            if id_col and grouping:
+                column = max(grouping, key=lambda c: frame[c].nunique())
+                values = f"{frame[column].nunique()}{'+' if len(frame) == GLANCE_ROWS else ''} values"
+                self.notes.append(f"{path.name} names the training images ({id_col!r}) beside {column!r} "
+                                  f"({values}): if images sharing it must stay in one fold (a driver, patient, "
+                                  f"site), run `comp init {relative(self.data, self.ws)} --force --groups "
+                                  f"{relative(path, self.ws)} --group-column {column}`")
+        return [_listing([p], self.data) for p in unused]
 
     def _find_sample(self) -> Path | None:
         if self.opt.sample:
@@ -214,6 +307,8 @@ class _Discovery:
     def _find_train(self) -> dict:
         if self.opt.labels_csv:
             return self._csv_train(self._given(self.opt.labels_csv, "--labels-csv", want_dir=False))
+        if self.opt.label_pattern:
+            return self._name_train(self._name_folders(), self.opt.label_pattern)
         roots = [d for d in self.index.dirs if _named(d, "train") and self.index.class_dirs(d)]
         if roots:
             shallowest = min(len(r.parts) for r in roots)
@@ -221,6 +316,9 @@ class _Discovery:
             if len(roots) > 1:
                 raise CompError(f"several training folders with class sub-folders: {_listing(roots, self.data)}; "
                                 "pass DATA_DIR as the one to use")
+            labels = self._csv_naming_nested(roots[0])
+            if labels is not None:
+                return self._csv_train(labels)
             if self._label_csvs():
                 self.notes.append(f"class folders used; {_listing(self._label_csvs(), self.data)} ignored "
                                   "(--labels-csv to use it instead)")
@@ -235,14 +333,40 @@ class _Discovery:
             return self._csv_train(candidates[0])
         if len(self._top_level_classes()) >= 2:
             return self._folder_train(self.data)
+        named = self._detect_name_pattern()
+        if named:
+            return self._name_train(*named)
         zips = sorted(self.data.glob("*.zip"))
         seen = _listing(self.index.dirs[1:] + self.index.csvs, self.data)
         raise CompError(
             f"found no training labels in {self.data}: no labels CSV (train.csv, labels.csv, trainLabels.csv...) and "
             f"no class folders (train/<class>/*.jpg). Saw: {seen}. "
             + (f"Unzip {_listing(zips, self.data)} first. " if zips else "")
-            + "Pass --labels-csv FILE, or point DATA_DIR at the folder holding train/"
+            + "Pass --labels-csv FILE, --label-pattern REGEX when the class is in the file names, or point "
+            "DATA_DIR at the folder holding train/"
         )
+
+    def _csv_naming_nested(self, root: Path) -> Path | None:
+        """A labels CSV that names the images below the class-like folders of `root` and labels them with something
+        other than the folder names: then the folders are an intermediate level, not the classes (hotel-id:
+        train_images/<chain>/<image>.jpg with train.csv's hotel_id), and the CSV is the labels."""
+        folder_names = {normalise_label(d.name) for d in self._dirs_at(root, 1)}
+        for path in self._label_csvs():
+            found = self._id_column(path, quiet=True)
+            if found is None or found[0] != root or not found[3]:
+                continue
+            frame = read_table(path, header=not found[2])
+            id_col = frame.columns[found[1]]
+            try:
+                label_cols = self._label_columns(frame, path, id_col)
+            except CompError:
+                continue  # no clear label column: the folders stay the classes
+            values = label_cols if len(label_cols) > 1 else frame[label_cols[0]].str.strip().unique()
+            if not {normalise_label(v) for v in values} <= folder_names:
+                self.notes.append(f"the folders in {relative(root, self.ws)} are not the classes: {path.name} labels "
+                                  f"their images by {', '.join(label_cols[:4])}")
+                return path
+        return None
 
     def _label_csvs(self) -> list[Path]:
         def looks_like_labels(name: str) -> bool:
@@ -257,14 +381,13 @@ class _Discovery:
         return [d for d in self.index.class_dirs(self.data) if not _named(d, "train", "test", *VAL_NAMES)]
 
     def _folder_train(self, root: Path) -> dict:
-        if self.opt.group_column:
-            raise CompError("--group-column needs a labels CSV; this competition has class folders")
         # A val/ beside the training root is more labelled data: the folds re-split everything.
         roots = [root] + [d for d in sorted(root.parent.iterdir() if root != self.data else root.iterdir())
                           if d.is_dir() and d.name.lower() in VAL_NAMES and self.index.class_dirs(d)]
+        depth = 1 if root == self.data else self._class_depth(root)
         classes: set[str] = set()
         for r in roots:
-            for class_dir in self._top_level_classes() if r == self.data else self.index.class_dirs(r):
+            for class_dir in self._top_level_classes() if r == self.data else self._dirs_at(r, depth):
                 classes.add(class_dir.name)
                 self.skipped += scan_images(class_dir)[1]
             if r != self.data:  # DATA_DIR's own files (CSVs, READMEs) are the competition's, not junk
@@ -272,25 +395,109 @@ class _Discovery:
         if len(roots) > 1:
             self.notes.append(f"{', '.join(relative(r, self.ws) for r in roots[1:])} pooled into training")
         return {"layout": "folders", "train_dirs": [relative(r, self.ws) for r in roots],
-                "classes": sort_classes(classes)}
+                "classes": sort_classes(classes), "class_depth": depth}
+
+    def _dirs_at(self, root: Path, depth: int) -> list[Path]:
+        """The folders `depth` levels below `root` that hold images (at any depth below them)."""
+        level = [root]
+        for _ in range(depth):
+            level = [d for parent in level for d in subdirs_with_images(parent)]
+        return level
+
+    def _class_depth(self, root: Path) -> int:
+        """Which folder level below `root` names the class. The rule: a class level has at least two names and
+        every image sits at or below it; a level where one name repeats under every parent (tiny-imagenet's
+        <class>/images/) is structure. When images lie directly in the first-level folders, or only the first
+        level qualifies, it is 1; when two levels qualify (<chain>/<hotel>/ or <class>/<session>/ look alike),
+        --class-depth decides and init refuses to guess."""
+        parents = {p.parent.relative_to(root).parts for p in scan_images(root)[0]}
+        parents.discard(())  # images right in the root belong to no class; they are listed as ignored
+        if not parents:
+            return 1
+        shallowest = min(len(parts) for parts in parents)
+        names = [sorted({parts[level] for parts in parents}) for level in range(shallowest)]
+        if self.opt.class_depth:
+            if self.opt.class_depth > shallowest:
+                raise CompError(f"--class-depth {self.opt.class_depth}: some images of {relative(root, self.ws)} "
+                                f"sit only {shallowest} folder level(s) down; use 1..{shallowest}")
+            return self.opt.class_depth
+        levels = [level + 1 for level in range(shallowest) if len(names[level]) >= 2]
+        if shallowest == 1 or levels == [1]:
+            return 1
+        listed = "; ".join(f"level {level}: {len(names[level - 1])} folders ({', '.join(names[level - 1][:4])}"
+                           f"{', ...' if len(names[level - 1]) > 4 else ''})" for level in levels)
+        raise CompError(f"{relative(root, self.ws)} holds its images {shallowest} folder levels down and more than "
+                        f"one level could be the class ({listed}). Pass --class-depth N for the level that names "
+                        "the class (1 = the folders right below it), or --labels-csv FILE when a CSV holds the labels")
+
+    # -- labels in file names
+    def _name_folders(self) -> list[Path]:
+        """Training-named folders holding images directly, shallowest first (a names layout's candidates)."""
+        found = [d for d in self.index.dirs if _named(d, "train") and self.index.file_keys(d)[0]]
+        return sorted(found, key=lambda d: (len(d.parts), str(d)))
+
+    def _detect_name_pattern(self) -> tuple[list[Path], str] | None:
+        """(folder, pattern) when the training images' names carry their class in one of NAME_PATTERNS."""
+        for folder in self._name_folders():
+            names = [p.name for p in scan_images(folder, recursive=False)[0]]
+            for pattern in NAME_PATTERNS:
+                labels = [m["label"] for m in map(re.compile(pattern).fullmatch, names) if m]
+                n_classes = len(set(labels))
+                if (len(names) - len(labels) <= max(1, (1 - NAME_MATCH_SHARE) * len(names)) and n_classes >= 2
+                        and n_classes * FILES_PER_CLASS <= len(labels)):
+                    return [folder], pattern
+        return None
+
+    def _name_train(self, folders: list[Path], pattern: str) -> dict:
+        if not folders:
+            raise CompError("--label-pattern: found no training folder holding images (a folder named train...); "
+                            "point DATA_DIR at the folder holding it")
+        if len(folders) > 1 and len(folders[0].parts) == len(folders[1].parts):
+            raise CompError(f"several training folders: {_listing(folders, self.data)}; pass DATA_DIR as the one "
+                            "holding the one to use")
+        from comp.setup.items import label_regex
+
+        folder, regex = folders[0], label_regex(pattern)
+        images = scan_images(folder, recursive=False)[0]
+        labels = Counter(m["label"] for m in map(regex.fullmatch, (p.name for p in images)) if m)
+        if not labels:
+            raise CompError(f"--label-pattern {pattern!r} fits no file name in {relative(folder, self.ws)} "
+                            f"(e.g. {images[0].name if images else 'no images'}); check the pattern")
+        unmatched = len(images) - sum(labels.values())
+        if unmatched:
+            self.warnings.append(f"{unmatched} image(s) in {relative(folder, self.ws)} do not fit the file-name "
+                                 "pattern and are left out of training (`comp verify` lists them)")
+        example = next(p.name for p in images if regex.fullmatch(p.name))
+        self.notes.append(f"labels from file names: {example} -> {regex.fullmatch(example)['label']!r} "
+                          f"(label_pattern {pattern!r})")
+        self.skipped += self.index.junk(folder)
+        return {"layout": "names", "train_dirs": [relative(folder, self.ws)], "label_pattern": pattern,
+                "classes": sort_classes(set(labels))}
 
     # -- labels CSV + flat image folder
-    def _id_column(self, path: Path, quiet: bool = False) -> tuple[Path, int, bool] | None:
-        """(image folder, id column index, headerless) of a labels CSV; None when nothing matches and `quiet`."""
+    def _id_column(self, path: Path, quiet: bool = False) -> tuple[Path, int, bool, bool] | None:
+        """(image folder, id column index, headerless, nested) of a labels CSV; None when nothing matches and
+        `quiet`. `nested`: the ids are file names found in sub-folders of the image folder, not directly in it."""
         raw = read_table(path, header=False)
         if raw.shape[0] < 2:
             raise CompError(f"{path} has no data rows")
         scores = []
         for folder in self.index.dirs:
-            if _named(folder, "test") or not self.index.file_keys(folder)[0]:
+            if _named(folder, "test"):
                 continue
-            keys = self.index.file_keys(folder)[0]
-            for j in range(raw.shape[1]):
-                column = raw.iloc[1:, j]
-                # Ids are unique: a label column of small integers must not win against "1.png, 2.png, ...".
-                score = _match(column, keys) * column.nunique() / len(column)
-                if score >= 0.5:
-                    scores.append((score, _named(folder, "train"), -len(folder.parts), folder, j))
+            # Images right in the folder, or (when it has image sub-folders) anywhere below it: a CSV may name
+            # images that sit in folders which are not their classes (hotel-id: train_images/<chain>/<image>).
+            for keys, nested in ((self.index.file_keys(folder)[0], False),
+                                 (self.index.tree_keys(folder)[0] if self.index.class_dirs(folder) else set(), True)):
+                if not keys:
+                    continue
+                for j in range(raw.shape[1]):
+                    column = raw.iloc[1:, j]
+                    # Ids are unique: a label column of small integers must not win against "1.png, 2.png, ...".
+                    score = _match(column, keys) * column.nunique() / len(column)
+                    if score >= 0.5:
+                        scores.append((score, _named(folder, "train"), not nested, -len(folder.parts), folder, j,
+                                       nested))
         if not scores:
             # Ids may be paths from DATA_DIR ("train_images/abc.jpg", "images/abc"): match those once, as a fallback
             # (it lists every image below DATA_DIR).
@@ -303,78 +510,114 @@ class _Discovery:
                 column = raw.iloc[1:, j]
                 score = _match(column, keys) * column.nunique() / len(column)
                 if score >= 0.5:
-                    scores.append((score, False, 0, self.data, j))
+                    scores.append((score, False, True, 0, self.data, j, False))
         if not scores:
             if quiet:
                 return None
             raise CompError(f"{path}: no column holds the names of image files (first row: "
                             f"{', '.join(raw.iloc[1, :4])}); pass --labels-csv for another file, or check that "
                             "the training images were unzipped")
-        scores.sort(key=lambda s: s[:3], reverse=True)
+        scores.sort(key=lambda s: s[:4], reverse=True)
         best = scores[0]
-        rivals = [s for s in scores[1:] if s[3] == best[3] and s[0] >= 0.9 * best[0]]
+        rivals = [s for s in scores[1:] if s[4] == best[4] and s[6] == best[6] and s[0] >= 0.9 * best[0]]
         id_given = self.opt.id_column and self.opt.id_column in raw.iloc[0].tolist()
         if rivals and not id_given:
-            names = [raw.iloc[0, s[4]] for s in (best, *rivals)]
+            names = [raw.iloc[0, s[5]] for s in (best, *rivals)]
             raise CompError(f"{path}: several columns name the image files ({', '.join(names)}); "
                             "pass --id-column C")
-        folder, j = best[3], best[4]
+        folder, j, nested = best[4], best[5], best[6]
         first = str(raw.iloc[0, j]).strip()
-        headerless = first in self.index.file_keys(folder)[0] or _has_extension(first)
-        return folder, j, headerless
+        keys = self.index.tree_keys(folder)[0] if nested else self.index.file_keys(folder)[0]
+        headerless = first in keys or _has_extension(first)
+        return folder, j, headerless, nested
 
     def _csv_train(self, path: Path) -> dict:
-        folder, j, headerless = self._id_column(path)
+        folder, j, headerless, nested = self._id_column(path)
         frame = read_table(path, header=not headerless)
         if headerless:
             if j != 0 or frame.shape[1] < 2:
                 raise CompError(f"{path} has no header and its ids are not in the first column; add a header "
                                 "line (e.g. id,label) and run again")
-            id_col, label_col = "id", "label"
+            id_col, label_cols = "id", ["label"]
             self.notes.append(f"{path.name} has no header: column 1 = image id, column 2 = label")
         else:
             id_col = self.opt.id_column if self.opt.id_column in frame.columns else frame.columns[j]
-            label_col = self._label_column(frame, path, id_col)
-        if self.opt.group_column and self.opt.group_column not in frame.columns:
-            raise CompError(f"--group-column {self.opt.group_column!r} is not a column of {path} "
-                            f"(columns: {', '.join(frame.columns)})")
-        labels = frame[label_col].str.strip()
-        if (labels == "").any():
-            line = int((labels == "").to_numpy().argmax()) + (1 if headerless else 2)
-            raise CompError(f"{path}: empty label in column {label_col!r}, line {line}; fix the file or pass "
-                            "--label-column")
+            label_cols = self._label_columns(frame, path, id_col)
+        if len(label_cols) > 1:
+            from comp.setup.items import onehot_labels
+
+            labels = onehot_labels(frame, label_cols, path)  # refuses multi-label rows, naming the kind
+            classes = sort_classes(label_cols)
+            counts = labels.value_counts()
+            self.notes.append(f"one-hot labels: columns {', '.join(label_cols)} ({len(frame)} rows, one 1 each); "
+                              "class = the column holding the 1")
+            if (counts.reindex(label_cols).fillna(0) == 0).any():
+                self.warnings.append("one-hot column(s) marking no row: " + ", ".join(
+                    c for c in label_cols if counts.get(c, 0) == 0))
+        else:
+            labels = frame[label_cols[0]].str.strip()
+            if (labels == "").any():
+                line = int((labels == "").to_numpy().argmax()) + (1 if headerless else 2)
+                raise CompError(f"{path}: empty label in column {label_cols[0]!r}, line {line}; fix the file or pass "
+                                "--label-column")
+            classes = sort_classes(set(labels))
         ids = frame[id_col].str.strip()
-        exts = self.index.file_keys(folder)[1]
+        keys, exts = self.index.tree_keys(folder) if nested else self.index.file_keys(folder)
         image_ext = "" if ids.map(_has_extension).all() else (exts.most_common(1)[0][0] if exts else "")
-        self.skipped += self.index.junk(folder)
-        missing = int((~ids.isin(self.index.file_keys(folder)[0])).sum())
+        self.skipped += scan_images(folder)[1] if nested else self.index.junk(folder)
+        if nested:
+            self.notes.append(f"images are found by file name in the sub-folders of {relative(folder, self.ws)}")
+        missing = int((~ids.isin(keys)).sum())
         if missing:
             self.warnings.append(f"{missing} labelled id(s) have no image file in {relative(folder, self.ws)} "
                                  "(`comp verify` lists them)")
+        in_labels = self.opt.group_column in frame.columns and not self.opt.groups
         return {"layout": "csv", "train_dirs": [relative(folder, self.ws)], "labels_csv": relative(path, self.ws),
-                "labels_header": not headerless, "train_id_column": id_col, "train_label_column": label_col,
-                "group_column": self.opt.group_column, "image_ext": image_ext, "classes": sort_classes(set(labels))}
+                "labels_header": not headerless, "train_id_column": id_col,
+                "train_label_column": label_cols[0] if len(label_cols) == 1 else "",
+                "train_label_columns": label_cols if len(label_cols) > 1 else [],
+                "group_column": self.opt.group_column if in_labels else "", "train_subfolders": nested,
+                "image_ext": image_ext, "classes": classes}
 
-    def _label_column(self, frame: pd.DataFrame, path: Path, id_col: str) -> str:
+    def _label_columns(self, frame: pd.DataFrame, path: Path, id_col: str) -> list[str]:
+        """The label column of a labels CSV, or its one-hot label columns (one 0/1 column per class)."""
         if self.opt.label_column:
-            if self.opt.label_column not in frame.columns:
-                raise CompError(f"--label-column {self.opt.label_column!r} is not a column of {path} "
+            wanted = [c.strip() for c in self.opt.label_column.split(",") if c.strip()]
+            absent = [c for c in wanted if c not in frame.columns]
+            if absent:
+                raise CompError(f"--label-column {', '.join(map(repr, absent))}: not a column of {path} "
                                 f"(columns: {', '.join(frame.columns)})")
-            return self.opt.label_column
+            return wanted
         others = [c for c in frame.columns if c not in (id_col, self.opt.group_column)
                   and not c.startswith("Unnamed:") and frame[c].str.strip().ne("").all()]
         sample = self._find_sample()
         sample_columns = list(read_table(sample).columns[1:]) if sample else []
+        onehot = self._onehot_columns(frame, others, sample_columns)
+        if onehot:
+            return onehot
         for wanted in (sample_columns if len(sample_columns) == 1 else [], LABEL_COLUMN_NAMES):
             named = [c for c in others if c in wanted or c.lower() in wanted]
             if len(named) == 1:
-                return named[0]
+                return [named[0]]
         # Otherwise the one column that repeats values (a class), unlike free text or ids.
         repeating = [c for c in others if frame[c].nunique() < len(frame)]
         if len(repeating) == 1:
-            return repeating[0]
+            return [repeating[0]]
         raise CompError(f"{path}: cannot tell which column is the label (candidates: "
                         f"{', '.join(repeating or others) or 'none'}; id column {id_col!r}); pass --label-column C")
+
+    @staticmethod
+    def _onehot_columns(frame: pd.DataFrame, others: list[str], sample_columns: list[str]) -> list[str]:
+        """One-hot label columns: the sample's prediction columns when the labels CSV has each of them holding only
+        0/1 (plant-pathology-2020), else every candidate column when all of them (two or more) hold only 0/1."""
+        from comp.setup.items import ONES, ZEROS
+
+        binary = [c for c in others if frame[c].str.strip().isin(ONES | ZEROS).all()]
+        if len(sample_columns) >= 2 and set(sample_columns) <= set(binary):
+            return [c for c in binary if c in sample_columns]
+        if len(binary) >= 2 and binary == others:
+            return binary
+        return []
 
     # -- test images and the submission
     def _find_test(self, train_dirs: list[str],

@@ -15,7 +15,7 @@ from comp.core.config import PLATFORMS, Competition
 from comp.core.errors import CompError
 from comp.core.workspace import STOCK_RECIPES, Workspace
 from comp.setup.discover import Findings, InitOptions, discover
-from comp.setup.items import test_items, train_items
+from comp.setup.items import test_items, train_groups, train_items
 from comp.setup.scan import normalise_label
 
 __all__ = ["Findings", "InitOptions", "init_workspace", "preview_mapping"]
@@ -48,11 +48,31 @@ def init_workspace(data_dir: str | os.PathLike, ws: Workspace, options: InitOpti
         atomic.write_csv(ws.path(rel), frame)
     # Count through the same functions every later stage reads items with, so a comp.toml that init writes is one
     # those stages accept; comp.toml itself is written last.
-    found.n_train = len(train_items(comp, ws))
+    items = train_items(comp, ws)
+    found.n_train = len(items)
     found.n_test = len(test_items(comp, ws))
+    counts = items["label"].value_counts()
+    found.class_counts = {c: int(counts.get(c, 0)) for c in comp.classes}
+    if comp.group_column:
+        _count_groups(found, comp, ws, items)
     found.copied_recipes = _copy_recipes(ws)
     ws.save(comp)
     return found
+
+
+def _count_groups(found: Findings, comp: Competition, ws: Workspace, items) -> None:
+    """How many groups the folds will keep whole; images a groups CSV has no row for are named (each is a group of
+    its own), and a groups CSV that matches no image at all is refused rather than silently ignored."""
+    found.n_groups = int(items["group"].nunique())
+    if not comp.groups_csv:
+        return
+    missing = train_groups(comp, ws, items)[1]
+    if missing == len(items):
+        raise CompError(f"{comp.groups_csv}: column {comp.groups_id_column!r} names none of the {len(items)} training "
+                        "images; pass --id-column for the column holding their file names")
+    if missing:
+        found.warnings.append(f"{missing} of {len(items)} training images have no row in {comp.groups_csv}: each is "
+                              "a group of its own")
 
 
 def _copy_recipes(ws: Workspace) -> list[str]:

@@ -8,12 +8,14 @@ reports it, so a user sees every problem of the data in one list instead of one 
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from comp.core.config import Competition
+from comp.core.config import KINDS, Competition
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
 from comp.setup.scan import file_for, read_table, scan_images
@@ -43,12 +45,19 @@ def train_items(comp: Competition, ws: Workspace) -> pd.DataFrame:
     group when `comp.group_column` is set.
 
     csv layout: `id` is the labels-CSV id as written; folders layout: `id` is the image path relative to
-    `data_dir` (e.g. `train/ants/0013035.jpg`), unique even when every class folder reuses the same file names.
+    `data_dir` (e.g. `train/ants/0013035.jpg`), unique even when every class folder reuses the same file names;
+    names layout: `id` is the file name (`cat.123.jpg`), the label read from it by `label_pattern`.
     Rows whose image file is missing are kept (with the expected path) for `comp verify` to report.
     """
     if comp.layout == "folders":
-        return _folder_train_items(comp, ws)
-    return _csv_train_items(comp, ws)
+        items = _folder_train_items(comp, ws)
+    elif comp.layout == "names":
+        items = _name_train_items(comp, ws)
+    else:
+        items = _csv_train_items(comp, ws)
+    if comp.group_column and "group" not in items.columns:
+        items["group"] = train_groups(comp, ws, items)[0].to_numpy()
+    return items
 
 
 def _csv_train_items(comp: Competition, ws: Workspace) -> pd.DataFrame:
@@ -61,23 +70,83 @@ def _csv_train_items(comp: Competition, ws: Workspace) -> pd.DataFrame:
     path = ws.path(comp.labels_csv)
     frame = read_table(path, comp.labels_header)
     id_col = comp.train_id_column if comp.labels_header else "id"
-    label_col = comp.train_label_column if comp.labels_header else "label"
-    _require_columns(frame, [id_col, label_col], path, "train_id_column/train_label_column")
-    _require_columns(frame, [comp.group_column], path, "group_column")
+    label_cols = comp.train_label_columns or [comp.train_label_column if comp.labels_header else "label"]
+    _require_columns(frame, [id_col, *label_cols], path,
+                     "train_id_column/" + ("train_label_columns" if comp.train_label_columns else "train_label_column"))
+    if not comp.groups_csv:
+        _require_columns(frame, [comp.group_column], path, "group_column (or groups_csv to read it from another CSV)")
     ids = frame[id_col].str.strip()
-    labels = frame[label_col].str.strip()
+    labels = onehot_labels(frame, label_cols, path) if comp.train_label_columns else frame[label_cols[0]].str.strip()
     if comp.class_map:  # several training labels train as one class (a binary set-up from more folders)
         labels = labels.map(lambda v: comp.class_map.get(v, v))
     _check_labels(labels, comp, str(path))
     folder = ws.path(comp.train_dirs[0])
+    nested = _files_by_name(folder) if comp.train_subfolders else {}
     out = pd.DataFrame({
         "id": ids.astype(str).to_numpy(),
-        "path": [str(file_for(folder, i, comp.image_ext)) for i in ids],
+        "path": [_nested_file(nested, folder, i, comp.image_ext, path) for i in ids],
         "label": labels.astype(str).to_numpy(),
     })
-    if comp.group_column:
+    if comp.group_column and not comp.groups_csv:
         out["group"] = frame[comp.group_column].astype(str).to_numpy()
     return out
+
+
+def onehot_labels(frame: pd.DataFrame, columns: list[str], path: Path) -> pd.Series:
+    """One-hot label columns (a 1 in the row's class column, 0 elsewhere) as class names.
+
+    Refuses, naming the line: a value other than 0/1, a row with no 1, and a row with several 1s (a multi-label
+    competition: single-label training would have to pick one of its classes, silently)."""
+    values = frame[columns].apply(lambda c: c.str.strip())
+    bad = ~values.isin(ONES | ZEROS)
+    if bad.to_numpy().any():
+        row, col = np.argwhere(bad.to_numpy())[0]
+        raise CompError(f"{path}, line {row + 2}: column {columns[col]!r} holds {values.iat[row, col]!r}; one-hot "
+                        f"label columns ({', '.join(columns)}) hold only 0 and 1. Fix the row, or set "
+                        "train_label_column (a single label column) in comp.toml")
+    hot = values.isin(ONES).to_numpy()
+    per_row = hot.sum(axis=1)
+    if (per_row > 1).any():
+        row = int(np.argmax(per_row > 1))
+        marked = ", ".join(c for c, h in zip(columns, hot[row], strict=True) if h)
+        raise CompError(f"{path}: {int((per_row > 1).sum())} row(s) mark several classes (line {row + 2}: {marked}): "
+                        f"the labels are multi-label, not one class per image. {multilabel_hint()}")
+    if (per_row == 0).any():
+        row = int(np.argmax(per_row == 0))
+        raise CompError(f"{path}: {int((per_row == 0).sum())} row(s) mark no class (line {row + 2}): each row of the "
+                        f"one-hot columns {', '.join(columns)} needs exactly one 1; fix or drop those rows")
+    return pd.Series(np.asarray(columns, dtype=object)[hot.argmax(axis=1)], index=frame.index)
+
+
+ONES, ZEROS = {"1", "1.0", "1.", "True", "true"}, {"0", "0.0", "0.", "False", "false"}
+
+
+def multilabel_hint() -> str:
+    """What to do with labels that mark several classes per image: the multi-label kind, when comp has it."""
+    if "multilabel_probs" in KINDS:
+        return ("Read them as the `multilabel_probs` kind (one probability column per class): "
+                "`comp init DATA_DIR --force --kind multilabel_probs`")
+    return ("comp calls this the `multilabel_probs` kind (one probability column per class), which it cannot train "
+            "yet; single-label training would have to drop all but one class of those rows")
+
+
+def _files_by_name(folder: Path) -> dict[str, Path | None]:
+    """Every image below `folder`, by file name and by stem; None marks a name found in two sub-folders."""
+    found: dict[str, Path | None] = {}
+    for p in scan_images(folder)[0]:
+        for key in dict.fromkeys((p.name, p.stem)):
+            found[key] = None if key in found and found[key] != p else p
+    return found
+
+
+def _nested_file(nested: dict[str, Path | None], folder: Path, image_id: str, image_ext: str, where: Path) -> str:
+    """The file of a labels-CSV id: found anywhere below `folder` when train_subfolders is set, else directly in it."""
+    if image_id in nested:
+        if nested[image_id] is None:
+            raise CompError(f"{where}: id {image_id!r} names files in several sub-folders of {folder}; ids must pick "
+                            "one image (set train_subfolders = false and write ids as paths, e.g. chain/name.jpg)")
+        return str(nested[image_id])
+    return str(file_for(folder, image_id, image_ext))
 
 
 def _folder_train_items(comp: Competition, ws: Workspace) -> pd.DataFrame:
@@ -92,8 +161,7 @@ def _folder_train_items(comp: Competition, ws: Workspace) -> pd.DataFrame:
         root = ws.path(rel)
         if not root.is_dir():
             raise CompError(f"{root} (train_dirs in comp.toml) is not a folder; fix the path or run `comp init`")
-        class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                            and p.resolve() not in not_classes)
+        class_dirs = _class_dirs(root, comp.class_depth, not_classes)
         # class_map: several folders may train as one class (alaska2: JMiPOD/, JUNIWARD/, UERD/ vs Cover/)
         names = {p: (comp.class_map or {}).get(p.name, p.name) for p in class_dirs}
         _check_labels(pd.Series(list(names.values()), dtype=object), comp, str(root))
@@ -101,6 +169,86 @@ def _folder_train_items(comp: Competition, ws: Workspace) -> pd.DataFrame:
             images, _ = scan_images(class_dir)
             rows += [(_relative_id(p, data_dir), str(p), names[class_dir]) for p in images]
     return pd.DataFrame(rows, columns=["id", "path", "label"])
+
+
+def _class_dirs(root: Path, depth: int, not_classes: set[Path]) -> list[Path]:
+    """The folders `depth` levels below `root` (1: its sub-folders), whose names are the classes."""
+    level = [root]
+    for _ in range(depth):
+        level = [p for d in level for p in sorted(d.iterdir())
+                 if p.is_dir() and not p.name.startswith(".") and p.resolve() not in not_classes]
+    return level
+
+
+def _name_train_items(comp: Competition, ws: Workspace) -> pd.DataFrame:
+    """Labels in the file names (dogs-vs-cats: train/cat.123.jpg): the id is the file name. Images whose name does
+    not match `label_pattern` are left out here; `comp verify` lists them as images with no label."""
+    if len(comp.train_dirs) != 1:
+        raise CompError(f"comp.toml: the names layout needs exactly one image folder in train_dirs, got "
+                        f"{comp.train_dirs}")
+    pattern = label_regex(comp.label_pattern)
+    root = ws.path(comp.train_dirs[0])
+    if not root.is_dir():
+        raise CompError(f"{root} (train_dirs in comp.toml) is not a folder; fix the path or run `comp init`")
+    rows = []
+    for p in scan_images(root, recursive=False)[0]:
+        match = pattern.fullmatch(p.name)
+        if match:
+            label = match["label"]
+            rows.append((p.name, str(p), (comp.class_map or {}).get(label, label)))
+    out = pd.DataFrame(rows, columns=["id", "path", "label"])
+    _check_labels(out["label"], comp, f"{root} (label_pattern {comp.label_pattern!r})")
+    return out
+
+
+def label_regex(pattern: str) -> re.Pattern:
+    """comp.toml's label_pattern compiled; it must hold a group named `label` (the class part of a file name)."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as err:
+        raise CompError(f"comp.toml: label_pattern {pattern!r} is not a regular expression ({err})") from None
+    if "label" not in compiled.groupindex:
+        raise CompError(f"comp.toml: label_pattern {pattern!r} has no group named `label`; mark the class part of "
+                        r"the file name with (?P<label>...), e.g. '(?P<label>.+)\.\d+\.jpg'")
+    return compiled
+
+
+def train_groups(comp: Competition, ws: Workspace, items: pd.DataFrame) -> tuple[pd.Series, int]:
+    """The group of each training item read from `groups_csv` (ids matched by id, file name or stem), and how many
+    items it has no row for: each of those is a group of its own (it cannot leak into another fold with anyone)."""
+    if not comp.groups_csv:
+        raise CompError(f"comp.toml: group_column = {comp.group_column!r}, but the {comp.layout} layout has no labels "
+                        "CSV to read it from; set groups_csv (and groups_id_column) to the CSV holding it, e.g. "
+                        "`comp init DATA_DIR --force --groups FILE --group-column COLUMN`, or clear group_column")
+    path = ws.path(comp.groups_csv)
+    frame = read_table(path)
+    if not comp.groups_id_column:
+        raise CompError(f"comp.toml: groups_csv is set but groups_id_column is empty; set it to the column of {path} "
+                        f"naming each image (its columns: {', '.join(frame.columns)})")
+    _require_columns(frame, [comp.groups_id_column, comp.group_column], path, "groups_id_column/group_column")
+    keys = frame[comp.groups_id_column].str.strip()
+    groups = frame[comp.group_column].str.strip()
+    lookup = dict(zip(keys, groups, strict=True))
+    clash = keys[keys.duplicated(keep=False)]
+    clash = [k for k in dict.fromkeys(clash) if groups[keys == k].nunique() > 1]
+    if clash:
+        raise CompError(f"{path}: image {clash[0]!r} has rows in different groups ({comp.group_column}: "
+                        f"{', '.join(sorted(set(groups[keys == clash[0]])))}); keep one group per image")
+    names = [Path(p).name for p in items["path"]]
+    name_count = pd.Series(names).value_counts()
+    out, missing = [], 0
+    for item_id, name in zip(items["id"].astype(str), names, strict=True):
+        for key in (item_id, name, os.path.splitext(name)[0]):
+            if key in lookup:
+                if key != item_id and name_count[name] > 1:
+                    raise CompError(f"{path}: {key!r} names {name_count[name]} training images in different folders; "
+                                    f"write their ids in {comp.groups_id_column!r} as paths (e.g. {item_id})")
+                out.append(lookup[key])
+                break
+        else:
+            missing += 1
+            out.append(f"(no group) {item_id}")
+    return pd.Series(out, index=items.index, dtype=object), missing
 
 
 def _relative_id(path: Path, base: Path) -> str:

@@ -55,6 +55,7 @@ class FolderIndex:
         self._keys: dict[Path, tuple[set[str], Counter]] = {}
         self._junk: dict[Path, list[Path]] = {}
         self._classes: dict[Path, list[Path]] = {}
+        self._tree: dict[Path, tuple[set[str], Counter]] = {}
         self.dirs = [root]
         frontier = [root]
         for _ in range(depth):
@@ -82,6 +83,18 @@ class FolderIndex:
             self._junk[folder] = sorted(junk)
         return self._keys[folder]
 
+    def tree_keys(self, folder: Path) -> tuple[set[str], Counter]:
+        """`file_keys` over every image below `folder`, sub-folders included (ids of images nested in non-class
+        folders: hotel-id's train_images/<chain>/<image>.jpg)."""
+        if folder not in self._tree:
+            keys: set[str] = set()
+            exts: Counter = Counter()
+            for p in scan_images(folder)[0]:
+                keys.update((p.name, p.stem))
+                exts[p.suffix] += 1
+            self._tree[folder] = (keys, exts)
+        return self._tree[folder]
+
     def junk(self, folder: Path) -> list[Path]:
         """The files directly in `folder` that are not images (README, .DS_Store, .gif placeholders...)."""
         self.file_keys(folder)
@@ -90,9 +103,15 @@ class FolderIndex:
     def class_dirs(self, folder: Path) -> list[Path]:
         """Sub-folders of `folder` holding images (class folders), when there are at least two of them."""
         if folder not in self._classes:
-            with_images = [d for d in _subdirs(folder) if any(is_image_file(f) for f in d.rglob("*") if f.is_file())]
+            with_images = subdirs_with_images(folder)
             self._classes[folder] = with_images if len(with_images) >= 2 else []
         return self._classes[folder]
+
+
+def subdirs_with_images(folder: Path) -> list[Path]:
+    """Visible sub-folders of `folder` holding an image at any depth below them, sorted."""
+    return [d for d in _subdirs(folder)
+            if any(is_image_name(n) for _, _, names in os.walk(d, followlinks=True) for n in names)]
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -102,11 +121,12 @@ def _subdirs(folder: Path) -> list[Path]:
     return [folder / name for name in sorted(names)]
 
 
-def read_table(path: Path, header: bool = True) -> pd.DataFrame:
-    """A CSV as text columns (ids like "007" and labels like "3" stay strings); headerless files get id, label, ..."""
+def read_table(path: Path, header: bool = True, nrows: int | None = None) -> pd.DataFrame:
+    """A CSV as text columns (ids like "007" and labels like "3" stay strings); headerless files get id, label, ...
+    `nrows` reads only the first rows (a glance at a CSV comp may not use)."""
     try:
         frame = pd.read_csv(
-            path, dtype=str, keep_default_na=False, header=0 if header else None, skipinitialspace=True
+            path, dtype=str, keep_default_na=False, header=0 if header else None, skipinitialspace=True, nrows=nrows
         )
     except FileNotFoundError as err:
         raise CompError(f"{path} not found; fix the path in comp.toml or run `comp init DATA_DIR --force`") from err

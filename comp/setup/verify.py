@@ -86,7 +86,7 @@ class VerifyReport:
 
 
 def _data_roots(comp: Competition, ws: Workspace) -> list[Path]:
-    rels = [comp.data_dir, *comp.train_dirs, comp.test_dir, comp.labels_csv, comp.sample_submission]
+    rels = [comp.data_dir, *comp.train_dirs, comp.test_dir, comp.labels_csv, comp.groups_csv, comp.sample_submission]
     return [ws.path(r) for r in rels if r]
 
 
