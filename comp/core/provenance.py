@@ -70,7 +70,7 @@ def competition_hash(comp) -> str:
     stage: logits made for another competition, or before its classes or data files were changed, are refused."""
     fields = dataclasses.asdict(comp)
     defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                for f in dataclasses.fields(comp)}
+                for f in dataclasses.fields(comp) if f.name in _IDENTITY_FIELDS_WHEN_SET}
     identity = {name: fields[name] for name in _IDENTITY_FIELDS}
     identity |= {name: fields[name] for name in _IDENTITY_FIELDS_WHEN_SET if fields[name] != defaults[name]}
     return sha256_obj(identity)
