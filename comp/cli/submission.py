@@ -18,6 +18,8 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="print the findings as JSON (exit code as without it)"),
     fix: Path | None = typer.Option(None, "--fix", metavar="OUT", help="write a copy in the sample's exact format "
                                     "to OUT, saying each change; refuses what would need a guess"),
+    force: bool = typer.Option(False, "--force", "-f", help="with --fix: replace an existing OUT (never a file the "
+                               "ledger says was submitted)"),
 ) -> None:
     """Check a submission CSV against the sample and the competition, as the platform would.
 
@@ -31,7 +33,7 @@ def check(
     ws = Workspace.here()
     file = ws.resolve(file)  # as typed from the cwd, else inside the workspace (from any subfolder)
     if fix is not None:
-        _fix(ws, file, fix, strict)
+        _fix(ws, file, fix, strict, force)
         return
     report = check_file(ws.load(), ws, file, strict=strict)
     if as_json:
@@ -58,12 +60,12 @@ def _print_findings(errors: list[str], warnings: list[str], error_label: str = "
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
-def _fix(ws: Workspace, file: Path, out: Path, strict: bool) -> None:
+def _fix(ws: Workspace, file: Path, out: Path, strict: bool, force: bool) -> None:
     from comp.submission.check import check_file
     from comp.submission.fix import fix_file
 
     comp = ws.load()
-    result = fix_file(comp, ws, file, out)
+    result = fix_file(comp, ws, file, out, force=force)
     for change in result.changes:
         console.print(f"[cyan]fixed:[/] {escape(change)}", highlight=False, soft_wrap=True)
     _print_findings(result.refused, [], error_label="cannot fix")

@@ -73,6 +73,26 @@ def _io_error(target: Path, err: OSError) -> CompError:
     return CompError(f"could not write {target}: {why} (nothing was changed there)")
 
 
+@contextmanager
+def locked(lock: str | os.PathLike) -> Iterator[None]:
+    """Hold the exclusive lock file `lock` while the block runs: writers that read, change and rewrite a shared file
+    (the ledger) take it so two processes never both append to the same old copy and lose a row. flock, so the
+    kernel releases it when the process dies: a killed writer never leaves it held."""
+    import fcntl
+
+    lock = Path(lock)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise _io_error(lock, err) from err
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -223,6 +223,10 @@ class Workspace:
         return self.submissions_dir / "ledger.csv"
 
     @property
+    def ledger_lock(self) -> Path:  # held while the ledger is read, changed and rewritten (comp.core.atomic.locked)
+        return self.generated_dir / "ledger.lock"
+
+    @property
     def ledger_plot(self) -> Path:
         return self.submissions_dir / "cv_vs_public.png"
 

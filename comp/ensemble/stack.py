@@ -106,27 +106,23 @@ def unfinished_models(comp: Competition, ws: Workspace) -> dict[str, str]:
 
 
 def sent_files(ws: Workspace) -> set[Path]:
-    """Submission files the ledger says were sent (none when it is unreadable: `comp submissions` reports that)."""
+    """Submission files the ledger says were sent (none when it is unreadable: `comp submissions` reports that, and
+    `check_name` refuses --force then)."""
     try:
-        files = ledger.read(ws)["file"]
+        return ledger.sent_files(ws)
     except (CompError, OSError):
         return set()
-    return {ws.path(f).resolve() for f in files if f}
 
 
 def check_name(ws: Workspace, name: str, force: bool) -> None:
     """Refuse a --name that is not a plain file name, that names a submission the ledger holds (always: that file
-    was sent), or one that exists (unless `force`)."""
+    was sent), or one that exists (unless `force`, and only while the ledger is readable)."""
     if not NAME_PATTERN.fullmatch(name) or name.endswith((".csv", ".json")):
         raise CompError(f"--name {name!r}: use letters, digits, '.', '_' or '-' (no folder, no extension), "
                         "e.g. --name blend_v2")
-    csv_path, json_path = ws.submission_csv(name), ws.submission_json(name)
-    if csv_path.resolve() in sent_files(ws):
-        raise CompError(f"{csv_path} was already submitted (it is in {ws.ledger}), so it is kept as sent, even with "
-                        f"--force; choose another name, e.g. --name {name}_v2")
-    existing = [p for p in (csv_path, json_path) if p.exists()]
-    if existing and not force:
-        raise CompError(f"{existing[0]} exists; choose another --name, or add --force to replace it")
+    instead = f"choose another name, e.g. --name {name}_v2"
+    for path in (ws.submission_csv(name), ws.submission_json(name)):
+        ledger.refuse_overwrite(ws, path, force, instead)
 
 
 def free_name(ws: Workspace, base: str) -> str:

@@ -26,6 +26,7 @@ from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
 from comp.setup.scan import normalise_label
+from comp.submission import ledger
 from comp.submission.check import check_bytes
 from comp.submission.parse import (
     INTEGER,
@@ -63,14 +64,19 @@ class _Refuse(Exception):
     """One problem that cannot be fixed without guessing."""
 
 
-def fix_file(comp: Competition, ws: Workspace, path: str | os.PathLike, out: str | os.PathLike) -> FixResult:
+def fix_file(comp: Competition, ws: Workspace, path: str | os.PathLike, out: str | os.PathLike,
+             force: bool = False) -> FixResult:
     """Rewrite the submission at `path` into the sample's exact format at `out` (atomically; a results zip when `out`
-    ends in .zip). Nothing is written when a problem needs a guess: `refused` says which."""
+    ends in .zip). Nothing is written when a problem needs a guess: `refused` says which. An existing `out` is
+    replaced only with `force`, and never when the ledger holds it (`ledger.refuse_overwrite`)."""
     path, out = Path(path), Path(out)
     if not path.is_file():
         raise CompError(f"{path} not found: pass the submission CSV to fix")
     if out.resolve() == path.resolve():
         raise CompError(f"--fix {out}: write the fixed file elsewhere, not over {path} (keep the original)")
+    if out.is_dir():
+        raise CompError(f"--fix {out} is a folder; give the file to write, e.g. --fix {out / 'fixed.csv'}")
+    ledger.refuse_overwrite(ws, out, force, "write the fixed copy to a new file (--fix OUT)")
     data, member = path.read_bytes(), ""
     if zipfile.is_zipfile(path):
         data, where = read_zipped_csv(path)

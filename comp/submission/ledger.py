@@ -1,7 +1,8 @@
 """submissions/ledger.csv: what was sent, how it was made and how it scored; and its CV-vs-public plot.
 
 One row per submission. The file is rewritten whole through `comp.core.atomic` on every change, so a crash leaves the
-previous ledger, never half a row. Every value is kept as text (scores as the platform wrote them) so nothing is
+previous ledger, never half a row; each read-change-rewrite holds the ledger's lock (`atomic.locked`), so concurrent
+`comp submit`, `comp submit --kernel` and `comp submissions --refresh` never lose each other's rows. Every value is kept as text (scores as the platform wrote them) so nothing is
 lost to float formatting. Credentials never come here: rows hold file hashes, messages and platform refs only.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -39,10 +41,14 @@ def read(ws: Workspace) -> pd.DataFrame:
     """The ledger as text columns (empty frame with COLUMNS when there is none yet)."""
     if not ws.ledger.exists():
         return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
+    if not ws.ledger.is_file():
+        raise CompError(f"{ws.ledger} is not a file (a folder?); move it away so comp can keep its ledger there")
     try:
         frame = pd.read_csv(ws.ledger, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise CompError(f"{ws.ledger} is not a readable CSV ({err}); restore it from a backup or move it away") from err
+    except OSError as err:
+        raise CompError(f"cannot read {ws.ledger} ({err.strerror or err}); fix its permissions or move it away") from err
     for column in ADDED_LATER:
         if column not in frame.columns:
             frame[column] = ""
@@ -57,22 +63,25 @@ def append(ws: Workspace, row: dict[str, str]) -> None:
     unknown = set(row) - set(COLUMNS)
     if unknown:
         raise ValueError(f"unknown ledger column(s): {sorted(unknown)}")
-    frame = read(ws)
     new = pd.DataFrame([{c: _text(row.get(c, "")) for c in COLUMNS}], dtype=object)
-    _write(ws, pd.concat([frame, new], ignore_index=True) if len(frame) else new)
+    with atomic.locked(ws.ledger_lock):
+        frame = read(ws)
+        _write(ws, pd.concat([frame, new], ignore_index=True) if len(frame) else new)
 
 
 def update(ws: Workspace, platform: str, ref: str, **fields: str) -> None:
     """Set `fields` on the rows with this platform and ref (a ref may appear once per platform)."""
-    frame = read(ws)
-    match = (frame["platform"] == platform) & (frame["ref"] == str(ref))
-    if not match.any():
-        raise CompError(f"{ws.ledger} has no {platform} submission {ref}; was the ledger edited by hand?")
-    for key, value in fields.items():
+    for key in fields:
         if key not in COLUMNS:
             raise ValueError(f"unknown ledger column: {key}")
-        frame.loc[match, key] = _text(value)
-    _write(ws, frame)
+    with atomic.locked(ws.ledger_lock):
+        frame = read(ws)
+        match = (frame["platform"] == platform) & (frame["ref"] == str(ref))
+        if not match.any():
+            raise CompError(f"{ws.ledger} has no {platform} submission {ref}; was the ledger edited by hand?")
+        for key, value in fields.items():
+            frame.loc[match, key] = _text(value)
+        _write(ws, frame)
 
 
 def sidecar(ws: Workspace, csv_path: Path) -> dict[str, str]:
@@ -92,6 +101,30 @@ def sidecar(ws: Workspace, csv_path: Path) -> dict[str, str]:
     if isinstance(models, list | tuple):
         models = ";".join(str(m) for m in models)
     return {"models": _text(models), "method": _text(meta.get("method", "")), "cv": _text(meta.get("cv", ""))}
+
+
+def sent_files(ws: Workspace) -> set[Path]:
+    """The files the ledger says were sent, resolved (CompError when the ledger cannot be read)."""
+    return {ws.path(f).resolve() for f in read(ws)["file"] if f}
+
+
+def refuse_overwrite(ws: Workspace, path: str | os.PathLike, force: bool, instead: str) -> None:
+    """The one rule for replacing a file a command would write: a file the ledger holds is never replaced (it is what
+    was sent, and its row describes it), an existing one only with `force`, and `force` only while the ledger can
+    be read (otherwise a sent file could not be told apart). `instead` is the advice, e.g. "choose another --name"."""
+    path = Path(path)
+    try:
+        sent = path.resolve() in sent_files(ws)
+    except CompError as err:
+        if force and path.exists():
+            raise CompError(f"{path} exists and {ws.ledger} cannot be read, so comp cannot tell whether it was "
+                            f"submitted; --force is refused until the ledger is readable ({err}); or {instead}") from None
+        sent = False
+    if sent:
+        raise CompError(f"{path} was already submitted (it is in {ws.ledger}), so it is kept as sent, even with "
+                        f"--force; {instead}")
+    if path.exists() and not force:
+        raise CompError(f"{path} exists; {instead}, or add --force to replace it")
 
 
 def plot(ws: Workspace, frame: pd.DataFrame | None = None) -> Path | None:
