@@ -7,7 +7,6 @@ lock, and bad values are refused before anything changes.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

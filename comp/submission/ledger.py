@@ -2,8 +2,9 @@
 
 One row per submission. The file is rewritten whole through `comp.core.atomic` on every change, so a crash leaves the
 previous ledger, never half a row; each read-change-rewrite holds the ledger's lock (`atomic.locked`), so concurrent
-`comp submit`, `comp submit --kernel` and `comp submissions --refresh` never lose each other's rows. Every value is kept as text (scores as the platform wrote them) so nothing is
-lost to float formatting. Credentials never come here: rows hold file hashes, messages and platform refs only.
+`comp submit`, `comp submit --kernel` and `comp submissions --refresh` never lose each other's rows. Every value is
+kept as text (scores as the platform wrote them) so nothing is lost to float formatting. Credentials never come
+here: rows hold file hashes, messages and platform refs only.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def read(ws: Workspace) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise CompError(f"{ws.ledger} is not a readable CSV ({err}); restore it from a backup or move it away") from err
     except OSError as err:
-        raise CompError(f"cannot read {ws.ledger} ({err.strerror or err}); fix its permissions or move it away") from err
+        why = err.strerror or err
+        raise CompError(f"cannot read {ws.ledger} ({why}); fix its permissions or move it away") from err
     for column in ADDED_LATER:
         if column not in frame.columns:
             frame[column] = ""
@@ -118,7 +120,8 @@ def refuse_overwrite(ws: Workspace, path: str | os.PathLike, force: bool, instea
     except CompError as err:
         if force and path.exists():
             raise CompError(f"{path} exists and {ws.ledger} cannot be read, so comp cannot tell whether it was "
-                            f"submitted; --force is refused until the ledger is readable ({err}); or {instead}") from None
+                            f"submitted; --force is refused until the ledger is readable ({err}); or {instead}"
+                            ) from None
         sent = False
     if sent:
         raise CompError(f"{path} was already submitted (it is in {ws.ledger}), so it is kept as sent, even with "
