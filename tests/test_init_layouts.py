@@ -284,3 +284,15 @@ def test_nested_class_folders_ask_for_the_level_unless_it_is_clear(workspace):
     comp, ws, _ = _init(tiny, "--force")
     assert (comp.class_depth, comp.classes) == (1, ["n01", "n02"])
     assert len(train_items(comp, ws)) == 6
+
+
+def test_verify_names_the_fix_of_a_small_class_in_file_name_labels(workspace):
+    from comp.setup.verify import verify
+
+    data = workspace / "data"
+    for name in [f"cat.{i}.jpg" for i in range(7)] + ["dog.0.jpg"]:
+        _image(data / "train" / name)
+    comp, ws, _ = _init(data)
+    report, _ = verify(comp, ws, workers=1)
+    (issue,) = [i for i in report.errors if i.kind == "single-image-class"]
+    assert issue.path == "dog" and "images named like 'dog'" in issue.detail and "label_pattern" in issue.detail

@@ -283,9 +283,15 @@ def _small_class_issues(report: VerifyReport, comp: Competition, ws: Workspace, 
     fewest = min(small.values())
     fewer = f"; or use {fewest} folds (`comp folds --n-folds {fewest} --force`)" if fewest >= 2 else ""
     for c, n in small.items():
-        if comp.layout == "folders":
+        if comp.layout == "folders" and comp.class_depth == 1:
             where = f"{comp.train_dirs[0]}/{c}/" if comp.train_dirs else f"the {c!r} class folder"
             fix = f"add images to {where}, or move that folder out of the train folder and run `comp init --force`"
+        elif comp.layout == "folders":
+            fix = (f"add images to the {c!r} folders ({comp.class_depth} levels below {', '.join(comp.train_dirs)}), "
+                   "or move them out and run `comp init --force`")
+        elif comp.layout == "names":
+            fix = (f"add images named like {c!r} (label_pattern {comp.label_pattern!r}) to {comp.train_dirs[0]}, or "
+                   "rename or remove its files and run `comp init --force`")
         else:
             fix = (f"add labelled images of {c!r} to {comp.labels_csv or 'the labels CSV'}, or relabel or drop its "
                    "rows there and run `comp init --force`")
