@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from comp.core import atomic
-from comp.core.config import Competition
+from comp.core.config import COMPETITION_BOUNDS, Competition
 from comp.core.errors import CompError, StaleError
 from comp.core.provenance import sha256_bytes, sha256_file, sha256_obj
 from comp.core.workspace import Workspace
@@ -98,6 +98,8 @@ def make_folds(
 
     n_folds = comp.n_folds if n_folds is None else n_folds
     seed = comp.seed if seed is None else seed
+    COMPETITION_BOUNDS["n_folds"].check(n_folds, "--n-folds")
+    COMPETITION_BOUNDS["seed"].check(seed, "--seed")
     items = train_items(comp, ws)
     if items.empty:
         raise CompError("no labelled training images: check train_dirs/labels_csv in comp.toml (or run `comp init`)")

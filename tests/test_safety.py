@@ -118,3 +118,33 @@ def test_check_fix_never_overwrites_without_force_nor_a_submitted_file(toy_works
     assert code == 0 and other.read_bytes() == mine.read_bytes(), out  # --force replaces what the ledger lacks
     code, out = cli("check", str(mine), "--fix", str(workspace / "new.csv"))
     assert code == 0 and (workspace / "new.csv").read_bytes() == mine.read_bytes(), out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 7: every recipe field and option bounded, NaN/inf refused, before anything changes (a data error, exit 1)
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("lr=nan", "lr = nan is outside the allowed range (0, 100]"),
+    ("lr=inf", "lr = inf is outside the allowed range (0, 100]"),
+    ("drop_rate=5", "drop_rate = 5 is outside the allowed range [0, 1)"),
+    ("drop_path=3", "drop_path = 3 is outside the allowed range [0, 1)"),
+    ("hflip=1.5", "hflip = 1.5 is outside the allowed range [0, 1]"),
+    ("color_jitter=-1", "color_jitter = -1 is outside the allowed range [0, 1]"),
+    ("min_lr=-1", "min_lr = -1 is outside the allowed range [0, 100]"),
+    ("seed=-1", "seed = -1 is outside the allowed range [0, 4294967295]"),
+    ("warmup_lr=-inf", "warmup_lr = -inf is outside the allowed range"),
+])
+def test_out_of_range_settings_are_data_errors_before_any_work(make_toy_workspace, workspace, cli, setting, message):
+    ws, _ = make_toy_workspace(workspace)
+    code, out = cli("train", "--model", "tiny", "--fold", "0", "--set", setting)
+    assert code == 1 and message in out and "internal error" not in out, out
+    assert not ws.model_dir("tiny").exists()
+
+
+def test_folds_seed_out_of_range_is_a_data_error(make_toy_workspace, workspace, cli):
+    ws, _ = make_toy_workspace(workspace)
+    before = ws.folds_csv.read_bytes(), ws.comp_toml.read_bytes()
+    code, out = cli("folds", "--seed", "-5", "--force")
+    assert code == 1 and "--seed -5 is outside the allowed range [0, 4294967295]" in out, out
+    assert (ws.folds_csv.read_bytes(), ws.comp_toml.read_bytes()) == before

@@ -5,6 +5,7 @@ overrides. Paths live in `comp.core.workspace`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -97,6 +98,7 @@ class Competition:
             raise CompError(f"comp.toml: class_depth is {self.class_depth}; 1 is the folders right below train_dirs")
         if self.n_folds < 2:
             raise CompError(f"comp.toml: n_folds is {self.n_folds}; use 2 or more")
+        check_bounds(self, COMPETITION_BOUNDS, "comp.toml")
         stray = sorted(v for v in set((self.class_map or {}).values()) if self.classes and v not in self.classes)
         if stray:
             raise CompError(f"comp.toml: class_map maps labels to {', '.join(map(repr, stray))}, which is not one of "
@@ -105,6 +107,56 @@ class Competition:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The allowed range of one numeric setting: low..high, each end included unless `*_open`."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def text(self) -> str:
+        return f"{'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}{')' if self.high_open else ']'}"
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return math.isfinite(value) and above and below
+
+    def check(self, value: float, label: str) -> None:
+        """CompError naming `label` (e.g. "recipe: lr =", "--seed"), the value and the range unless it holds."""
+        if not self.holds(value):
+            raise CompError(f"{label} {_num(value)} is outside the allowed range {self.text()}; use a value in that "
+                            "range")
+
+
+def _num(value: float) -> str:
+    if isinstance(value, int) or (math.isfinite(value) and float(value).is_integer() and abs(value) < 1e15):
+        return str(int(value))
+    return f"{value:g}"
+
+
+def check_bounds(obj: Any, bounds: dict[str, Bound], where: str) -> None:
+    """Refuse any field of dataclass `obj` outside its `bounds`, and any float field that is NaN or infinite: the one
+    check of numeric settings (recipes, comp.toml), a CompError naming the field, its value and the range."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        bound = bounds.get(f.name)
+        if bound is None:
+            if not math.isfinite(value):
+                raise CompError(f"{where}: {f.name} = {value} is not a finite number")
+            continue
+        bound.check(value, f"{where}: {f.name} =")
+
+
+# comp.toml's numbers (the fold split's seed goes to sklearn and numpy: unsigned 32-bit).
+COMPETITION_BOUNDS = {"n_folds": Bound(2, 1000), "seed": Bound(0, 2**32 - 1), "top_k": Bound(1, 1000),
+                      "class_depth": Bound(1, 64)}
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

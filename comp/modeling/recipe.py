@@ -24,6 +24,27 @@ IMG_SIZE_RANGE = (16, 2048)
 OPTIMIZERS = ("adamw", "sgd", "adam", "lamb", "lion")
 SCHEDULES = ("cosine", "step", "none")
 AMP = ("auto", "bf16", "fp16", "none")
+_INF = float("inf")
+# The one table of allowed values of every numeric recipe field, checked (with NaN and inf refused) when a recipe is
+# built, i.e. before any work: config.Bound(low, high, low_open, high_open). A value outside is a data error naming
+# the field, the value and the range, never a failure deep inside torch hours later.
+B = config.Bound
+BOUNDS: dict[str, config.Bound] = {
+    "drop_rate": B(0, 1, high_open=True), "drop_path": B(0, 1, high_open=True),
+    "head_hidden": B(1, 1 << 20), "head_dropout": B(0, 1, high_open=True),
+    "epochs": B(1, 100_000), "batch_size": B(1, 1 << 20), "grad_accum": B(1, 1 << 16),
+    "lr": B(0, 100, low_open=True), "weight_decay": B(0, 100), "layer_decay": B(0, 1),
+    "warmup_epochs": B(0, 100_000), "warmup_lr": B(0, 100), "min_lr": B(0, 100), "clip_grad": B(0, 1e12),
+    "label_smoothing": B(0, 1, high_open=True), "mixup": B(0, 1000), "cutmix": B(0, 1000), "mix_prob": B(0, 1),
+    "freeze_epochs": B(0, 100_000), "unfreeze_every": B(0, 100_000), "ema_decay": B(0, 1, high_open=True),
+    "patience": B(0, 100_000),
+    "hflip": B(0, 1), "vflip": B(0, 1), "scale_min": B(0, 1, low_open=True),
+    "color_jitter": B(0, 1),  # brightness/contrast/saturation factors drawn from [1 - x, 1 + x]: above 1, negative
+    "affine_degrees": B(0, 180), "affine_translate": B(0, 1), "random_erasing": B(0, 1),
+    "min_img_size": B(0, IMG_SIZE_RANGE[1]), "pseudo_threshold": B(0, 1, low_open=True),
+    "num_workers": B(-1, 1024), "eval_batch_size": B(0, 1 << 20),
+    "seed": B(0, 2**32 - 1),  # numpy's and the samplers' seeds are unsigned 32-bit
+}
 
 
 @dataclass(frozen=True)
@@ -102,16 +123,9 @@ class Recipe:
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("amp", self.amp, AMP)
         _choice("head", self.head, HEADS)
-        if self.head_hidden < 1:
-            raise CompError(f"recipe: head_hidden = {self.head_hidden}; use 1 or more")
-        if not 0 <= self.head_dropout < 1:
-            raise CompError(f"recipe: head_dropout = {self.head_dropout}; use a value in [0, 1)")
-        if not 0 < self.pseudo_threshold <= 1:
-            raise CompError(f"recipe: pseudo_threshold = {self.pseudo_threshold}; use a probability in (0, 1]")
+        config.check_bounds(self, BOUNDS, "recipe")
         if self.budget:
             parse_duration(self.budget, "recipe: budget")
-        if self.min_img_size < 0:  # above img_size it never applies (a budget only shrinks the image)
-            raise CompError(f"recipe: min_img_size = {self.min_img_size}; use 0 (keep img_size) or a side in px")
         if self.source == "torchvision" and self.pretrained and not self.weights:
             raise CompError("recipe: source = torchvision needs weights = <enum name> (or pretrained = false)")
         if self.source == "file" and self.pretrained and not self.weights:
@@ -126,19 +140,6 @@ class Recipe:
                 f"recipe: weights = {self.weights!r} with pretrained = false would be ignored; drop `weights` to "
                 "train from scratch, or set pretrained = true to start from that file"
             )
-        for name in ("epochs", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise CompError(f"recipe: {name} = {getattr(self, name)}; use 1 or more")
-        for name in ("lr", "weight_decay", "warmup_epochs", "label_smoothing", "mixup", "cutmix", "drop_path",
-                     "freeze_epochs", "unfreeze_every", "patience", "img_size", "clip_grad"):
-            if getattr(self, name) < 0:
-                raise CompError(f"recipe: {name} = {getattr(self, name)} must not be negative")
-        if not 0 <= self.label_smoothing < 1:
-            raise CompError(f"recipe: label_smoothing = {self.label_smoothing}; use a value in [0, 1)")
-        if not 0 < self.scale_min <= 1:
-            raise CompError(f"recipe: scale_min = {self.scale_min}; use a value in (0, 1]")
-        if self.layer_decay and not 0 < self.layer_decay <= 1:
-            raise CompError(f"recipe: layer_decay = {self.layer_decay}; use 0 (off) or a value in (0, 1]")
         from comp.vision.tta import PRESETS  # checked here, not after hours of training when the test logits are made
 
         _choice("tta", self.tta, PRESETS)

@@ -82,11 +82,11 @@ def train(
     console = console or Console(stderr=True)
     overrides = [*(overrides or []), *([f"budget={budget}"] if budget else [])]
     comp = ws.load()
+    recipe = load_recipe(ws, alias, overrides)  # every setting checked before any work (comp.core.config.Bound)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         require_verified(comp, ws)  # under torchrun every rank checks; verifying is left to `comp verify` first
     else:
         ensure_verified(comp, ws, console)  # cached: milliseconds when the data is unchanged
-    recipe = load_recipe(ws, alias, overrides)
     folds = load_folds(ws, comp)
     fold_list = parse_fold(fold, folds.n_folds)
     if force or any(not ws.run(alias, k).oof.exists() for k in fold_list):
