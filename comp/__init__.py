@@ -36,6 +36,7 @@ _LAZY: dict[str, str] = {
     "CompError": "comp.core.errors",
     "StaleError": "comp.core.errors",
     # setup: comp init / download / verify / folds
+    "kind_of": "comp.kinds",  # the submission kind of a competition: what differs by kind
     "InitOptions": "comp.setup.discover",
     "init_workspace": "comp.setup.init",
     "download_competition": "comp.platforms.fetch",

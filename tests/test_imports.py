@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "comp": 0,  # the package root: __version__ and the lazy library API (imports nothing at import time)
     "core": 0,  # config, workspace, atomic, provenance, errors, progress, metrics, device
     "vision": 1,  # images, augment, tta
+    "kinds": 1,  # the submission kinds: detect, encode, decode, check, fix, targets (needs only core)
     "setup": 2,  # scan, formats, items (train_items/test_items), discover, init, verify
     "folds": 2,
     "modeling": 3,  # recipe, models (data_config)

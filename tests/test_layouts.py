@@ -13,7 +13,7 @@ from PIL import Image
 from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
-from comp.setup.formats import detect_format
+from comp.kinds import detect_format
 from comp.setup.items import test_items, train_items
 from comp.setup.scan import read_table, sort_classes
 

@@ -40,6 +40,7 @@ from comp.core import atomic
 from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
+from comp.kinds import kind_of
 from comp.setup.scan import file_for
 
 TOLERANCE = 1e-5  # probabilities may differ by this much (BN folding and batch shapes change float rounding)
@@ -203,7 +204,7 @@ def compare(comp: Competition, produced: Path, reference: Path, expect_ids: list
     shared = mine.merge(ref, on=id_col, suffixes=("", "_ref"))
     worst = 0.0
     for col in (c for c in mine.columns if c != id_col):
-        if comp.kind in ("binary", "class_probs"):
+        if kind_of(comp).numeric:
             delta = np.abs(shared[col].astype(float).to_numpy() - shared[f"{col}_ref"].astype(float).to_numpy())
             worst = max(worst, float(delta.max(initial=0.0)))
         else:

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from comp.cli.output import console, fail, say_next
+from comp.core.config import KINDS
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
 
@@ -23,8 +24,9 @@ def init(
                                     "(unzipped) files."),
     name: str = typer.Option("", "--name", help="Competition slug on its platform (default: the folder name)."),
     platform: str = typer.Option("none", "--platform", help="kaggle | codabench | none."),
-    kind: str = typer.Option("", "--kind", help="Force the kind: class_name|class_id|binary|class_probs|topk."),
-    metric: str = typer.Option("", "--metric", help="Metric (default: by kind, e.g. accuracy, roc_auc, log_loss)."),
+    kind: str = typer.Option("", "--kind", help=f"Force the kind: {'|'.join(KINDS)}."),
+    metric: str = typer.Option("", "--metric", help="Metric (default: by kind, e.g. accuracy, roc_auc, log_loss, "
+                               "f2_samples)."),
     id_column: str = typer.Option("", "--id-column", help="The id column (sample submission and labels CSV)."),
     label_column: str = typer.Option("", "--label-column", help="The label column of the labels CSV; A,B,C names "
                                      "one-hot label columns (a 1 marks the class)."),
@@ -74,6 +76,8 @@ def init(
         negative=[x for v in negative for x in v.split(",") if x],
     )
     found = init_workspace(data_dir, ws, options)
+    from comp.kinds import kind_of
+
     comp = found.competition
     table = Table(title=f"comp init: {comp.name}", show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -97,8 +101,7 @@ def init(
         ("groups", f"{comp.group_column} ({comp.groups_csv or comp.labels_csv}): {found.n_groups} groups, each kept "
          "in one fold" if comp.group_column else "none"),
         ("submission columns", ", ".join([comp.id_column, *comp.label_columns]) if comp.sample_submission else "-"),
-        ("kind", comp.kind + (f" (top {comp.top_k})" if comp.kind == "topk" else "")
-         + (f" (positive: {comp.positive_class})" if comp.positive_class else "")),
+        ("kind", kind_of(comp).describe(comp)),
         ("metric", comp.metric),
         ("class -> submission", preview_mapping(comp)),
         ("ignored files", f"{len(found.skipped)}: " + ", ".join(found.skipped[:10])

@@ -28,17 +28,9 @@ PLATFORMS = ("kaggle", "codabench", "none")
 LAYOUTS = ("csv", "folders", "names")
 
 
-# The five label representations seen in real samples (see shared/formats/INDEX.md).
-KINDS = ("class_name", "class_id", "binary", "class_probs", "topk")
-
-
-DEFAULT_METRIC = {
-    "class_name": "accuracy",
-    "class_id": "accuracy",
-    "binary": "roc_auc",
-    "class_probs": "log_loss",
-    "topk": "map@k",
-}
+# The submission kinds, by name: the label representations seen in real samples (see shared/formats/INDEX.md).
+# Their behaviour (and default metric) is in the kinds room, comp/kinds/, whose REGISTRY lists them in this order.
+KINDS = ("class_name", "class_id", "binary", "class_probs", "topk", "tags", "multilabel_probs")
 
 
 @dataclass(frozen=True)
@@ -70,9 +62,11 @@ class Competition:
     id_column: str = "id"  # the submission's id column
     label_columns: list[str] = field(default_factory=lambda: ["label"])  # the submission's prediction column(s)
     id_has_extension: bool = False  # submission ids keep the image's file extension
-    kind: str = "class_name"  # class_name | class_id | binary | class_probs | topk
+    kind: str = "class_name"  # class_name | class_id | binary | class_probs | topk | tags | multilabel_probs
     top_k: int = 5  # topk kind: labels per row (MAP@k)
-    metric: str = "accuracy"  # accuracy | f1_micro | f1_macro | log_loss | roc_auc | weighted_auc | map@k | qwk
+    # accuracy | f1_micro | f1_macro | log_loss | roc_auc | weighted_auc | map@k | qwk; multi-label kinds:
+    # f<beta>_samples (F-beta over images, e.g. f2_samples as Planet) | mean_column_auc
+    metric: str = "accuracy"
     classes: list[str] = field(default_factory=list)  # training labels; the order of every logits column
     submission_labels: list[str] = field(default_factory=list)  # how each class is written in the submission
     positive_class: str = ""  # binary kind: the class whose probability the submission holds

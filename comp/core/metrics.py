@@ -6,6 +6,7 @@ never have to remember which metric wants what.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -20,6 +21,12 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     z = z - z.max(axis=axis, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Per-class probabilities of a multi-label model (float64), without overflow for large |logits|."""
+    z = np.asarray(logits, dtype=np.float64)
+    return np.exp(-np.logaddexp(0.0, -z))
 
 
 def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -92,6 +99,37 @@ def map_at_k(y: np.ndarray, logits: np.ndarray, k: int = 5) -> float:
     return float(np.mean(np.where(hit.any(axis=1), 1.0 / ranks, 0.0)))
 
 
+def _multi_hot(y: np.ndarray, logits: np.ndarray, name: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 2 or y.shape != np.shape(logits):
+        raise CompError(f"metric {name} scores multi-label targets (one 0/1 column per class); these are single-label "
+                        "(set kind = \"tags\" or \"multilabel_probs\" in comp.toml, or another metric)")
+    return y.astype(bool)
+
+
+def f_beta_samples(y: np.ndarray, logits: np.ndarray, beta: float = 2.0) -> float:
+    """F-beta of each image's predicted tag set (logit > 0, i.e. probability > 0.5) against its true set, averaged
+    over images (Planet's F2); equal to sklearn's fbeta_score(average="samples"), an image with neither true nor
+    predicted tags scoring 0 as there. numpy, not sklearn: the threshold search calls it thousands of times."""
+    truth = _multi_hot(y, logits, f"f{beta:g}_samples")
+    pred = np.asarray(logits) > 0
+    tp = (truth & pred).sum(axis=1)
+    b2 = beta * beta
+    denominator = b2 * truth.sum(axis=1) + pred.sum(axis=1)
+    f = np.divide((1 + b2) * tp, denominator, out=np.zeros(len(tp), dtype=np.float64), where=denominator > 0)
+    return float(f.mean()) if len(f) else float("nan")
+
+
+def mean_column_auc(y: np.ndarray, logits: np.ndarray) -> float:
+    """ROC AUC of each class column (sklearn's roc_auc_score), averaged over the columns; a column whose truth is all
+    0 or all 1 has no AUC and is left out (NaN when every column is)."""
+    truth = _multi_hot(y, logits, "mean_column_auc")
+    z = np.asarray(logits, dtype=np.float64)
+    scores = [skm.roc_auc_score(truth[:, c], z[:, c]) for c in range(truth.shape[1])
+              if 0 < truth[:, c].sum() < len(truth)]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
 def qwk(y: np.ndarray, logits: np.ndarray) -> float:
     """Quadratic weighted kappa, for ordinal classes (class index order is the ordinal order)."""
     return float(skm.cohen_kappa_score(y, np.argmax(logits, axis=1), weights="quadratic"))
@@ -107,7 +145,10 @@ METRICS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], float], bool]] = {
     "weighted_auc": (weighted_auc, True),
     "map@k": (map_at_k, True),
     "qwk": (qwk, True),
+    "f2_samples": (f_beta_samples, True),
+    "mean_column_auc": (mean_column_auc, True),
 }
+_F_BETA = re.compile(r"f([0-9]+(?:\.[0-9]+)?)_samples")  # f<beta>_samples: F-beta over images, any beta > 0
 
 
 def _lookup(name: str) -> tuple[Callable[[np.ndarray, np.ndarray], float], bool]:
@@ -115,8 +156,11 @@ def _lookup(name: str) -> tuple[Callable[[np.ndarray, np.ndarray], float], bool]
     if key.startswith("map@") and key != "map@k":
         k = int(key[4:])
         return (lambda y, z: map_at_k(y, z, k)), True
+    beta = _F_BETA.fullmatch(key)
+    if beta and float(beta.group(1)) > 0:
+        return (lambda y, z: f_beta_samples(y, z, float(beta.group(1)))), True
     if key not in METRICS:
-        raise CompError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)} (or map@N)")
+        raise CompError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)} (or map@N, f<beta>_samples)")
     return METRICS[key]
 
 

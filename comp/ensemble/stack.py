@@ -27,11 +27,12 @@ from comp.core.provenance import code_version, competition_hash, sha256_file
 from comp.core.workspace import Workspace
 from comp.ensemble import blend
 from comp.folds import Folds, load_folds
+from comp.kinds import kind_of
 from comp.runs import LogitsMeta, Run, differences, inputs_now, read_run, require_current
 from comp.setup.items import class_indices
 from comp.submission import ledger
 from comp.submission.parse import labels_of, parse_csv
-from comp.submission.write import NAME_PATTERN, positive_index, to_frame
+from comp.submission.write import NAME_PATTERN, to_frame
 from comp.submission.write import write as write_submission
 
 METHODS = ("mean", "weights", "logreg")  # in order of simplicity: `best` keeps the simpler one on a tie
@@ -467,43 +468,20 @@ def score_file(comp: Competition, ws: Workspace, path: str | Path, answers: str 
 
 
 def _answer_indices(comp: Competition, values: list[str], where: str) -> np.ndarray:
-    index = {c: i for i, c in enumerate(comp.classes)} | {s: i for i, s in enumerate(labels_of(comp))}
-    unknown = sorted({v for v in values if v not in index})
+    """The answers as the kind's targets (class indices, or multi-hot), spelled as trained or as submitted."""
+    kind = kind_of(comp)
+    y, unknown = kind.targets(list(comp.classes), values)
+    if unknown:
+        y, unknown = kind.targets(labels_of(comp), values)
     if unknown:
         raise CompError(f"{where}: label(s) {unknown[:3]} are not classes of comp.toml; is it the right answers file?")
-    return np.array([index[v] for v in values], dtype=np.int64)
+    return y
 
 
 def _submission_scores(comp: Competition, table: Any, where: str) -> np.ndarray:
-    """Per-class scores (n, C) in comp.classes order from a parsed submission, for any of the five kinds."""
-    n, n_classes = len(table.rows), comp.num_classes
+    """Per-class scores (n, C) in comp.classes order from a parsed submission, as its kind reads them."""
     label_cols = [c for c in table.header if c != comp.id_column]
     try:
-        if comp.kind == "class_probs":
-            cols = {c: j for j, c in enumerate(comp.classes)} | {s: j for j, s in enumerate(labels_of(comp))}
-            probs = np.zeros((n, n_classes))
-            for c in label_cols:
-                if c in cols:
-                    probs[:, cols[c]] = np.array(table.column(c), dtype=np.float64)
-            return np.log(np.clip(probs, 1e-15, None))
-        values = table.column(label_cols[0])
-        if comp.kind == "binary":
-            p = np.clip(np.array(values, dtype=np.float64), 1e-15, 1 - 1e-15)
-            pos = positive_index(comp)
-            out = np.log(np.repeat((1 - p)[:, None] / max(n_classes - 1, 1), n_classes, axis=1))
-            out[:, pos] = np.log(p)
-            return out
-        lists = [v.split() for v in values] if comp.kind == "topk" else [[v] for v in values]
+        return kind_of(comp).decode(comp, {c: table.column(c) for c in label_cols})
     except ValueError as err:
-        raise CompError(f"{where}: a value is not a number ({err}); run `comp check` on it") from None
-    y_index = {s: i for i, s in enumerate(comp.submission_labels or comp.classes)} | {
-        c: i for i, c in enumerate(comp.classes)}
-    if comp.kind == "class_id":
-        y_index |= {str(int(s)): i for s, i in list(y_index.items()) if re.fullmatch(r"[+-]?\d+", s)}
-    out = np.full((n, n_classes), -1e3)
-    for r, labels_row in enumerate(lists):
-        for rank, label in enumerate(labels_row):
-            if label not in y_index:
-                raise CompError(f"{where} row {r + 2}: {label!r} is not a class; run `comp check` on it")
-            out[r, y_index[label]] = max(out[r, y_index[label]], -float(rank))  # best first: higher score
-    return out
+        raise CompError(f"{where}: {err}; run `comp check` on it") from None

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from comp.core.config import DEFAULT_METRIC, KINDS, Competition
+from comp.core.config import KINDS, Competition
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
-from comp.setup.formats import detect_format
+from comp.kinds import BINARY, detect_format, detect_multilabel, get, without_sample
 from comp.setup.scan import (
     FolderIndex,
     normalise_label,
@@ -154,6 +154,7 @@ class _Discovery:
         self.warnings: list[str] = []
         self.skipped: list[Path] = []
         self.generated: dict[str, pd.DataFrame] = {}
+        self.multilabel = False  # the training labels are sets of tags (a multi-label competition)
         # When DATA_DIR is the workspace itself, comp's own folders (submissions/*.csv...) are not the competition's.
         own = {ws.folds_dir, ws.models_dir, ws.submissions_dir, ws.reports_dir}
         self.index = FolderIndex(data, SEARCH_DEPTH, exclude=own)
@@ -175,7 +176,7 @@ class _Discovery:
             raise CompError(f"the training labels hold {len(classes)} class(es) ({', '.join(classes)}); a classifier "
                             "needs at least 2 - check --label-column / --labels-csv")
         positive = ""
-        if (self.opt.positive or self.opt.negative) and self.opt.kind not in ("", "binary"):
+        if (self.opt.positive or self.opt.negative) and self.opt.kind and not get(self.opt.kind).takes_positive:
             raise CompError(f"--positive/--negative set up a binary submission; --kind {self.opt.kind} contradicts it")
         if self.opt.positive or self.opt.negative:
             fields["classes"], class_map, positive = binary_groups(classes, self.opt.positive, self.opt.negative)
@@ -211,7 +212,7 @@ class _Discovery:
             platform=self.opt.platform,
             data_dir=relative(self.data, self.ws),
             test_dir=relative(test_dir, self.ws) if test_dir else "",
-            metric=self.opt.metric or DEFAULT_METRIC[fields["kind"]],
+            metric=self.opt.metric or get(fields["kind"]).metric,
             n_folds=self.opt.n_folds,
             seed=self.opt.seed,
             **fields,
@@ -546,10 +547,16 @@ class _Discovery:
         if len(label_cols) > 1:
             from comp.setup.items import onehot_labels
 
-            labels = onehot_labels(frame, label_cols, path)  # refuses multi-label rows, naming the kind
+            forced = get(self.opt.kind) if self.opt.kind else None
+            self.multilabel = bool(forced and forced.multilabel)
+            # refuses multi-label rows, naming the kind, unless --kind names a multi-label one
+            labels = onehot_labels(frame, label_cols, path, self.multilabel)
             classes = sort_classes(label_cols)
-            counts = labels.value_counts()
-            self.notes.append(f"one-hot labels: columns {', '.join(label_cols)} ({len(frame)} rows, one 1 each); "
+            counts = Counter(t for v in labels for t in v.split())
+            self.notes.append(f"multi-hot labels: columns {', '.join(label_cols)} ({len(frame)} rows), the tags of "
+                              f"an image = the columns holding a 1 (images per tag: "
+                              f"{', '.join(f'{c} {counts[c]}' for c in label_cols[:12])})" if self.multilabel else
+                              f"one-hot labels: columns {', '.join(label_cols)} ({len(frame)} rows, one 1 each); "
                               "class = the column holding the 1")
             if (counts.reindex(label_cols).fillna(0) == 0).any():
                 self.warnings.append("one-hot column(s) marking no row: " + ", ".join(
@@ -560,7 +567,7 @@ class _Discovery:
                 line = int((labels == "").to_numpy().argmax()) + (1 if headerless else 2)
                 raise CompError(f"{path}: empty label in column {label_cols[0]!r}, line {line}; fix the file or pass "
                                 "--label-column")
-            classes = sort_classes(set(labels))
+            classes = self._classes(labels)
         ids = frame[id_col].str.strip()
         keys, exts = self.index.tree_keys(folder) if nested else self.index.file_keys(folder)
         image_ext = "" if ids.map(_has_extension).all() else (exts.most_common(1)[0][0] if exts else "")
@@ -578,6 +585,22 @@ class _Discovery:
                 "train_label_columns": label_cols if len(label_cols) > 1 else [],
                 "group_column": self.opt.group_column if in_labels else "", "train_subfolders": nested,
                 "image_ext": image_ext, "classes": classes}
+
+    def _classes(self, labels: pd.Series) -> list[str]:
+        """The classes of a label column: its values, or the tags its cells split into (multi-label)."""
+        forced = get(self.opt.kind) if self.opt.kind else None
+        found = None if forced and not forced.multilabel else detect_multilabel(labels)
+        if found is None and forced and forced.multilabel:  # --kind tags: split even when no image has two
+            found = (sorted({t for v in labels for t in v.split()}), Counter(t for v in labels for t in set(v.split())))
+        if found is None:
+            return sort_classes(set(labels))
+        self.multilabel = True
+        tags, counts = found
+        shown = ", ".join(f"{t} {counts[t]}" for t in sorted(tags, key=lambda t: -counts[t])[:12])
+        self.notes.append(f"multi-label: the labels are sets of {len(tags)} tags in {labels.nunique()} combinations "
+                          f"(images per tag: {shown}{', ...' if len(tags) > 12 else ''}); --kind class_name to "
+                          "treat each combination as one class")
+        return sort_classes(tags)
 
     def _label_columns(self, frame: pd.DataFrame, path: Path, id_col: str) -> list[str]:
         """The label column of a labels CSV, or its one-hot label columns (one 0/1 column per class)."""
@@ -666,11 +689,9 @@ class _Discovery:
             ids = stems
             answers = answers.assign(id=ids) if answers is not None else None
         header = ("image_name", "pred_label") if codabench else ("id", "label")
-        classes = fields["classes"]
-        if self.opt.kind == "class_probs":  # --kind decides the columns a made-up sample has
-            frame = pd.DataFrame({header[0]: ids, **{c: 1 / len(classes) for c in classes}})
-        else:
-            frame = pd.DataFrame({header[0]: ids, header[1]: 0.5 if self.opt.kind == "binary" else classes[0]})
+        # --kind (else the labels) decides the columns a made-up sample has
+        frame = without_sample(fields["classes"], self.opt.kind, self.multilabel).placeholder(header, ids,
+                                                                                              fields["classes"])
         rel = relative(self.ws.generated_dir / "sample_submission.csv", self.ws)
         self.generated[rel] = frame
         self.notes.append(f"no sample submission shipped: wrote {rel} ({','.join(frame.columns[:4])}; {len(ids)} rows)")
@@ -679,14 +700,14 @@ class _Discovery:
     def _submission_fields(self, sample: pd.DataFrame | None, sample_path: Path | None, test_dir: Path | None,
                            classes: list[str], positive: str = "") -> dict:
         if sample is None:
-            kind = self.opt.kind or ("class_id" if all(c.isdigit() for c in classes) else "class_name")
+            kind = without_sample(classes, self.opt.kind, self.multilabel).name
             return {"kind": kind, "submission_labels": list(classes), "positive_class": positive}
         if test_dir is None:
             raise CompError(f"{sample_path} lists test ids but no folder of test images was found in {self.data}; "
                             "pass --test-dir DIR")
         id_col = self._sample_id_column(sample, sample_path, test_dir)
-        fmt = detect_format(sample, id_col, classes, "binary" if positive else self.opt.kind, where=str(sample_path),
-                            positive=positive)
+        fmt = detect_format(sample, id_col, classes, BINARY if positive else self.opt.kind, where=str(sample_path),
+                            positive=positive, multilabel=self.multilabel)
         self.notes += list(fmt.notes)
         ids = sample[id_col].str.strip()
         return {"sample_submission": relative(sample_path, self.ws), "id_column": id_col,

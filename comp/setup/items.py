@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from comp.core.config import KINDS, Competition
+from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
+from comp.kinds import kind_of
 from comp.setup.scan import file_for, read_table, scan_images
 
 
@@ -31,7 +32,7 @@ def _require_columns(frame: pd.DataFrame, columns: list[str], path: Path, keys: 
 
 
 def _check_labels(labels: pd.Series, comp: Competition, where: str) -> None:
-    unknown = sorted(set(labels) - set(comp.classes))
+    _, unknown = kind_of(comp).targets(list(comp.classes), sorted(set(labels)))  # a tag set holds several classes
     if unknown:
         shown = ", ".join(repr(u) for u in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
         raise CompError(
@@ -76,7 +77,8 @@ def _csv_train_items(comp: Competition, ws: Workspace) -> pd.DataFrame:
     if not comp.groups_csv:
         _require_columns(frame, [comp.group_column], path, "group_column (or groups_csv to read it from another CSV)")
     ids = frame[id_col].str.strip()
-    labels = onehot_labels(frame, label_cols, path) if comp.train_label_columns else frame[label_cols[0]].str.strip()
+    labels = (onehot_labels(frame, label_cols, path, kind_of(comp).multilabel) if comp.train_label_columns
+              else frame[label_cols[0]].str.strip())
     if comp.class_map:  # several training labels train as one class (a binary set-up from more folders)
         labels = labels.map(lambda v: comp.class_map.get(v, v))
     _check_labels(labels, comp, str(path))
@@ -92,11 +94,12 @@ def _csv_train_items(comp: Competition, ws: Workspace) -> pd.DataFrame:
     return out
 
 
-def onehot_labels(frame: pd.DataFrame, columns: list[str], path: Path) -> pd.Series:
-    """One-hot label columns (a 1 in the row's class column, 0 elsewhere) as class names.
+def onehot_labels(frame: pd.DataFrame, columns: list[str], path: Path, multilabel: bool = False) -> pd.Series:
+    """One-hot label columns (a 1 in the row's class column, 0 elsewhere) as class names; with `multilabel`, each
+    row's set of marked columns as tags (space-separated, as a tags column writes them; none marked: empty).
 
-    Refuses, naming the line: a value other than 0/1, a row with no 1, and a row with several 1s (a multi-label
-    competition: single-label training would have to pick one of its classes, silently)."""
+    Refuses, naming the line: a value other than 0/1, and unless `multilabel` a row with no 1 and a row with several
+    1s (a multi-label competition: single-label training would have to pick one of its classes, silently)."""
     values = frame[columns].apply(lambda c: c.str.strip())
     bad = ~values.isin(ONES | ZEROS)
     if bad.to_numpy().any():
@@ -105,6 +108,9 @@ def onehot_labels(frame: pd.DataFrame, columns: list[str], path: Path) -> pd.Ser
                         f"label columns ({', '.join(columns)}) hold only 0 and 1. Fix the row, or set "
                         "train_label_column (a single label column) in comp.toml")
     hot = values.isin(ONES).to_numpy()
+    if multilabel:
+        names = np.asarray(columns, dtype=object)
+        return pd.Series([" ".join(names[row]) for row in hot], index=frame.index, dtype=object)
     per_row = hot.sum(axis=1)
     if (per_row > 1).any():
         row = int(np.argmax(per_row > 1))
@@ -123,11 +129,8 @@ ONES, ZEROS = {"1", "1.0", "1.", "True", "true"}, {"0", "0.0", "0.", "False", "f
 
 def multilabel_hint() -> str:
     """What to do with labels that mark several classes per image: the multi-label kind, when comp has it."""
-    if "multilabel_probs" in KINDS:
-        return ("Read them as the `multilabel_probs` kind (one probability column per class): "
-                "`comp init DATA_DIR --force --kind multilabel_probs`")
-    return ("comp calls this the `multilabel_probs` kind (one probability column per class), which it cannot train "
-            "yet; single-label training would have to drop all but one class of those rows")
+    return ("Read them as the `multilabel_probs` kind (one probability column per class): "
+            "`comp init DATA_DIR --force --kind multilabel_probs` (or `--kind tags` for a space-separated column)")
 
 
 def _files_by_name(folder: Path) -> dict[str, Path | None]:
@@ -310,15 +313,14 @@ def with_folds(items: pd.DataFrame, folds_frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def class_indices(comp: Competition, labels: pd.Series | list[str], where: str) -> np.ndarray:
-    """Labels (class names) as indices into `comp.classes` (the logits' column order): the one class-index map.
+    """Labels (class names) as the kind's targets in `comp.classes` (the logits' column order): indices (n,), or
+    multi-hot (n, C) for a multi-label kind (a label is a set of tags). The one class-index map.
 
     `where` names the labels' source in the CompError listing labels that are not classes of comp.toml."""
-    index = {c: i for i, c in enumerate(comp.classes)}
-    values = [str(v) for v in labels]
-    unknown = sorted({v for v in values if v not in index})
+    y, unknown = kind_of(comp).targets(list(comp.classes), [str(v) for v in labels])
     if unknown:
         raise CompError(
             f"{where}: label(s) {unknown[:3]} are not classes of comp.toml; run `comp verify` "
             "(then `comp folds --force` if the labels changed)"
         )
-    return np.array([index[v] for v in values], dtype=np.int64)
+    return y

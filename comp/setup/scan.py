@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from comp.core.errors import CompError
+from comp.kinds.values import normalise_label  # noqa: F401 (how every stage compares spellings)
 from comp.vision.images import IMAGE_EXTENSIONS
 
 # GIF is left out on purpose: in the competitions seen so far a .gif among JPEGs is a placeholder ("image not
@@ -156,19 +157,3 @@ def sort_classes(names: set[str] | list[str]) -> list[str]:
     except ValueError:
         return names
 
-
-def normalise_label(label: str) -> str:
-    """The spelling-insensitive form used to pair class names across files: `golden_retriever` == `Golden Retriever`."""
-    return " ".join(label.replace("_", " ").lower().split())
-
-
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_integer(value: str) -> bool:
-    return _is_number(value) and float(value).is_integer()

@@ -26,25 +26,21 @@ import numpy as np
 from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
-from comp.setup.scan import normalise_label
+from comp.kinds import Cells, kind_of
 from comp.submission.parse import (
-    INTEGER,
-    NUMBER,
     SHOW,
     CheckReport,
     Table,
     first,
     id_hint,
-    labels_of,
     parse_csv,
     parse_numbers,
     read_sample,
     read_zipped_csv,
     same_as_earlier,
 )
-from comp.submission.warnings import RANK_METRICS, distribution_warnings
+from comp.submission.warnings import distribution_warnings
 
-SUM_WARN = 1e-3  # a probability row whose sum strays further from 1 is rescaled by Kaggle: scoreable, but warned
 _NAN_WORDS = {"nan", "NaN", "NAN", "None", "null", "NULL", "NA", "N/A", "<NA>"}
 
 
@@ -91,14 +87,18 @@ def check_bytes(comp: Competition, ws: Workspace, data: bytes, where: str = "sub
     label_cols = [c for c in table.header if c != comp.id_column]
     # One numpy string array: the per-cell checks below run as vectorised string/number ops (1M+ cells is common)
     values = np.array(table.rows, dtype=str)[:, [table.header.index(c) for c in label_cols]]
-    empty = _check_empty(values, label_cols, ids, table.lines)
+    kind = kind_of(comp)
+    sample_cells = np.array([sample.column(c) for c in label_cols], dtype=str).T.reshape(len(sample.rows), -1)
+    empty = _check_empty(values, label_cols, ids, table.lines, blank_ok=kind.empty_allowed(sample_cells))
     report.errors.extend(empty)
-    numbers = None
+    cells = Cells(label_cols, values, ids, table.lines)
     if not empty:
-        numbers = parse_numbers(values) if comp.kind in ("binary", "class_probs") else None  # parsed once
-        _check_labels(report, comp, label_cols, values, numbers, ids, table.lines)
+        cells.numbers = parse_numbers(values) if kind.numeric else None  # parsed once
+        errors, warnings = kind.check(comp, cells)
+        report.errors.extend(errors)
+        report.warnings.extend(warnings)
     if report.ok:
-        report.warnings.extend(distribution_warnings(comp, ws, label_cols, values, numbers))
+        report.warnings.extend(distribution_warnings(comp, ws, cells))
     return report
 
 
@@ -205,12 +205,14 @@ def _check_ids(sample: Table, table: Table, ids: list[str], id_col: str) -> list
     return errors
 
 
-def _check_empty(values: np.ndarray, cols: list[str], ids: list[str], lines: list[int]) -> list[str]:
+def _check_empty(values: np.ndarray, cols: list[str], ids: list[str], lines: list[int],
+                 blank_ok: bool = False) -> list[str]:
+    """Empty and NaN cells (an empty cell is a prediction only where the kind says so: an image without tags)."""
     errors = []
     stripped = np.strings.strip(values)
     for j, col in enumerate(cols):
         cells = values[:, j]
-        empty = np.flatnonzero(np.strings.str_len(stripped[:, j]) == 0)
+        empty = np.flatnonzero(np.strings.str_len(stripped[:, j]) == 0) if not blank_ok else []
         if len(empty):
             errors.append(f"empty value(s) in column {col!r} on {first([_at(lines, ids, i) for i in empty])}: every "
                           "cell needs a prediction (a NaN written by pandas comes out empty)")
@@ -219,194 +221,3 @@ def _check_empty(values: np.ndarray, cols: list[str], ids: list[str], lines: lis
             errors.append(f"missing value(s) {str(cells[nan[0]])!r} in column {col!r} on "
                           f"{first([_at(lines, ids, i) for i in nan])}: fill the NaNs with real predictions")
     return errors
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Labels, per kind
-
-
-def _check_labels(report: CheckReport, comp: Competition, cols: list[str], values: np.ndarray,
-                  numbers: np.ndarray | None, ids: list[str], lines: list[int]) -> None:
-    if comp.kind in ("binary", "class_probs"):
-        _check_probabilities(report, comp, cols, values, numbers, ids, lines)
-        return
-    for j, col in enumerate(cols):
-        check = {"class_name": _check_names, "class_id": _check_class_ids, "topk": _check_topk}[comp.kind]
-        report.errors.extend(check(comp, col, values[:, j].tolist(), ids, lines))
-
-
-def _check_names(comp: Competition, col: str, cells: list[str], ids: list[str], lines: list[int]) -> list[str]:
-    labels = labels_of(comp)
-    valid = set(labels)
-    bad = [i for i, v in enumerate(cells) if v not in valid]
-    if not bad:
-        return []
-    found = sorted({cells[i] for i in bad}, key=_natural)
-    at = first([f"{_at(lines, ids, i)}: {cells[i]!r}" for i in bad])
-    if all(v.strip() in valid for v in found):
-        return [f"labels in column {col!r} have leading/trailing whitespace ({at}): strip them"]
-    if set(found) <= set(comp.classes):
-        j = comp.classes.index(found[0])
-        return [f"column {col!r} holds folder names ({found[0]!r}...), the sample uses class names "
-                f"({labels[j]!r}): write each class's submission label ({at})"]
-    if all(INTEGER.fullmatch(v) for v in found) and not all(INTEGER.fullmatch(x) for x in labels):
-        return [f"column {col!r} holds folder names or class indices {found[0]!r}..{found[-1]!r}, the sample uses "
-                f"class names (e.g. {labels[0]!r}): map each index to its class name ({at})"]
-    lower = {x.lower(): x for x in labels}
-    if all(v.lower() in lower for v in found):
-        return [f"labels in column {col!r} differ in case from the class names ({found[0]!r} vs "
-                f"{lower[found[0].lower()]!r}); labels are case-sensitive ({at})"]
-    spelled = {normalise_label(x): x for x in labels}
-    if all(normalise_label(v) in spelled for v in found):
-        return [f"labels in column {col!r} are spelled with '_' for spaces or in another case ({found[0]!r}: the "
-                f"class is {spelled[normalise_label(found[0])]!r}); write the class names exactly ({at}); "
-                "`comp check FILE --fix OUT` respells them"]
-    return [f"unknown class(es) in column {col!r}: {at}; the known classes are {first([repr(x) for x in labels])}"]
-
-
-def _check_class_ids(comp: Competition, col: str, cells: list[str], ids: list[str], lines: list[int]) -> list[str]:
-    labels = labels_of(comp)
-    known = {int(x) for x in labels if INTEGER.fullmatch(x)}
-    names_lower = {x.lower() for x in [*labels, *comp.classes]}
-    floats, names, unknown, padded, other, spaced = [], [], [], [], [], []
-    for i, v in enumerate(cells):
-        if v != v.strip():
-            spaced.append(i)  # ' 0': the problem is the space, whatever the value
-        elif INTEGER.fullmatch(v):
-            if int(v) not in known:
-                unknown.append(i)
-            elif str(int(v)) != v:
-                padded.append(i)  # "03" or "+3": a scorer comparing text would not match "3"
-        elif _is_integral_float(v):
-            floats.append(i)
-        elif v.lower() in names_lower:
-            names.append(i)
-        else:
-            other.append(i)
-    errors = []
-    show = lambda rows: first([f"{_at(lines, ids, i)}: {cells[i]!r}" for i in rows])  # noqa: E731
-    if spaced:
-        errors.append(f"class ids in column {col!r} have leading/trailing whitespace ({show(spaced)}): write "
-                      f"{cells[spaced[0]].strip()!r}, not {cells[spaced[0]]!r}")
-    if floats:
-        v = cells[floats[0]]
-        errors.append(f"column {col!r} holds float class ids ({show(floats)}); write integers like "
-                      f"{str(int(float(v)))!r} (astype(int) before to_csv)")
-    if names:
-        errors.append(f"column {col!r} holds class names ({show(names)}), the sample uses integer class ids: write "
-                      "each class's id")
-    if padded:
-        errors.append(f"column {col!r} writes class ids with leading zeros or signs ({show(padded)}); write plain "
-                      "integers like '3'")
-    if unknown:
-        span = f"{min(known)}..{max(known)}" if known else "none"
-        errors.append(f"unknown class id(s) in column {col!r} ({show(unknown)}); the known ids are {span}")
-    if other:
-        errors.append(f"column {col!r} must hold integer class ids; not integers: {show(other)}")
-    return errors
-
-
-def _check_topk(comp: Competition, col: str, cells: list[str], ids: list[str], lines: list[int]) -> list[str]:
-    valid = set(labels_of(comp))
-    k = comp.top_k
-    problems: dict[str, list[str]] = {}
-    for i, v in enumerate(cells):
-        at = f"{_at(lines, ids, i)}: {v!r}"
-        if any(sep in v for sep in (",", ";", "|", "\t")):
-            problems.setdefault("sep", []).append(at)
-            continue
-        tokens = v.split(" ")
-        if "" in tokens:
-            problems.setdefault("space", []).append(at)
-        tokens = [t for t in tokens if t]
-        if len(tokens) > k:
-            problems.setdefault("many", []).append(at)
-        if len(set(tokens)) < len(tokens):
-            problems.setdefault("dup", []).append(at)
-        unknown = [t for t in tokens if t not in valid]
-        if unknown:
-            problems.setdefault("unknown", []).append(f"{_at(lines, ids, i)}: {unknown[0]!r}")
-            problems.setdefault("tokens", []).extend(unknown)
-    messages = {
-        "sep": f"column {col!r} separates labels with something other than single spaces ({{}}); write "
-               "' '.join(labels)",
-        "space": f"column {col!r} has extra spaces between or around labels ({{}}); separate with single spaces",
-        "many": f"column {col!r} lists more than top_k = {k} labels ({{}}); keep the {k} best",
-        "dup": f"column {col!r} repeats a label within a row ({{}}); each label may appear once per row",
-        "unknown": f"unknown label(s) in column {col!r} ({{}}); the known labels are "
-                   f"{first([repr(x) for x in labels_of(comp)])}" + _respelling_hint(problems.get("tokens", []),
-                                                                                      labels_of(comp)),
-    }
-    return [messages[key].format(first(rows)) for key, rows in problems.items() if key in messages]
-
-
-def _respelling_hint(tokens: list[str], labels: list[str]) -> str:
-    """' (they differ in case or in '_' vs space from known labels)' when every unknown token is one respelt."""
-    spelled = {normalise_label(x): x for x in labels}
-    if tokens and all(normalise_label(t) in spelled for t in tokens):
-        return (f" ({tokens[0]!r} is {spelled[normalise_label(tokens[0])]!r} in another case or spelling; labels "
-                "are case-sensitive: `comp check FILE --fix OUT` respells them)")
-    return ""
-
-
-def _check_probabilities(report: CheckReport, comp: Competition, cols: list[str], values: np.ndarray,
-                         x: np.ndarray, ids: list[str], lines: list[int]) -> None:
-
-    def cells(mask: np.ndarray) -> str:
-        rows, columns = np.nonzero(mask)
-        pairs = zip(rows, columns, strict=True)
-        return first([f"{_at(lines, ids, i)} column {cols[j]!r}: {str(values[i, j])!r}" for i, j in pairs])
-
-    ranked = comp.kind == "binary" and comp.metric in RANK_METRICS  # AUC reads only the order: any real score
-    what = (f"the probability of class {comp.positive_class!r}" if comp.kind == "binary" and comp.positive_class
-            else "probabilities")
-    if ranked:
-        what = "a real-valued score per row (higher: more likely positive)"
-    if np.isnan(x).any():
-        report.errors.append(f"not a number as the grader (pandas) reads numbers: {cells(np.isnan(x))}; the sample "
-                             f"expects {what}, written with ASCII digits (no '_', no spaces inside)")
-        return
-    if not np.isfinite(x).all():
-        report.errors.append(f"infinite value(s): {cells(~np.isfinite(x))}; write {what}"
-                             + ("" if ranked else " in [0, 1]"))
-        return
-    if ranked:
-        return
-    # Per-class rows may exceed 1 (the grader divides by the row sum); a binary probability may not.
-    low, high = x < 0, (x > 1) if comp.kind == "binary" else np.zeros_like(x, dtype=bool)
-    if low.any() or high.any():
-        squash = "a sigmoid" if comp.kind == "binary" else "softmax over each row"
-        if (low.any() and (high.any() or (x > 1).any())) or (low | high).mean() > 0.25:
-            report.errors.append(f"values outside [0, 1] ({cells(low | high)}): looks like logits, not "
-                                 f"probabilities: apply {squash}")
-        elif low.any():
-            report.errors.append(f"negative probability ({cells(low)}); probabilities lie in [0, 1]: clip them")
-        else:
-            report.errors.append(f"probability above 1 ({cells(high)}); probabilities lie in [0, 1]: clip them")
-        return
-    if comp.kind == "class_probs":
-        # Kaggle's multi-class log loss divides each row by its sum: any non-negative row with a positive sum scores.
-        sums = x.sum(axis=1)
-        zero = np.flatnonzero(sums <= 0)
-        if len(zero):
-            shown = first([_at(lines, ids, i) for i in zero])
-            report.errors.append(f"{len(zero)} row(s) are all zero ({shown}): the grader divides each row by its "
-                                 "sum, so these cannot be scored; write the model's probabilities")
-            return
-        off = np.flatnonzero(np.abs(sums - 1) > SUM_WARN)
-        if len(off):
-            shown = first([f"{_at(lines, ids, i)} sums to {sums[i]:.6g}" for i in off])
-            report.warnings.append(f"{len(off)} row(s) do not sum to 1 within {SUM_WARN:g} ({shown}): Kaggle "
-                                   "rescales each row by its sum, so it scores as if normalised; are these "
-                                   "probabilities? (`comp check FILE --fix OUT` normalises the rows)")
-
-
-def _is_integral_float(value: str) -> bool:
-    if not NUMBER.fullmatch(value):  # float() would also take '٣' or '3_0'
-        return False
-    f = float(value)
-    return bool(np.isfinite(f) and f == int(f))
-
-
-def _natural(value: str) -> tuple:
-    return (0, int(value), "") if INTEGER.fullmatch(value) else (1, 0, value)

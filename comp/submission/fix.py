@@ -25,25 +25,10 @@ from comp.core import atomic
 from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
-from comp.setup.scan import normalise_label
+from comp.kinds import Cells, Refused, kind_of
 from comp.submission import ledger
 from comp.submission.check import check_bytes
-from comp.submission.parse import (
-    INTEGER,
-    NUMBER,
-    CheckReport,
-    Table,
-    first,
-    labels_of,
-    parse_csv,
-    parse_numbers,
-    read_sample,
-    read_zipped_csv,
-)
-from comp.submission.warnings import RANK_METRICS
-from comp.submission.write import float_digits
-
-SUM_EXACT = 1e-6  # rows whose sum is further from 1 than this are divided by their sum
+from comp.submission.parse import INTEGER, CheckReport, Table, first, parse_csv, read_sample, read_zipped_csv
 
 
 @dataclass
@@ -60,8 +45,7 @@ class FixResult:
         return not self.refused
 
 
-class _Refuse(Exception):
-    """One problem that cannot be fixed without guessing."""
+_Refuse = Refused  # one problem that cannot be fixed without guessing (the kinds raise it too)
 
 
 def fix_file(comp: Competition, ws: Workspace, path: str | os.PathLike, out: str | os.PathLike,
@@ -115,10 +99,12 @@ def _fix(comp: Competition, ws: Workspace, data: bytes, changes: list[str]) -> b
     table = _fix_ids(table, sample, comp.id_column, changes)
     label_cols = [c for c in sample.header if c != comp.id_column]
     values = np.array(table.rows, dtype=object)[:, [table.header.index(c) for c in label_cols]]
+    kind = kind_of(comp)
+    sample_cells = np.array([sample.column(c) for c in label_cols], dtype=str).T.reshape(len(sample.rows), -1)
     empty = [f"line {table.lines[i]}" for i in np.flatnonzero((values == "").any(axis=1))]
-    if empty:
+    if empty and not kind.empty_allowed(sample_cells):
         raise _Refuse(f"empty value(s) on {first(empty)}: only a prediction can fill them")
-    values = _fix_labels(comp, label_cols, values, changes)
+    values = kind.fix(comp, Cells(label_cols, values, table.column(comp.id_column), table.lines), changes)
     ids = np.array(table.column(comp.id_column), dtype=object)[:, None]
     rows = np.concatenate([ids, values], axis=1)[:, [[comp.id_column, *label_cols].index(c) for c in sample.header]]
     buffer = io.StringIO()
@@ -285,96 +271,3 @@ def _fix_ids(table: Table, sample: Table, id_col: str, changes: list[str]) -> Ta
         row[at] = w
         rows.append(row)
     return Table(header=table.header, rows=rows, lines=[table.lines[seen[w]] for w in want])
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Labels, per kind
-
-
-def _fix_labels(comp: Competition, cols: list[str], values: np.ndarray, changes: list[str]) -> np.ndarray:
-    if comp.kind in ("binary", "class_probs"):
-        return _fix_numbers(comp, cols, values, changes)
-    labels = labels_of(comp)
-    respell = _label_respeller(comp, labels)
-    fixed = values.copy()
-    respelled: dict[str, str] = {}
-    repeats = longer = 0
-    for i, cell in enumerate(values[:, 0].tolist()):
-        if comp.kind == "topk":
-            tokens = cell.replace(",", " ").replace(";", " ").replace("|", " ").split()
-            words = [respell(t, respelled) for t in tokens]
-            unique = list(dict.fromkeys(words))
-            repeats += len(unique) < len(words)
-            longer += len(unique) > comp.top_k
-            new = " ".join(unique[: comp.top_k])
-        else:
-            new = respell(cell, respelled)
-        fixed[i, 0] = new
-    if repeats:
-        changes.append(f"dropped repeated labels within {repeats} top-k row(s) (a repeat scores nothing)")
-    if longer:
-        changes.append(f"kept the first {comp.top_k} labels of {longer} longer top-k row(s) (they are best first)")
-    if comp.kind == "topk" and not (repeats or longer or respelled) and (fixed != values).any():
-        changes.append("top-k labels separated by single spaces")
-    if respelled:
-        shown = first([f"{a!r} -> {b!r}" for a, b in respelled.items()])
-        changes.append(f"labels respelled as the sample's classes: {shown}")
-    return fixed
-
-
-def _label_respeller(comp: Competition, labels: list[str]) -> Callable[[str, dict[str, str]], str]:
-    valid = set(labels)
-    folder = {c: labels[j] for j, c in enumerate(comp.classes)}
-    norm: dict[str, set[str]] = {}
-    for x in labels:
-        norm.setdefault(normalise_label(x), set()).add(x)
-    ints = {int(x): x for x in labels if INTEGER.fullmatch(x)}
-
-    def respell(cell: str, seen: dict[str, str]) -> str:
-        if cell in valid:
-            return cell
-        new = folder.get(cell)
-        if new is None and comp.kind == "class_id":
-            if INTEGER.fullmatch(cell) and int(cell) in ints:
-                new = ints[int(cell)]  # '03' or '+3'
-            elif NUMBER.fullmatch(cell) and np.isfinite(v := float(cell)) and v == int(v) and int(v) in ints:
-                new = ints[int(v)]  # '3.0'
-        if new is None and len(norm.get(normalise_label(cell), ())) == 1:
-            (new,) = norm[normalise_label(cell)]
-        if new is None:
-            raise _Refuse(f"label {cell!r} is not a class the sample knows ({first([repr(x) for x in labels])}): "
-                          "which class it means would be a guess")
-        seen[cell] = new
-        return new
-
-    return respell
-
-
-def _fix_numbers(comp: Competition, cols: list[str], values: np.ndarray, changes: list[str]) -> np.ndarray:
-    text = values.astype(str)
-    x = parse_numbers(text)
-    if np.isnan(x).any():
-        bad = text[np.isnan(x)].tolist()
-        raise _Refuse(f"value(s) that are not numbers as the grader reads them ({first([repr(b) for b in bad])}): "
-                      "which number was meant would be a guess")
-    if not np.isfinite(x).all():
-        raise _Refuse("infinite value(s): which finite value was meant would be a guess")
-    if comp.kind == "binary":
-        if comp.metric not in RANK_METRICS and (x.min() < 0 or x.max() > 1):
-            raise _Refuse(f"values outside [0, 1] (from {x.min():.4g} to {x.max():.4g}) where the metric "
-                          f"{comp.metric} needs probabilities: whether they are logits is a guess")
-        return values
-    if (x < 0).any():
-        raise _Refuse("negative probabilities: whether these are logits or clipped noise is a guess")
-    sums = x.sum(axis=1)
-    if (sums <= 0).any():
-        raise _Refuse(f"{int((sums <= 0).sum())} all-zero row(s): only the model's probabilities can fill them")
-    off = np.flatnonzero(np.abs(sums - 1) > SUM_EXACT)
-    if not len(off):
-        return values
-    digits = float_digits(len(cols))
-    fixed = values.copy()
-    fixed[off] = np.vectorize(lambda v: f"{v:.{digits}g}", otypes=[object])(x[off] / sums[off, None])
-    changes.append(f"divided {len(off)} row(s) by their sum (they summed to {sums[off].min():.6g}.."
-                   f"{sums[off].max():.6g}), as Kaggle's scorer does")
-    return fixed

@@ -13,25 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.provenance import sha256_bytes, sha256_file
 from comp.core.workspace import Workspace
+from comp.kinds.values import INTEGER, NUMBER, SHOW, first, labels_of, parse_numbers
 
-SHOW = 3  # examples a message lists; it names the first few, never thousands
-
-
-INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: `\d` would take '٣' and '３', which pandas reads as text
-
-# A number as pandas' C parser (read_csv, what the graders use) reads one: ASCII digits, an optional exponent,
-# inf/infinity in any case, spaces or tabs around it. Python's float() also takes '0.0_5', '３' and a trailing
-# no-break space, so a file that float() reads can still be one the grader rejects.
-NUMBER = re.compile(r"[ \t]*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf(?:inity)?))[ \t]*")
-_PLAIN = np.zeros(128, dtype=bool)  # the characters of an everyday number (and numpy's string padding, 0)
-_PLAIN[[0, *map(ord, "0123456789.+-eE")]] = True
-
+__all__ = ["INTEGER", "NUMBER", "SHOW", "CheckReport", "Table", "first", "id_hint", "labels_of", "parse_csv",
+           "parse_numbers", "read_sample", "read_zipped_csv", "same_as_earlier"]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -64,23 +53,6 @@ class Table:
         """The same rows with columns `names` in that order (each a column of this table)."""
         at = [self.header.index(n) for n in names]
         return Table(header=list(names), rows=[[row[j] for j in at] for row in self.rows], lines=self.lines)
-
-
-def parse_numbers(cells: np.ndarray) -> np.ndarray:
-    """Text cells -> float64, NaN where pandas would not read a number (so the grader would reject the file)."""
-    if cells.dtype.kind == "U" and cells.size:  # the everyday file: numpy's C parser, fast and exact
-        codes = np.ascontiguousarray(cells).view(np.uint32).ravel()  # one code point per character
-        if codes.max() < 128 and _PLAIN[np.flatnonzero(np.bincount(codes, minlength=128))].all():
-            try:
-                return cells.astype(np.float64)
-            except ValueError:
-                pass
-    flat = cells.ravel().tolist()
-    out = np.full(len(flat), np.nan)
-    for i, value in enumerate(flat):
-        if NUMBER.fullmatch(value):
-            out[i] = float(value)
-    return out.reshape(cells.shape)
 
 
 def parse_csv(data: bytes, where: str) -> Table:
@@ -147,17 +119,6 @@ def read_sample(comp: Competition, ws: Workspace) -> Table:
             f"(its header: {','.join(sample.header)}); fix id_column"
         )
     return sample
-
-
-def labels_of(comp: Competition) -> list[str]:
-    """How each class (in `comp.classes` order) is written in the submission."""
-    return list(comp.submission_labels or comp.classes)
-
-
-def first(items: Sequence[str]) -> str:
-    """The first few items for a message, with the total when some are left out."""
-    shown = ", ".join(items[:SHOW])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > SHOW else "")
 
 
 def id_hint(extra: Sequence[str], missing: Sequence[str], id_col: str) -> str:

@@ -4,14 +4,12 @@
 id, never on position); `write` puts it on disk atomically after the same checks `comp check` runs; the checks live in
 `comp.submission.check`.
 
-The five label representations (`comp.kind`): `class_name` (a class name per row), `class_id` (an integer id,
-the class folder's name), `binary` (the probability of `comp.positive_class`), `class_probs` (one probability column
-per class) and `topk` (the `top_k` best labels, space-separated, best first).
+How probabilities become the sample's columns is the kind's (`comp.kinds`: a class name, a class id, the positive
+class's probability, a probability per class, the top k, tags, a probability per tag).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -24,7 +22,10 @@ from comp.core import atomic
 from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
-from comp.submission.parse import INTEGER, Table, first, id_hint, labels_of, read_sample
+from comp.kinds import float_digits, kind_of, positive_index
+from comp.submission.parse import Table, first, id_hint, read_sample
+
+__all__ = ["NAME_PATTERN", "float_digits", "positive_index", "to_csv_bytes", "to_frame", "write"]
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a submission name: a plain file name, no folder
 
@@ -42,16 +43,18 @@ def to_frame(comp: Competition, ws: Workspace, ids: Sequence[str], probs: np.nda
             f"submission writer: got probabilities of shape {probs.shape} for {len(ids)} ids and "
             f"{comp.num_classes} classes; expected ({len(ids)}, {comp.num_classes})"
         )
-    _require_probabilities(probs, ids)
+    kind = kind_of(comp)
+    _require_probabilities(probs, ids, rows_sum=not kind.multilabel)
     order = _sample_order(sample, ids, comp.id_column)
     label_cols = [c for c in sample.header if c != comp.id_column]
+    sample_cells = np.array([sample.column(c) for c in label_cols], dtype=str).T.reshape(len(sample.rows), -1)
     # Labels are computed in the given row order and then moved to the sample's: cheaper than copying `probs`
     columns = {comp.id_column: np.asarray(sample.column(comp.id_column), dtype=object)}
-    columns.update({c: values[order] for c, values in _label_columns(comp, label_cols, probs).items()})
+    columns.update({c: values[order] for c, values in kind.encode(comp, label_cols, probs, sample_cells).items()})
     return pd.DataFrame(columns)[sample.header]
 
 
-def _require_probabilities(probs: np.ndarray, ids: list[str]) -> None:
+def _require_probabilities(probs: np.ndarray, ids: list[str], rows_sum: bool) -> None:
     bad = ~np.isfinite(probs).all(axis=1)
     if bad.any():
         shown = first([repr(ids[i]) for i in np.flatnonzero(bad)])
@@ -62,7 +65,7 @@ def _require_probabilities(probs: np.ndarray, ids: list[str]) -> None:
             f"submission writer: values from {probs.min():.3g} to {probs.max():.3g} are not probabilities; "
             "pass softmax(logits), not logits"
         )
-    zero = np.flatnonzero(probs.sum(axis=1) <= 0)
+    zero = np.flatnonzero(probs.sum(axis=1) <= 0) if rows_sum else []  # a multi-label row may hold no class
     if len(zero):
         raise CompError(f"submission writer: all-zero probabilities for id(s) {first([repr(ids[i]) for i in zero])}; "
                         "pass softmax(logits)")
@@ -91,72 +94,6 @@ def _sample_order(sample: Table, ids: list[str], id_col: str) -> np.ndarray:
             + "; predict again on the current test set (`comp predict`) or fix id_column/test_dir in comp.toml"
         )
     return np.array([at[w] for w in want], dtype=np.int64)
-
-
-def _label_columns(comp: Competition, label_cols: list[str], probs: np.ndarray) -> dict[str, np.ndarray]:
-    labels = labels_of(comp)
-    if comp.kind != "class_probs" and len(label_cols) != 1:
-        raise CompError(
-            f"comp.toml: kind {comp.kind!r} writes one label column but the sample has {len(label_cols)} "
-            f"({first(label_cols)}); set kind = \"class_probs\" if it holds one column per class"
-        )
-    if comp.kind == "class_name":
-        return {label_cols[0]: np.asarray(labels, dtype=object)[probs.argmax(axis=1)]}
-    if comp.kind == "class_id":
-        not_int = [repr(label) for label in labels if not INTEGER.fullmatch(label)]
-        if not_int:
-            raise CompError(
-                f"comp.toml: kind is class_id but submission_labels {first(not_int)} are not integers; set "
-                "submission_labels to the integer id of each class (or kind = \"class_name\")"
-            )
-        return {label_cols[0]: np.array([int(x) for x in labels], dtype=np.int64)[probs.argmax(axis=1)]}
-    if comp.kind == "binary":
-        return {label_cols[0]: probs[:, positive_index(comp)].astype(np.float64).clip(0, 1)}
-    if comp.kind == "topk":
-        spaced = [repr(label) for label in labels if " " in label or not label]
-        if spaced:
-            raise CompError(f"comp.toml: top-k labels are space-separated, so labels {first(spaced)} cannot be "
-                            "written; set submission_labels without spaces")
-        k = min(comp.top_k, probs.shape[1])
-        # argpartition first: a full sort of 50k rows x 5k classes takes a minute, the top k of each a second
-        top = np.argpartition(-probs, k - 1, axis=1)[:, :k] if k < probs.shape[1] else np.tile(
-            np.arange(k), (len(probs), 1))
-        best = np.take_along_axis(top, np.argsort(-np.take_along_axis(probs, top, axis=1), axis=1, kind="stable"),
-                                  axis=1)
-        names = np.asarray(labels, dtype=object)
-        return {label_cols[0]: np.array([" ".join(names[row]) for row in best], dtype=object)}
-    # class_probs: the sample's columns, in its order, each matched to a class by its submission label
-    index = {label: j for j, label in enumerate(labels)} | {c: j for j, c in enumerate(comp.classes)}
-    unmatched = [repr(c) for c in label_cols if c not in index]
-    if unmatched or len(label_cols) != len(labels):
-        raise CompError(
-            f"comp.toml: the sample's probability columns ({len(label_cols)}) do not pair one to one with the "
-            f"{len(labels)} classes" + (f"; no class is written as {first(unmatched)}" if unmatched else "")
-            + ": fix submission_labels so each sample column names one class"
-        )
-    p = probs.astype(np.float64).clip(0, None)
-    p /= p.sum(axis=1, keepdims=True)
-    return {c: p[:, index[c]] for c in label_cols}
-
-
-def positive_index(comp: Competition) -> int:
-    """Column of `comp.classes` whose probability a binary submission holds."""
-    positive = comp.positive_class
-    if not positive and sorted(comp.classes) == ["0", "1"]:
-        positive = "1"  # the only unambiguous default: a 0/1 target's probability is that of "1"
-    if positive not in comp.classes:
-        raise CompError(
-            f"comp.toml: kind is binary but positive_class {positive!r} is not one of the classes "
-            f"({first([repr(c) for c in comp.classes])}); set positive_class to the class whose probability "
-            "the sample's column holds"
-        )
-    return comp.classes.index(positive)
-
-
-def float_digits(num_classes: int) -> int:
-    """Significant digits that keep a row of `num_classes` rounded probabilities summing to 1 within 1e-7 (the
-    check warns only beyond 1e-3, where Kaggle's rescaling would hide a bug): each value rounds by at most 0.5e-d."""
-    return max(9, math.ceil(math.log10(max(num_classes, 1) * 5e6)))
 
 
 def to_csv_bytes(comp: Competition, frame: pd.DataFrame) -> bytes:
