@@ -247,7 +247,8 @@ def test_hotel_id_chain_folders_are_not_the_classes(workspace):
     data = workspace / "data"
     rows = []
     for i in range(18):
-        chain, hotel = f"{i % 2}", f"{1000 + i % 6}"  # hotels 1000, 1002, 1004 in chain 0; the rest in chain 1
+        # Chain 0 holds 2/3 of the images: matching ids against one chain folder alone must not win.
+        chain, hotel = f"{int(i >= 12)}", f"{1000 + i % 6}"
         _image(data / "train_images" / chain / f"{i:04x}.jpg")
         rows.append((f"{i:04x}.jpg", chain, hotel, "2018-01-01"))
     pd.DataFrame(rows, columns=["image", "chain", "hotel_id", "timestamp"]).to_csv(data / "train.csv", index=False)
@@ -259,7 +260,7 @@ def test_hotel_id_chain_folders_are_not_the_classes(workspace):
     assert (comp.layout, comp.train_subfolders, comp.train_label_column) == ("csv", True, "hotel_id")
     assert comp.classes == [str(1000 + k) for k in range(6)] and (comp.kind, comp.top_k) == ("topk", 5)
     items = train_items(comp, ws)
-    assert items.set_index("id").loc["0003.jpg", "path"] == str(data / "train_images" / "1" / "0003.jpg")
+    assert items.set_index("id").loc["000d.jpg", "path"] == str(data / "train_images" / "1" / "000d.jpg")
     assert all(Path(p).exists() for p in items["path"])
     assert "are not the classes" in " ".join(out.split())
 

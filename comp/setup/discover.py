@@ -483,13 +483,16 @@ class _Discovery:
         if raw.shape[0] < 2:
             raise CompError(f"{path} has no data rows")
         scores = []
-        for folder in self.index.dirs:
-            if _named(folder, "test"):
-                continue
-            # Images right in the folder, or (when it has image sub-folders) anywhere below it: a CSV may name
-            # images that sit in folders which are not their classes (hotel-id: train_images/<chain>/<image>).
-            for keys, nested in ((self.index.file_keys(folder)[0], False),
-                                 (self.index.tree_keys(folder)[0] if self.index.class_dirs(folder) else set(), True)):
+        # Images right in a folder first; then, unless they matched nearly every id, images anywhere below a folder
+        # with image sub-folders: a CSV may name images that sit in folders which are not their classes (hotel-id:
+        # train_images/<chain>/<image>). The second pass lists whole trees, so it runs only when needed.
+        for nested in (False, True):
+            if nested and max((s[0] for s in scores), default=0) >= 0.99:
+                break
+            for folder in self.index.dirs:
+                if _named(folder, "test") or (nested and not self.index.class_dirs(folder)):
+                    continue
+                keys = (self.index.tree_keys if nested else self.index.file_keys)(folder)[0]
                 if not keys:
                     continue
                 for j in range(raw.shape[1]):
