@@ -561,9 +561,9 @@ class _Discovery:
                               f"{', '.join(f'{c} {counts[c]}' for c in label_cols[:12])})" if self.multilabel else
                               f"one-hot labels: columns {', '.join(label_cols)} ({len(frame)} rows, one 1 each); "
                               "class = the column holding the 1")
-            if (counts.reindex(label_cols).fillna(0) == 0).any():
-                self.warnings.append("one-hot column(s) marking no row: " + ", ".join(
-                    c for c in label_cols if counts.get(c, 0) == 0))
+            unmarked = [c for c in label_cols if counts[c] == 0]
+            if unmarked:
+                self.warnings.append(f"one-hot column(s) marking no row: {', '.join(unmarked)}")
         else:
             labels = frame[label_cols[0]].str.strip()
             if (labels == "").any():
