@@ -285,6 +285,13 @@ def test_nested_class_folders_ask_for_the_level_unless_it_is_clear(workspace):
     comp, ws, _ = _init(tiny, "--force")
     assert (comp.class_depth, comp.classes) == (1, ["n01", "n02"])
     assert len(train_items(comp, ws)) == 6
+    # a zip that wrapped each class in a folder of its own name: train/<class>/<class>/
+    wrapped = workspace / "wrapped"
+    for cls in ("ants", "bees"):
+        for i in range(3):
+            _image(wrapped / "train" / cls / cls / f"{i}.jpg")
+    comp, ws, _ = _init(wrapped, "--force")
+    assert (comp.class_depth, comp.classes) == (1, ["ants", "bees"])
 
 
 def test_verify_names_the_fix_of_a_small_class_in_file_name_labels(workspace):

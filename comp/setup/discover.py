@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -406,11 +406,11 @@ class _Discovery:
         return level
 
     def _class_depth(self, root: Path) -> int:
-        """Which folder level below `root` names the class. The rule: a class level has at least two names and
-        every image sits at or below it; a level where one name repeats under every parent (tiny-imagenet's
-        <class>/images/) is structure. When images lie directly in the first-level folders, or only the first
-        level qualifies, it is 1; when two levels qualify (<chain>/<hotel>/ or <class>/<session>/ look alike),
-        --class-depth decides and init refuses to guess."""
+        """Which folder level below `root` names the class. The rule: the first level does, unless a deeper level
+        splits its folders further - some folder there holds two or more image folders. A level that only wraps
+        (tiny-imagenet's <class>/images/, a zip's <class>/<class>/) is structure. When images lie directly in the
+        first-level folders, or no deeper level splits, it is 1; when one does, <chain>/<hotel>/ and
+        <class>/<session>/ look alike, so --class-depth decides and init refuses to guess."""
         parents = {p.parent.relative_to(root).parts for p in scan_images(root)[0]}
         parents.discard(())  # images right in the root belong to no class; they are listed as ignored
         if not parents:
@@ -422,8 +422,14 @@ class _Discovery:
                 raise CompError(f"--class-depth {self.opt.class_depth}: some images of {relative(root, self.ws)} "
                                 f"sit only {shallowest} folder level(s) down; use 1..{shallowest}")
             return self.opt.class_depth
-        levels = [level + 1 for level in range(shallowest) if len(names[level]) >= 2]
-        if shallowest == 1 or levels == [1]:
+        levels = [1]
+        for level in range(1, shallowest):
+            children: dict[tuple[str, ...], set[str]] = defaultdict(set)
+            for parts in parents:
+                children[parts[:level]].add(parts[level])
+            if any(len(names) >= 2 for names in children.values()):
+                levels.append(level + 1)
+        if levels == [1]:
             return 1
         listed = "; ".join(f"level {level}: {len(names[level - 1])} folders ({', '.join(names[level - 1][:4])}"
                            f"{', ...' if len(names[level - 1]) > 4 else ''})" for level in levels)
