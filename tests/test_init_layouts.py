@@ -304,3 +304,18 @@ def test_verify_names_the_fix_of_a_small_class_in_file_name_labels(workspace):
     report, _ = verify(comp, ws, workers=1)
     (issue,) = [i for i in report.errors if i.kind == "single-image-class"]
     assert issue.path == "dog" and "images named like 'dog'" in issue.detail and "label_pattern" in issue.detail
+
+
+def test_a_labels_csv_column_named_like_a_group_is_pointed_out(workspace):
+    """siim-isic-melanoma: train.csv image_name,patient_id,...,target - a patient's images must not span folds."""
+    data = workspace / "data"
+    frame = pd.DataFrame({"image_name": [f"ISIC_{i:07d}" for i in range(12)],
+                          "patient_id": [f"IP_{i // 3}" for i in range(12)], "target": [0, 1] * 6})
+    for name in frame["image_name"]:
+        _image(data / "train" / f"{name}.jpg")
+    frame.to_csv(data / "train.csv", index=False)
+    comp, ws, out = _init(data)
+    assert comp.group_column == "" and "--group-column patient_id" in " ".join(out.split())
+    comp, ws, out = _init(data, "--force", "--group-column", "patient_id")
+    assert (comp.group_column, comp.groups_csv) == ("patient_id", "")
+    assert "--group-column patient_id" not in " ".join(out.split())

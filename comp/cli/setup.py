@@ -157,6 +157,9 @@ def download(
         f"comp init: {found.n_train} train / {found.n_test} test images, {comp.num_classes} classes, kind "
         f"{comp.kind}, metric {comp.metric}; check {ws.comp_toml}, then `comp verify`", highlight=False,
     )
+    if found.unused_csvs:
+        console.print(f"CSVs not read: {escape(', '.join(found.unused_csvs))} (`comp init --help`: --groups, "
+                      "--labels-csv)", highlight=False)
     for warning in found.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 

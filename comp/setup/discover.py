@@ -80,6 +80,9 @@ NAME_MATCH_SHARE = 0.95  # files a name pattern must fit (all but one in a small
 # README.jpg) are left out, and listed
 GLANCE_ROWS = 20_000  # rows read from a CSV comp does not use, to say what it might hold
 FILES_PER_CLASS = 3  # a pattern whose "classes" hold fewer files each on average is reading ids, not labels
+# Words in a column name that say its rows come in groups a CV split must not cut (a patient's images in two folds).
+GROUP_WORDS = ("patient", "subject", "driver", "individual", "person", "user", "site", "session", "video", "group",
+               "study", "case", "participant", "animal", "camera", "location")
 LABEL_COLUMN_NAMES = ("label", "labels", "class", "category", "target", "y", "breed", "species", "diagnosis")
 VAL_NAMES = ("val", "valid", "validation", "dev")
 
@@ -258,6 +261,18 @@ class _Discovery:
                             "the groups CSV needs one column of image file names (or ids) beside the group column")
         self.notes.append(f"groups: {column!r} of {relative(path, self.ws)}, matched to the images by {id_col!r}")
         return {"group_column": column, "groups_csv": relative(path, self.ws), "groups_id_column": id_col}
+
+    def _hint_groups(self, frame: pd.DataFrame, taken: list[str], path: Path) -> None:
+        """A note when a labels-CSV column is named like a group (patient_id, subject...) and repeats: CV that
+        splits a patient's images over folds scores too high, and only the user knows whether it matters."""
+        for column in frame.columns:
+            words = set(re.split(r"[^a-z]+", column.lower()))
+            if column in taken or not words & set(GROUP_WORDS):
+                continue
+            n = frame[column].nunique()
+            if 2 <= n <= len(frame) // 2:
+                self.notes.append(f"{path.name} has {column!r} ({n} values over {len(frame)} rows): if images sharing "
+                                  f"it must stay in one fold, run init again with --force --group-column {column}")
 
     def _train_keys(self, fields: dict) -> set[str]:
         """File names and stems of every training image (what a second CSV may name them by)."""
@@ -588,6 +603,8 @@ class _Discovery:
             self.warnings.append(f"{missing} labelled id(s) have no image file in {relative(folder, self.ws)} "
                                  "(`comp verify` lists them)")
         in_labels = self.opt.group_column in frame.columns and not self.opt.groups
+        if not (self.opt.group_column or self.opt.groups):
+            self._hint_groups(frame, [id_col, *label_cols], path)
         return {"layout": "csv", "train_dirs": [relative(folder, self.ws)], "labels_csv": relative(path, self.ws),
                 "labels_header": not headerless, "train_id_column": id_col,
                 "train_label_column": label_cols[0] if len(label_cols) == 1 else "",
