@@ -120,6 +120,8 @@ def make_folds(
         "n_rows": len(items),
         "labels_hash": labels_hash(items),
     }
+    if comp.group_column:  # folds made before a groups CSV was edited could split one of its new groups
+        params["groups_hash"] = sha256_obj(items["group"].astype(str).tolist())
     if ws.folds_csv.exists() or ws.folds_json.exists():
         existing = _read_params(ws)
         # The name is informative only: renaming the competition in comp.toml does not change the split.

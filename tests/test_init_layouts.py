@@ -319,3 +319,16 @@ def test_a_labels_csv_column_named_like_a_group_is_pointed_out(workspace):
     comp, ws, out = _init(data, "--force", "--group-column", "patient_id")
     assert (comp.group_column, comp.groups_csv) == ("patient_id", "")
     assert "--group-column patient_id" not in " ".join(out.split())
+
+
+def test_folds_are_not_kept_when_the_groups_change(state_farm, cli):
+    comp, ws, _ = _init(state_farm, "--groups", "driver_imgs_list.csv", "--group-column", "subject")
+    assert cli("folds", "--n-folds", "3")[0] == 0
+    assert "up to date" in cli("folds")[1]
+    listing = pd.read_csv(state_farm / "driver_imgs_list.csv")
+    listing.loc[0, "subject"] = "p005"  # one image moves to another driver
+    listing.to_csv(state_farm / "driver_imgs_list.csv", index=False)
+    code, output = cli("folds")
+    assert code == 1 and "differs" in output
+    assert cli("folds", "--force")[0] == 0
+    assert (_one_fold_per_group(ws, state_farm / "driver_imgs_list.csv") == 1).all()
