@@ -85,6 +85,13 @@ def test_class_underscore_number_names_and_a_pattern_given_by_hand(workspace):
         _image(other / "train" / f"{i}-{label}.png")
     comp, ws, _ = _init(other, "--force", "--label-pattern", r"\d+-(?P<label>\w+)\.png")
     assert comp.classes == ["a", "b"] and set(train_items(comp, ws)["label"]) == {"a", "b"}
+    # no folder named train: the images folder (or DATA_DIR itself) is read the same way
+    flat = workspace / "flat"
+    for i in range(4):
+        for animal in ("cat", "dog"):
+            _image(flat / "images" / f"{animal}.{i}.jpg")
+    comp, ws, _ = _init(flat, "--force")
+    assert (comp.layout, comp.train_dirs, comp.classes) == ("names", ["flat/images"], ["cat", "dog"])
 
 
 def test_names_that_are_ids_not_labels_are_not_read_as_classes(workspace):

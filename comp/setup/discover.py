@@ -454,8 +454,11 @@ class _Discovery:
 
     # -- labels in file names
     def _name_folders(self) -> list[Path]:
-        """Training-named folders holding images directly, shallowest first (a names layout's candidates)."""
-        found = [d for d in self.index.dirs if _named(d, "train") and self.index.file_keys(d)[0]]
+        """Folders holding images directly, shallowest first (a names layout's candidates): the ones named train,
+        else any not named test (images/ or DATA_DIR itself)."""
+        found = [d for d in self.index.dirs if self.index.file_keys(d)[0]]
+        named = [d for d in found if _named(d, "train")]
+        found = named or [d for d in found if not _named(d, "test")]
         return sorted(found, key=lambda d: (len(d.parts), str(d)))
 
     def _detect_name_pattern(self) -> tuple[list[Path], str] | None:
