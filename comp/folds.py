@@ -42,13 +42,32 @@ def labels_hash(items: pd.DataFrame) -> str:
     return sha256_obj([items["id"].astype(str).tolist(), items["label"].astype(str).tolist()])
 
 
-def assign_folds(items: pd.DataFrame, n_folds: int, seed: int, groups: pd.Series | None = None) -> np.ndarray:
-    """The fold (0..n_folds-1) of every row of `items`, stratified by label (and grouped by `groups` when given)."""
+def split_method(multilabel: bool, grouped: bool) -> str:
+    """The name of the splitter `assign_folds` uses (recorded in folds.json)."""
+    if multilabel:
+        return "StratifiedGroupKFold(rarest tag)" if grouped else "MultilabelStratifiedKFold"
+    return "StratifiedGroupKFold" if grouped else "StratifiedKFold"
+
+
+def assign_folds(items: pd.DataFrame, n_folds: int, seed: int, groups: pd.Series | None = None,
+                 targets: np.ndarray | None = None) -> np.ndarray:
+    """The fold (0..n_folds-1) of every row of `items`, stratified by label (and grouped by `groups` when given).
+
+    Multi-label `targets` (n, C) of 0/1 are split by iterative stratification (Sechidis et al. 2011, the
+    iterative-stratification package's MultilabelStratifiedKFold): each tag's share is kept in every fold, rare tags
+    first. With groups as well, rows are stratified by their rarest tag (StratifiedGroupKFold), the tag a fold would
+    miss first. A tag rarer than the folds is allowed there: real tag sets have them (Planet's blow_down)."""
     if n_folds < 2:
         raise CompError(f"--n-folds {n_folds}: use 2 or more folds")
+    multilabel = targets is not None and np.ndim(targets) == 2
     labels = items["label"].astype(str).to_numpy()
+    if multilabel:
+        targets = np.asarray(targets)
+        per_tag = targets.sum(axis=0).astype(np.float64)
+        rarest = np.argmin(np.where(targets > 0, per_tag, np.inf), axis=1)
+        labels = np.where(targets.any(axis=1), rarest.astype(str), "none")
     counts = pd.Series(labels).value_counts()
-    small = counts[counts < n_folds].sort_index()
+    small = counts[counts < n_folds].sort_index() if not multilabel else counts.iloc[:0]
     if len(small):
         listed = ", ".join(f"{name!r} ({n} image{'s' if n != 1 else ''})" for name, n in small.items())
         smallest = int(small.min())
@@ -62,7 +81,12 @@ def assign_folds(items: pd.DataFrame, n_folds: int, seed: int, groups: pd.Series
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold  # 1-2 s to import: only when splitting
 
     fold = np.full(len(items), -1, dtype=np.int64)
-    if groups is None:
+    if multilabel and groups is None:
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+        splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(len(labels)), targets)
+    elif groups is None:
         splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
         splits = splitter.split(np.zeros(len(labels)), labels)
     else:
@@ -94,7 +118,7 @@ def make_folds(
     different ones are replaced only with `force`, because trained models carry the old folds' hash. When `n_folds`
     or `seed` differ from comp.toml's, comp.toml is updated to match the folds written.
     """
-    from comp.setup.items import train_items
+    from comp.setup.items import class_indices, train_items
 
     n_folds = comp.n_folds if n_folds is None else n_folds
     seed = comp.seed if seed is None else seed
@@ -110,7 +134,9 @@ def make_folds(
             f"({dup.nunique()} such id(s)); folds and logits are keyed by id, so keep one row per id (`comp verify` "
             "lists them all)"
         )
-    method = "StratifiedGroupKFold" if comp.group_column else "StratifiedKFold"
+    targets = class_indices(comp, items["label"], "training labels")
+    multilabel = targets.ndim == 2
+    method = split_method(multilabel, bool(comp.group_column))
     params = {
         "competition": comp.name,
         "n_folds": n_folds,
@@ -135,7 +161,7 @@ def make_folds(
                 "its hash and would all become stale. Re-run with --force to replace it anyway"
             )
     groups = items["group"] if comp.group_column else None
-    fold = assign_folds(items, n_folds, seed, groups)
+    fold = assign_folds(items, n_folds, seed, groups, targets if multilabel else None)
     frame = pd.DataFrame({"id": items["id"].astype(str), "label": items["label"].astype(str), "fold": fold})
     data = _csv_bytes(frame)
     digest = sha256_bytes(data)

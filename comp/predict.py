@@ -24,6 +24,7 @@ from comp.core.config import from_dict, load_toml
 from comp.core.errors import CompError
 from comp.core.provenance import code_version, competition_hash
 from comp.core.workspace import Workspace
+from comp.kinds import kind_of
 from comp.runs import Run, inputs_now, read_run, require_current
 from comp.vision.tta import MERGES, PRESETS, VIEWS, predict_logits
 
@@ -191,6 +192,7 @@ def predict_model(
     if merge not in MERGES:
         raise CompError(f"--merge {merge!r}: choose mean (of logits) or prob (mean of probabilities)")
     comp = ws.load()
+    merge = kind_of(comp).merge(merge)  # `prob` averages the probabilities the kind makes (softmax or sigmoid)
     folds = load_folds(ws, comp)
     comp_hash = competition_hash(comp)  # what training records
     todo, missing = fold_list(ws, alias, fold, folds.n_folds)

@@ -22,6 +22,7 @@ from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.provenance import competition_hash
 from comp.core.workspace import Workspace
+from comp.kinds import kind_of
 from comp.runs import Run, differences, read_run
 from comp.setup.items import class_indices
 
@@ -202,17 +203,28 @@ def report_paths(ws: Workspace, alias: str) -> dict[str, Path]:
     )}
 
 
+def confusion(y: np.ndarray, logits: np.ndarray, n_classes: int, multilabel: bool) -> np.ndarray:
+    """(C, C) counts: row = true class, column = predicted class (argmax). Multi-label (y multi-hot, a class
+    predicted where its logit > 0): the diagonal counts the images of a class that predict it, cell (i, j) the
+    images of class i that predict a class j they do not have; so a row's diagonal over its images is the class's
+    recall, as it is for single-label."""
+    if not multilabel:
+        from sklearn.metrics import confusion_matrix
+
+        return confusion_matrix(y, np.argmax(logits, axis=1), labels=np.arange(n_classes))
+    truth, pred = np.asarray(y).astype(bool), np.asarray(logits) > 0
+    matrix = truth.T.astype(np.int64) @ (pred & ~truth).astype(np.int64)
+    np.fill_diagonal(matrix, (truth & pred).sum(axis=0))
+    return matrix
+
+
 def report(ws: Workspace, alias: str) -> Report:
     """Write `alias`'s confusion matrix, per-class accuracy, confused pairs, learning curves and CV summary."""
-    from sklearn.metrics import confusion_matrix
-
     comp = ws.load()
     y, values, fold = oof_table(comp, ws, alias)
     cv = metrics.fold_scores(comp.metric, y, values, fold, comp.top_k)
-    predicted = np.argmax(values, axis=1)
-    n_classes = comp.num_classes
-    matrix = confusion_matrix(y, predicted, labels=np.arange(n_classes))
-    support = matrix.sum(axis=1)
+    matrix = confusion(y, values, comp.num_classes, kind_of(comp).multilabel)
+    support = matrix.sum(axis=1) if y.ndim == 1 else y.sum(axis=0)  # images of each class
     per_class = pd.DataFrame({
         "class": comp.classes, "n": support, "correct": np.diag(matrix),
         "accuracy": np.where(support > 0, np.diag(matrix) / np.maximum(support, 1), np.nan),

@@ -92,14 +92,16 @@ def scratch_workspace(bundle: Path, manifest: dict[str, Any], root: Path) -> Wor
 def predict_models(ws: Workspace, manifest: dict[str, Any], comp: Competition, paths: list[str],
                    device: str = "auto") -> list[np.ndarray]:
     """Each model's fold-averaged test logits (n, C) on `paths`, as `comp stack` averages the saved ones."""
+    from comp.kinds import kind_of
     from comp.predict import fold_test_logits
 
+    kind = kind_of(comp)  # TTA views merge as training merged them (per-class probabilities for multi-label)
     out = []
     for model in manifest["models"]:
         total = None
         for fold in model["folds"]:
             part = fold_test_logits(ws, model["alias"], fold["fold"], comp.num_classes, paths, fold["tta"],
-                                    fold["merge"], device)
+                                    kind.merge(fold["merge"]), device)
             total = part.astype(np.float64) if total is None else total + part
         out.append((total / len(model["folds"])).astype(np.float32))
     return out
@@ -107,11 +109,10 @@ def predict_models(ws: Workspace, manifest: dict[str, Any], comp: Competition, p
 
 def blend_probabilities(manifest: dict[str, Any], comp: Competition, model_logits: list[np.ndarray]) -> np.ndarray:
     """The saved blend applied to the models' logits: probabilities (n, C), as `comp stack` computes them."""
-    from comp.ensemble import blend
+    from comp.ensemble.stack import blend_probabilities as apply
     from comp.ensemble.stack import from_params
 
-    estimator = from_params(manifest["params"], comp.num_classes)
-    return blend.probabilities(estimator.predict_log_proba(blend.as_log_probs(model_logits)))
+    return apply(comp, from_params(manifest["params"], comp.num_classes), model_logits)
 
 
 def run_kernel(input_dir: str | os.PathLike | None = None, working_dir: str | os.PathLike | None = None,

@@ -151,6 +151,12 @@ METRICS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], float], bool]] = {
 _F_BETA = re.compile(r"f([0-9]+(?:\.[0-9]+)?)_samples")  # f<beta>_samples: F-beta over images, any beta > 0
 
 
+def f_beta_of(name: str) -> float | None:
+    """The beta of an F-beta-over-samples metric name (`f2_samples` -> 2.0), else None."""
+    found = _F_BETA.fullmatch(name.lower())
+    return float(found.group(1)) if found and float(found.group(1)) > 0 else None
+
+
 def _lookup(name: str) -> tuple[Callable[[np.ndarray, np.ndarray], float], bool]:
     key = name.lower()
     if key.startswith("map@") and key != "map@k":

@@ -252,3 +252,132 @@ def honest_predictions(estimator: BaseEstimator, X: np.ndarray, y: np.ndarray, f
 def probabilities(log_probs: np.ndarray) -> np.ndarray:
     """Blended log-probabilities (n, C) as float64 probabilities, for the submission."""
     return metrics.softmax(log_probs, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Multi-label blends: X (n, M, C) holds each model's per-class logits (log-odds), y (n, C) is 0/1. Every class is
+# its own binary problem, so blends act per class; the output of `predict_logits` is per-class logits again.
+
+
+def blend_inputs(logits: list[np.ndarray], multilabel: bool) -> np.ndarray:
+    """M models' (n, C) logits as the (n, M, C) input of a blend: log-probabilities for single-label models, the
+    per-class log-odds themselves for multi-label ones (their mean is a per-class geometric mean of the odds)."""
+    if not multilabel:
+        return as_log_probs(logits)
+    return np.stack([np.asarray(z, dtype=np.float32) for z in logits], axis=1)
+
+
+class MultiLabelLogistic(BaseEstimator):
+    """Per-class logistic regression on the models' logits of that class: logit_c = sum_m w_mc * z_mc + b_c, one
+    small L2-regularised fit per class (sklearn's LogisticRegression), so each class gets its own model weights and
+    calibration. A class with one value in the training rows keeps the mean of the models."""
+
+    def __init__(self, C: float = 1.0):
+        self.C = C  # inverse L2 strength, as in sklearn's LogisticRegression
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> MultiLabelLogistic:
+        from sklearn.linear_model import LogisticRegression
+
+        X, y = _check_X(X), np.asarray(y)
+        n_models, n_classes = X.shape[1], X.shape[2]
+        self.coef_ = np.full((n_classes, n_models), 1.0 / n_models)
+        self.intercept_ = np.zeros(n_classes)
+        for c in range(n_classes):
+            if 0 < y[:, c].sum() < len(y):
+                fit = LogisticRegression(C=self.C, max_iter=200).fit(X[:, :, c], y[:, c])
+                self.coef_[c], self.intercept_[c] = fit.coef_[0], fit.intercept_[0]
+        self.n_models_ = n_models
+        return self
+
+    def predict_logits(self, X: np.ndarray) -> np.ndarray:
+        X = _check_X(X)
+        return np.einsum("nmc,cm->nc", X, self.coef_.astype(np.float32)) + self.intercept_.astype(np.float32)
+
+    @property
+    def weights_(self) -> np.ndarray:
+        w = self.coef_.mean(axis=0)
+        return w / w.sum() if abs(w.sum()) > 1e-12 else w
+
+
+class Thresholded(BaseEstimator):
+    """`estimator`, then one decision threshold per class fitted on its training rows to maximise F-beta over
+    samples (the tags a row writes are the classes over their threshold). Output logits are shifted so that the
+    threshold sits at 0: `predict_logits(X) > 0` are the written tags. Wrapped as one estimator so the honest CV
+    refits the thresholds inside every fold, nested in the same folds as the blend."""
+
+    def __init__(self, estimator: BaseEstimator | None = None, beta: float = 2.0, passes: int = 2):
+        self.estimator = estimator  # a multi-label blend with predict_logits
+        self.beta = beta
+        self.passes = passes  # rounds of per-class coordinate ascent
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Thresholded:
+        self.estimator_ = clone(self.estimator if self.estimator is not None else MeanBlend()).fit(X, y)
+        self.offsets_ = fit_thresholds(_logits_of(self.estimator_, X), np.asarray(y), self.beta, self.passes)
+        return self
+
+    def predict_logits(self, X: np.ndarray) -> np.ndarray:
+        return _logits_of(self.estimator_, X) - self.offsets_.astype(np.float32)
+
+    @property
+    def weights_(self) -> np.ndarray:
+        return self.estimator_.weights_
+
+
+THRESHOLD_GRID = np.log(np.linspace(0.02, 0.98, 49) / (1 - np.linspace(0.02, 0.98, 49)))  # logits of 0.02..0.98
+
+
+def fit_thresholds(z: np.ndarray, y: np.ndarray, beta: float = 2.0, passes: int = 2) -> np.ndarray:
+    """Per-class logit offsets (thresholds) maximising the mean F-beta over rows of `z - offsets > 0` against `y`.
+
+    Coordinate ascent (one class at a time, the others held, over THRESHOLD_GRID), started from 0 (probability 0.5);
+    each trial is O(n): a row's F-beta needs only its true-positive, predicted and true counts, and one class
+    changes two of them by its own column. A tie keeps the earlier (lower) candidate, so results are reproducible."""
+    z, y = np.asarray(z, dtype=np.float64), np.asarray(y).astype(bool)
+    b2 = beta * beta
+    offsets = np.zeros(z.shape[1])
+    pred = z > offsets
+    t = y.sum(axis=1)
+    for _ in range(passes):
+        changed = False
+        for c in range(z.shape[1]):
+            tp_rest = (pred & y).sum(axis=1) - (pred[:, c] & y[:, c])
+            p_rest = pred.sum(axis=1) - pred[:, c]
+            best, best_score = offsets[c], -1.0
+            for cand in THRESHOLD_GRID if offsets[c] in THRESHOLD_GRID else (offsets[c], *THRESHOLD_GRID):
+                col = z[:, c] > cand
+                tp, p = tp_rest + (col & y[:, c]), p_rest + col
+                den = b2 * t + p
+                f = np.divide((1 + b2) * tp, den, out=np.zeros(len(tp)), where=den > 0).mean()
+                if f > best_score + 1e-12:
+                    best, best_score = cand, f
+            changed |= best != offsets[c]
+            offsets[c] = best
+            pred[:, c] = z[:, c] > best
+        if not changed:
+            break
+    return offsets
+
+
+def _logits_of(estimator: BaseEstimator, X: np.ndarray) -> np.ndarray:
+    """Per-class logits of a multi-label estimator (mean and hill-climb blends give their weighted mean)."""
+    if hasattr(estimator, "predict_logits"):
+        return estimator.predict_logits(X)
+    return estimator._blend(_check_X(X))
+
+
+def predict_logits(estimator: BaseEstimator, X: np.ndarray, multilabel: bool) -> np.ndarray:
+    """A fitted blend's output as logits: log-probabilities (single-label) or per-class logits (multi-label)."""
+    return _logits_of(estimator, X) if multilabel else estimator.predict_log_proba(X)
+
+
+def honest_logits(estimator: BaseEstimator, X: np.ndarray, y: np.ndarray, fold: np.ndarray,
+                  multilabel: bool) -> np.ndarray:
+    """`honest_predictions` for either kind of target: row i from a clone fitted on every other fold's rows."""
+    if not multilabel:
+        return honest_predictions(estimator, X, y, fold)
+    fold = np.asarray(fold)
+    out = np.zeros((X.shape[0], X.shape[2]), dtype=np.float32)
+    for k in np.unique(fold):
+        held = fold == k
+        out[held] = _logits_of(clone(estimator).fit(X[~held], y[~held]), X[held])
+    return out

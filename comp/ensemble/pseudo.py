@@ -16,8 +16,8 @@ from comp.core.config import Competition
 from comp.core.errors import CompError, StaleError
 from comp.core.provenance import sha256_file
 from comp.core.workspace import Workspace
-from comp.ensemble import blend
-from comp.ensemble.stack import from_params, load_models
+from comp.ensemble.stack import blend_probabilities, from_params, load_models
+from comp.kinds import kind_of
 from comp.training.pseudo import PseudoLabels
 
 
@@ -25,6 +25,9 @@ def pseudo_labels(comp: Competition, ws: Workspace, name: str, threshold: float)
     """Test images whose stacked top probability is >= `threshold`, labelled with the stack's class."""
     from comp.setup.items import test_items
 
+    if kind_of(comp).multilabel:
+        raise CompError(f"--pseudo {name}: pseudo-labels give each confident test image its one likeliest class; "
+                        f"kind {comp.kind!r} is multi-label, which they do not support yet")
     sidecar_path = ws.submission_json(name)
     if not sidecar_path.exists():
         raise CompError(
@@ -48,8 +51,7 @@ def pseudo_labels(comp: Competition, ws: Workspace, name: str, threshold: float)
             f"are not the stack's any more; re-run `comp stack --models {' '.join(models)} --name {name} --force` "
             "(and train the pseudo-labelled model under a new alias, so it never replaces the stack's own models)"
         )
-    estimator = from_params(params, comp.num_classes)
-    probs = blend.probabilities(estimator.predict_log_proba(blend.as_log_probs([m.test for m in loaded])))
+    probs = blend_probabilities(comp, from_params(params, comp.num_classes), [m.test for m in loaded])
     test = test_items(comp, ws).set_index("id")
     ids = [str(i) for i in loaded[0].test_ids]
     missing = [i for i in ids if i not in test.index]

@@ -305,7 +305,17 @@ def labels(comp: Competition, folds: Folds) -> np.ndarray:
 
 
 def make_estimator(method: str, comp: Competition) -> Any:
-    """The sklearn estimator of `method`; for log-loss competitions a fitted temperature is part of it."""
+    """The sklearn estimator of `method`; for log-loss competitions a fitted temperature is part of it. Multi-label
+    kinds blend per class; a kind that writes per-class decisions (tags) under an F-beta metric also fits a
+    threshold per class, inside the estimator (so inside every CV fold)."""
+    kind = kind_of(comp)
+    if kind.multilabel:
+        if method not in METHODS:
+            raise CompError(f"--method {method!r}: choose one of {', '.join(CHOICES)}")
+        est = {"mean": blend.MeanBlend(), "weights": blend.HillClimbBlend(metric=comp.metric, top_k=comp.top_k),
+               "logreg": blend.MultiLabelLogistic()}[method]
+        beta = metrics.f_beta_of(comp.metric)
+        return blend.Thresholded(est, beta=beta) if kind.thresholded and beta else est
     if method == "mean":
         est = blend.MeanBlend()
     elif method == "weights":
@@ -320,10 +330,11 @@ def make_estimator(method: str, comp: Competition) -> Any:
 def cv_table(comp: Competition, y: np.ndarray, fold: np.ndarray, models: list[ModelLogits],
              methods: tuple[str, ...] = METHODS) -> tuple[dict[str, dict], np.ndarray]:
     """Honest CV of each single model and of each blend method; also returns the (n, M, C) blend input."""
+    multilabel = kind_of(comp).multilabel
     table = {f"model:{m.alias}": metrics.fold_scores(comp.metric, y, m.oof, fold, comp.top_k) for m in models}
-    X = blend.as_log_probs([m.oof for m in models])
+    X = blend.blend_inputs([m.oof for m in models], multilabel)
     for method in methods:
-        oof = blend.honest_predictions(make_estimator(method, comp), X, y, fold)
+        oof = blend.honest_logits(make_estimator(method, comp), X, y, fold, multilabel)
         table[method] = metrics.fold_scores(comp.metric, y, oof, fold, comp.top_k)
     return table, X
 
@@ -356,7 +367,7 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
         table, X = cv_table(comp, y, fold, loaded, METHODS if method == "best" else (method,))
         chosen = pick_best(comp.metric, table) if method == "best" else method
         final = make_estimator(chosen, comp).fit(X, y)
-        test_log_probs = final.predict_log_proba(blend.as_log_probs([m.test for m in loaded]))
+        test_probs = blend_probabilities(comp, final, [m.test for m in loaded])
     name = name or free_name(ws, _default_name(aliases, chosen))
     left_out = [f"left out {alias}: {why}" for alias, why in skipped.items()]
     weights = {a: float(w) for a, w in zip(aliases, final.weights_, strict=True)}
@@ -366,7 +377,7 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
         return StackResult(name, chosen, comp.metric, table, weights, temperature, None, None, [*left_out, note],
                            skipped)
 
-    frame = to_frame(comp, ws, [str(i) for i in loaded[0].test_ids], blend.probabilities(test_log_probs))
+    frame = to_frame(comp, ws, [str(i) for i in loaded[0].test_ids], test_probs)
     csv_path = write_submission(comp, ws, name, frame)
     sidecar = {
         "name": name,
@@ -392,8 +403,22 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
                        left_out, skipped)
 
 
+def blend_probabilities(comp: Competition, estimator: Any, model_logits: list[np.ndarray]) -> np.ndarray:
+    """A fitted blend applied to the models' test logits -> probabilities (n, C) as the kind makes them (softmax,
+    or a sigmoid per class): what stack writes, the bundle's kernel rebuilds and pseudo-labels read."""
+    kind = kind_of(comp)
+    z = blend.predict_logits(estimator, blend.blend_inputs(model_logits, kind.multilabel), kind.multilabel)
+    return kind.probabilities(z)
+
+
 def fitted_params(estimator: Any) -> dict[str, Any]:
     """A fitted blend's learned state as JSON values (floats round-trip exactly), for `from_params`."""
+    if isinstance(estimator, blend.Thresholded):
+        return {"kind": "thresholded", "offsets": estimator.offsets_.tolist(),
+                "inner": fitted_params(estimator.estimator_)}
+    if isinstance(estimator, blend.MultiLabelLogistic):
+        return {"kind": "perclass_logreg", "coef": estimator.coef_.tolist(),
+                "intercept": estimator.intercept_.tolist()}
     if isinstance(estimator, blend.TemperatureScaled):
         return {"kind": "temperature", "temperature": float(estimator.temperature_),
                 "inner": fitted_params(estimator.estimator_)}
@@ -407,6 +432,16 @@ def fitted_params(estimator: Any) -> dict[str, Any]:
 def from_params(params: dict[str, Any], num_classes: int) -> Any:
     """The fitted estimator `fitted_params` described, ready for `predict_log_proba` (nothing is refitted)."""
     kind = params.get("kind")
+    if kind == "thresholded":
+        inner = from_params(params["inner"], num_classes)
+        est = blend.Thresholded(inner)
+        est.estimator_, est.offsets_ = inner, np.asarray(params["offsets"], dtype=np.float64)
+        return est
+    if kind == "perclass_logreg":
+        est = blend.MultiLabelLogistic()
+        est.coef_, est.intercept_ = np.asarray(params["coef"]), np.asarray(params["intercept"])
+        est.n_models_ = est.coef_.shape[1]
+        return est
     if kind == "temperature":
         inner = from_params(params["inner"], num_classes)
         est = blend.TemperatureScaled(inner)

@@ -56,6 +56,7 @@ class Kind:
     numeric: ClassVar[bool] = False  # its cells are numbers (check parses them once)
     per_class_columns: ClassVar[bool] = False  # one prediction column per class (else one column in all)
     multilabel: ClassVar[bool] = False  # a row may hold several classes: sigmoid per class, BCE, multi-hot targets
+    thresholded: ClassVar[bool] = False  # writes decisions per class (tags): stack fits a threshold per class
     takes_positive: ClassVar[bool] = False  # --positive/--negative set it up (one probability of one class)
     example: ClassVar[tuple[str, str]] = ("", "")  # a header and a row, for the README and the tests
 
@@ -79,6 +80,18 @@ class Kind:
         from comp.core.metrics import softmax  # sklearn behind it: loaded when training or stacking needs it
 
         return softmax(logits, axis=1)
+
+    def loss(self, logits: np.ndarray, y: np.ndarray) -> float:
+        """The mean training loss of `logits` against targets `y` (from `targets`), for the validation curve."""
+        from comp.core.metrics import log_softmax
+
+        logp = log_softmax(np.asarray(logits, dtype=np.float64), axis=1)
+        return float(-logp[np.arange(len(y)), y].mean()) if len(y) else float("nan")
+
+    def merge(self, asked: str) -> str:
+        """The TTA merge (comp.vision.tta.MERGES) that does what `asked` means for this kind: `prob` averages
+        probabilities as the kind makes them."""
+        return asked
 
     def targets(self, classes: list[str], labels: list[str]) -> tuple[np.ndarray, list[str]]:
         """Training labels -> (targets: class indices (n,), or multi-hot (n, C) for multi-label; unknown labels)."""

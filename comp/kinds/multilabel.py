@@ -37,6 +37,16 @@ class _MultiLabel(Kind):
 
         return sigmoid(logits)
 
+    def loss(self, logits, y):
+        # binary cross-entropy per (image, class), stable for any logit: log(1 + e^z) - y z
+        z = np.asarray(logits, dtype=np.float64)
+        return float(np.mean(np.logaddexp(0.0, z) - y * z)) if len(z) else float("nan")
+
+    def merge(self, asked):
+        # the mean of the views' sigmoid probabilities (as logits) where a single-label model averages softmax ones;
+        # training uses it too: averaging per-class probabilities, not logits
+        return "sigmoid" if asked in ("prob", "mean") else asked
+
     def targets(self, classes, labels):
         index = {c: i for i, c in enumerate(classes)}
         y = np.zeros((len(labels), len(classes)), dtype=np.int64)
@@ -52,6 +62,7 @@ class _MultiLabel(Kind):
 
 class Tags(_MultiLabel):
     name = "tags"
+    thresholded = True
     metric = "f2_samples"  # Planet's: F-beta with beta 2 averaged over images; any f<beta>_samples works
     example = ("image_name,tags", "test_0,agriculture clear primary road")
 

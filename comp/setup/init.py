@@ -15,7 +15,7 @@ from comp.core.config import PLATFORMS, Competition
 from comp.core.errors import CompError
 from comp.core.workspace import STOCK_RECIPES, Workspace
 from comp.setup.discover import Findings, InitOptions, discover
-from comp.setup.items import test_items, train_groups, train_items
+from comp.setup.items import class_counts, test_items, train_groups, train_items
 from comp.setup.scan import normalise_label
 
 __all__ = ["Findings", "InitOptions", "init_workspace", "preview_mapping"]
@@ -51,8 +51,7 @@ def init_workspace(data_dir: str | os.PathLike, ws: Workspace, options: InitOpti
     items = train_items(comp, ws)
     found.n_train = len(items)
     found.n_test = len(test_items(comp, ws))
-    counts = items["label"].value_counts()
-    found.class_counts = {c: int(counts.get(c, 0)) for c in comp.classes}
+    found.class_counts = class_counts(comp, items["label"])
     if comp.group_column:
         _count_groups(found, comp, ws, items)
     found.copied_recipes = _copy_recipes(ws)

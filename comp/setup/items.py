@@ -312,6 +312,13 @@ def with_folds(items: pd.DataFrame, folds_frame: pd.DataFrame) -> pd.DataFrame:
     return merged
 
 
+def class_counts(comp: Competition, labels: pd.Series | list[str]) -> dict[str, int]:
+    """Training images per class of `comp.classes` (an image with several tags counts once for each)."""
+    y, _ = kind_of(comp).targets(list(comp.classes), [str(v) for v in labels])
+    per_class = y.sum(axis=0) if y.ndim == 2 else np.bincount(y[y >= 0], minlength=comp.num_classes)
+    return {c: int(n) for c, n in zip(comp.classes, per_class, strict=True)}
+
+
 def class_indices(comp: Competition, labels: pd.Series | list[str], where: str) -> np.ndarray:
     """Labels (class names) as the kind's targets in `comp.classes` (the logits' column order): indices (n,), or
     multi-hot (n, C) for a multi-label kind (a label is a set of tags). The one class-index map.

@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -229,7 +229,11 @@ def verify(
     comp: Competition, ws: Workspace, workers: int | None = None, use_cache: bool = True, console: Console | None = None
 ) -> tuple[VerifyReport, bool]:
     """Verify the competition's data; returns (report, from_cache). The report is cached whatever it found."""
-    from comp.setup.items import test_items, train_items  # layouts imports heavier helpers; keep `comp --help` fast
+    from comp.setup.items import (  # layouts imports heavier helpers; keep `comp --help` fast
+        class_counts,
+        test_items,
+        train_items,
+    )
 
     fp = fingerprint(comp, ws)
     if use_cache:
@@ -260,9 +264,8 @@ def verify(
     _folder_issues(report, comp, ws, train_paths, test_paths)
     _duplicate_issues(report, ws, train, train_res, test_paths, test_res)
 
-    counts = Counter(train["label"].astype(str))
     # train_items already refuses labels outside comp.classes, so the classes' order covers every count.
-    report.class_counts = {c: counts.get(c, 0) for c in comp.classes}
+    report.class_counts = counts = class_counts(comp, train["label"])
     for c in comp.classes:
         if counts.get(c, 0) == 0:
             report.warnings.append(Issue("empty-class", c, "no training image has this class"))
@@ -272,7 +275,7 @@ def verify(
     return report, False
 
 
-def _small_class_issues(report: VerifyReport, comp: Competition, ws: Workspace, counts: Counter) -> None:
+def _small_class_issues(report: VerifyReport, comp: Competition, ws: Workspace, counts: dict[str, int]) -> None:
     """A class with one image cannot be both trained on and validated: an error. Fewer images than folds: a warning
     (`comp folds` refuses such a split until the fold count drops or the class grows). Each names the fix that fits
     the layout (class folders or a labels CSV)."""

@@ -154,7 +154,8 @@ def measure(job, train_idx: np.ndarray, val_idx: np.ndarray, budget_s: float) ->
     recipe = job.recipe
     t0 = time.perf_counter()
     model = build_model(recipe, job.comp.num_classes, ws=job.ws)
-    trainer = Trainer(recipe, model, job.data_config, job.ddp.device, len(train_idx), job.ddp.world)
+    trainer = Trainer(recipe, model, job.data_config, job.ddp.device, len(train_idx), job.ddp.world,
+                      multilabel=job.multilabel)
     fold_s = time.perf_counter() - t0
     dataset = images.ArrayDataset(job.train_images, job.y, augment.train_transform(job.data_config, recipe))
     rows = probe_indices(train_idx, recipe.batch_size, max(PROBE_STEPS + 2, -(-len(train_idx) // recipe.batch_size)),

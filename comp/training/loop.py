@@ -17,8 +17,6 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-from timm.data import Mixup
-from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler, StepLRScheduler
 from timm.utils import ModelEmaV3
@@ -28,6 +26,7 @@ from comp.core.errors import CompError
 from comp.core.progress import progress_bar
 from comp.modeling.models import set_trainable, trainable_stage_count
 from comp.modeling.recipe import Recipe
+from comp.training.objective import make_objective
 from comp.training.runtime import ThreadPlan, probe_channels_last, thread_plan, torch_threads
 from comp.vision.augment import GpuBatchAugment, NormalizingCollate
 from comp.vision.images import epoch_loader
@@ -52,7 +51,7 @@ class Trainer:
     """
 
     def __init__(self, recipe: Recipe, model: nn.Module, data_config: dict, device: torch.device,
-                 n_train: int, world: int = 1, channels_last: bool | None = None) -> None:
+                 n_train: int, world: int = 1, channels_last: bool | None = None, multilabel: bool = False) -> None:
         self.recipe, self.device, self.world, self.data_config = recipe, device, world, data_config
         per_rank = math.ceil(n_train / world)
         self.plan: ThreadPlan = thread_plan(recipe.num_workers, per_rank, recipe.batch_size, device)
@@ -85,12 +84,8 @@ class Trainer:
         # Warmup: the decay grows with the update count (1 - (1 + n)^-2/3, capped at ema_decay), so the average
         # follows the weights on a small set's few hundred updates instead of staying at the pretrained ones.
         self.ema = ModelEmaV3(self.model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema else None
-        self.mixup = None
-        if recipe.uses_mix:
-            self.mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=recipe.mix_prob,
-                               label_smoothing=recipe.label_smoothing, num_classes=_num_classes(self.model))
-        self.criterion = SoftTargetCrossEntropy() if self.mixup else nn.CrossEntropyLoss(
-            label_smoothing=recipe.label_smoothing)
+        # The objective follows the kind (softmax CE, or per-class sigmoid BCE for multi-label), chosen once here.
+        self.mixup, self.criterion = make_objective(recipe, _num_classes(self.model), multilabel)
         self.augment = GpuBatchAugment(data_config, recipe, device)
         self._loader: torch.utils.data.DataLoader | None = None
         self.num_updates = 0

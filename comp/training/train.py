@@ -19,7 +19,6 @@ with torchrun's rendezvous flags and a workspace every node sees at the same pat
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from comp.core.device import resolve_device
 from comp.core.errors import CompError
 from comp.core.provenance import code_version, competition_hash
 from comp.core.workspace import RunPaths, Workspace
+from comp.kinds import kind_of
 from comp.modeling.models import build_model, data_config, load_weights, require_weights, save_weights, unwrap
 from comp.modeling.recipe import Recipe, load_recipe, parse_duration, recipe_dict, recipe_file_hash, recipe_hash
 from comp.runs import INPUTS, Run, write_run
@@ -191,6 +191,10 @@ class _Job:
         self.file_recipe: dict[str, Any] = {}
         self.pace = Pace()
         self.y = class_indices(comp, items["label"], "training labels")
+        # What differs by kind in training, decided once: the objective (softmax CE or per-class sigmoid BCE, in
+        # the Trainer), the validation loss and how TTA views merge.
+        self.kind = kind_of(comp)
+        self.multilabel = self.kind.multilabel
         self.data_config = data_config(None, recipe)  # from the recipe: no model is built to read it
         self.train_images = self._images(items["path"].tolist())
         self.test_images = self._images(test["path"].tolist()) if len(test) else None
@@ -220,7 +224,8 @@ class _Job:
         seed_everything(self.recipe.seed, k)
         model = build_model(self.recipe, self.comp.num_classes, ws=self.ws)
         dataset = images.ArrayDataset(self.train_images, self.y, augment.train_transform(self.data_config, self.recipe))
-        trainer = Trainer(self.recipe, model, self.data_config, self.ddp.device, len(train_idx), self.ddp.world)
+        trainer = Trainer(self.recipe, model, self.data_config, self.ddp.device, len(train_idx), self.ddp.world,
+                          multilabel=self.multilabel)
         progress = self._resume(paths, trainer, k)
         self.pace.start(k, progress.start_epoch)
         for epoch in range(progress.start_epoch, self.recipe.epochs):
@@ -264,7 +269,7 @@ class _Job:
         metric = self.comp.metric
         logits = self.predict(trainer.eval_model(), self.train_images, val_idx, "none")
         score = metrics.score(metric, self.y[val_idx], logits, self.comp.top_k)
-        val_loss = _cross_entropy(logits, self.y[val_idx])
+        val_loss = self.kind.loss(logits, self.y[val_idx])
         improved = metrics.is_better(metric, score, progress.best)
         if improved:
             progress.best, progress.best_epoch = score, epoch
@@ -349,7 +354,8 @@ class _Job:
         shard = idx[self.ddp.rank :: self.ddp.world]
         batch = self.recipe.eval_batch_size or 2 * self.recipe.batch_size
         out = predict_logits(model, eval_view(images, self.data_config, tta), self.data_config, tta, batch,
-                             self.ddp.device, progress=self.ddp.main and len(shard) > 4 * batch, indices=shard)
+                             self.ddp.device, self.kind.merge("mean"),
+                             progress=self.ddp.main and len(shard) > 4 * batch, indices=shard)
         if self.ddp.world == 1:
             return out
         gathered: list[Any] = [None] * self.ddp.world
@@ -358,11 +364,6 @@ class _Job:
         for r, part in enumerate(gathered):
             full[r :: self.ddp.world] = part
         return full
-
-
-def _cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
-    logp = metrics.log_softmax(logits.astype(np.float64), axis=1)
-    return float(-logp[np.arange(len(y)), y].mean()) if len(y) else math.nan
 
 
 def _read_metrics(paths: RunPaths) -> dict[str, Any]:

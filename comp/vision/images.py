@@ -292,7 +292,9 @@ class ArrayDataset:
         x = torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1)
         if self.transform is not None:
             x = self.transform(x)
-        return x, (-1 if self.labels is None else int(self.labels[i]))
+        if self.labels is None:
+            return x, -1
+        return x, (int(self.labels[i]) if self.labels.ndim == 1 else self.labels[i])  # a multi-hot row as it is
 
     def __getstate__(self) -> dict:
         # A memmap pickles as its full contents; send spawned loader workers the file name to re-map instead.
@@ -476,5 +478,5 @@ def collate_channels_last(
         row.copy_(image.permute(1, 2, 0))
         if scale is not None:
             torch.addcmul(bias, row, scale, out=row)  # one fused in-place pass while the row is in cache
-    labels = torch.tensor([label for _, label in batch], dtype=torch.int64)
+    labels = torch.as_tensor(np.asarray([label for _, label in batch]), dtype=torch.int64)  # (B,), or (B, C) multi-hot
     return out.permute(0, 3, 1, 2), labels

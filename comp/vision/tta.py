@@ -35,7 +35,7 @@ from comp.vision.augment import batch_normalize
 from comp.vision.images import cache_size
 
 PRESETS = ("none", "hflip", "vflip", "d4", "five_crop", "multiscale")
-MERGES = ("mean", "prob")
+MERGES = ("mean", "prob", "sigmoid")  # sigmoid: multi-label models (comp.kinds), mean of per-class probabilities
 # Forward passes per image; `--tta auto` breaks metric ties in favour of the cheaper preset.
 VIEWS = {"none": 1, "hflip": 2, "vflip": 2, "multiscale": 3, "five_crop": 5, "d4": 8}
 # multiscale: the model size times these factors (rounded to the model's stride/patch multiple), bilinear.
@@ -126,7 +126,8 @@ def _identity() -> ttach.Compose:
 
 def _check_merge(merge: str) -> None:
     if merge not in MERGES:
-        raise CompError(f"unknown TTA merge {merge!r}; choose mean (of logits) or prob (mean of probabilities)")
+        raise CompError(f"unknown TTA merge {merge!r}; choose mean (of logits) or prob (mean of probabilities), or "
+                        "sigmoid (mean of per-class probabilities, multi-label)")
 
 
 def _as_tensor(output, where: str) -> torch.Tensor:
@@ -161,6 +162,9 @@ def tta_forward(model: nn.Module, x: torch.Tensor, transforms: ttach.Compose, me
     stacked_out = torch.stack(outputs)  # (V, B, C)
     if merge == "mean":
         return stacked_out.mean(0)
+    if merge == "sigmoid":  # log-odds of the mean per-class probability: finite for any logits
+        mean = torch.logsumexp(F.logsigmoid(stacked_out), dim=0) - math.log(len(views))
+        return mean - torch.log(-torch.expm1(mean).clamp(max=-1e-7))
     # log(mean(softmax)) via logsumexp: finite for any logits, unlike ttach's gmean/tsharpen on raw outputs.
     return torch.logsumexp(torch.log_softmax(stacked_out, dim=-1), dim=0) - math.log(len(views))
 
