@@ -339,3 +339,19 @@ def test_folds_are_not_kept_when_the_groups_change(state_farm, cli):
     assert code == 1 and "differs" in output
     assert cli("folds", "--force")[0] == 0
     assert (_one_fold_per_group(ws, state_farm / "driver_imgs_list.csv") == 1).all()
+
+
+def test_a_metadata_csv_beside_class_folders_does_not_replace_them(workspace):
+    data = workspace / "data"
+    rows = []
+    for cls in ("ants", "bees"):
+        for i in range(4):
+            _image(data / "train" / cls / f"{cls}{i}.jpg")
+            rows.append((f"{cls}{i}.jpg", "camera_a" if i % 2 else "camera_b"))
+    pd.DataFrame(rows, columns=["image", "source"]).to_csv(data / "train_metadata.csv", index=False)
+    comp, ws, out = _init(data)
+    assert (comp.layout, comp.classes) == ("folders", ["ants", "bees"])
+    # the same CSV with a column named as a label that is not the folders: the CSV labels the images
+    pd.DataFrame(rows, columns=["image", "label"]).to_csv(data / "train_metadata.csv", index=False)
+    comp, ws, out = _init(data, "--force")
+    assert (comp.layout, comp.train_subfolders, comp.classes) == ("csv", True, ["camera_a", "camera_b"])

@@ -377,12 +377,23 @@ class _Discovery:
                 label_cols = self._label_columns(frame, path, id_col)
             except CompError:
                 continue  # no clear label column: the folders stay the classes
+            # Only a column named as a label (or as the sample's prediction), or one-hot columns, outranks folders:
+            # a metadata CSV's lone repeating column (source, camera) is no reason to drop the class folders.
+            named = (len(label_cols) > 1 or self.opt.label_column or label_cols[0].lower() in LABEL_COLUMN_NAMES
+                     or label_cols[0] in self._sample_columns())
+            if not named:
+                continue
             values = label_cols if len(label_cols) > 1 else frame[label_cols[0]].str.strip().unique()
             if not {normalise_label(v) for v in values} <= folder_names:
                 self.notes.append(f"the folders in {relative(root, self.ws)} are not the classes: {path.name} labels "
                                   f"their images by {', '.join(label_cols[:4])}")
                 return path
         return None
+
+    def _sample_columns(self) -> list[str]:
+        """The sample submission's columns after the first (its predictions), or [] without a sample."""
+        sample = self._find_sample()
+        return list(read_table(sample, nrows=5).columns[1:]) if sample else []
 
     def _label_csvs(self) -> list[Path]:
         def looks_like_labels(name: str) -> bool:
@@ -642,8 +653,7 @@ class _Discovery:
             return wanted
         others = [c for c in frame.columns if c not in (id_col, self.opt.group_column)
                   and not c.startswith("Unnamed:") and frame[c].str.strip().ne("").all()]
-        sample = self._find_sample()
-        sample_columns = list(read_table(sample).columns[1:]) if sample else []
+        sample_columns = self._sample_columns()
         onehot = self._onehot_columns(frame, others, sample_columns)
         if onehot:
             return onehot
