@@ -149,6 +149,10 @@ def test_plant_pathology_with_several_ones_in_a_row_is_named_multi_label(workspa
     message = _refused(data)
     assert "multi-label" in message and "line 14: rust, scab" in message and "multilabel_probs" in message
     assert not (workspace / "comp.toml").exists()
+    comp, ws, _ = _init(data, "--kind", "multilabel_probs")  # what the message says to run
+    assert (comp.kind, comp.train_label_columns) == ("multilabel_probs", ["healthy", "multiple_diseases", "rust",
+                                                                          "scab"])
+    assert train_items(comp, ws)["label"].iloc[-1] == "rust scab"
 
 
 def test_one_hot_columns_named_by_hand_and_a_row_without_a_class(workspace):
