@@ -21,7 +21,7 @@ from comp.core import atomic
 from comp.core.config import COMPETITION_BOUNDS, Competition
 from comp.core.errors import CompError, StaleError
 from comp.core.provenance import sha256_bytes, sha256_file, sha256_obj
-from comp.core.workspace import Workspace
+from comp.core.workspace import FULL, Workspace
 
 
 @dataclass(frozen=True)
@@ -230,6 +230,11 @@ def check_matches(folds: Folds, comp: Competition, ws: Workspace) -> None:
     )
 
 
+def parse_runs(fold: int | str, n_folds: int) -> list[int | str]:
+    """`--fold K|all|full` -> the runs it names: fold numbers, or FULL (the fit on every labelled row)."""
+    return [FULL] if fold == FULL else list(parse_fold(fold, n_folds))
+
+
 def parse_fold(fold: int | str, n_folds: int) -> list[int]:
     """`--fold K|all` -> the fold numbers it names; a bad value is a CompError listing the valid ones."""
     if fold == "all":
@@ -237,7 +242,7 @@ def parse_fold(fold: int | str, n_folds: int) -> list[int]:
     try:
         k = int(fold)
     except ValueError:
-        raise CompError(f"--fold {fold!r}: give a fold number 0..{n_folds - 1} or `all`") from None
+        raise CompError(f"--fold {fold!r}: give a fold number 0..{n_folds - 1}, `all` or `full`") from None
     if not 0 <= k < n_folds:
         raise CompError(f"--fold {fold}: folds.csv has folds 0..{n_folds - 1}; pick one of them or `all`")
     return [k]

@@ -23,7 +23,7 @@ from comp.core import atomic, metrics
 from comp.core.config import from_dict, load_toml
 from comp.core.errors import CompError
 from comp.core.provenance import code_version, competition_hash
-from comp.core.workspace import Workspace
+from comp.core.workspace import FULL, Workspace
 from comp.kinds import kind_of
 from comp.runs import Run, inputs_now, read_run, require_current
 from comp.vision.tta import MERGES, PRESETS, VIEWS, predict_logits
@@ -52,6 +52,7 @@ class PredictResult:
     merge: str
     folds: list[FoldResult]
     missing: list[int]  # folds without a checkpoint (skipped under --fold all)
+    full: bool = False  # the full fit's test logits were rewritten too (--fold full, or --fold all when it exists)
     tta_scores: dict[str, float] = field(default_factory=dict)  # auto: OOF score of each preset tried
     unavailable: dict[str, str] = field(default_factory=dict)  # auto: presets the model refused, and why
 
@@ -73,11 +74,16 @@ def choose_preset(metric: str, scores: dict[str, float]) -> str:
 
 
 def fold_list(ws: Workspace, alias: str, fold: int | str, n_folds: int) -> tuple[list[int], list[int]]:
-    """(folds to predict, folds without a checkpoint) for `--fold K|all`."""
+    """(folds to predict, folds without a checkpoint) for `--fold K|all` (`--fold full`: no fold)."""
     have = [k for k in range(n_folds) if ws.run(alias, k).best.exists()]
     missing = [k for k in range(n_folds) if k not in have]
+    if fold == FULL:
+        if not ws.run(alias, FULL).best.exists():
+            raise CompError(f"{alias} has no full fit ({ws.run(alias, FULL).best} is missing): run "
+                            f"`comp train --model {alias} --fold full` first")
+        return [], []
     if fold == "all":
-        if not have:
+        if not have and not ws.run(alias, FULL).best.exists():
             raise CompError(
                 f"{alias} has no trained fold under {ws.model_dir(alias)}: run `comp train --model {alias}` first"
             )
@@ -93,7 +99,7 @@ def fold_list(ws: Workspace, alias: str, fold: int | str, n_folds: int) -> tuple
     return [k], []
 
 
-def _check_inputs(ws: Workspace, alias: str, k: int, folds_hash: str, comp_hash: str) -> Run:
+def _check_inputs(ws: Workspace, alias: str, k: int | str, folds_hash: str, comp_hash: str) -> Run:
     """The run's record, refusing a run trained on other folds (its OOF would leak), another comp.toml, or from a
     recipe file edited since."""
     paths = ws.run(alias, k)
@@ -111,17 +117,19 @@ def _check_inputs(ws: Workspace, alias: str, k: int, folds_hash: str, comp_hash:
         why = " (its OOF rows would include images it trained on)" if "folds_hash" in changed else ""
         return f"Retrain it{why}: `comp train --model {alias} --fold {k} --force`"
 
-    # The resolved recipe is the run's own (recipe.toml beside it), so only the file's edits are compared.
-    require_current(record, inputs_now(ws, alias, k, folds_hash, comp_hash), f"{alias} fold {k}", fix,
-                    fields=("folds_hash", "competition_hash", "recipe_file_hash"),
-                    required=("folds_hash", "competition_hash"))
+    # The resolved recipe is the run's own (recipe.toml beside it), so only the file's edits are compared; the
+    # full fit holds out no fold, so the folds do not make it stale.
+    compared = ("competition_hash", "recipe_file_hash") if k == FULL else \
+        ("folds_hash", "competition_hash", "recipe_file_hash")
+    require_current(record, inputs_now(ws, alias, k, folds_hash, comp_hash), f"{alias} {_name(k)}", fix,
+                    fields=compared, required=tuple(f for f in compared if f != "recipe_file_hash"))
     return dataclasses.replace(record, model=alias, fold=k)  # as the directory says, whatever the file holds
 
 
 class _FoldModel:
     """One fold's rebuilt model, its data config and the cached images it reads (shared across folds)."""
 
-    def __init__(self, ws: Workspace, alias: str, k: int, num_classes: int, image_cache: dict) -> None:
+    def __init__(self, ws: Workspace, alias: str, k: int | str, num_classes: int, image_cache: dict) -> None:
         from comp.modeling.models import build_model, data_config, load_weights
         from comp.modeling.recipe import Recipe
 
@@ -196,7 +204,11 @@ def predict_model(
     folds = load_folds(ws, comp)
     comp_hash = competition_hash(comp)  # what training records
     todo, missing = fold_list(ws, alias, fold, folds.n_folds)
-    records = {k: _check_inputs(ws, alias, k, folds.hash, comp_hash) for k in todo}
+    full = fold in (FULL, "all") and ws.run(alias, FULL).best.exists()
+    if tta == "auto" and not todo:
+        raise CompError("--tta auto chooses the preset on OOF rows, and a full fit has none: run `comp predict "
+                        f"--model {alias} --fold all --tta auto` (its full fit takes the preset its folds choose)")
+    records = {k: _check_inputs(ws, alias, k, folds.hash, comp_hash) for k in [*todo, *([FULL] if full else [])]}
     items = with_folds(train_items(comp, ws), folds.frame)
     inputs = _Inputs(items, class_indices(comp, items["label"], "training labels"), test_items(comp, ws),
                      folds.hash, comp_hash)
@@ -205,11 +217,11 @@ def predict_model(
     started = time.time()
     oof, test_logits, unavailable = _predict_folds(ws, alias, comp.num_classes, todo, inputs, tta, merge, run_device,
                                                    cache)
-    all_rows = np.concatenate([inputs.rows(k) for k in todo])
+    all_rows = np.concatenate([inputs.rows(k) for k in todo]) if todo else np.zeros(0, np.int64)
     scores = {
         p: metrics.score(comp.metric, inputs.y[all_rows], np.concatenate([oof[p][k] for k in todo]), comp.top_k)
         for p in oof if p not in unavailable
-    }
+    } if todo else {}
     chosen = choose_preset(comp.metric, scores) if tta == "auto" else tta
     results = []
     for k in todo:
@@ -218,8 +230,33 @@ def predict_model(
             test_logits[k] = model.test(inputs.test_paths, chosen, merge, run_device, f"{alias} f{k} test {chosen}")
         results.append(_write_fold(ws, comp, records[k], inputs, oof[chosen][k], test_logits[k], chosen, merge,
                                    scores if tta == "auto" else None, (time.time() - started) / len(todo)))
-    return PredictResult(alias, comp.metric, chosen, merge, results, missing,
-                         scores if tta == "auto" else {}, unavailable)
+    if full:  # test logits only: the full fit has no OOF rows
+        model = _FoldModel(ws, alias, FULL, comp.num_classes, cache)
+        test = model.test(inputs.test_paths, chosen, merge, run_device, f"{alias} full test {chosen}")
+        _write_full(ws, comp, records[FULL], inputs, test, chosen, merge, time.time() - started)
+    return PredictResult(alias, comp.metric, chosen, merge, results, missing, full=full,
+                         tta_scores=scores if tta == "auto" else {}, unavailable=unavailable)
+
+
+def _name(k: int | str) -> str:
+    return "full fit" if k == FULL else f"fold {k}"
+
+
+def _write_full(ws: Workspace, comp, record: Run, inputs: _Inputs, test: np.ndarray | None, tta: str, merge: str,
+                seconds: float) -> None:
+    """The full fit's new test logits (its record's hashes, this TTA) and its metrics.json's TTA."""
+    from comp.logits import Logits, save
+
+    paths = ws.run(record.model, FULL)
+    run = dataclasses.replace(record, competition_hash=inputs.comp_hash, code_version=code_version())
+    if test is not None:
+        save(paths.test, Logits(inputs.test["id"].to_numpy(), test, comp.classes, run.meta(tta, tta_merge=merge)))
+    try:
+        recorded = json.loads(paths.metrics.read_text(encoding="utf-8")) if paths.metrics.exists() else {}
+    except (OSError, ValueError):
+        recorded = {}
+    recorded.update(tta=tta, tta_merge=merge, predicted_by="comp predict", predict_s=round(seconds, 2))
+    atomic.write_json(paths.metrics, recorded)
 
 
 def _predict_folds(ws: Workspace, alias: str, num_classes: int, todo: list[int], inputs: _Inputs, tta: str,

@@ -21,9 +21,9 @@ from comp.core import atomic, metrics
 from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.provenance import competition_hash
-from comp.core.workspace import Workspace
+from comp.core.workspace import FULL, Workspace
 from comp.kinds import kind_of
-from comp.runs import Run, differences, read_run
+from comp.runs import Run, differences, planned_folds, read_run
 from comp.setup.items import class_indices
 
 TOP_PAIRS = 10  # confused pairs listed in the report
@@ -50,6 +50,8 @@ class ModelStatus:
     alias: str
     cells: list[Cell]
     cv: dict[str, Any] | None = None  # per_fold, mean, std, oof when every fold is trained and current
+    full: Cell | None = None  # the full fit (models/<alias>/full/), when it was started
+    planned: list[int] = field(default_factory=list)  # the folds it is meant to have (a --budget plan: k of K)
 
     @property
     def trained_scores(self) -> list[float]:
@@ -66,7 +68,8 @@ class ModelStatus:
         stats = self.mean_std()
         return {"model": self.alias, "folds": [{"fold": k, **asdict(c)} for k, c in enumerate(self.cells)],
                 "mean": stats[0] if stats else None, "std": stats[1] if stats else None,
-                "n_trained": stats[2] if stats else 0, "cv": self.cv}
+                "n_trained": stats[2] if stats else 0, "cv": self.cv,
+                "full": asdict(self.full) if self.full else None, "planned_folds": self.planned}
 
 
 @dataclass
@@ -87,7 +90,8 @@ def model_aliases(ws: Workspace) -> list[str]:
         return []
     # A lock alone counts: a run killed right after taking it has no run directory yet.
     return sorted(d.name for d in ws.models_dir.iterdir()
-                  if d.is_dir() and (any(d.glob("fold*")) or any(d.glob(".fold*.lock"))))
+                  if d.is_dir() and (any(d.glob("fold*")) or any(d.glob(".fold*.lock")) or (d / FULL).is_dir()
+                                     or (d / f".{FULL}.lock").exists()))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -97,11 +101,11 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def resume_command(alias: str, k: int) -> str:
+def resume_command(alias: str, k: int | str) -> str:
     return f"comp train --model {alias} --fold {k}"
 
 
-def _cell(ws: Workspace, alias: str, k: int, folds_hash: str | None, comp_hash: str) -> Cell:
+def _cell(ws: Workspace, alias: str, k: int | str, folds_hash: str | None, comp_hash: str) -> Cell:
     from comp.training.lock import holder
 
     paths = ws.run(alias, k)
@@ -111,13 +115,15 @@ def _cell(ws: Workspace, alias: str, k: int, folds_hash: str | None, comp_hash: 
         provenance = None
     if provenance is not None:
         # The one staleness comparison (comp.runs), reported here instead of raised; folds first, as training does.
-        compared = ("folds_hash", "competition_hash") if folds_hash is not None else ("competition_hash",)
+        # The full fit holds out no fold: only another comp.toml makes it stale.
+        compared = ("folds_hash", "competition_hash") if folds_hash is not None and k != FULL else \
+            ("competition_hash",)
         now = Run(folds_hash=folds_hash, competition_hash=comp_hash)
         changed = [name for name, _, _ in differences(provenance, now, compared, required=compared)]
         if changed:
             return Cell("stale", why="folds" if changed[0] == "folds_hash" else "comp.toml")
     record = _read_json(paths.metrics)
-    if record is not None and paths.oof.exists():
+    if record is not None and paths.output.exists():
         return Cell("trained", record.get("oof_score"), str(record.get("tta", "")))
     lock = holder(paths)
     if lock is not None and lock.alive:
@@ -141,7 +147,9 @@ def status(ws: Workspace) -> Status:
     result = Status(comp.metric, n_folds, folds_hash)
     for alias in model_aliases(ws):
         cells = [_cell(ws, alias, k, folds_hash, comp_hash) for k in range(n_folds)]
-        model = ModelStatus(alias, cells)
+        model = ModelStatus(alias, cells, planned=planned_folds(ws, alias, n_folds))
+        full = _cell(ws, alias, FULL, folds_hash, comp_hash)
+        model.full = None if full.state == "missing" else full
         if folds_hash is not None and all(c.state == "trained" for c in cells):
             try:
                 y, values, fold = oof_table(comp, ws, alias)

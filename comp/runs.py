@@ -25,7 +25,7 @@ import tomli_w
 
 from comp.core import atomic
 from comp.core.errors import CompError, StaleError
-from comp.core.workspace import RunPaths, Workspace
+from comp.core.workspace import FULL, RunPaths, Workspace
 from comp.modeling.recipe import recipe_file_hash
 
 # What a run is made from, in the order a refusal lists them; a change in any makes its artifacts stale.
@@ -48,7 +48,7 @@ class Run:
     """What one (model, fold) run was made from and how it went: provenance.json, read and written as it is."""
 
     model: str = ""  # the recipe alias (models/<alias>.toml)
-    fold: int = -1
+    fold: int | str = -1  # a fold number, or FULL (the fit on every labelled row)
     recipe_hash: str | None = None  # sha256 of the resolved recipe, --set overrides included
     recipe_file_hash: str | None = None  # sha256 of the recipe file as it was (edits seen by predict and stack)
     folds_hash: str | None = None  # sha256 of folds/folds.csv
@@ -88,7 +88,7 @@ class LogitsMeta:
     """What a logits file was made from (stored inside it as JSON): the run's inputs, and its TTA."""
 
     model: str = ""
-    fold: int | None = None
+    fold: int | str | None = None
     recipe_hash: str | None = None
     recipe_file_hash: str | None = None
     folds_hash: str | None = None
@@ -100,7 +100,8 @@ class LogitsMeta:
 
     def run(self) -> Run:
         """The run record these logits carry (inputs only), for `require_current`."""
-        return Run(model=self.model, fold=-1 if self.fold is None else int(self.fold), recipe_hash=self.recipe_hash,
+        fold = -1 if self.fold is None else self.fold if self.fold == FULL else int(self.fold)
+        return Run(model=self.model, fold=fold, recipe_hash=self.recipe_hash,
                    recipe_file_hash=self.recipe_file_hash, folds_hash=self.folds_hash,
                    competition_hash=self.competition_hash, code_version=self.code_version, tta=self.tta)
 
@@ -149,7 +150,18 @@ def recorded_recipe(paths: RunPaths) -> dict[str, Any]:
         return {}
 
 
-def inputs_now(ws: Workspace, alias: str, fold: int, folds_hash: str, competition_hash: str) -> Run:
+def planned_folds(ws: Workspace, alias: str, n_folds: int) -> list[int]:
+    """The folds `alias` is meant to have: those its --budget plan chose (models/<alias>/plan.json, written by
+    comp.training.budget), else all `n_folds`."""
+    try:
+        runs = json.loads(ws.plan(alias).read_text(encoding="utf-8"))["runs"]
+        planned = sorted(int(r) for r in runs if r != FULL and 0 <= int(r) < n_folds)
+    except (OSError, ValueError, KeyError, TypeError):
+        planned = []
+    return planned or list(range(n_folds))
+
+
+def inputs_now(ws: Workspace, alias: str, fold: int | str, folds_hash: str, competition_hash: str) -> Run:
     """The inputs in force now for a saved run of `alias`, as a Run to compare its record with: the folds and
     competition hashes given, and the hash of the recipe file (None when the file is gone)."""
     try:

@@ -29,7 +29,7 @@ from comp.core import atomic
 from comp.core.config import Competition, to_dict
 from comp.core.errors import CompError, StaleError
 from comp.core.provenance import sha256_bytes, sha256_file
-from comp.core.workspace import BundlePaths, Workspace
+from comp.core.workspace import FULL, BundlePaths, Workspace
 from comp.platforms.base import safe_name
 
 DEFAULT_TIME_LIMIT_H = 9.0  # Kaggle's usual runtime limit for a code competition's notebook
@@ -201,24 +201,27 @@ def _default_owner() -> str:
 
 
 def _copy_model(ws: Workspace, comp: Competition, sidecar: dict, alias: str, paths: BundlePaths) -> dict[str, Any]:
-    """Copy each fold's best weights and resolved recipe; the fold's TTA comes from its test logits (what the stack
-    used), and the recipe hash must be the one the stack recorded."""
+    """Copy the best weights and resolved recipe of each run whose test logits the stack averaged (every fold, the
+    k of K a --budget plan trained, and the full fit when the stack used it: its record's `test_runs`); each run's
+    TTA comes from its test logits (what the stack used), and the recipe hash must be the one the stack
+    recorded."""
     folds = []
-    for k in range(comp.n_folds):
+    runs = (sidecar.get("test_runs") or {}).get(alias) or list(range(comp.n_folds))
+    for k in runs:
         run = ws.run(alias, k)
-        where = f"model {alias!r} fold {k}"
+        where = f"model {alias!r} {'full fit' if k == FULL else f'fold {k}'}"
         for path in (run.best, run.recipe, run.test):
             if not path.is_file():
                 raise CompError(f"{where}: {path} is missing; the stack {sidecar.get('name')!r} used it - retrain "
                                 f"(`comp train --model {alias} --fold {k}`) and re-run `comp stack`")
         meta = _as_dict(logits.load(run.test).meta)
         recorded = (sidecar.get("recipe_hash") or {}).get(alias)
-        if recorded and meta.get("recipe_hash") not in (None, recorded):
+        if recorded and k != FULL and meta.get("recipe_hash") not in (None, recorded):
             raise StaleError(f"{where} was retrained since the stack was made (recipe hash differs); re-run "
                              f"`comp stack --name {sidecar.get('name')}` and bundle again")
         if sidecar.get("folds_hash") and meta.get("folds_hash") not in (None, sidecar["folds_hash"]):
             raise StaleError(f"{where}: made with other folds than the stack; re-run `comp stack` and bundle again")
-        target = paths.dataset / "models" / alias / f"fold{k}"
+        target = paths.dataset / "models" / alias / run.dir.name
         for src in (run.best, run.recipe):
             with atomic.atomic_path(target / src.name) as tmp:
                 shutil.copyfile(src, tmp)

@@ -39,13 +39,18 @@ def stack_command(
     force: bool = typer.Option(False, "--force", "-f", help="replace submissions/NAME.csv if it exists (never one "
                                "already submitted)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON (CV table, weights, files)"),
+    full: str = typer.Option("with", "--full", callback=one_of("comp.ensemble.stack", "FULL_MODES"),
+                             help="a model's full fit (`comp train --fold full`): with (averaged with its folds' "
+                             "test logits) | only (replaces them) | skip"),
 ) -> None:
     """Blend the OOF/test logits of trained models into submissions/NAME.csv (+ NAME.json), scored by honest CV.
 
     Prints the CV (per fold, mean ± std, whole OOF) of each model and of each method: mean of log-probabilities,
     hill-climbing weights (Caruana) and a logistic-regression stacker, the last two scored out-of-fold on the
     folds.csv split. Refuses logits made from other folds, classes or comp.toml, naming the model and fold. Without
-    --models, models with unfinished folds are left out and listed. An existing NAME is replaced only with --force,
+    --models, models with unfinished folds are left out and listed. Models trained on k of the K folds (a --budget
+    plan) are blended on the rows those folds hold out, and the output says so; a model's full fit
+    (models/<alias>/full/) joins its folds' test logits (--full). An existing NAME is replaced only with --force,
     and never once it was submitted; without --name a free name is chosen.
 
         comp stack
@@ -56,7 +61,7 @@ def stack_command(
 
     ws = Workspace.here()
     competition = ws.load()
-    result = stack(competition, ws, parse_models(models, ws), method, name or None, force=force)
+    result = stack(competition, ws, parse_models(models, ws), method, name or None, force=force, full=full)
     if as_json:
         print_json({"name": result.name, "method": result.method, "metric": result.metric,
                     "csv": result.csv, "json": result.json, "weights": result.weights,
@@ -65,7 +70,7 @@ def stack_command(
         return
     print_cv_table(result.table, result.metric, chosen=result.method)
     for warning in result.warnings:
-        console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+        console.print(f"[bold yellow]note:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if result.csv is None:
         return
     weights = ", ".join(f"{a} {w:.3f}" for a, w in result.weights.items())

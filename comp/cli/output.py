@@ -82,9 +82,9 @@ def one_of(module: str, name: str, *extra: str):  # noqa: ANN201 - a click callb
 
 
 def fold_value(value: str) -> str:
-    """--fold: a fold number or `all` (whether that fold exists is checked against folds.csv later)."""
-    if value != "all" and not value.isdigit():
-        raise typer.BadParameter(f"{value!r}: give a fold number (0, 1, ...) or `all`")
+    """--fold: a fold number, `all`, or `full` (whether that fold exists is checked against folds.csv later)."""
+    if value not in ("all", "full") and not value.isdigit():
+        raise typer.BadParameter(f"{value!r}: give a fold number (0, 1, ...), `all` or `full`")
     return value
 
 

@@ -63,6 +63,16 @@ def status_command(
                     notes.append(f"[red]{escape(m.alias)} fold {k}[/]: made from other {c.why}; retrain with "
                                  f"`comp train --model {escape(m.alias)} --fold {k} --force`")
         rows.append((m.alias, cells, _mean_std(m.mean_std(), grid.n_folds), f"{m.cv['oof']:.4f}" if m.cv else ""))
+        if len(m.planned) < grid.n_folds:
+            notes.append(f"{escape(m.alias)}: its --budget plan trains fold{'s' if len(m.planned) > 1 else ''} "
+                         f"{', '.join(map(str, m.planned))} of {grid.n_folds} (models/{escape(m.alias)}/plan.json)")
+        if m.full is not None:
+            state = {"trained": "trained (test logits" + (f", tta {m.full.tta})" if m.full.tta else ")"),
+                     "running": f"training now ({m.full.why})",
+                     "interrupted": f"interrupted; resume with `comp train --model {escape(m.alias)} --fold full`",
+                     "stale": f"made from another {m.full.why}; retrain with `comp train --model "
+                              f"{escape(m.alias)} --fold full --force`"}[m.full.state]
+            notes.append(f"{escape(m.alias)} full fit: {state}")
     print_grid(f"models x folds ({grid.metric}, OOF)", [(escape(a), len(a), c, m, o) for a, c, m, o in rows],
                grid.n_folds)
     for note in notes:  # wrapped at the terminal's width, like the grid
@@ -74,7 +84,7 @@ def status_command(
         console.print(f"[dim]TTA: {escape('; '.join(with_tta))}[/]", highlight=False, soft_wrap=True)
     if grid.folds_hash is None:
         console.print("[yellow]no folds yet[/]: run `comp folds`; staleness cannot be checked without them")
-    elif any(m.cv for m in grid.models):
+    elif any(m.cv or (m.planned and all(m.cells[k].state == "trained" for k in m.planned)) for m in grid.models):
         say_next("comp stack", "blend the fully trained models into a submission")
 
 

@@ -13,14 +13,16 @@ from comp.core.workspace import Workspace
 
 def train(
     model: str = typer.Option(..., "--model", help="recipe alias: models/<alias>.toml or a stock one (`comp models`)"),
-    fold: str = typer.Option("all", "--fold", "-k", callback=fold_value, help="fold number, or `all`"),
+    fold: str = typer.Option("all", "--fold", "-k", callback=fold_value,
+                             help="fold number, `all`, or `full` (a fit on every labelled row: test logits only)"),
     device: str = typer.Option("auto", "--device", callback=one_of("comp.core.device", "DEVICES"),
                                help="auto | cpu | cuda | mps"),
     overrides: list[str] = typer.Option(None, "--set", help="override a recipe field, e.g. --set lr=3e-4 (repeatable)"),
     force: bool = typer.Option(False, "--force", "-f", help="retrain even if the fold is finished or its inputs "
                                "changed"),
-    budget: str = typer.Option(None, "--budget", help="wall-clock time for the whole command (e.g. 2h, 45m): times "
-                               "the first steps, then picks epochs (and img_size down to min_img_size) to fit"),
+    budget: str = typer.Option(None, "--budget", help="wall-clock time for the whole command (e.g. 2h, 5m): times "
+                               "the first steps, then picks image side, epochs, how many folds and whether to add "
+                               "a full fit, for the best expected score that fits (it prints what it weighed)"),
     pseudo: str = typer.Option(None, "--pseudo", help="a stack (submissions/NAME.json) whose confident test "
                                "predictions join every fold's training rows as pseudo-labels"),
     pseudo_threshold: float = typer.Option(None, "--pseudo-threshold", help="stacked probability a test image "
@@ -31,14 +33,17 @@ def train(
     """Train one backbone on one fold (or all): best checkpoint, resumable state, OOF and test logits.
 
     Trains on the other folds, scores the held-out fold every epoch with the competition's metric and writes
-    models/<alias>/fold<k>/. Verifies the data first when it has not been verified since it last changed. Run the
+    models/<alias>/fold<k>/. `--fold full` trains on every labelled row (no OOF; the epochs and img_size of the
+    model's folds when they exist) and writes test logits to models/<alias>/full/; `comp stack` uses them.
+    Verifies the data first when it has not been verified since it last changed. Run the
     same command again after an interruption (Ctrl-C, a killed process) to resume from the last finished epoch; a
     finished fold is skipped, and one made from another recipe, folds or comp.toml is refused (--force retrains).
 
         comp train --model tiny --fold 0
         comp train --model convnext --device cuda --set epochs=20 --set lr=3e-4
         torchrun --nproc_per_node 4 -m comp train --model swag --fold 0
-        comp train --model effnet-lite0 --budget 2h                 # epochs chosen to end within 2 hours
+        comp train --model effnet-lite0 --budget 5m                 # side, epochs, folds, full fit: within 5 min
+        comp train --model effnet-lite0 --fold full                 # every labelled row, the folds' settings
         comp train --model effnet-pl --pseudo effnet_mean --pseudo-threshold 0.95
         torchrun --nproc_per_node 4 -m comp train --model convnext --fold-parallel   # 4 folds at once
     """
@@ -66,16 +71,23 @@ def train(
     trained = [s for s in summaries if s.get("status") != "skipped"]
     skipped = [str(s["fold"]) for s in summaries if s.get("status") == "skipped"]
     scores = [s["oof_score"] for s in summaries if isinstance(s.get("oof_score"), int | float)]
+    full = [s for s in trained if s.get("fold") == "full"]
+    trained = [s for s in trained if s.get("fold") != "full"]
     if trained:  # each fold already printed its own line; the summary says where the folds stand together
         import numpy as np
 
         metric = trained[0]["metric"]
-        per_fold = ", ".join(f"fold {s['fold']} {s['oof_score']:.4f}" for s in summaries if "oof_score" in s)
+        per_fold = ", ".join(f"fold {s['fold']} {s['oof_score']:.4f}" for s in summaries
+                             if isinstance(s.get("oof_score"), int | float))
         spread = f"; mean {np.mean(scores):.4f} ± {np.std(scores):.4f} over {len(scores)} folds" if len(scores) > 1 \
             else ""
         console.print(f"[bold]{escape(model)}[/]: OOF {metric} {per_fold}{spread}", highlight=False, soft_wrap=True)
+    if full:
+        console.print(f"[bold]{escape(model)}[/]: full fit on {full[0].get('n_train', 'every')} labelled rows, test "
+                      f"logits (tta {full[0].get('tta')}) -> {ws.run(model, 'full').test.relative_to(ws.root)}",
+                      highlight=False, soft_wrap=True)
     if skipped:
-        console.print(f"{escape(model)}: fold(s) {', '.join(skipped)} already finished (--force retrains them)",
+        console.print(f"{escape(model)}: run(s) {', '.join(skipped)} already finished (--force retrains them)",
                       highlight=False)
     _say_next_after_train(ws, model)
 
@@ -85,6 +97,11 @@ def _say_interrupted(ws: Workspace, model: str, again: str) -> None:
     folds = sorted(int(d.name[4:]) for d in ws.model_dir(model).glob("fold*") if d.name[4:].isdigit())
     saved = [k for k in folds if ws.run(model, k).last.exists() and not ws.run(model, k).oof.exists()]
     done = [k for k in folds if ws.run(model, k).oof.exists()]
+    full = ws.run(model, "full")
+    if full.last.exists() and not full.test.exists():
+        saved.append("full")
+    elif full.test.exists():
+        done.append("full")
     kept = []
     if done:
         kept.append(f"finished fold(s) {', '.join(map(str, done))}")
@@ -106,7 +123,7 @@ def _say_next_after_train(ws: Workspace, model: str) -> None:
     row = next((m for m in grid.models if m.alias == model), None)
     if row is None:
         return
-    missing = [k for k, c in enumerate(row.cells) if c.state != "trained"]
+    missing = [k for k, c in enumerate(row.cells) if c.state != "trained" and k in row.planned]
     if missing:
         say_next(f"comp train --model {model} --fold {missing[0] if len(missing) == 1 else 'all'}",
                  f"fold(s) {', '.join(map(str, missing))} not trained yet")
@@ -118,7 +135,7 @@ def _say_next_after_train(ws: Workspace, model: str) -> None:
 def predict_command(
     model: str = typer.Option(..., "--model", help="model alias (a trained models/<alias>/)"),
     fold: str = typer.Option("all", "--fold", "-k", callback=fold_value,
-                             help="fold number, or `all` (every fold with a checkpoint)"),
+                             help="fold number, `all` (every fold with a checkpoint, and the full fit), or `full`"),
     tta: str = typer.Option("none", "--tta", callback=one_of("comp.vision.tta", "PRESETS", "auto"),
                             help="none | hflip | vflip | d4 | five_crop | multiscale | auto"),
     merge: str = typer.Option("mean", "--merge", callback=one_of("comp.vision.tta", "MERGES"),
@@ -154,5 +171,7 @@ def predict_command(
     for f in result.folds:
         console.print(f"[bold]{escape(model)}[/] fold {f.fold}: OOF {result.metric} {f.oof_score:.4f} "
                       f"(tta {result.tta}, {f.n_oof} OOF + {f.n_test} test rows)", highlight=False)
+    if result.full:
+        console.print(f"[bold]{escape(model)}[/] full fit: test logits (tta {result.tta})", highlight=False)
     if result.missing:
         console.print(f"[yellow]not trained yet:[/] fold(s) {', '.join(map(str, result.missing))}", highlight=False)

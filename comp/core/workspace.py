@@ -17,6 +17,9 @@ from comp.core.errors import CompError
 # Paths: the one place they are built
 
 STOCK_RECIPES = Path(__file__).resolve().parent.parent / "recipes"  # the recipes shipped with comp (package data)
+# The run that trains on every labelled row (`comp train --fold full`): test logits only, no OOF. A run key is a fold
+# number or FULL.
+FULL = "full"
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,16 @@ class RunPaths:
         return self.dir / "last.pt"
 
     @property
-    def oof(self) -> Path:  # out-of-fold logits keyed by id
+    def is_full(self) -> bool:  # the fit on every labelled row (models/<alias>/full/)
+        return self.dir.name == FULL
+
+    @property
+    def oof(self) -> Path:  # out-of-fold logits keyed by id (a full fit has none)
         return self.dir / "oof_logits.npz"
+
+    @property
+    def output(self) -> Path:  # the logits whose presence marks the run finished: OOF for a fold, test for a full fit
+        return self.test if self.is_full else self.oof
 
     @property
     def test(self) -> Path:  # test logits keyed by id (TTA applied)
@@ -204,8 +215,13 @@ class Workspace:
     def model_dir(self, alias: str) -> Path:
         return self.models_dir / alias
 
-    def run(self, alias: str, fold: int) -> RunPaths:
-        return RunPaths(self.model_dir(alias) / f"fold{fold}")
+    def run(self, alias: str, fold: int | str) -> RunPaths:
+        """The run of fold `fold` (models/<alias>/fold<k>/) or of the full fit (fold FULL: models/<alias>/full/)."""
+        return RunPaths(self.model_dir(alias) / (FULL if fold == FULL else f"fold{int(fold)}"))
+
+    def plan(self, alias: str) -> Path:
+        """The `--budget` plan of `alias` (what its runs were chosen to be), kept so a resumed run keeps it."""
+        return self.model_dir(alias) / "plan.json"
 
     # -- submissions
     @property

@@ -39,7 +39,13 @@ def pseudo_labels(comp: Competition, ws: Workspace, name: str, threshold: float)
         models, params = list(sidecar["models"]), sidecar["params"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CompError(f"--pseudo {name}: {sidecar_path} is not a stack sidecar ({err}); re-run `comp stack`") from err
-    folds, loaded = load_models(comp, ws, models)
+    folds, loaded = load_models(comp, ws, models, sidecar.get("full", "with"))
+    runs = sidecar.get("test_runs")
+    moved = [m.alias for m in loaded if runs is not None and runs.get(m.alias) != m.test_runs]
+    if moved:
+        raise StaleError(f"--pseudo {name}: model(s) {', '.join(moved)} have other trained runs (folds or full fit) "
+                         f"than when the stack was made; re-run `comp stack --models {','.join(models)} --name "
+                         f"{name} --force`")
     if sidecar.get("folds_hash") not in (None, folds.hash):
         raise StaleError(f"--pseudo {name}: the stack was made on other folds than folds/folds.csv; re-run "
                          f"`comp stack --models {' '.join(models)} --name {name} --force`")

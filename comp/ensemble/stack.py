@@ -24,11 +24,11 @@ from comp.core import atomic, metrics
 from comp.core.config import Competition
 from comp.core.errors import CompError, StaleError
 from comp.core.provenance import code_version, competition_hash, sha256_file
-from comp.core.workspace import Workspace
+from comp.core.workspace import FULL, Workspace
 from comp.ensemble import blend
 from comp.folds import Folds, load_folds
 from comp.kinds import kind_of
-from comp.runs import LogitsMeta, Run, differences, inputs_now, read_run, require_current
+from comp.runs import LogitsMeta, Run, differences, inputs_now, planned_folds, read_run, require_current
 from comp.setup.items import class_indices
 from comp.submission import ledger
 from comp.submission.parse import labels_of, parse_csv
@@ -48,7 +48,11 @@ class ModelLogits:
     test_ids: np.ndarray  # (n_test,) str
     test: np.ndarray  # (n_test, C) mean over the fold models' test logits
     tta: str  # TTA the test logits were made with ("mixed: ..." when folds differ)
-    meta: LogitsMeta = field(default_factory=LogitsMeta)  # provenance of fold 0's OOF logits
+    meta: LogitsMeta = field(default_factory=LogitsMeta)  # provenance of the first trained fold's OOF logits
+    folds: list[int] = field(default_factory=list)  # the folds with OOF logits (a --budget plan may train k of K)
+    test_runs: list[int | str] = field(default_factory=list)  # the runs whose test logits `test` averages
+    #                                                            (fold numbers, and FULL for the full fit)
+    covered: np.ndarray | None = None  # which rows of folds.csv have OOF logits (bool)
 
 
 @dataclass
@@ -70,27 +74,28 @@ class StackResult:
 
 
 def finished_models(comp: Competition, ws: Workspace) -> list[str]:
-    """Aliases under models/ whose every fold has both OOF and test logits, sorted."""
+    """Aliases under models/ whose every planned fold (all K, or the k of K a --budget plan chose) has both OOF
+    and test logits, sorted."""
     if not ws.models_dir.is_dir():
         return []
     aliases = sorted(p.name for p in ws.models_dir.iterdir() if p.is_dir())
     return [
         a for a in aliases
         if all(ws.run(a, k).oof.is_file() and (ws.run(a, k).test.is_file() or not comp.test_dir)
-               for k in range(comp.n_folds))
+               for k in planned_folds(ws, a, comp.n_folds))
     ]
 
 
 def unfinished_models(comp: Competition, ws: Workspace) -> dict[str, str]:
-    """Aliases under models/ with some runs but not every fold's logits -> why (which folds lack what), so the
-    default `comp stack` can say which models it left out instead of skipping them without a word."""
+    """Aliases under models/ with some runs but not every planned fold's logits -> why (which folds lack what), so
+    the default `comp stack` can say which models it left out instead of skipping them without a word."""
     if not ws.models_dir.is_dir():
         return {}
     out = {}
     for alias in sorted(p.name for p in ws.models_dir.iterdir() if p.is_dir() and any(p.glob("fold*"))):
-        no_oof = [k for k in range(comp.n_folds) if not ws.run(alias, k).oof.is_file()]
-        no_test = [k for k in range(comp.n_folds) if comp.test_dir and k not in no_oof
-                   and not ws.run(alias, k).test.is_file()]
+        planned = planned_folds(ws, alias, comp.n_folds)
+        no_oof = [k for k in planned if not ws.run(alias, k).oof.is_file()]
+        no_test = [k for k in planned if comp.test_dir and k not in no_oof and not ws.run(alias, k).test.is_file()]
         if not no_oof and not no_test:
             continue
         parts = []
@@ -137,8 +142,13 @@ def free_name(ws: Workspace, base: str) -> str:
     return name
 
 
-def load_model(comp: Competition, ws: Workspace, folds: Folds, alias: str) -> ModelLogits:
-    """Read and check every fold's OOF and test logits of `alias`; CompError/StaleError names model and fold."""
+FULL_MODES = ("with", "only", "skip")  # a model's full fit: averaged with its folds | alone | not used
+
+
+def load_model(comp: Competition, ws: Workspace, folds: Folds, alias: str, full: str = "with") -> ModelLogits:
+    """Read and check the OOF and test logits of every trained fold of `alias` (at least one; a --budget plan may
+    train k of K), and its full fit's test logits when it has one (`full`: FULL_MODES); CompError/StaleError names
+    model and fold."""
     frame = folds.frame
     n_folds = int(frame["fold"].max()) + 1
     if n_folds != comp.n_folds:
@@ -148,44 +158,98 @@ def load_model(comp: Competition, ws: Workspace, folds: Folds, alias: str) -> Mo
         )
     ids = frame["id"].astype(str).to_numpy()
     oof = np.full((len(frame), comp.num_classes), np.nan, dtype=np.float32)
-    test_ids, test_sum, ttas, meta0 = None, None, [], None
-    for k in range(comp.n_folds):
+    planned = planned_folds(ws, alias, comp.n_folds)
+    for k in planned:
+        if not ws.run(alias, k).oof.is_file():
+            plan = "its --budget plan" if len(planned) < comp.n_folds else "every fold is, without a --budget plan"
+            raise CompError(
+                f"model {alias!r} fold {k}: {ws.run(alias, k).oof} is missing (fold {k} is planned: {plan}); train "
+                f"it (`comp train --model {alias} --fold {k}`) or predict it (`comp predict --model {alias} --fold "
+                f"{k}`), or leave {alias!r} out of --models"
+            )
+    # The planned folds, and any other fold trained as well.
+    trained = [k for k in range(comp.n_folds) if ws.run(alias, k).oof.is_file()]
+    tests: dict[int | str, logits.Logits] = {}
+    ttas, meta0 = [], None
+    for k in trained:
         paths = ws.run(alias, k)
         where = f"model {alias!r} fold {k}"
         # Without a test set (comp.toml test_dir empty) models are compared by CV alone.
-        for path in (paths.oof, paths.test) if comp.test_dir else (paths.oof,):
-            if not path.is_file():
-                raise CompError(
-                    f"{where}: {path} is missing; train it (`comp train --model {alias} --fold {k}`) or predict it "
-                    f"(`comp predict --model {alias} --fold {k}`), or leave {alias!r} out of --models"
-                )
+        if comp.test_dir and not paths.test.is_file():
+            raise CompError(
+                f"{where}: {paths.test} is missing; predict it (`comp predict --model {alias} --fold {k}`), or leave "
+                f"{alias!r} out of --models"
+            )
         part = logits.load(paths.oof)
         test = logits.load(paths.test) if comp.test_dir else logits.Logits([], np.zeros((0, comp.num_classes)),
                                                                          part.classes, part.meta)
         meta0 = meta0 or part.meta
         for kind, lg, path in (("OOF", part, paths.oof), ("test", test, paths.test)):
-            _check_provenance(comp, ws, folds, lg, f"{where} {kind} logits ({path})", alias, k, meta0)
+            _check_provenance(comp, ws, folds, lg, f"{where} {kind} logits ({path})", alias, k, meta0, trained[0])
         rows = np.flatnonzero(frame["fold"].to_numpy() == k)
         _check_oof_ids(part, ids, rows, frame["fold"].to_numpy(), f"{where} OOF logits ({paths.oof})", alias, k)
         oof[rows] = part.reindex(ids[rows])
+        tests[k] = test
+    full_paths = ws.run(alias, FULL)
+    if full != "skip" and comp.test_dir and full_paths.test.is_file():
+        tests[FULL] = _full_fit(comp, ws, alias, meta0, trained[0])
+    elif full == "only":
+        raise CompError(f"--full only: model {alias!r} has no full fit ({full_paths.test}); train it with "
+                        f"`comp train --model {alias} --fold full`, or use --full with")
+    if full == "only":
+        tests = {FULL: tests[FULL]}
+    test_ids, test_sum = None, None
+    for k, test in tests.items():
         if test_ids is None:
             test_ids, test_sum = test.ids, test.values.astype(np.float64)
         else:
             if set(test.ids) != set(test_ids) or len(test.ids) != len(test_ids):
                 raise StaleError(
-                    f"{where}: test logits ({paths.test}) cover other test ids than fold 0's "
-                    f"({len(test.ids)} vs {len(test_ids)} ids); re-predict: `comp predict --model {alias} --fold all`"
+                    f"model {alias!r} {'full fit' if k == FULL else f'fold {k}'}: test logits "
+                    f"({ws.run(alias, k).test}) cover other test ids than the other runs' ({len(test.ids)} vs "
+                    f"{len(test_ids)} ids); re-predict: `comp predict --model {alias} --fold all`"
                 )
             test_sum += test.reindex(test_ids)
         ttas.append(test.meta.tta)
-    if not np.isfinite(oof).all() or not np.isfinite(test_sum).all():
+    covered = np.isin(frame["fold"].to_numpy(), trained)
+    if not np.isfinite(oof[covered]).all() or not np.isfinite(test_sum).all():
         raise CompError(f"model {alias!r}: its logits hold NaN or infinite values (a diverged run?); retrain it")
     tta = ttas[0] if len(set(ttas)) == 1 else "mixed: " + ",".join(ttas)
-    return ModelLogits(alias, oof, np.asarray(test_ids), (test_sum / comp.n_folds).astype(np.float32), tta, meta0)
+    return ModelLogits(alias, oof, np.asarray(test_ids), (test_sum / len(tests)).astype(np.float32), tta, meta0,
+                       trained, list(tests), covered)
+
+
+# A full fit may train other epochs than its folds (`comp train --fold full --set epochs=N`); anything else in its
+# recipe must be the folds' own, or the blend weights fitted on the folds' OOF would be applied to another model.
+FULL_MAY_DIFFER = ("epochs", "budget")
+
+
+def _full_fit(comp: Competition, ws: Workspace, alias: str, meta0: LogitsMeta, k0: int) -> logits.Logits:
+    """The full fit's test logits, refused when made for other classes or another comp.toml than the folds, or
+    from another recipe (beyond FULL_MAY_DIFFER) or an edited recipe file."""
+    paths = ws.run(alias, FULL)
+    where = f"model {alias!r} full fit test logits ({paths.test})"
+    test = logits.load(paths.test)
+    retrain = f"Retrain it: `comp train --model {alias} --fold full --force`"
+    if test.classes != list(comp.classes):
+        raise StaleError(f"{where}: its classes differ from comp.toml's; {retrain}")
+    require_current(test.meta.run(), meta0.run(), where, retrain, fields=("competition_hash",),
+                    then="in the full fit", now=f"in fold {k0}")
+    now = inputs_now(ws, alias, 0, "", competition_hash(comp))
+    require_current(test.meta.run(), now, where, retrain, fields=("recipe_file_hash",))
+    full_run, fold_run = read_run(paths), read_run(ws.run(alias, k0))
+    if full_run is not None and fold_run is not None and full_run.recipe and fold_run.recipe:
+        a = {k: v for k, v in full_run.recipe.items() if k not in FULL_MAY_DIFFER}
+        b = {k: v for k, v in fold_run.recipe.items() if k not in FULL_MAY_DIFFER}
+        if a != b:
+            changed = sorted(key for key in set(a) | set(b) if a.get(key) != b.get(key))
+            named = [f"{key}: {a.get(key)!r} in the full fit, {b.get(key)!r} in fold {k0}" for key in changed]
+            raise StaleError.naming(where, named, f"{retrain} (it takes the folds' settings), or --full skip")
+    return test
 
 
 def _check_provenance(comp: Competition, ws: Workspace, folds: Folds, lg: logits.Logits, where: str, alias: str,
-                      k: int, meta0: LogitsMeta) -> None:
+                      k: int, meta0: LogitsMeta, k0: int = 0) -> None:
     """Refuse logits made for other classes, from other folds or an edited recipe file than those in force, or
     unlike fold 0's (another comp.toml, other recipe settings): one model's folds must be one model's OOF."""
     retrain = f"Retrain it: `comp train --model {alias} --fold {k} --force`"
@@ -206,7 +270,7 @@ def _check_provenance(comp: Competition, ws: Workspace, folds: Folds, lg: logits
     # Against what is in force now: folds.csv (the competition is checked across models in load_models).
     require_current(lg.meta.run(), inputs_now(ws, alias, k, folds.hash, competition_hash(comp)), where, fix_now,
                     fields=("folds_hash", "recipe_file_hash"))
-    if k == 0 and lg.meta == meta0:
+    if k == k0 and lg.meta == meta0:
         return
 
     def fix_fold0(changed: list[str]) -> str:
@@ -215,9 +279,9 @@ def _check_provenance(comp: Competition, ws: Workspace, folds: Folds, lg: logits
                     f"`comp train --model {alias} --fold all --force [--set ...]`")
         return retrain
 
-    # Against fold 0: every fold of a model shares its comp.toml and its resolved recipe.
-    require_current(_with_recipe(ws, lg.meta.run(), k), _with_recipe(ws, meta0.run(), 0), where, fix_fold0,
-                    fields=("competition_hash", "recipe_hash"), then=f"in fold {k}", now="in fold 0")
+    # Against the first trained fold: every fold of a model shares its comp.toml and its resolved recipe.
+    require_current(_with_recipe(ws, lg.meta.run(), k), _with_recipe(ws, meta0.run(), k0), where, fix_fold0,
+                    fields=("competition_hash", "recipe_hash"), then=f"in fold {k}", now=f"in fold {k0}")
 
 
 def _with_recipe(ws: Workspace, run: Run, k: int) -> Run:
@@ -253,20 +317,24 @@ def _check_oof_ids(part: logits.Logits, ids: np.ndarray, rows: np.ndarray, fold:
                          f"retrain: `comp train --model {alias} --fold {k}`")
 
 
-def load_models(comp: Competition, ws: Workspace, aliases: list[str] | None) -> tuple[Folds, list[ModelLogits]]:
-    """Load and cross-check the models (default: every finished one); refusals name the model and fold."""
+def load_models(comp: Competition, ws: Workspace, aliases: list[str] | None,
+                full: str = "with") -> tuple[Folds, list[ModelLogits]]:
+    """Load and cross-check the models (default: every finished one); refusals name the model and fold. `full`
+    (FULL_MODES): whether a model's full fit joins its folds' test logits, replaces them, or is left out."""
+    if full not in FULL_MODES:
+        raise CompError(f"--full {full!r}: choose one of {', '.join(FULL_MODES)}")
     folds = load_folds(ws, comp)
     if not aliases:
         aliases = finished_models(comp, ws)
         if not aliases:
             raise CompError(
-                f"no finished models in {ws.models_dir} (a model needs OOF and test logits for all "
-                f"{comp.n_folds} folds): train one first, e.g. `comp train --model ALIAS --fold all`"
+                f"no finished models in {ws.models_dir} (a model needs OOF and test logits for at least one fold, "
+                f"and none started but unfinished): train one first, e.g. `comp train --model ALIAS --fold all`"
             )
     dupes = sorted({a for a in aliases if aliases.count(a) > 1})
     if dupes:
         raise CompError(f"--models lists {', '.join(dupes)} more than once; name each model once")
-    models = [load_model(comp, ws, folds, a) for a in aliases]
+    models = [load_model(comp, ws, folds, a, full) for a in aliases]
     ref = models[0]
     for m in models[1:]:
         if set(m.test_ids) != set(ref.test_ids):
@@ -281,7 +349,19 @@ def load_models(comp: Competition, ws: Workspace, aliases: list[str] | None) -> 
                         "Retrain the stale one for this comp.toml", fields=("competition_hash",),
                         then=f"for {m.alias!r}", now=f"for {ref.alias!r}")
     refuse_other_competition(comp, models)
+    covered = np.logical_and.reduce([m.covered for m in models])
+    if not covered.any():
+        trained = "; ".join(f"{m.alias}: folds {', '.join(map(str, m.folds))}" for m in models)
+        raise CompError(f"the models share no trained fold ({trained}), so no row has OOF logits from all of them to "
+                        "fit a blend on; train a common fold (`comp train --model ALIAS --fold K`) or stack fewer "
+                        "models")
     return folds, models
+
+
+def coverage(models: list[ModelLogits], folds: Folds) -> tuple[np.ndarray, list[int]]:
+    """The rows of folds.csv every model has OOF logits for (bool), and their folds."""
+    covered = np.logical_and.reduce([m.covered for m in models])
+    return covered, sorted({int(k) for k in folds.frame["fold"].to_numpy()[covered]})
 
 
 def refuse_other_competition(comp: Competition, models: list[ModelLogits]) -> None:
@@ -348,34 +428,63 @@ def pick_best(metric: str, table: dict[str, dict], methods: tuple[str, ...] = ME
 
 
 def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, method: str = "best",
-          name: str | None = None, force: bool = False) -> StackResult:
+          name: str | None = None, force: bool = False, full: str = "with") -> StackResult:
     """Blend `models` (default: all finished) with `method` (`best`: the best honest CV) and write the submission.
 
-    An existing submission is replaced only for an explicit `name` with `force`, never when the ledger holds it;
-    without `name` the default name gets a `_2`, `_3`, ... suffix instead of colliding."""
+    The blend is fitted on the OOF rows every model covers (all of folds.csv, or the folds a --budget plan
+    trained; the result says which) and applied to each model's test logits: the mean of its folds' and, with
+    `full` = "with" (default), its full fit's, each run counted once ("only": the full fit alone; "skip": folds
+    only). An existing submission is replaced only for an explicit `name` with `force`, never when the ledger
+    holds it; without `name` the default name gets a `_2`, `_3`, ... suffix instead of colliding."""
     if method not in CHOICES:
         raise CompError(f"--method {method!r}: choose one of {', '.join(CHOICES)}")
     if name:
         check_name(ws, name, force)  # before minutes of CV, not after
     skipped = unfinished_models(comp, ws) if not models else {}
-    folds, loaded = load_models(comp, ws, models)
+    folds, loaded = load_models(comp, ws, models, full)
     aliases = [m.alias for m in loaded]
-    y, fold = labels(comp, folds), folds.frame["fold"].to_numpy()
+    covered, used_folds = coverage(loaded, folds)
+    y, fold = labels(comp, folds)[covered], folds.frame["fold"].to_numpy()[covered]
+    for m in loaded:
+        m.oof = m.oof[covered]
+    notes = []
+    if not covered.all():
+        notes.append(f"OOF covers {int(covered.sum())} of {len(covered)} rows (fold{'s' if len(used_folds) > 1 else ''}"
+                     f" {', '.join(map(str, used_folds))} of {comp.n_folds}): the blend is fitted and scored on "
+                     "those rows only")
+    methods = METHODS if method == "best" else (method,)
+    if len(used_folds) < 2:
+        # Honest CV of a fitted blend needs another fold to fit on; with one fold the models are averaged.
+        if method not in ("best", "mean"):
+            raise CompError(f"--method {method}: a fitted blend needs OOF rows of 2 or more folds, these models "
+                            f"share fold {used_folds[0]} only; use --method mean, or train another fold")
+        methods = ()
+        notes.append(f"one fold of OOF (fold {used_folds[0]}): the models are averaged (mean); fitted blends need "
+                     "two or more")
     # The blends' BLAS calls are memory-bound matrix-vector products: extra BLAS threads only contend for the
     # cores (measured 2.5x slower with 2 threads on a busy 2-core box, bench/bench_stack.py).
     with threadpool_limits(limits=1, user_api="blas"):
-        table, X = cv_table(comp, y, fold, loaded, METHODS if method == "best" else (method,))
-        chosen = pick_best(comp.metric, table) if method == "best" else method
-        final = make_estimator(chosen, comp).fit(X, y)
+        table, X = cv_table(comp, y, fold, loaded, methods)
+        if not methods:
+            final = blend.MeanBlend().fit(X, y)
+            table["mean"] = metrics.fold_scores(comp.metric, y, final.predict_log_proba(X), fold, comp.top_k)
+            chosen = "mean"
+        else:
+            chosen = pick_best(comp.metric, table, methods) if method == "best" else method
+            final = make_estimator(chosen, comp).fit(X, y)
         test_probs = blend_probabilities(comp, final, [m.test for m in loaded])
     name = name or free_name(ws, _default_name(aliases, chosen))
     left_out = [f"left out {alias}: {why}" for alias, why in skipped.items()]
+    fulls = [m.alias for m in loaded if FULL in m.test_runs]
+    if fulls and comp.test_dir:
+        how = "used alone" if full == "only" else "averaged with the folds' (each run counted once)"
+        notes.append(f"test logits: the full fit{'s' if len(fulls) > 1 else ''} of {', '.join(fulls)} {how}")
     weights = {a: float(w) for a, w in zip(aliases, final.weights_, strict=True)}
     temperature = float(final.temperature_) if hasattr(final, "temperature_") else None
     if not comp.test_dir:
         note = "the competition has no test images (comp.toml test_dir is empty): CV only, no submission written"
-        return StackResult(name, chosen, comp.metric, table, weights, temperature, None, None, [*left_out, note],
-                           skipped)
+        return StackResult(name, chosen, comp.metric, table, weights, temperature, None, None,
+                           [*left_out, *notes, note], skipped)
 
     frame = to_frame(comp, ws, [str(i) for i in loaded[0].test_ids], test_probs)
     csv_path = write_submission(comp, ws, name, frame)
@@ -391,6 +500,10 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
         "tta": {m.alias: m.tta for m in loaded},
         "recipe_hash": {m.alias: m.meta.recipe_hash for m in loaded},
         "cv_table": table,
+        "oof_rows": int(covered.sum()),  # the rows the blend was fitted and scored on
+        "oof_folds": used_folds,
+        "test_runs": {m.alias: m.test_runs for m in loaded},  # whose test logits were averaged ("full": full fit)
+        "full": full,
         "folds_hash": folds.hash,
         "competition_hash": loaded[0].meta.competition_hash,
         "code_version": code_version(),
@@ -400,7 +513,7 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
     }
     atomic.write_json(ws.submission_json(name), sidecar)
     return StackResult(name, chosen, comp.metric, table, weights, temperature, csv_path, ws.submission_json(name),
-                       left_out, skipped)
+                       [*left_out, *notes], skipped)
 
 
 def blend_probabilities(comp: Competition, estimator: Any, model_logits: list[np.ndarray]) -> np.ndarray:

@@ -60,6 +60,12 @@ def build_model(
     return model
 
 
+def fixed_side(recipe: Recipe) -> bool:
+    """Whether the model trains at one input side only (torchvision ViTs: their position embeddings are fixed), so
+    neither the images' native side nor a --budget may change img_size."""
+    return recipe.source == "torchvision" and recipe.name.startswith("vit_")
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain model under DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
     while True:

@@ -101,8 +101,9 @@ class Recipe:
     random_erasing: float = 0.0  # random erasing probability; 0 = off
     # -- time budget (`comp train --budget` overrides `budget`)
     budget: str = ""  # wall-clock time for the whole `comp train` command, e.g. "2h", "45m", "1h30m"; "" = off.
-    #                   The first steps are timed, then epochs (and img_size, down to min_img_size) are chosen to fit
-    min_img_size: int = 0  # px; the smallest img_size a budget may choose; 0 (or >= img_size) = keep img_size
+    #                   The first steps are timed, then side, epochs, folds and a full fit are chosen to fit
+    min_img_size: int = 0  # px; the smallest img_size a budget may choose; 0 = the data's floor (64 px, or the
+    #                        images' own side when smaller)
     # -- pseudo-labels (`comp train --pseudo STACK --pseudo-threshold P` set these)
     pseudo: str = ""  # a stack (submissions/<name>.csv + .json) whose confident test predictions join every fold's
     #                   training rows with the stack's label (never the held-out rows); "" = off

@@ -1,68 +1,154 @@
-"""`comp train --budget 2h`: time the first training steps, then choose epochs (and maybe a smaller img_size) so the
-whole command, every requested fold included, ends within the budget.
+"""`comp train --budget 5m`: what to train for the time given — image side, epochs, how many of the K folds, and
+whether to add a fit on every labelled row — chosen to maximise the expected held-out score.
 
-The plan is a cost model fitted to this machine at this moment: per fold, building the model, then per epoch the
-training images at the measured training rate plus the held-out images at the measured evaluation rate, and at the
-end the held-out and test images once per TTA view. Every term is measured on the real data with the real recipe
-(a few steps of the real Trainer on the real loader), so what the model leaves out is small; the plan keeps 5% of
-the budget in reserve for it. Epochs fill the budget up to `MAX_EPOCH_FACTOR` times the recipe's; when even the
-recipe's own epochs do not fit and the recipe sets `min_img_size`, the image side shrinks (compute grows with the
-square of the side) before epochs are cut.
+The planner weighs every allocation that fits and prints each with its predicted score and cost:
 
-The chosen epochs and img_size become ordinary recipe settings (`--set epochs=N --set img_size=S`), so they are
-hashed, recorded in each fold's provenance and resolved recipe, and a resumed run (same command again) reuses the
-plan its folds recorded instead of planning anew.
+    5 folds x 1 epoch at 96 px                   predicted 0.906   4m40s
+    1 fold + full fit x 6 epochs at 96 px        predicted 0.962   4m35s  <- chosen
+
+Two models meet in it.
+
+**Cost** is measured, not guessed: the trainer (comp.training.train, through the `Probe` interface) times a few real
+training steps on the real loader and a few evaluation batches at the largest candidate side, and each run is then
+priced from its own row counts: per run, building the model; per epoch, its training rows at the training rate plus
+(for a fold) its held-out rows at the evaluation rate; at the end, held-out and test rows once per TTA view. Other
+sides are priced at (side / probed side) ** SIDE_COST_EXP: slower than the pixel count falls, because a CPU step's
+fixed costs (loader, per-layer overhead) do not shrink with the image, so the price of a small side is not
+underestimated. 5% of the budget is kept for what the model leaves out.
+
+**Score** comes from a rule fitted on real runs (`expected_error`; the runs and the fit are in README "How --budget
+plans"): ImageNet-pretrained fine-tuning of small photo sets reaches a floor error within a few epochs and the
+remaining error falls about exponentially with the epochs trained (time constant TAU epochs); a model sees less
+detail below the images' native side (error x (native / side) ** SIDE_ERROR_EXP); one trained on a fraction f of the
+rows errs f ** -DATA_EXP times more; averaging m models removes ENSEMBLE_GAIN x (1 - 1/m) of the error. The rule
+ranks plans; its absolute numbers are a typical set's, not a promise for this one. We chose a fitted rule over a
+pilot run because a pilot long enough to extrapolate a learning curve (3+ epochs of one fold) costs a large share
+of a short budget (a 3-5 minute budget is 3-6 epochs in all on a CPU), which is exactly where the allocation matters
+most; the measured cost keeps the rule honest about time, and `finished_line` reports plan vs. real time.
+
+Where the rule saturates (more epochs than pay off), extra budget goes to more folds (OOF rows for stacking and more
+models to average) and a full-data fit. Image sides never exceed the images' native shorter side unless asked
+(`--set img_size=N` or img_size in the workspace's own recipe), and go down to `FLOOR_PX` (or the recipe's
+min_img_size when it sets one). A budget too short for the recipe is not refused: the largest plan that fits runs;
+only when not even one epoch of one fold at the smallest side fits is it refused.
+
+The plan is written to models/<alias>/plan.json; the same command again (a resumed run) keeps it, and its epochs and
+img_size become ordinary recipe settings (hashed and recorded in every run's provenance).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import Any, Protocol
 
 from comp.core.errors import CompError
+from comp.core.workspace import FULL
 from comp.modeling.recipe import Recipe
 from comp.training.pace import duration
 
 RESERVE = 0.05  # fraction of the budget kept for what the cost model leaves out
 MAX_EPOCH_FACTOR = 3  # a budget never plans more than this many times the recipe's epochs
-SIZE_STEP = 32  # candidate image sides go down from img_size in steps of this many px (CNN strides divide it)
+SIZE_STEP = 32  # candidate image sides go down in steps of this many px (CNN strides divide it)
+FLOOR_PX = 64  # the smallest candidate side (or the images' own side when they are smaller)
+SIDE_COST_EXP = 1.5  # seconds per image scale as side ** this between sides (conservative: a square would be 2)
 PROBE_STEPS = 4  # at least this many timed training steps (after 2 untimed warm-up steps) ...
 PROBE_SHARE = 0.02  # ... and more until this share of the budget (at least PROBE_MIN_S) or one epoch is spent:
 PROBE_MIN_S = 3.0  # on a shared machine the rate swings with other processes, and a longer probe averages them
 
-
-class _ProbeDone(Exception):
-    """Raised from the probe's progress callback to end its epoch early."""
+# The score rule (see README "How --budget plans" for the runs it was fitted on).
+ERROR_FLOOR = 0.02  # held-out error a well-trained fold model reaches at native side
+ERROR_SPAN = 0.12  # error above the floor that training removes ...
+TAU = 2.5  # ... about exponentially, with this time constant in epochs
+SIDE_ERROR_EXP = 0.6  # error x (native / side) ** this below the native side
+DATA_EXP = 0.3  # error x fraction_of_rows ** -this
+ENSEMBLE_GAIN = 0.15  # averaging m models removes this x (1 - 1/m) of the error
+PAYOFF = 0.0005  # an epoch that adds less expected accuracy than this does not pay off
+TIE = 0.0002  # plans this close in expected accuracy are equal: the cheaper one is chosen
 
 
 @dataclass(frozen=True)
 class Rates:
-    """Seconds per image on this machine for one image side, and the fixed costs of a fold."""
+    """Seconds per image on this machine for one image side, and the fixed costs of a run."""
 
     img_size: int
     train_s: float  # one training image (forward + backward + optimizer step, loader included)
     eval_s: float  # one evaluation image, one view
-    fold_s: float  # building the model and writing a fold's artifacts
+    fold_s: float  # building the model and writing a run's artifacts
     epoch_s: float = 0.0  # per epoch: starting the loader and its first batches, beyond the steady rate
 
     def scaled(self, side: int) -> Rates:
-        """The rates at another image side: compute grows with the pixel count."""
-        f = (side / self.img_size) ** 2
+        """The rates at another image side (see SIDE_COST_EXP)."""
+        if side == self.img_size:
+            return self
+        f = (side / self.img_size) ** SIDE_COST_EXP
         return Rates(side, self.train_s * f, self.eval_s * f, self.fold_s, self.epoch_s)
 
 
-@dataclass(frozen=True)
-class FoldShape:
-    """What one fold processes: training rows per epoch, held-out rows, test rows, TTA views at the end."""
+class Probe(Protocol):
+    """What the planner asks of the trainer: time real training steps and evaluation of one fold at the side the
+    trainer's images are decoded at, for about `seconds` (comp.training.train implements it)."""
 
-    n_train: int
-    n_val: int
+    def measure(self, seconds: float) -> Rates: ...
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the planner knows of the data, per process: held-out rows of each fold (fold order), rows that train in
+    every run but no fold holds out (pseudo-labels), test rows, TTA views of the final logits, the images' native
+    shorter side (None: unknown) and the runs the command may train (fold numbers and/or FULL)."""
+
+    fold_rows: tuple[int, ...]
+    n_extra: int
     n_test: int
     views: int
+    native_side: int | None
+    runs: tuple[int | str, ...]
+    choose_runs: bool = True  # may plan a subset of `runs` (False: train them all, choose side and epochs)
+
+    @property
+    def n_rows(self) -> int:
+        return sum(self.fold_rows) + self.n_extra
+
+    def shape(self, run: int | str) -> tuple[int, int]:
+        """(training rows per epoch, held-out rows) of a run."""
+        if run == FULL:
+            return self.n_rows, 0
+        return self.n_rows - self.fold_rows[int(run)], self.fold_rows[int(run)]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One allocation the planner weighed."""
+
+    folds: tuple[int, ...]  # fold numbers trained (their OOF rows are what stack fits on)
+    full: bool  # and a fit on every labelled row
+    img_size: int
+    epochs: int
+    seconds: float  # predicted seconds of training from now (re-decoding at another side included)
+    predicted: float  # the rule's expected held-out accuracy of the stacked test predictions
+
+    @property
+    def runs(self) -> list[int | str]:
+        return [*self.folds, *([FULL] if self.full else [])]
+
+    def runs_label(self, n_folds: int) -> str:
+        """'2 folds of 5 + full fit'."""
+        what = []
+        if self.folds:
+            k = len(self.folds)
+            what.append(f"{k} fold{'s' if k != 1 else ''}" + (f" of {n_folds}" if 0 < k < n_folds else ""))
+        if self.full:
+            what.append("full fit")
+        return " + ".join(what)
+
+    def label(self, n_folds: int) -> str:
+        e = self.epochs
+        return f"{self.runs_label(n_folds)} x {e} epoch{'s' if e != 1 else ''} at {self.img_size} px"
 
 
 @dataclass(frozen=True)
@@ -70,128 +156,218 @@ class Plan:
     budget_s: float
     epochs: int
     img_size: int
+    runs: tuple[int | str, ...]  # what to train, in order: fold numbers, then FULL
     planned_s: float  # the predicted time of the whole command, set-up so far included
     elapsed_s: float  # spent before training started (loading, decoding, probing)
-    rates: Rates
-    capped: bool = False  # the budget allowed more than MAX_EPOCH_FACTOR x the recipe's epochs
-    reused: bool = False  # taken from the folds of an interrupted run under the same budget
+    rates: Rates | None = None
+    candidates: tuple[Candidate, ...] = ()  # what was weighed (the best allocation of each shape)
+    chosen: Candidate | None = None
+    capped: bool = False  # the budget allowed more epochs than pay off (`epoch_cap`)
+    reused: bool = False  # read back from plan.json (the same command again)
+    native_side: int | None = None
 
     @property
     def overrides(self) -> list[str]:
         return [f"epochs={self.epochs}", f"img_size={self.img_size}"]
 
     def describe(self, recipe: Recipe, n_folds: int) -> str:
+        """The plan and what it was weighed against, one line each, the chosen one marked."""
         if self.reused:
-            return (f"budget {duration(self.budget_s)}: resuming with the plan these folds were started with, "
-                    f"{self.epochs} epochs at {self.img_size} px")
+            what = self.chosen.label(n_folds) if self.chosen else f"{self.epochs} epochs at {self.img_size} px"
+            return (f"budget {duration(self.budget_s)}: resuming with the plan these runs were started with "
+                    f"(plan.json): {what}")
         r = self.rates
-        was = f"recipe: {recipe.epochs} epochs at {recipe.img_size or 'the model default'} px"
-        cap = f"; capped at {MAX_EPOCH_FACTOR}x the recipe's epochs" if self.capped else ""
-        return (
-            f"budget {duration(self.budget_s)}: measured {1 / r.train_s:.0f} training and {1 / r.eval_s:.0f} "
-            f"evaluation img/s at {r.img_size} px; plan {n_folds} fold{'s' if n_folds != 1 else ''} x {self.epochs} "
-            f"epoch{'s' if self.epochs != 1 else ''} at {self.img_size} px, about {duration(self.planned_s)} in all "
-            f"({duration(self.elapsed_s)} of it already spent setting up; {was}{cap})"
-        )
+        native = f"images ~{self.native_side} px on their shorter side; " if self.native_side else ""
+        head = (f"budget {duration(self.budget_s)}: measured {1 / r.train_s:.0f} training and {1 / r.eval_s:.0f} "
+                f"evaluation img/s at {r.img_size} px ({native}recipe: {recipe.epochs} epochs at "
+                f"{recipe.img_size or 'the model default'} px); weighed:")
+        width = max(len(c.label(n_folds)) for c in self.candidates)
+        lines = [head]
+        for c in self.candidates:
+            mark = "  <- chosen" if c == self.chosen else ""
+            lines.append(f"  {c.label(n_folds):<{width}}  predicted {c.predicted:.3f}  {duration(c.seconds):>6}"
+                         f"{mark}")
+        cap = " (the epochs that pay off; more would add little)" if self.capped else ""
+        lines.append(f"plan: {self.chosen.label(n_folds)}{cap}, about {duration(self.planned_s)} in all "
+                     f"({duration(self.elapsed_s)} of it already spent setting up)")
+        return "\n".join(lines)
+
+    def to_json(self, budget: str, asked: str) -> dict[str, Any]:
+        c = self.chosen
+        return {"budget": budget, "fold": asked, "epochs": self.epochs, "img_size": self.img_size,
+                "runs": list(self.runs), "planned_s": round(self.planned_s, 1),
+                "chosen": asdict(c) if c else None, "candidates": [asdict(x) for x in self.candidates],
+                "rates": asdict(self.rates) if self.rates else None, "native_side": self.native_side}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], budget_s: float, elapsed_s: float) -> Plan:
+        c = data.get("chosen")
+        chosen = Candidate(**{**c, "folds": tuple(c["folds"])}) if c else None
+        return cls(budget_s, int(data["epochs"]), int(data["img_size"]), tuple(data["runs"]), 0.0, elapsed_s,
+                   chosen=chosen, reused=True)
 
 
-def predicted_seconds(epochs: int, rates: Rates, folds: list[FoldShape]) -> float:
-    """Seconds that `folds` take at `epochs` with `rates`."""
-    total = 0.0
-    for f in folds:
-        per_epoch = rates.epoch_s + f.n_train * rates.train_s + f.n_val * rates.eval_s
-        total += rates.fold_s + epochs * per_epoch + (f.n_val + f.n_test) * f.views * rates.eval_s
-    return total
+# ---------------------------------------------------------------------------------------------------------------
+# cost
 
 
-def choose(budget_s: float, elapsed_s: float, recipe: Recipe, rates: Rates, folds: list[FoldShape],
-           resize_s: float = 0.0) -> Plan:
-    """The plan for `folds` within what is left of `budget_s`: the largest image side (down to min_img_size) that
-    fits the recipe's epochs, then as many epochs as fit. `resize_s` is what re-decoding the images at another side
-    costs (paid only when the side changes)."""
+def run_seconds(run: int | str, epochs: int, rates: Rates, work: Workload) -> float:
+    """Seconds one run (a fold or the full fit) takes at `epochs` with `rates`."""
+    n_train, n_val = work.shape(run)
+    per_epoch = rates.epoch_s + n_train * rates.train_s + n_val * rates.eval_s
+    return rates.fold_s + epochs * per_epoch + (n_val + work.n_test) * work.views * rates.eval_s
+
+
+def predicted_seconds(epochs: int, rates: Rates, work: Workload, runs: Sequence[int | str]) -> float:
+    return sum(run_seconds(r, epochs, rates, work) for r in runs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# score
+
+
+def expected_error(epochs: int, side: int, native: int | None, fractions: Sequence[float]) -> float:
+    """The rule's held-out error of the average of models trained `epochs` at `side` on `fractions` of the rows."""
+    base = ERROR_FLOOR + ERROR_SPAN * math.exp(-epochs / TAU)
+    if native and side < native:
+        base *= (native / side) ** SIDE_ERROR_EXP
+    m = len(fractions)
+    data = sum(f ** -DATA_EXP for f in fractions) / m
+    return base * data * (1 - ENSEMBLE_GAIN * (1 - 1 / m))
+
+
+def paying_epochs() -> int:
+    """The epochs after which one more adds less than PAYOFF to the rule's expected accuracy: where the learning
+    curve has flattened (12 with the constants above)."""
+    return math.ceil(TAU * math.log(ERROR_SPAN / (TAU * PAYOFF)))
+
+
+def epoch_cap(recipe: Recipe) -> int:
+    """The most epochs a plan gives a run: those that pay off, or the recipe's own when it asks for more, and never
+    more than MAX_EPOCH_FACTOR x the recipe's (so extra budget buys folds and a full fit instead)."""
+    return min(MAX_EPOCH_FACTOR * recipe.epochs, max(recipe.epochs, paying_epochs()))
+
+
+def _fractions(folds: Sequence[int], full: bool, work: Workload) -> list[float]:
+    return [work.shape(k)[0] / work.n_rows for k in folds] + ([1.0] if full else [])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the choice
+
+
+def candidate_sides(top: int, native: int | None, recipe: Recipe, fixed: bool) -> list[int]:
+    """Sides to weigh, largest first: `top` (the probed side), then down in SIZE_STEP steps to the floor."""
+    if fixed:
+        return [top]
+    floor = recipe.min_img_size or FLOOR_PX
+    floor = min(floor, top, native or top)
+    sides = [top]
+    side = (top - 1) // SIZE_STEP * SIZE_STEP
+    while side >= floor:
+        sides.append(side)
+        side -= SIZE_STEP
+    if sides[-1] != floor:
+        sides.append(floor)
+    return sides
+
+
+def shapes(work: Workload) -> list[tuple[tuple[int, ...], bool]]:
+    """(folds, full fit) allocations the command may choose: with several folds asked, the first k of them for
+    every k, each with and without a full fit (when asked for); a single run is what it is."""
+    folds = tuple(int(r) for r in work.runs if r != FULL)
+    full_asked = FULL in work.runs
+    if len(folds) <= 1 or not work.choose_runs:
+        return [(folds, full_asked)]
+    out = []
+    for k in range(1, len(folds) + 1):
+        out.append((folds[:k], False))
+        out.append((folds[:k], True))
+    return out
+
+
+def choose(budget_s: float, elapsed_s: float, recipe: Recipe, rates: Rates, work: Workload, resize_s: float = 0.0,
+           fixed_side: bool = False) -> Plan:
+    """The plan with the best expected score that fits what is left of `budget_s`; `resize_s` is what re-decoding
+    the images at another side than the probed one costs. CompError only when nothing fits."""
     usable = budget_s * (1 - RESERVE) - elapsed_s
-    want = recipe.epochs
-    sides = [rates.img_size]
-    if recipe.min_img_size and recipe.min_img_size < rates.img_size:
-        side = rates.img_size - SIZE_STEP
-        while side > recipe.min_img_size:
-            sides.append(side)
-            side -= SIZE_STEP
-        sides.append(recipe.min_img_size)
-    best: tuple[int, int, Rates, float] | None = None
-    for side in sides:
-        at = rates if side == rates.img_size else rates.scaled(side)
-        left = usable - (0.0 if side == rates.img_size else resize_s)
-        fixed = predicted_seconds(0, at, folds)
-        per_epoch = predicted_seconds(1, at, folds) - fixed
-        epochs = int((left - fixed) // per_epoch) if per_epoch > 0 else want
-        best = (side, epochs, at, left)
-        if epochs >= want:
-            break
-    side, epochs, at, _ = best
-    if epochs < 1:
-        one = predicted_seconds(1, at, folds)
+    cap = epoch_cap(recipe)
+    sides = candidate_sides(rates.img_size, work.native_side, recipe, fixed_side)
+    n_folds = len(work.fold_rows)
+    best_of_shape: list[Candidate] = []
+    capped_any: dict[Candidate, bool] = {}
+    for folds, full in shapes(work):
+        runs = [*folds, *([FULL] if full else [])]
+        fractions = _fractions(folds, full, work)
+        best: Candidate | None = None
+        for side in sides:
+            at = rates.scaled(side)
+            left = usable - (0.0 if side == rates.img_size else resize_s)
+            fixed = predicted_seconds(0, at, work, runs)
+            per_epoch = predicted_seconds(1, at, work, runs) - fixed
+            fit = int((left - fixed) // per_epoch) if per_epoch > 0 else cap
+            if fit < 1:
+                continue
+            epochs = min(fit, cap)
+            seconds = fixed + epochs * per_epoch + (0.0 if side == rates.img_size else resize_s)
+            c = Candidate(tuple(folds), full, side, epochs, seconds,
+                          1 - expected_error(epochs, side, work.native_side, fractions))
+            if best is None or c.predicted > best.predicted + 1e-9:
+                best = c
+                capped_any[c] = fit > cap
+        if best is not None:
+            best_of_shape.append(best)
+    if not best_of_shape:
+        smallest = sides[-1]
+        first = shapes(work)[0]
+        runs = [*first[0], *([FULL] if first[1] else [])]
+        one = predicted_seconds(1, rates.scaled(smallest), work, runs)
         raise CompError(
-            f"budget {duration(budget_s)} is too short: one epoch of {len(folds)} fold(s) at {side} px takes about "
-            f"{duration(one)} here, after {duration(elapsed_s)} of set-up; give a longer --budget, fewer folds "
-            f"(--fold K), or a smaller image (--set img_size=N, or min_img_size in the recipe)"
+            f"budget {duration(budget_s)} is too short: even one epoch of "
+            f"{Candidate(first[0], first[1], smallest, 1, 0, 0).runs_label(n_folds)} at {smallest} px takes about "
+            f"{duration(one)} here, "
+            f"after {duration(elapsed_s)} of set-up; give a longer --budget (at least "
+            f"{duration(elapsed_s + one / (1 - RESERVE) + 1)}), or a smaller image (--set img_size=N)"
         )
-    cap = MAX_EPOCH_FACTOR * recipe.epochs
-    capped = epochs > cap
-    epochs = min(epochs, cap)
-    planned = elapsed_s + predicted_seconds(epochs, at, folds) + (0.0 if side == rates.img_size else resize_s)
-    return Plan(budget_s, epochs, side, planned, elapsed_s, at, capped)
+    # The best expected score; a tie (within TIE) goes to the cheaper plan.
+    top = max(c.predicted for c in best_of_shape)
+    chosen = min((c for c in best_of_shape if c.predicted >= top - TIE), key=lambda c: c.seconds)
+    planned = elapsed_s + chosen.seconds
+    return Plan(budget_s, chosen.epochs, chosen.img_size, tuple(chosen.runs), planned, elapsed_s, rates,
+                tuple(best_of_shape), chosen, capped_any.get(chosen, False), native_side=work.native_side)
 
 
-def measure(job, train_idx: np.ndarray, val_idx: np.ndarray, budget_s: float) -> Rates:
-    """Time the fold's real work on `job` (comp.training.train's): building the model and trainer, training steps on
-    the real loader (the first two untimed: worker start-up and allocation; then for PROBE_SHARE of the budget), and
-    evaluating a few batches."""
-    from comp.modeling.models import build_model
-    from comp.training.loop import Trainer
-    from comp.vision import augment, images
+# ---------------------------------------------------------------------------------------------------------------
+# inputs from the data and the process
 
-    recipe = job.recipe
-    t0 = time.perf_counter()
-    model = build_model(recipe, job.comp.num_classes, ws=job.ws)
-    trainer = Trainer(recipe, model, job.data_config, job.ddp.device, len(train_idx), job.ddp.world,
-                      multilabel=job.multilabel)
-    fold_s = time.perf_counter() - t0
-    dataset = images.ArrayDataset(job.train_images, job.y, augment.train_transform(job.data_config, recipe))
-    rows = probe_indices(train_idx, recipe.batch_size, max(PROBE_STEPS + 2, -(-len(train_idx) // recipe.batch_size)),
-                         recipe.seed)
-    probe_s = max(PROBE_MIN_S, PROBE_SHARE * budget_s)
-    loader = job._loader(dataset, rows, trainer, 0, 0)
-    marks: list[float] = []
-    counts: list[int] = []
 
-    def advance(n: int) -> None:
-        marks.append(time.perf_counter())
-        counts.append(n)
-        if len(marks) >= PROBE_STEPS + 2 and marks[-1] - marks[1] >= probe_s:
-            raise _ProbeDone
+def native_side(paths: Sequence[str], sample: int = 256, seed: int = 0) -> int | None:
+    """The images' typical (median) shorter side in px, from the headers of up to `sample` of them (PIL reads the
+    size without decoding pixels); None when none can be read."""
+    import random
 
-    # An epoch past the frozen ones: the whole model trains (the costliest step the run will take).
-    start = time.perf_counter()
-    try:
-        trainer.train_epoch(loader, recipe.freeze_epochs, advance)
-    except _ProbeDone:
-        pass
-    del loader
-    if hasattr(trainer, "close"):
-        trainer.close()  # the probe's loader workers stop here
-    if len(marks) >= 3:
-        train_s = (marks[-1] - marks[1]) / max(1, sum(counts[2:]))
-        epoch_s = max(0.0, (marks[1] - start) - sum(counts[:2]) * train_s)
-    else:
-        train_s, epoch_s = (marks[-1] - start) / max(1, sum(counts)), 0.0
-    batch = recipe.eval_batch_size or 2 * recipe.batch_size
-    sample = np.resize(val_idx, min(len(val_idx), 2 * batch) or 1)
-    job.predict(trainer.eval_model(), job.train_images, sample[:batch], "none")  # warm-up
-    t1 = time.perf_counter()
-    job.predict(trainer.eval_model(), job.train_images, sample, "none")
-    eval_s = (time.perf_counter() - t1) / len(sample)
-    return Rates(int(job.data_config["input_size"][-1]), max(train_s, 1e-6), max(eval_s, 1e-7), fold_s, epoch_s)
+    from PIL import Image
+
+    chosen = list(paths) if len(paths) <= sample else random.Random(seed).sample(list(paths), sample)
+    sides = []
+    for p in chosen:
+        try:
+            with Image.open(p) as im:
+                sides.append(min(im.size))
+        except (OSError, ValueError):
+            continue
+    if not sides:
+        return None
+    sides.sort()
+    return int(sides[len(sides) // 2])
+
+
+def capped_side(want: int, native: int | None) -> int:
+    """`want` (the recipe's side), not above the images' native side: the native side rounded down to SIZE_STEP
+    (the native side itself when smaller than one step)."""
+    if not native or want <= native:
+        return want
+    return native // SIZE_STEP * SIZE_STEP if native >= SIZE_STEP else native
 
 
 def process_started() -> float | None:
@@ -215,14 +391,30 @@ def tta_views(tta: str, data_config: dict) -> int:
     return max(1, sum(1 for _ in tta_transforms(tta, data_config)))
 
 
-def probe_indices(rows: np.ndarray, batch_size: int, steps: int, seed: int) -> np.ndarray:
+def probe_rows(rows: Sequence[int], batch_size: int, steps: int, seed: int):
     """`steps` batches of training rows (rows repeat when the fold is small)."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
-    need = steps * batch_size
-    return rng.permutation(np.resize(rows, need))
+    return rng.permutation(np.resize(np.asarray(rows), steps * batch_size))
+
+
+def probe_seconds(budget_s: float) -> float:
+    return max(PROBE_MIN_S, PROBE_SHARE * budget_s)
 
 
 def finished_line(plan: Plan, took_s: float) -> str:
+    if plan.reused or plan.planned_s <= 0:
+        return f"budget {duration(plan.budget_s)}: this command took {duration(took_s)}"
     off = (took_s - plan.planned_s) / max(plan.planned_s, 1e-9)
     return (f"budget {duration(plan.budget_s)}: planned {duration(plan.planned_s)}, took {duration(took_s)} "
             f"({off:+.0%} of the plan)")
+
+
+def estimate_line(recipe: Recipe, rates: Rates, work: Workload, runs: Sequence[int | str]) -> str:
+    """Without --budget: what the recipe will run and about how long, before it starts."""
+    seconds = predicted_seconds(recipe.epochs, rates, work, runs)
+    n = len(runs)
+    return (f"plan: {n} run{'s' if n != 1 else ''} x {recipe.epochs} epochs at {rates.img_size} px, about "
+            f"{duration(seconds)} here (measured {1 / rates.train_s:.0f} training img/s); `--budget T` fits a time")
+

@@ -54,7 +54,7 @@ def check_run(paths: RunPaths, current: Run, force: bool, wipe: bool, file_recip
     # Training compares the resolved recipe, not the file: a comment edited in the file changes no setting.
     compared = tuple(f for f in INPUTS if f != "recipe_file_hash")
     require_current(recorded, current, f"{alias} fold {k} ({paths.dir})", fix, fields=compared, required=compared)
-    return recorded.finished and paths.oof.exists()
+    return recorded.finished and paths.output.exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def holder(paths: RunPaths) -> Holder | None:
 
 
 @contextmanager
-def run_lock(paths: RunPaths, alias: str, fold: int, enabled: bool = True) -> Iterator[None]:
+def run_lock(paths: RunPaths, alias: str, fold: int | str, enabled: bool = True) -> Iterator[None]:
     """Hold `paths`' lock while the block runs; refuse when a live process already holds it."""
     if not enabled:  # DDP ranks other than 0: rank 0 holds the lock for the group
         yield

@@ -25,10 +25,11 @@ class Pace:
         self.started = time.time()
 
     def label(self, k: int) -> str:
-        """'fold 2 (3/5)' when several folds run, else 'fold 2'."""
+        """'fold 2 (3/5)' when several runs go, else 'fold 2'; the full fit is 'full fit'."""
+        name = "full fit" if k == "full" else f"fold {k}"
         if len(self.folds) > 1 and k in self.folds:
-            return f"fold {k} ({self.folds.index(k) + 1}/{len(self.folds)})"
-        return f"fold {k}"
+            return f"{name} ({self.folds.index(k) + 1}/{len(self.folds)})"
+        return name
 
     def start(self, k: int, done_epochs: int) -> None:
         if k in self.left:

@@ -19,6 +19,7 @@ with torchrun's rendezvous flags and a workspace every node sees at the same pat
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -31,21 +32,23 @@ from rich.console import Console
 
 from comp import logits as logits_io
 from comp.core import atomic, metrics
-from comp.core.config import save_toml
+from comp.core.config import save_toml, with_overrides
 from comp.core.device import resolve_device
 from comp.core.errors import CompError
 from comp.core.provenance import code_version, competition_hash
-from comp.core.workspace import RunPaths, Workspace
+from comp.core.workspace import FULL, RunPaths, Workspace
 from comp.kinds import kind_of
+from comp.modeling import models
 from comp.modeling.models import build_model, data_config, load_weights, require_weights, save_weights, unwrap
 from comp.modeling.recipe import Recipe, load_recipe, parse_duration, recipe_dict, recipe_file_hash, recipe_hash
 from comp.runs import INPUTS, Run, write_run
+from comp.training import budget as budgeting
 from comp.training import checkpoint
-from comp.training.budget import Plan, finished_line
+from comp.training.budget import Plan
 from comp.training.fold_parallel import fold_share, join_plan_group
 from comp.training.lock import run_lock
 from comp.training.loop import Trainer, epoch_progress
-from comp.training.pace import Pace
+from comp.training.pace import Pace, duration
 from comp.training.pseudo import PseudoSource, add_pseudo_rows
 from comp.training.runtime import Dist, process_cores, seed_everything, setup_distributed
 from comp.vision import augment, images
@@ -74,7 +77,7 @@ def train(
     under torchrun each process trains its own share of the folds alone (no DDP). `pseudo_source` turns the recipe's
     `pseudo` stack into pseudo-labelled test rows (comp.ensemble.pseudo.pseudo_labels; the CLI passes it).
     """
-    from comp.folds import load_folds, parse_fold
+    from comp.folds import load_folds, parse_runs
     from comp.setup.items import test_items, train_items, with_folds
     from comp.setup.verify import ensure_verified, require_verified
 
@@ -82,14 +85,23 @@ def train(
     console = console or Console(stderr=True)
     overrides = [*(overrides or []), *([f"budget={budget}"] if budget else [])]
     comp = ws.load()
-    recipe = load_recipe(ws, alias, overrides)  # every setting checked before any work (comp.core.config.Bound)
+    file_recipe = load_recipe(ws, alias)  # the recipe file without --set (refusals print --set from it)
+    # Every setting checked before any work (comp.core.config.Bound).
+    recipe = with_overrides(file_recipe, overrides, source=f"--set (recipe {alias})")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         require_verified(comp, ws)  # under torchrun every rank checks; verifying is left to `comp verify` first
     else:
         ensure_verified(comp, ws, console)  # cached: milliseconds when the data is unchanged
     folds = load_folds(ws, comp)
-    fold_list = parse_fold(fold, folds.n_folds)
-    if force or any(not ws.run(alias, k).oof.exists() for k in fold_list):
+    runs = parse_runs(fold, folds.n_folds)
+    if FULL in runs and not comp.test_dir:
+        raise CompError("--fold full: a full fit makes test predictions only, and comp.toml has no test_dir; train "
+                        "folds instead (`--fold all`)")
+    inherited = _folds_settings(ws, alias, folds.n_folds, overrides) if fold == FULL else []
+    if inherited:
+        overrides = [*inherited, *overrides]
+        recipe = with_overrides(file_recipe, overrides, source=f"--set (recipe {alias}, and its folds' settings)")
+    if force or any(not ws.run(alias, k).output.exists() for k in runs):
         require_weights(recipe, ws)  # in seconds, before images are decoded: offline hub weights, a missing file
     items = with_folds(train_items(comp, ws), folds.frame)
     pseudo = None
@@ -99,13 +111,23 @@ def train(
                             "`comp train --pseudo STACK` (library callers: pass pseudo_source)")
         pseudo = pseudo_source(comp, ws, recipe.pseudo, recipe.pseudo_threshold)
         items = add_pseudo_rows(items, pseudo)
-    ddp, fold_list = _processes(device, fold_parallel, recipe, fold_list)
+    ddp, runs = _processes(device, fold_parallel, recipe, runs)
+    # The images' native side caps the recipe's (a 224 px recipe on 100 px photos would upsample them 2x and train
+    # 5x slower for no detail), unless the user asked for a side (--set img_size, or img_size in their own recipe).
+    native = None if models.fixed_side(recipe) else budgeting.native_side(items["path"].astype(str).tolist())
+    asked = models.fixed_side(recipe) or _side_asked(ws, alias, overrides)
+    want = int(data_config(None, recipe)["input_size"][-1])
+    side = want if asked else budgeting.capped_side(want, native)
+    capped_note = ""
+    if side != want:
+        recipe = with_overrides(recipe, [f"img_size={side}"], source="the images' native side")
+        capped_note = (f"img_size {side} px: the images are ~{native} px on their shorter side, so the recipe's "
+                       f"{want} px would only upsample them (--set img_size={want} keeps it)")
 
     def record(recipe: Recipe) -> Run:
         return _record(ws, alias, recipe, folds.hash, competition_hash(comp),
                        pseudo.source if pseudo is not None else "")
 
-    current = record(recipe)
     # Deterministic CPU kernels make a resumed run repeat the interrupted one exactly; restored afterwards because
     # the switch is process-wide (a library caller may not want it).
     was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -114,32 +136,65 @@ def train(
     torch.set_num_threads(process_cores())  # evaluation's; the training step runs with its Trainer's thread plan
     try:
         test = test_items(comp, ws)
-        job = _Job(ws, comp, recipe, items, test, current, ddp, console)
+        job = _Job(ws, comp, recipe, items, test, record(recipe), ddp, console)
+        job.file_recipe = recipe_dict(file_recipe)
+        if capped_note:
+            job.say(capped_note)
         if pseudo is not None:
             job.say(pseudo.describe(comp.classes))
         plan = None
-        if recipe.budget:
-            plan = plan_budget(job, fold_list, force, started)
-            job.say(plan.describe(recipe, len(fold_list)))
-            recipe = load_recipe(ws, alias, [*overrides, *plan.overrides])
-            current = record(recipe)
-            if job.data_config["input_size"][-1] != plan.img_size:
-                job = _Job(ws, comp, recipe, items, test, current, ddp, console)
-            job.recipe, job.current = recipe, current
-        # The recipe file without --set: what a refusal's "train with the recorded settings" command starts from.
-        job.file_recipe = recipe_dict(load_recipe(ws, alias))
-        job.pace = Pace(fold_list, recipe.epochs)
+        # A budget inherited from the folds (`--fold full` after `--budget`) is recorded, not planned again.
+        if recipe.budget and not any(o.startswith("budget=") for o in inherited):
+            plan = plan_budget(job, runs, str(fold), force, started, native, asked, choose_runs=not fold_parallel)
+            job.say(plan.describe(recipe, folds.n_folds))
+            recipe = with_overrides(recipe, plan.overrides, source="the --budget plan")
+            runs = list(plan.runs)
+            job.use(recipe, record(recipe))  # re-decodes the images only when the plan changed their side
+        elif job.ddp.main:
+            job.say_estimate(runs)
+        job.pace = Pace(runs, recipe.epochs)
         summaries = []
-        for k in fold_list:
-            # The lock tells `comp status` this fold is training now; one left behind marks a dead run.
+        for k in runs:
+            # The lock tells `comp status` this run is training now; one left behind marks a dead run.
             with run_lock(ws.run(alias, k), alias, k, enabled=ddp.main):
                 summaries.append(job.fold(k, force))
         if plan is not None:
-            job.say(finished_line(plan, time.time() - started))
+            job.say(budgeting.finished_line(plan, time.time() - started))
         return summaries
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
         torch.set_num_threads(threads)
+
+
+PLAN_KEYS = ("epochs", "img_size", "budget")  # what a full fit takes from its model's folds unless --set
+
+
+def _folds_settings(ws: Workspace, alias: str, n_folds: int, overrides: list[str]) -> list[str]:
+    """`--fold full`: the folds' recorded epochs, img_size and budget (their plan, or the recipe they trained with)
+    as --set arguments, for those the command does not --set itself, so the full fit is the model the folds
+    validated (stack applies the folds' blend weights to it)."""
+    from comp.runs import recorded_recipe
+
+    given = {o.split("=", 1)[0].strip() for o in overrides}
+    for k in range(n_folds):
+        rec = recorded_recipe(ws.run(alias, k))
+        if rec and ws.run(alias, k).oof.exists():
+            return [f"{key}={_toml_value(rec[key])}" for key in PLAN_KEYS if key in rec and key not in given]
+    return []
+
+
+def _toml_value(value: Any) -> str:
+    return f"'{value}'" if isinstance(value, str) else str(value)
+
+
+def _side_asked(ws: Workspace, alias: str, overrides: list[str]) -> bool:
+    """Whether the user chose the image side: --set img_size=N, or img_size in the workspace's own recipe file."""
+    from comp.core.config import load_toml
+
+    if any(o.split("=", 1)[0].strip() == "img_size" for o in overrides):
+        return True
+    local = ws.recipe_path(alias)
+    return local.exists() and "img_size" in load_toml(local)
 
 
 def _processes(device: str, fold_parallel: bool, recipe: Recipe, fold_list: list[int]) -> tuple[Dist, list[int]]:
@@ -179,6 +234,10 @@ class _Progress:
     start_epoch: int = 0  # the first epoch still to run
 
 
+class _ProbeDone(Exception):
+    """Raised from the probe's progress callback to end its epoch early."""
+
+
 class _Job:
     """Everything the folds of one `comp train` share: images (decoded once), labels, the run record, processes."""
 
@@ -207,21 +266,103 @@ class _Job:
         self.ddp.barrier()
         return pixels if self.ddp.main else images.cached_images(self.ws, paths, side)
 
-    # -- one fold
-    def fold(self, k: int, force: bool) -> dict[str, Any]:
+    def use(self, recipe: Recipe, current: Run) -> None:
+        """Train with `recipe` from now on (a --budget plan's); the images are decoded again only when its side
+        needs another cache."""
+        self.recipe, self.current = recipe, current
+        config = data_config(None, recipe)
+        if config["cache_size"] != self.data_config["cache_size"]:
+            self.data_config = config
+            self.train_images = self._images(self.items["path"].tolist())
+            self.test_images = self._images(self.test["path"].tolist()) if len(self.test) else None
+        self.data_config = config
+
+    # -- the trainer's side of the budget planner (comp.training.budget.Probe)
+    def measure(self, seconds: float, k: int | str = 0) -> budgeting.Rates:
+        """Time run `k`'s real work: building the model and trainer, training steps on the real loader (the first
+        two untimed: worker start-up and allocation; then for `seconds`), and a few evaluation batches."""
+        recipe = self.recipe
+        t0 = time.perf_counter()
+        model = build_model(recipe, self.comp.num_classes, ws=self.ws)
+        val_idx, train_idx = self._split(k)
+        trainer = Trainer(recipe, model, self.data_config, self.ddp.device, len(train_idx), self.ddp.world,
+                          multilabel=self.multilabel)
+        fold_s = time.perf_counter() - t0
+        dataset = images.ArrayDataset(self.train_images, self.y, augment.train_transform(self.data_config, recipe))
+        steps = max(budgeting.PROBE_STEPS + 2, -(-len(train_idx) // recipe.batch_size))
+        rows = budgeting.probe_rows(train_idx, recipe.batch_size, steps, recipe.seed)
+        loader = self._loader(dataset, rows, trainer, k, 0)
+        marks: list[float] = []
+        counts: list[int] = []
+
+        def advance(n: int) -> None:
+            marks.append(time.perf_counter())
+            counts.append(n)
+            if len(marks) >= budgeting.PROBE_STEPS + 2 and marks[-1] - marks[1] >= seconds:
+                raise _ProbeDone
+
+        # An epoch past the frozen ones: the whole model trains (the costliest step the run will take).
+        start = time.perf_counter()
+        try:
+            trainer.train_epoch(loader, recipe.freeze_epochs, advance)
+        except _ProbeDone:
+            pass
+        del loader
+        trainer.close()  # the probe's loader workers stop here
+        if len(marks) >= 3:
+            train_s = (marks[-1] - marks[1]) / max(1, sum(counts[2:]))
+            epoch_s = max(0.0, (marks[1] - start) - sum(counts[:2]) * train_s)
+        else:
+            train_s, epoch_s = (marks[-1] - start) / max(1, sum(counts)), 0.0
+        batch = recipe.eval_batch_size or 2 * recipe.batch_size
+        pool = val_idx if len(val_idx) else train_idx
+        sample = np.resize(pool, min(len(pool), 2 * batch) or 1)
+        self.predict(trainer.eval_model(), self.train_images, sample[:batch], "none")  # warm-up
+        t1 = time.perf_counter()
+        self.predict(trainer.eval_model(), self.train_images, sample, "none")
+        eval_s = (time.perf_counter() - t1) / len(sample)
+        return budgeting.Rates(int(self.data_config["input_size"][-1]), max(train_s, 1e-6), max(eval_s, 1e-7),
+                               fold_s, epoch_s)
+
+    def say_estimate(self, runs: list[int | str]) -> None:
+        """Without --budget: what will run, and (for a large CPU run, timed for a few seconds first) about how
+        long, before it starts."""
+        todo = [k for k in runs if not self.ws.run(self.alias, k).output.exists()]
+        if not todo:
+            return
+        r = self.recipe
+        side = int(self.data_config["input_size"][-1])
+        what = (f"{len(todo)} run{'s' if len(todo) != 1 else ''} ({', '.join(_name(k) for k in todo)}) x "
+                f"{r.epochs} epochs at {side} px")
+        folds = self.items["fold"].to_numpy()
+        work = budgeting.Workload(
+            fold_rows=tuple(int((folds == k).sum()) for k in range(self.comp.n_folds)),
+            n_extra=int((folds < 0).sum()), n_test=len(self.test),
+            views=budgeting.tta_views(r.tta, self.data_config), native_side=None, runs=tuple(todo))
+        images_seen = r.epochs * sum(work.shape(k)[0] for k in todo)
+        if self.ddp.device.type != "cpu" or images_seen < ESTIMATE_MIN_IMAGES:
+            self.say(f"{self.alias}: {what}")
+            return
+        rates = self.measure(budgeting.PROBE_MIN_S, todo[0])
+        seconds = budgeting.predicted_seconds(r.epochs, rates, work, todo)
+        self.say(f"{self.alias}: {what}, about {duration(seconds)} on this CPU (measured "
+                 f"{1 / rates.train_s:.0f} training img/s); `--budget T` plans side, epochs and folds for a time T")
+
+    # -- one fold, or the full fit (k == FULL)
+    def fold(self, k: int | str, force: bool) -> dict[str, Any]:
         paths = self.ws.run(self.alias, k)
         run = dataclasses.replace(self.current, fold=k)
         finished = checkpoint.check_run(paths, run, force, wipe=self.ddp.main, file_recipe=self.file_recipe)
         self.ddp.barrier()
         if finished:
             self.pace.finish(k)
-            self.say(f"{self.alias} fold {k}: already trained (use --force to retrain)")
+            self.say(f"{self.alias} {_name(k)}: already trained (use --force to retrain)")
             return {**_read_metrics(paths), "fold": k, "status": "skipped"}
         started = time.time()
         if self.ddp.main:
             write_run(paths, run)
         val_idx, train_idx = self._split(k)
-        seed_everything(self.recipe.seed, k)
+        seed_everything(self.recipe.seed, _seed_key(k))
         model = build_model(self.recipe, self.comp.num_classes, ws=self.ws)
         dataset = images.ArrayDataset(self.train_images, self.y, augment.train_transform(self.data_config, self.recipe))
         trainer = Trainer(self.recipe, model, self.data_config, self.ddp.device, len(train_idx), self.ddp.world,
@@ -235,9 +376,12 @@ class _Job:
         self.pace.finish(k)
         return self._finish(run, paths, trainer, val_idx, progress, started)
 
-    def _split(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(held-out rows, training rows) of fold k; pseudo-labelled rows (fold -1) only ever train."""
+    def _split(self, k: int | str) -> tuple[np.ndarray, np.ndarray]:
+        """(held-out rows, training rows) of fold k; pseudo-labelled rows (fold -1) only ever train; the full fit
+        holds out nothing."""
         fold = self.items["fold"].to_numpy()
+        if k == FULL:
+            return np.zeros(0, dtype=np.int64), np.arange(len(fold))
         val_idx, train_idx = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
         if len(val_idx) == 0 or len(train_idx) == 0:
             raise CompError(f"fold {k} has {len(val_idx)} held-out and {len(train_idx)} training rows; remake folds")
@@ -250,7 +394,7 @@ class _Job:
             return _Progress()
         trainer.load_state_dict(last)
         checkpoint.set_rng_state(last["rng"])
-        self.say(f"{self.alias} fold {k}: resuming after epoch {int(last['epoch']) + 1}")
+        self.say(f"{self.alias} {_name(k)}: resuming after epoch {int(last['epoch']) + 1}")
         # An early-stopped run resumes past its last epoch: straight to its logits.
         start = int(last["epoch"]) + (self.recipe.epochs if last.get("stopped") else 1)
         return _Progress(last["history"], last["best"], last["best_epoch"], start)
@@ -258,19 +402,22 @@ class _Job:
     def _epoch(self, k: int, epoch: int, paths: RunPaths, trainer: Trainer, dataset, train_idx: np.ndarray,
                val_idx: np.ndarray, progress: _Progress) -> bool:
         """Train one epoch, score it on the held-out rows, keep the best weights, save the resumable state; returns
-        whether to stop early."""
-        seed_everything(self.recipe.seed, k, epoch, self.ddp.rank)
+        whether to stop early. The full fit has no held-out rows: its last epoch's weights are the ones kept."""
+        seed_everything(self.recipe.seed, _seed_key(k), epoch, self.ddp.rank)
         t0 = time.time()
         loader = self._loader(dataset, train_idx, trainer, k, epoch)
-        with epoch_progress(f"{self.alias} f{k} e{epoch + 1}/{self.recipe.epochs}", len(loader),
-                            enabled=self.ddp.main) as advance:
+        with epoch_progress(f"{self.alias} {'full' if k == FULL else f'f{k}'} e{epoch + 1}/{self.recipe.epochs}",
+                            len(loader), enabled=self.ddp.main) as advance:
             loss, n_seen = trainer.train_epoch(loader, epoch, advance)
         train_s = time.time() - t0
         metric = self.comp.metric
-        logits = self.predict(trainer.eval_model(), self.train_images, val_idx, "none")
-        score = metrics.score(metric, self.y[val_idx], logits, self.comp.top_k)
-        val_loss = self.kind.loss(logits, self.y[val_idx])
-        improved = metrics.is_better(metric, score, progress.best)
+        score = val_loss = math.nan
+        improved = False
+        if len(val_idx):
+            logits = self.predict(trainer.eval_model(), self.train_images, val_idx, "none")
+            score = metrics.score(metric, self.y[val_idx], logits, self.comp.top_k)
+            val_loss = self.kind.loss(logits, self.y[val_idx])
+            improved = metrics.is_better(metric, score, progress.best)
         if improved:
             progress.best, progress.best_epoch = score, epoch
             if self.ddp.main:
@@ -287,24 +434,26 @@ class _Job:
             checkpoint.save_last(paths, {**trainer.state_dict(), "epoch": epoch, "history": progress.history,
                                          "best": progress.best, "best_epoch": progress.best_epoch, "stopped": stop,
                                          **inputs})
+            scored = (f"val_loss {val_loss:.4f}  {metric} {score:.4f}{' *' if improved else ''}  "
+                      if len(val_idx) else "")
             self.say(
                 f"{self.alias} {self.pace.label(k)} epoch {epoch + 1}/{self.recipe.epochs}: loss {loss:.4f}  "
-                f"val_loss {val_loss:.4f}  {metric} {score:.4f}{' *' if improved else ''}  "
-                f"{row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s  {self.pace.eta()}".rstrip()
+                f"{scored}{row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s  {self.pace.eta()}".rstrip()
             )
         if stop:
-            self.say(f"{self.alias} fold {k}: early stop, {metric} flat for {patience} epochs")
+            self.say(f"{self.alias} {_name(k)}: early stop, {metric} flat for {patience} epochs")
         return stop
 
-    def _loader(self, dataset, train_idx: np.ndarray, trainer: Trainer, k: int, epoch: int):
+    def _loader(self, dataset, train_idx: np.ndarray, trainer: Trainer, k: int | str, epoch: int):
         """The fold's loader set to `epoch`: built once (Trainer.loader), its workers kept across epochs; its shuffle
         (DistributedSampler, also with one process) and each item's augmentation seed follow from (seed, fold, epoch)
         alone, whatever ran before."""
         subset = torch.utils.data.Subset(dataset, train_idx)
+        seed = self.recipe.seed + _seed_key(k)
         sampler = torch.utils.data.DistributedSampler(
-            subset, num_replicas=self.ddp.world, rank=self.ddp.rank, shuffle=True, seed=self.recipe.seed + k
+            subset, num_replicas=self.ddp.world, rank=self.ddp.rank, shuffle=True, seed=seed
         )
-        loader = trainer.loader(subset, sampler, seed=self.recipe.seed + k)  # the first epoch's call builds it
+        loader = trainer.loader(subset, sampler, seed=seed)  # the first epoch's call builds it
         loader.sampler.set_epoch(epoch)
         return loader
 
@@ -319,19 +468,22 @@ class _Job:
             save_weights(paths.best, model)
         t0 = time.time()
         tta = self.recipe.tta
-        oof = self.predict(model, self.train_images, val_idx, tta)
+        oof = self.predict(model, self.train_images, val_idx, tta) if len(val_idx) else None
         test = self.predict(model, self.test_images, np.arange(len(self.test)), tta) if len(self.test) else None
         predict_s = time.time() - t0
-        oof_score = metrics.score(self.comp.metric, self.y[val_idx], oof, self.comp.top_k)
+        oof_score = (metrics.score(self.comp.metric, self.y[val_idx], oof, self.comp.top_k) if oof is not None
+                     else None)
         best_epoch = progress.best_epoch
         summary = {"fold": run.fold, "status": "trained", "metric": self.comp.metric, "best_score": progress.best,
                    "best_epoch": None if best_epoch is None else best_epoch + 1, "oof_score": oof_score, "tta": tta,
                    "epochs_done": len(progress.history), "n_oof": len(val_idx), "n_test": len(self.test),
+                   "n_train": len(self.items) - len(val_idx),
                    "speed": trainer.speed}  # thread plan and memory format, as chosen for this run
         if self.ddp.main:
             meta = run.meta(tta)
             classes = self.comp.classes
-            logits_io.save(paths.oof, logits_io.Logits(self.items["id"].to_numpy()[val_idx], oof, classes, meta))
+            if oof is not None:
+                logits_io.save(paths.oof, logits_io.Logits(self.items["id"].to_numpy()[val_idx], oof, classes, meta))
             if test is not None:
                 logits_io.save(paths.test, logits_io.Logits(self.test["id"].to_numpy(), test, classes, meta))
             checkpoint.write_history(paths, progress.history, self.comp.metric)
@@ -341,7 +493,8 @@ class _Job:
                 run, finished=True, epochs_done=len(progress.history), train_s=round(t0 - started, 2),
                 predict_s=round(predict_s, 2), world_size=self.ddp.world, device=str(self.ddp.device),
             ))
-            self.say(f"{self.alias} fold {run.fold}: OOF {self.comp.metric} {oof_score:.4f} (tta {tta}) -> {paths.dir}")
+            scored = f"OOF {self.comp.metric} {oof_score:.4f}" if oof is not None else "test logits"
+            self.say(f"{self.alias} {_name(run.fold)}: {scored} (tta {tta}) -> {paths.dir}")
         self.ddp.barrier()
         return summary
 
@@ -375,16 +528,31 @@ def _read_metrics(paths: RunPaths) -> dict[str, Any]:
         return {}
 
 
-def plan_budget(job: _Job, fold_list: list[int], force: bool, started: float) -> Plan:
-    """The budget's plan for the folds still to train: reused from folds an interrupted run started under the same
-    budget, else measured now. Under torchrun rank 0's plan is the one all follow: with DDP every rank measures (the
-    probe's steps are collective); with --fold-parallel rank 0 plans for its share of the folds (the largest) while
-    the others wait, so every fold trains with the same settings."""
+def _name(k: int | str) -> str:
+    return "full fit" if k == FULL else f"fold {k}"
+
+
+def _seed_key(k: int | str) -> int:
+    """The number a run's seeds derive from: its fold, or for the full fit one no fold uses."""
+    return FULL_SEED if k == FULL else int(k)
+
+
+FULL_SEED = 1000  # the full fit's seed key (folds are 0..K-1)
+ESTIMATE_MIN_IMAGES = 20_000  # without --budget, a CPU run this large (training images x epochs) is timed first
+
+
+def plan_budget(job: _Job, runs: list[int | str], asked: str, force: bool, started: float, native: int | None,
+                fixed: bool, choose_runs: bool = True) -> Plan:
+    """The budget's plan: read back from plan.json when the same command (same budget and --fold) made it, else
+    measured now and written there. Under torchrun rank 0's plan is the one all follow: with DDP every rank measures
+    (the probe's steps are collective); with --fold-parallel (`choose_runs` False: each process has its own runs)
+    rank 0 plans epochs and side for its share of the folds (the largest) while the others wait, so every fold
+    trains with the same settings."""
     group = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     plan: Plan | CompError | None = None
     if not (group and job.ddp.world == 1 and dist.get_rank() != 0):
         try:
-            plan = _local_plan(job, fold_list, force, started)
+            plan = _local_plan(job, runs, asked, force, started, native, fixed, choose_runs)
         except CompError as err:
             if not group:
                 raise
@@ -395,31 +563,39 @@ def plan_budget(job: _Job, fold_list: list[int], force: bool, started: float) ->
         plan = shared[0]
     if isinstance(plan, CompError):
         raise plan
+    if not choose_runs:  # --fold-parallel: the plan's settings, this process's own runs
+        plan = dataclasses.replace(plan, runs=tuple(runs))
     return plan
 
 
-def _local_plan(job: _Job, fold_list: list[int], force: bool, started: float) -> Plan:
-    from comp.runs import recorded_recipe
-    from comp.training import budget as budgeting
-
+def _local_plan(job: _Job, runs: list[int | str], asked: str, force: bool, started: float, native: int | None,
+                fixed: bool, choose_runs: bool) -> Plan:
     recipe = job.recipe
     budget_s = parse_duration(recipe.budget, "budget")
-    todo = [k for k in fold_list if force or not job.ws.run(job.alias, k).oof.exists()]
-    if not force:
-        for k in fold_list:
-            rec = recorded_recipe(job.ws.run(job.alias, k))
-            if rec.get("budget") == recipe.budget and "epochs" in rec and "img_size" in rec:
-                size = int(rec["img_size"]) or int(job.data_config["input_size"][-1])
-                rates = budgeting.Rates(size, 0.0, 0.0, 0.0)
-                return Plan(budget_s, int(rec["epochs"]), size, 0.0, time.time() - started, rates, reused=True)
+    where = job.ws.plan(job.alias)
+    if not force and where.exists():
+        import json
+
+        try:
+            saved = json.loads(where.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = {}
+        if saved.get("budget") == recipe.budget and saved.get("fold") == asked:
+            return Plan.from_json(saved, budget_s, time.time() - started)
     world = job.ddp.world
-    views = budgeting.tta_views(recipe.tta, job.data_config)
-    folds = []
-    for k in todo:
-        val_idx, train_idx = job._split(k)
-        folds.append(budgeting.FoldShape(-(-len(train_idx) // world), -(-len(val_idx) // world),
-                                         -(-len(job.test) // world), views))
-    val_idx, train_idx = job._split((todo or fold_list)[0])
+    folds = job.items["fold"].to_numpy()
+    n_folds = int(job.comp.n_folds)
+    # With --fold all the planner may also add a full fit; --fold K or --fold full is trained as asked.
+    choices = [*runs, FULL] if choose_runs and asked == "all" and len(job.test) else list(runs)
+    work = budgeting.Workload(
+        fold_rows=tuple(-(-int((folds == k).sum()) // world) for k in range(n_folds)),
+        n_extra=-(-int((folds < 0).sum()) // world), n_test=-(-len(job.test) // world),
+        views=budgeting.tta_views(recipe.tta, job.data_config), native_side=native, runs=tuple(choices),
+        choose_runs=choose_runs,
+    )
     decode_s = time.time() - started  # what decoding the images again at another side costs, at most
-    rates = budgeting.measure(job, train_idx, val_idx, budget_s)
-    return budgeting.choose(budget_s, time.time() - started, recipe, rates, folds, decode_s)
+    rates = job.measure(budgeting.probe_seconds(budget_s), next((k for k in runs if k != FULL), FULL))
+    plan = budgeting.choose(budget_s, time.time() - started, recipe, rates, work, decode_s, fixed_side=fixed)
+    if job.ddp.main:
+        atomic.write_json(where, plan.to_json(recipe.budget, asked))
+    return plan
