@@ -431,6 +431,7 @@ class ModelInfo:
     std: float | None = None
     differs: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     error: str = ""  # the recipe file does not load (the message says why)
+    full: bool = False  # a full fit (`comp train --fold full`) is trained
 
     @property
     def overrides(self) -> list[str]:
@@ -474,6 +475,7 @@ def models(ws: Workspace) -> list[ModelInfo]:
         row = grid.get(alias)
         if row is not None:
             info.trained = [k for k, c in enumerate(row.cells) if c.state == "trained"]
+            info.full = row.full is not None and row.full.state == "trained"
             stats = row.mean_std()
             if stats:
                 info.mean, info.std = stats[0], stats[1]

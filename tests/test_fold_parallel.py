@@ -75,7 +75,7 @@ def test_fold_parallel_processes_follow_rank_0s_budget_plan(make_toy_workspace, 
     import re
 
     # Each process says the plan it follows for its folds: rank 0's, measured once.
-    plans = re.findall(r"budget 1m00s: measured .* x (\d+) epochs? at (\d+) px", out)
+    plans = re.findall(r"plan: .* x (\d+) epochs? at (\d+) px", out)
     assert len(plans) == 2 and len(set(plans)) == 1, out
     recipes = [tomllib.loads(ws.run("tiny", k).recipe.read_text()) for k in range(3)]
     assert {r["budget"] for r in recipes} == {"60s"} and len({(r["epochs"], r["img_size"]) for r in recipes}) == 1

@@ -114,6 +114,7 @@ def models_command(
     table.add_column("backbone", overflow="fold")
     for m in infos:
         trained = f"{len(m.trained)}/{m.n_folds}" if m.trained else "[dim]-[/]"
+        trained += " + full" if m.full else ""
         cv = f"{m.mean:.4f} ± {m.std:.4f}" if m.mean is not None else ""
         mark = " [dim]*[/]" if m.origin == "stock" else ""
         table.add_row(escape(m.alias) + mark, trained, cv, escape(m.backbone or "?"))
