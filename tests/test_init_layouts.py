@@ -359,3 +359,12 @@ def test_a_metadata_csv_beside_class_folders_does_not_replace_them(workspace):
     pd.DataFrame(rows, columns=["image", "label"]).to_csv(data / "train_metadata.csv", index=False)
     comp, ws, out = _init(data, "--force")
     assert (comp.layout, comp.train_subfolders, comp.classes) == ("csv", True, ["camera_a", "camera_b"])
+
+
+def test_an_image_in_two_groups_is_refused_by_name(state_farm):
+    comp, ws, _ = _init(state_farm, "--groups", "driver_imgs_list.csv", "--group-column", "subject")
+    listing = pd.read_csv(state_farm / "driver_imgs_list.csv")
+    twice = pd.concat([listing, listing.iloc[[4]].assign(subject="p999"), listing.iloc[[5]]])  # 5: same group twice
+    twice.to_csv(state_farm / "driver_imgs_list.csv", index=False)
+    with pytest.raises(CompError, match=r"image 'img_4.jpg' has rows in different groups \(subject: p004, p999\)"):
+        train_items(comp, ws)

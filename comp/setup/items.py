@@ -232,8 +232,8 @@ def train_groups(comp: Competition, ws: Workspace, items: pd.DataFrame) -> tuple
     keys = frame[comp.groups_id_column].str.strip()
     groups = frame[comp.group_column].str.strip()
     lookup = dict(zip(keys, groups, strict=True))
-    clash = keys[keys.duplicated(keep=False)]
-    clash = [k for k in dict.fromkeys(clash) if groups[keys == k].nunique() > 1]
+    per_key = groups.groupby(keys.to_numpy(), sort=False).nunique()  # one pass: a CSV may list every image twice
+    clash = per_key.index[per_key > 1].tolist()
     if clash:
         raise CompError(f"{path}: image {clash[0]!r} has rows in different groups ({comp.group_column}: "
                         f"{', '.join(sorted(set(groups[keys == clash[0]])))}); keep one group per image")
