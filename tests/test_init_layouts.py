@@ -368,3 +368,11 @@ def test_an_image_in_two_groups_is_refused_by_name(state_farm):
     twice.to_csv(state_farm / "driver_imgs_list.csv", index=False)
     with pytest.raises(CompError, match=r"image 'img_4.jpg' has rows in different groups \(subject: p004, p999\)"):
         train_items(comp, ws)
+
+
+def test_csvs_that_cannot_be_read_do_not_stop_a_folder_layout(state_farm):
+    (state_farm / "train_notes.csv").write_bytes(b"")  # empty: pandas cannot read it
+    (state_farm / "extra.csv").write_bytes(b"\xff\xfe\x00garbage\x00")
+    comp, ws, out = _init(state_farm, "--group-column", "subject")
+    assert (comp.layout, comp.groups_csv) == ("folders", "data/driver_imgs_list.csv")
+    assert "extra.csv" in out and "train_notes.csv" in out  # still listed as not read

@@ -141,6 +141,14 @@ def _has_extension(value: str) -> bool:
     return os.path.splitext(value)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _columns(path: Path) -> list[str]:
+    """The header of a CSV, or [] when it cannot be read (a CSV comp would not use otherwise)."""
+    try:
+        return list(read_table(path, nrows=1).columns)
+    except CompError:
+        return []
+
+
 def _match(values: pd.Series, keys: set[str]) -> float:
     """The share of non-empty `values` that name an image file (with or without its extension)."""
     values = values.str.strip()
@@ -244,7 +252,7 @@ class _Discovery:
                                 f"(columns: {', '.join(frame.columns)})")
         else:
             labels = self.ws.path(fields["labels_csv"]).resolve() if fields.get("labels_csv") else None
-            having = [p for p in self.index.csvs if p != labels and column in read_table(p, nrows=1).columns]
+            having = [p for p in self.index.csvs if p != labels and column in _columns(p)]
             if len(having) != 1:
                 where = "the labels CSV" if labels else f"this {fields['layout']} layout (it has no labels CSV)"
                 found = f"several CSVs have it ({_listing(having, self.data)})" if having else "no CSV here has it"
@@ -297,7 +305,10 @@ class _Discovery:
         unused = [p for p in self.index.csvs if p.resolve() not in used]
         keys = self._train_keys({"train_dirs": comp.train_dirs}) if unused and not comp.group_column else set()
         for path in unused if keys else []:
-            frame = read_table(path, nrows=GLANCE_ROWS)
+            try:
+                frame = read_table(path, nrows=GLANCE_ROWS)
+            except CompError:
+                continue  # a CSV comp does not read may be anything; it is still listed
             id_col = self._image_column(frame, keys)
             classes = {normalise_label(c) for c in comp.classes}
             grouping = [c for c in frame.columns if c != id_col and 2 <= frame[c].nunique() <= len(frame) // 2
@@ -368,15 +379,15 @@ class _Discovery:
         train_images/<chain>/<image>.jpg with train.csv's hotel_id), and the CSV is the labels."""
         folder_names = {normalise_label(d.name) for d in self._dirs_at(root, 1)}
         for path in self._label_csvs():
-            found = self._id_column(path, quiet=True)
-            if found is None or found[0] != root or not found[3]:
-                continue
-            frame = read_table(path, header=not found[2])
-            id_col = frame.columns[found[1]]
-            try:
+            try:  # a CSV that cannot be read, or has no clear label column, leaves the folders the classes
+                found = self._id_column(path, quiet=True)
+                if found is None or found[0] != root or not found[3]:
+                    continue
+                frame = read_table(path, header=not found[2])
+                id_col = frame.columns[found[1]]
                 label_cols = self._label_columns(frame, path, id_col)
             except CompError:
-                continue  # no clear label column: the folders stay the classes
+                continue
             # Only a column named as a label (or as the sample's prediction), or one-hot columns, outranks folders:
             # a metadata CSV's lone repeating column (source, camera) is no reason to drop the class folders.
             named = (len(label_cols) > 1 or self.opt.label_column or label_cols[0].lower() in LABEL_COLUMN_NAMES
