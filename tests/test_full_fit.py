@@ -103,5 +103,22 @@ def test_the_recipe_side_is_capped_at_the_images_native_side_unless_asked(make_t
                      'channels_last = false\n')  # no img_size: the model's own 224 px, capped at the images' 32
     code, out = cli("train", "--model", "big", "--fold", "1", "--device", "cpu")
     assert code == 0, out
-    assert "img_size 32 px: the images are ~32 px" in out and "1 run (fold 1) x 1 epochs at 32 px" in out
+    assert "img_size 32 px: the images are ~32 px" in out and "1 run (fold 1) x 1 epoch at 32 px" in out
     assert tomllib.loads(ws.run("big", 1).recipe.read_text())["img_size"] == 32
+
+
+def test_a_side_is_asked_by_set_or_an_edited_recipe_not_by_the_copy_comp_init_makes(workspace):
+    from comp.core.workspace import STOCK_RECIPES
+    from comp.training.train import _side_asked
+
+    ws = Workspace(workspace)
+    ws.models_dir.mkdir()
+    assert not _side_asked(ws, "effnet-lite0", [])
+    assert _side_asked(ws, "effnet-lite0", ["img_size=224"])
+    copy = (STOCK_RECIPES / "effnet-lite0.toml").read_text()
+    ws.recipe_path("effnet-lite0").write_text(copy)  # what `comp init` copies: asks for nothing
+    assert not _side_asked(ws, "effnet-lite0", [])
+    ws.recipe_path("effnet-lite0").write_text(copy.replace("img_size = 224", "img_size = 192"))
+    assert _side_asked(ws, "effnet-lite0", [])
+    ws.recipe_path("mine").write_text('name = "test_resnet"\nimg_size = 128\n')
+    assert _side_asked(ws, "mine", [])

@@ -188,13 +188,18 @@ def _toml_value(value: Any) -> str:
 
 
 def _side_asked(ws: Workspace, alias: str, overrides: list[str]) -> bool:
-    """Whether the user chose the image side: --set img_size=N, or img_size in the workspace's own recipe file."""
+    """Whether the user chose the image side: --set img_size=N, or an img_size in the workspace's recipe file that
+    is not the stock recipe's (`comp init` copies the stock recipes into models/; a copy asks for nothing)."""
     from comp.core.config import load_toml
+    from comp.core.workspace import STOCK_RECIPES
 
     if any(o.split("=", 1)[0].strip() == "img_size" for o in overrides):
         return True
     local = ws.recipe_path(alias)
-    return local.exists() and "img_size" in load_toml(local)
+    if not local.exists() or "img_size" not in (mine := load_toml(local)):
+        return False
+    stock = STOCK_RECIPES / f"{alias}.toml"
+    return not stock.exists() or load_toml(stock).get("img_size") != mine["img_size"]
 
 
 def _processes(device: str, fold_parallel: bool, recipe: Recipe, fold_list: list[int]) -> tuple[Dist, list[int]]:
@@ -333,7 +338,7 @@ class _Job:
         r = self.recipe
         side = int(self.data_config["input_size"][-1])
         what = (f"{len(todo)} run{'s' if len(todo) != 1 else ''} ({', '.join(_name(k) for k in todo)}) x "
-                f"{r.epochs} epochs at {side} px")
+                f"{r.epochs} epoch{'s' if r.epochs != 1 else ''} at {side} px")
         folds = self.items["fold"].to_numpy()
         work = budgeting.Workload(
             fold_rows=tuple(int((folds == k).sum()) for k in range(self.comp.n_folds)),
