@@ -448,7 +448,7 @@ class _Discovery:
         (tiny-imagenet's <class>/images/, a zip's <class>/<class>/) is structure. When images lie directly in the
         first-level folders, or no deeper level splits, it is 1; when one does, <chain>/<hotel>/ and
         <class>/<session>/ look alike, so --class-depth decides and init refuses to guess."""
-        parents = {p.parent.relative_to(root).parts for p in scan_images(root)[0]}
+        parents = self.index.image_dirs(root)
         parents.discard(())  # images right in the root belong to no class; they are listed as ignored
         if not parents:
             return 1

@@ -90,11 +90,23 @@ class FolderIndex:
         if folder not in self._tree:
             keys: set[str] = set()
             exts: Counter = Counter()
-            for p in scan_images(folder)[0]:
-                keys.update((p.name, p.stem))
-                exts[p.suffix] += 1
+            for _, _, names in os.walk(folder, followlinks=True):  # names only: no Path per file in 100k-file trees
+                for name in names:
+                    if is_image_name(name):
+                        stem, ext = os.path.splitext(name)
+                        keys.update((name, stem))
+                        exts[ext] += 1
             self._tree[folder] = (keys, exts)
         return self._tree[folder]
+
+    def image_dirs(self, folder: Path) -> set[tuple[str, ...]]:
+        """The folders below `folder` that hold images directly, as path parts relative to it (() is `folder`)."""
+        found = set()
+        for dirpath, dirnames, names in os.walk(folder, followlinks=True):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS]
+            if any(is_image_name(n) for n in names):
+                found.add(Path(dirpath).relative_to(folder).parts)
+        return found
 
     def junk(self, folder: Path) -> list[Path]:
         """The files directly in `folder` that are not images (README, .DS_Store, .gif placeholders...)."""
