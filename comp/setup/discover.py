@@ -20,8 +20,10 @@ from comp.core.config import KINDS, Competition
 from comp.core.errors import CompError
 from comp.core.workspace import Workspace
 from comp.kinds import BINARY, detect_format, detect_multilabel, get, without_sample
+from comp.setup import groups
 from comp.setup.scan import (
     FolderIndex,
+    naming_share,
     normalise_label,
     read_table,
     scan_images,
@@ -78,11 +80,7 @@ SEARCH_DEPTH = 2  # Kaggle zips often unpack one level deeper (data/train/train/
 NAME_PATTERNS = (r"(?P<label>.+)\.\d+\.[^.]+", r"(?P<label>.+)_\d+\.[^.]+", r"(?P<label>.+)-\d+\.[^.]+")
 NAME_MATCH_SHARE = 0.95  # files a name pattern must fit (all but one in a small folder); the rest (a stray
 # README.jpg) are left out, and listed
-GLANCE_ROWS = 20_000  # rows read from a CSV comp does not use, to say what it might hold
 FILES_PER_CLASS = 3  # a pattern whose "classes" hold fewer files each on average is reading ids, not labels
-# Words in a column name that say its rows come in groups a CV split must not cut (a patient's images in two folds).
-GROUP_WORDS = ("patient", "subject", "driver", "individual", "person", "user", "site", "session", "video", "group",
-               "study", "case", "participant", "animal", "camera", "location")
 LABEL_COLUMN_NAMES = ("label", "labels", "class", "category", "target", "y", "breed", "species", "diagnosis")
 VAL_NAMES = ("val", "valid", "validation", "dev")
 
@@ -139,21 +137,6 @@ def _named(folder: Path, *words: str) -> bool:
 
 def _has_extension(value: str) -> bool:
     return os.path.splitext(value)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _columns(path: Path) -> list[str]:
-    """The header of a CSV, or [] when it cannot be read (a CSV comp would not use otherwise)."""
-    try:
-        return list(read_table(path, nrows=1).columns)
-    except CompError:
-        return []
-
-
-def _match(values: pd.Series, keys: set[str]) -> float:
-    """The share of non-empty `values` that name an image file (with or without its extension)."""
-    values = values.str.strip()
-    values = values[values != ""]
-    return float(values.isin(keys).mean()) if len(values) else 0.0
 
 
 class _Discovery:
@@ -252,7 +235,7 @@ class _Discovery:
                                 f"(columns: {', '.join(frame.columns)})")
         else:
             labels = self.ws.path(fields["labels_csv"]).resolve() if fields.get("labels_csv") else None
-            having = [p for p in self.index.csvs if p != labels and column in _columns(p)]
+            having = [p for p in self.index.csvs if p != labels and column in groups.columns_of(p)]
             if len(having) != 1:
                 where = "the labels CSV" if labels else f"this {fields['layout']} layout (it has no labels CSV)"
                 found = f"several CSVs have it ({_listing(having, self.data)})" if having else "no CSV here has it"
@@ -260,65 +243,30 @@ class _Discovery:
                                 "naming the CSV that holds it")
             path = having[0]
             frame = read_table(path)
-        if column not in frame.columns:
-            raise CompError(f"--group-column {column!r} is not a column of {path} "
-                            f"(columns: {', '.join(frame.columns)})")
-        id_col = self._image_column(frame, self._train_keys(fields), exclude=column)
-        if id_col is None:
-            raise CompError(f"{path}: no column names the training images (columns: {', '.join(frame.columns)}); "
-                            "the groups CSV needs one column of image file names (or ids) beside the group column")
+        id_col = groups.groups_id_column(path, frame, column, self._train_keys(fields["train_dirs"]),
+                                         self.opt.id_column)
         self.notes.append(f"groups: {column!r} of {relative(path, self.ws)}, matched to the images by {id_col!r}")
         return {"group_column": column, "groups_csv": relative(path, self.ws), "groups_id_column": id_col}
 
-    def _hint_groups(self, frame: pd.DataFrame, taken: list[str], path: Path) -> None:
-        """A note when a labels-CSV column is named like a group (patient_id, subject...) and repeats: CV that
-        splits a patient's images over folds scores too high, and only the user knows whether it matters."""
-        for column in frame.columns:
-            words = set(re.split(r"[^a-z]+", column.lower()))
-            if column in taken or not words & set(GROUP_WORDS):
-                continue
-            n = frame[column].nunique()
-            if 2 <= n <= len(frame) // 2:
-                self.notes.append(f"{path.name} has {column!r} ({n} values over {len(frame)} rows): if images sharing "
-                                  f"it must stay in one fold, run init again with --force --group-column {column}")
-
-    def _train_keys(self, fields: dict) -> set[str]:
+    def _train_keys(self, train_dirs: list[str]) -> set[str]:
         """File names and stems of every training image (what a second CSV may name them by)."""
         keys: set[str] = set()
-        for rel in fields["train_dirs"]:
+        for rel in train_dirs:
             keys |= self.index.tree_keys(self.ws.path(rel).resolve())[0]
         return keys
 
-    def _image_column(self, frame: pd.DataFrame, keys: set[str], exclude: str = "") -> str | None:
-        """The column of `frame` naming the most images (at least half its values), unique values first."""
-        if self.opt.id_column in frame.columns and self.opt.id_column != exclude:
-            return self.opt.id_column
-        scores = [(_match(frame[c], keys) * frame[c].nunique() / max(1, len(frame)), c)
-                  for c in frame.columns if c != exclude]
-        scores = [s for s in scores if s[0] >= 0.5]
-        return max(scores, key=lambda s: s[0])[1] if scores else None
-
     def _unused_csvs(self, comp: Competition) -> list[str]:
-        """The CSVs in the data that comp.toml does not read, each with what it looks like when it could hold
-        groups (a column naming the training images beside one that repeats, not the labels)."""
+        """The CSVs in the data that comp.toml does not read; a note for each that could hold groups."""
         used = {self.ws.path(f).resolve() for f in (comp.labels_csv, comp.groups_csv, comp.sample_submission) if f}
         unused = [p for p in self.index.csvs if p.resolve() not in used]
-        keys = self._train_keys({"train_dirs": comp.train_dirs}) if unused and not comp.group_column else set()
+        keys = self._train_keys(comp.train_dirs) if unused and not comp.group_column else set()
         for path in unused if keys else []:
-            try:
-                frame = read_table(path, nrows=GLANCE_ROWS)
-            except CompError:
-                continue  # a CSV comp does not read may be anything; it is still listed
-            id_col = self._image_column(frame, keys)
-            classes = {normalise_label(c) for c in comp.classes}
-            grouping = [c for c in frame.columns if c != id_col and 2 <= frame[c].nunique() <= len(frame) // 2
-                        and not {normalise_label(v) for v in frame[c]} <= classes]
-            if id_col and grouping:
-                column = max(grouping, key=lambda c: frame[c].nunique())
-                values = f"{frame[column].nunique()}{'+' if len(frame) == GLANCE_ROWS else ''} values"
+            found = groups.grouping_in(path, keys, comp.classes)
+            if found:
+                id_col, column, values = found
                 self.notes.append(f"{path.name} names the training images ({id_col!r}) beside {column!r} "
-                                  f"({values}): if images sharing it must stay in one fold (a driver, patient, "
-                                  f"site), run `comp init {relative(self.data, self.ws)} --force --groups "
+                                  f"({values} values): if images sharing it must stay in one fold (a driver, "
+                                  f"patient, site), run `comp init {relative(self.data, self.ws)} --force --groups "
                                   f"{relative(path, self.ws)} --group-column {column}`")
         return [_listing([p], self.data) for p in unused]
 
@@ -544,7 +492,7 @@ class _Discovery:
                 for j in range(raw.shape[1]):
                     column = raw.iloc[1:, j]
                     # Ids are unique: a label column of small integers must not win against "1.png, 2.png, ...".
-                    score = _match(column, keys) * column.nunique() / len(column)
+                    score = naming_share(column, keys) * column.nunique() / len(column)
                     if score >= 0.5:
                         scores.append((score, _named(folder, "train"), not nested, -len(folder.parts), folder, j,
                                        nested))
@@ -558,7 +506,7 @@ class _Discovery:
                 exts[p.suffix] += p.parent != self.data
             for j in range(raw.shape[1]):
                 column = raw.iloc[1:, j]
-                score = _match(column, keys) * column.nunique() / len(column)
+                score = naming_share(column, keys) * column.nunique() / len(column)
                 if score >= 0.5:
                     scores.append((score, False, True, 0, self.data, j, False))
         if not scores:
@@ -629,7 +577,9 @@ class _Discovery:
                                  "(`comp verify` lists them)")
         in_labels = self.opt.group_column in frame.columns and not self.opt.groups
         if not (self.opt.group_column or self.opt.groups):
-            self._hint_groups(frame, [id_col, *label_cols], path)
+            self.notes += [f"{path.name} has {column!r} ({n} values over {len(frame)} rows): if images sharing it must "
+                           f"stay in one fold, run init again with --force --group-column {column}"
+                           for column, n in groups.named_like_groups(frame, [id_col, *label_cols])]
         return {"layout": "csv", "train_dirs": [relative(folder, self.ws)], "labels_csv": relative(path, self.ws),
                 "labels_header": not headerless, "train_id_column": id_col,
                 "train_label_column": label_cols[0] if len(label_cols) == 1 else "",
@@ -708,7 +658,7 @@ class _Discovery:
                 # No folder called test (leaf-classification keeps every image in images/): the folder holding
                 # the sample's ids is the test folder.
                 found = [d for d in self.index.dirs if self.index.file_keys(d)[0]
-                         and any(_match(sample[c], self.index.file_keys(d)[0]) >= 0.9 for c in sample.columns)]
+                         and any(naming_share(sample[c], self.index.file_keys(d)[0]) >= 0.9 for c in sample.columns)]
                 if len(found) == 1:
                     self.notes.append(f"test images: the sample's ids are files in {relative(found[0], self.ws)}")
         if len(found) > 1:
@@ -772,7 +722,7 @@ class _Discovery:
         for p in scan_images(test_dir)[0] if not keys else []:  # labelled test folders: ids like "cat/0001.jpg"
             rel = p.relative_to(test_dir).as_posix()
             keys |= {rel, rel.rsplit(".", 1)[0]}
-        matching = [c for c in sample.columns if _match(sample[c], keys) >= 0.5]
+        matching = [c for c in sample.columns if naming_share(sample[c], keys) >= 0.5]
         if len(matching) == 1:
             return matching[0]
         if not matching and sample.columns[0].lower() in ("id", "image", "image_id", "image_name", "name", "file"):

@@ -154,6 +154,13 @@ def read_table(path: Path, header: bool = True, nrows: int | None = None) -> pd.
     return frame
 
 
+def naming_share(values: pd.Series, keys: set[str]) -> float:
+    """The share of non-empty `values` that name an image file (`keys`: file names and stems)."""
+    values = values.str.strip()
+    values = values[values != ""]
+    return float(values.isin(keys).mean()) if len(values) else 0.0
+
+
 def file_for(folder: Path, image_id: str, image_ext: str) -> Path:
     """The file of `image_id`: the id itself, plus `image_ext` unless the id already ends with it."""
     if image_ext and not image_id.lower().endswith(image_ext.lower()):
