@@ -453,8 +453,7 @@ def _set_value(value: Any) -> str:
 
 def models(ws: Workspace) -> list[ModelInfo]:
     """Every recipe alias (stock, workspace, or with runs) with its trained folds, CV and differing settings."""
-    import tomllib
-
+    from comp.core.config import tomllib
     from comp.modeling.recipe import STOCK_RECIPES, load_recipe, recipe_dict
 
     current = status(ws)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import tomli_w
 
 from comp.core import atomic
+from comp.core.config import tomllib
 from comp.core.errors import CompError, StaleError
 from comp.core.workspace import FULL, RunPaths, Workspace
 from comp.modeling.recipe import recipe_file_hash

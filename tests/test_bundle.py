@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from comp.bundle import kernel
-from comp.bundle.local import _fresh_venv, compare
+from comp.bundle.local import _fresh_venv, base_interpreter, compare
 from comp.bundle.notebook import code_cells, notebook
 from comp.core.config import Competition
 from comp.core.errors import CompError
@@ -153,7 +153,7 @@ def test_the_sandbox_refuses_network_and_hides_comp(tmp_path):
     threading.Thread(target=lambda: server.accept(), daemon=True).start()
     port = server.getsockname()[1]
     manifest = {"wheels": [{"name": "comp", "packages": ["comp"]}]}
-    python = _fresh_venv(tmp_path, manifest)
+    python = _fresh_venv(tmp_path, manifest, base_interpreter())
     log = tmp_path / "network.log"
     env = {"COMP_NETWORK_LOG": str(log), "PATH": "/usr/bin:/bin"}
     probe = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=5)\nprint('connected')"
@@ -216,7 +216,8 @@ def test_two_model_logistic_stack_round_trip(workspace, cli, isolated, make_kagg
     assert [m["alias"] for m in manifest["models"]] == ["tiny", "tiny2"]
     assert {f["tta"] for f in manifest["models"][1]["folds"]} == {"hflip"}  # each model's recorded TTA
     assert manifest["params"] == sidecar["params"]
-    assert {w["name"].lower().replace("_", "-") for w in manifest["wheels"]} == {"comp", "timm", "ttach", "tomli-w"}
+    names = {w["name"].lower().replace("_", "-") for w in manifest["wheels"]}
+    assert names == {"comp", "timm", "ttach", "tomli-w", "tomli"}
     for fold in (0, 1):
         assert (bundle / "dataset" / "models" / "tiny2" / f"fold{fold}" / "best.safetensors").is_file()
     meta = json.loads((bundle / "kernel" / "kernel-metadata.json").read_text())

@@ -21,7 +21,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from comp import logits
@@ -168,7 +168,7 @@ def build_bundle(ws: Workspace, name: str | None = None, *, gpu: bool = False, o
     size = sum(p.stat().st_size for p in paths.dataset.rglob("*") if p.is_file())
     digest = dataset_hash(paths)
     atomic.write_json(paths.record, {
-        "name": name, "created": datetime.now(UTC).isoformat(timespec="seconds"), "size_bytes": size,
+        "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "size_bytes": size,
         "dataset_hash": digest, "per_image_s": per_image, "fixed_s": fixed, "timed_on": device,
         "timed_images": list(TIMED_IMAGES),
         "n_test": n_test, "estimate_s": estimate, "time_limit_h": time_limit_h, "gpu": gpu,

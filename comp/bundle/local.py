@@ -6,18 +6,21 @@ Under `bundles/NAME/local-run/` it builds:
   kaggle/input/<dataset>       the bundle's dataset/ (a symlink)
   kaggle/working/              empty; the kernel's cwd, where submission.csv must appear
   venv/                        a fresh virtual environment; the notebook's own install cell puts the bundle's
-                               wheels (comp, timm, ttach, tomli-w) into it with --no-index --no-deps
-  image/                       the stand-in for Kaggle's image: links to this environment's packages *minus* comp
-                               and the bundled ones, so those can only come from the wheels
+                               wheels (comp, timm, ttach, tomli-w, tomli) into it with --no-index --no-deps
+  image/                       the stand-in for Kaggle's image: links to this environment's packages (or, with
+                               `python=`, those of another interpreter or venv) *minus* comp and the bundled ones,
+                               so those can only come from the wheels
   home/, tmp/                  an empty HOME (no Kaggle credentials reachable) and TMPDIR
 
-What is isolated and what is not: comp, timm, ttach and tomli-w are importable only from the wheels (the kernel
-records `comp.__file__`, and the run fails unless it lies in venv/); the process starts with only the notebook's
-environment variables; every IPv4/IPv6 socket connection and name lookup raises (a start-up hook in venv/), and
-each attempt is logged to `network.log`, which fails the run even when the code caught the error. Not isolated:
-torch, numpy and the other packages come from this machine's environment standing in for Kaggle's image (installing
-torch offline into a fresh venv is impossible here), the file system outside the layout is readable, and Unix
-sockets (local IPC, which a Kaggle session also has) are allowed.
+What is isolated and what is not: comp, timm, ttach, tomli-w and tomli are importable only from the wheels (the
+kernel records `comp.__file__`, and the run fails unless it lies in venv/); the process starts with only the
+notebook's environment variables; every IPv4/IPv6 socket connection and name lookup raises (a start-up hook in
+venv/), and each attempt is logged to `network.log`, which fails the run even when the code caught the error. Not
+isolated: torch, numpy and the other packages come from this machine's environment standing in for Kaggle's image
+(installing torch offline into a fresh venv is impossible here), or from the interpreter given as `python`
+(`--python PATH`: a venv with, say, Python 3.10 or 3.12, numpy 1.26, pandas 2.2 and scikit-learn 1.2, to rehearse an
+older image), the file system outside the layout is readable, and Unix sockets (local IPC, which a Kaggle session
+also has) are allowed.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,13 +96,16 @@ class LocalRun:
     extra_ids: list[str] = field(default_factory=list)  # ids the test set had that the reference did not
     missing_ids: list[str] = field(default_factory=list)  # reference ids the test set lacked
     log: str = ""
+    versions: dict = field(default_factory=dict)  # python and the main packages' versions the kernel ran with
 
 
-def run_local(ws: Workspace, name: str, variant: bool = False, timeout: float = 3600.0, say=print) -> LocalRun:
+def run_local(ws: Workspace, name: str, variant: bool = False, timeout: float = 3600.0, say=print,
+              python: str | os.PathLike | None = None) -> LocalRun:
     """Run the bundle's notebook in a fresh process on a Kaggle-like layout and compare with submissions/NAME.csv.
 
     With `variant`, the competition folder holds a test set with some of the local test images left out and
-    training images added as new test ids (with a sample to match), to show the kernel follows the test set given."""
+    training images added as new test ids (with a sample to match), to show the kernel follows the test set given.
+    `python`: the interpreter whose packages stand in for Kaggle's image (default: this one)."""
     comp = ws.load()
     paths = ws.bundle(name)
     if not paths.manifest.is_file():
@@ -123,12 +128,14 @@ def run_local(ws: Workspace, name: str, variant: bool = False, timeout: float = 
     else:
         os.symlink(ws.path(comp.data_dir).resolve(), input_dir / comp.name, target_is_directory=True)
 
-    python = _fresh_venv(root, manifest)
+    base = base_interpreter(python)
+    python = _fresh_venv(root, manifest, base)
     nb = json.loads(next(paths.kernel.glob("*.ipynb")).read_text(encoding="utf-8"))
     script = root / "notebook.py"
     atomic.write_text(script, "\n\n".join(notebook.code_cells(nb)))
     env = _kernel_env(root, input_dir, working, python)
-    say(f"running the kernel in a fresh process ({python}), input {input_dir}, no network...")
+    say(f"running the kernel in a fresh process ({python}, packages of {base.executable}: Python {base.version}), "
+        f"input {input_dir}, no network...")
     t0 = time.perf_counter()
     try:
         result = subprocess.run([str(python), str(script)], cwd=working, env=env, capture_output=True, text=True,
@@ -154,10 +161,11 @@ def run_local(ws: Workspace, name: str, variant: bool = False, timeout: float = 
     copy = paths.local_run / ("submission-variant.csv" if variant else "submission.csv")
     atomic.write_bytes(copy, submission.read_bytes())
     return LocalRun(copy, seconds, float(report["per_image_s"]), int(report["n_images"]), diff, compared,
-                    added, removed, log)
+                    added, removed, log, dict(report.get("versions") or {}))
 
 
-def verify_bundle(ws: Workspace, name: str, say=print, done=None) -> list[LocalRun]:
+def verify_bundle(ws: Workspace, name: str, say=print, done=None,
+                  python: str | os.PathLike | None = None) -> list[LocalRun]:
     """Both local runs (the local test set, then the variant with images left out and added), each handed to
     `done(variant, run)` as it ends; when both pass, `local-run/passed.json` records the dataset's content hash,
     which `comp submit --kernel` requires."""
@@ -165,7 +173,7 @@ def verify_bundle(ws: Workspace, name: str, say=print, done=None) -> list[LocalR
 
     runs = []
     for variant in (False, True):
-        runs.append(run_local(ws, name, variant=variant, say=say))
+        runs.append(run_local(ws, name, variant=variant, say=say, python=python))
         if done is not None:
             done(variant, runs[-1])
     same = runs[0]
@@ -181,7 +189,7 @@ def verify_bundle(ws: Workspace, name: str, say=print, done=None) -> list[LocalR
                 f"{estimate / 3600:.1f} h for {record.get('n_test')} test images, over the {limit:g} h limit")
     atomic.write_json(ws.bundle(name).local_run / "passed.json", {
         "dataset_hash": dataset_hash(ws.bundle(name)), "compared": same.compared, "max_abs_diff": same.max_abs_diff,
-        "seconds": round(same.seconds, 2), "per_image_s": same.per_image_s,
+        "seconds": round(same.seconds, 2), "per_image_s": same.per_image_s, "versions": same.versions,
         "variant": {"rows": runs[1].n_rows, "extra": runs[1].extra_ids, "missing": runs[1].missing_ids},
     })
     return runs
@@ -263,17 +271,54 @@ def _expected_ids(reference: Path, comp: Competition, removed: list[str], added:
     return [i for i in ids if i not in set(removed)] + added
 
 
-def _fresh_venv(root: Path, manifest: dict) -> Path:
-    """venv/ with the stand-in image on its path and the network blocked; returns its python."""
+@dataclass(frozen=True)
+class Interpreter:
+    executable: str
+    version: str  # e.g. "3.12.1"
+    site_dirs: tuple[str, ...]  # where its packages live (purelib, platlib, site-packages), first wins
+
+
+_PROBE = ("import json, site, sys, sysconfig; p = sysconfig.get_paths(); "
+          "print(json.dumps({'version': '%d.%d.%d' % sys.version_info[:3], 'executable': sys.executable, "
+          "'dirs': [p['purelib'], p['platlib'], *site.getsitepackages()]}))")
+
+
+def base_interpreter(python: str | os.PathLike | None = None) -> Interpreter:
+    """The interpreter whose packages stand in for Kaggle's image: `python` (a path, or a command on PATH), else
+    this one. Refused when it cannot run or is older than the kernel supports (Python 3.10)."""
+    exe = str(python) if python else sys.executable
+    if python and os.sep not in exe:
+        exe = shutil.which(exe) or exe
+    if not Path(exe).is_file() or not os.access(exe, os.X_OK):
+        raise CompError(f"--python {python}: no such interpreter; give the path of a python executable, e.g. "
+                        ".venv-kaggle/bin/python")
+    try:
+        probe = subprocess.run([exe, "-c", _PROBE], capture_output=True, text=True, timeout=60)
+        info = json.loads(probe.stdout)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        raise CompError(f"--python {python}: could not run it as a Python interpreter") from None
+    if tuple(int(x) for x in info["version"].split(".")[:2]) < (3, 10):
+        raise CompError(f"--python {python} is Python {info['version']}; the kernel needs Python 3.10 or newer "
+                        "(the oldest on Kaggle's images of the last two years)")
+    dirs = tuple(dict.fromkeys(d for d in info["dirs"] if Path(d).is_dir()))
+    return Interpreter(exe, info["version"], dirs)
+
+
+def _fresh_venv(root: Path, manifest: dict, base: Interpreter) -> Path:
+    """venv/ made from `base`, with the stand-in image (its packages) on its path and the network blocked; returns
+    its python."""
     venv = root / "venv"
     # No pip of its own: the notebook's `python -m pip` finds the stand-in image's, as a Kaggle session finds the
     # image's, and installs into this venv.
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
+    made = subprocess.run([base.executable, "-m", "venv", "--without-pip", str(venv)], capture_output=True, text=True)
+    if made.returncode != 0:
+        raise CompError(f"could not make a virtual environment with {base.executable} "
+                        f"({(made.stderr or made.stdout).strip()[-300:]}); on Debian/Ubuntu install its venv package")
     site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()"
                                 "['purelib'])"], check=True, capture_output=True, text=True).stdout.strip())
     image = root / "image"
     _stand_in_image(image, {p for w in manifest["wheels"] for p in w["packages"]},
-                    {w["name"] for w in manifest["wheels"]})
+                    {w["name"] for w in manifest["wheels"]}, [Path(d) for d in base.site_dirs])
     # A plain path line (not `import site`): the stand-in comes after venv's own site-packages, where the
     # notebook installs the wheels, so those win.
     (site / "kaggle-image.pth").write_text(f"{image}\n")
@@ -284,18 +329,19 @@ def _fresh_venv(root: Path, manifest: dict) -> Path:
     return venv / "bin" / "python"
 
 
-def _stand_in_image(image: Path, packages: set[str], dists: set[str]) -> None:
-    """Links to every entry of this environment's site-packages except the bundled packages and comp itself."""
-    source = Path(sysconfig.get_paths()["purelib"])
+def _stand_in_image(image: Path, packages: set[str], dists: set[str], sources: list[Path]) -> None:
+    """Links to every entry of the image's site-packages folders except the bundled packages and comp itself."""
     hidden_dists = {d.lower().replace("-", "_") for d in dists}
     image.mkdir(parents=True)
-    for entry in source.iterdir():
-        lowered = entry.name.lower()
-        dist = lowered.split("-")[0] if lowered.endswith((".dist-info", ".egg-info")) else ""
-        if (entry.name in packages or dist in hidden_dists or lowered.startswith("__editable__")
-                or lowered.endswith(".pth") or entry.name == "comp_offline.py"):
-            continue
-        os.symlink(entry, image / entry.name)
+    for source in sources:
+        for entry in sorted(source.iterdir()):
+            lowered = entry.name.lower()
+            dist = lowered.split("-")[0] if lowered.endswith((".dist-info", ".egg-info")) else ""
+            if (entry.name in packages or dist in hidden_dists or lowered.startswith("__editable__")
+                    or lowered.endswith(".pth") or entry.name == "comp_offline.py"
+                    or (image / entry.name).exists() or (image / entry.name).is_symlink()):
+                continue
+            os.symlink(entry, image / entry.name)
 
 
 def _kernel_env(root: Path, input_dir: Path, working: Path, python: Path) -> dict[str, str]:

@@ -2,10 +2,10 @@
 another version, each recorded with name, version and sha256.
 
 Which packages travel (`BUNDLED`): ttach (not in Kaggle's image), tomli-w (comp.core.config imports it; not in the
-image) and timm, pinned to the version the models were trained with, because a model's definition is timm's code
-and the image's timm may be older or newer. Never torch, torchvision, numpy, scikit-learn, pandas, safetensors or
-pillow: the image has them built for its CUDA, and a wheel from here could not replace them offline anyway (the
-kernel reports their versions so a mismatch is visible).
+image), tomli (comp reads TOML with it where Python 3.10 lacks tomllib) and timm, pinned to the version the models
+were trained with, because a model's definition is timm's code and the image's timm may be older or newer. Never
+torch, torchvision, numpy, scikit-learn, pandas, safetensors or pillow: the image has them built for its CUDA, and a
+wheel from here could not replace them offline anyway (the kernel reports their versions so a mismatch is visible).
 
 comp's wheel is built with `pip wheel --no-deps --no-build-isolation --no-index` from a copy of its source tree (an
 editable checkout); the dependencies are repacked from the installed distributions (their RECORD lists every
@@ -33,7 +33,8 @@ from pathlib import Path
 from comp.core.errors import CompError
 from comp.core.provenance import sha256_file
 
-BUNDLED = ("timm", "ttach", "tomli-w")  # the packages a Kaggle image lacks (ttach, tomli-w) or holds in another version
+# the packages a Kaggle image lacks (ttach, tomli-w; tomli on Python 3.10 images) or holds in another version (timm)
+BUNDLED = ("timm", "ttach", "tomli-w", "tomli")
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # zip's earliest date; SOURCE_DATE_EPOCH below is the same instant
 _SOURCE_DATE_EPOCH = "315532800"
 _SKIP_DIST_INFO = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
@@ -123,6 +124,13 @@ def repack(name: str, dest: Path) -> Wheel:
     files = [f for f in dist.files or [] if not _skipped(f)]
     info_dir = next((str(f).split("/")[0] for f in files if str(f).split("/")[0].endswith(".dist-info")), "")
     wheel_meta = dist.read_text("WHEEL") or ""
+    # A mypyc build (tomli, black...) ships each module twice, compiled and as its .py source: without the compiled
+    # files it is the same pure-Python package, installable on any Python the kernel meets.
+    compiled = _mypyc_compiled(files)
+    if compiled:
+        files = [f for f in files if f not in compiled]
+        wheel_meta = "Wheel-Version: 1.0\nGenerator: comp (mypyc build repacked as its .py sources)\n" \
+                     "Root-Is-Purelib: true\nTag: py3-none-any\n"
     if not info_dir or "Root-Is-Purelib: true" not in wheel_meta:
         raise CompError(f"{name} {dist.version} is not an installed pure-Python wheel; it cannot be repacked for "
                         "the bundle")
@@ -135,6 +143,8 @@ def repack(name: str, dest: Path) -> Wheel:
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for entry in sorted(files, key=str):
             data = Path(entry.locate()).read_bytes()
+            if compiled and str(entry) == f"{info_dir}/WHEEL":
+                data = wheel_meta.encode()
             digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
             _add(archive, str(entry), data)
             rows.append((str(entry), f"sha256={digest}", str(len(data))))
@@ -142,6 +152,20 @@ def repack(name: str, dest: Path) -> Wheel:
         csv.writer(out, lineterminator="\n").writerows([*rows, (record_name, "", "")])
         _add(archive, record_name, out.getvalue().encode())
     return Wheel(target.name, dist.metadata["Name"], dist.version, sha256_file(target), _top_level(dist, files))
+
+
+def _mypyc_compiled(files: list) -> set:
+    """The compiled files of a mypyc build, when every one of them is either mypyc's runtime (`<hash>__mypyc.*`) or
+    a module whose .py source sits beside it; empty otherwise (a genuinely compiled package)."""
+    names = {str(f) for f in files}
+    compiled = {f for f in files if str(f).endswith((".so", ".pyd"))}
+    if not compiled:
+        return set()
+    for f in compiled:
+        stem = str(f).split(".")[0]
+        if not (stem.endswith("__mypyc") or f"{stem}.py" in names):
+            return set()
+    return compiled if any(str(f).split(".")[0].endswith("__mypyc") for f in compiled) else set()
 
 
 def _skipped(entry: metadata.PackagePath) -> bool:

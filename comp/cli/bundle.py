@@ -13,6 +13,9 @@ def bundle(
     name: str = typer.Argument("", metavar="[NAME]", help="the stack (`comp stack --name NAME`); default: the newest"),
     run_local: bool = typer.Option(False, "--run-local", help="also run the kernel as Kaggle would (fresh process, "
                                    "no network, wheels only) and compare with submissions/NAME.csv"),
+    python: str = typer.Option("", "--python", metavar="PATH", help="with --run-local: run the kernel on the packages "
+                               "of this interpreter or venv (e.g. one with numpy 1.26, pandas 2.2, scikit-learn 1.2 "
+                               "to rehearse an older Kaggle image) instead of this environment's"),
     gpu: bool = typer.Option(False, "--gpu/--cpu", help="ask Kaggle for a GPU session"),
     owner: str = typer.Option("", "--owner", help="Kaggle user name for the slugs (default: $KAGGLE_USERNAME or "
                               "kaggle.json)"),
@@ -26,8 +29,13 @@ def bundle(
         comp bundle blend_v2
         comp bundle blend_v2 --run-local          # then: comp submit --kernel blend_v2 -m "v2" --dry-run
         comp bundle blend_v2 --gpu --test-size 50000 --time-limit 9
+        comp bundle blend_v2 --run-local --python ~/venvs/kaggle-2024/bin/python
     """
     from comp.bundle.build import build_bundle
+    from comp.core.errors import CompError
+
+    if python and not run_local:
+        raise CompError("--python PATH chooses the interpreter of the local run: add --run-local")
 
     ws = Workspace.here()
     say = lambda text: console.print(text, highlight=False, soft_wrap=True)  # noqa: E731
@@ -49,11 +57,13 @@ def bundle(
     def summary(variant: bool, done) -> None:  # noqa: ANN001 - a comp.bundle.local.LocalRun
         what = (f"a test set with {len(done.missing_ids)} local image(s) left out and {len(done.extra_ids)} new "
                 "one(s)" if variant else "the local test set")
-        say(escape(f"local run on {what}: {done.n_rows} rows in {done.seconds:.1f} s "
+        image = ", ".join(f"{k} {done.versions[k]}" for k in ("python", "numpy", "pandas", "scikit-learn", "torch")
+                          if k in done.versions)
+        say(escape(f"local run on {what} ({image}): {done.n_rows} rows in {done.seconds:.1f} s "
                    f"({1000 * done.per_image_s:.1f} ms/image of prediction, models built included); "
                    f"{done.compared} id(s) match "
                    f"submissions/{result.name}.csv (labels equal, probabilities within {done.max_abs_diff:.1e})"))
 
-    verify_bundle(ws, result.name, say=say, done=summary)
+    verify_bundle(ws, result.name, say=say, done=summary, python=python or None)
     say(f"[green]ok:[/] the kernel reproduces submissions/{escape(result.name)}.csv offline; "
         f"next: comp submit --kernel {escape(result.name)} -m MESSAGE --dry-run")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,6 +14,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import tomli_w
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (Kaggle images of 2023-24): the same parser ships as the tomli package
+    import tomli as tomllib
 
 from comp.core import atomic
 from comp.core.errors import CompError

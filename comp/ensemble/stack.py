@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -507,7 +507,7 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
         "folds_hash": folds.hash,
         "competition_hash": loaded[0].meta.competition_hash,
         "code_version": code_version(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "csv_sha256": sha256_file(csv_path),
         "params": fitted_params(final),  # the fitted blend, exactly: `comp bundle` rebuilds it in the kernel
     }
@@ -584,9 +584,8 @@ def _default_name(aliases: list[str], method: str) -> str:
 
 
 def score_file(comp: Competition, ws: Workspace, path: str | Path, answers: str | Path | None = None) -> float:
-    """The competition metric of submission CSV `path` against answers (id,label; default comp.test_answers).
-
-    Hard-label kinds score as one-hot probabilities, top-k lists by rank, probabilities as written."""
+    """The competition metric of submission CSV `path` against answers (id,label; default comp.test_answers), as the
+    graders compute it on the same file: the values as written (the kind decodes them), in float64."""
     answers = answers or (ws.path(comp.test_answers) if comp.test_answers else None)
     if answers is None:
         raise CompError("no answers to score against: pass --answers CSV (id,label) or set test_answers in comp.toml")
@@ -605,14 +604,18 @@ def score_file(comp: Competition, ws: Workspace, path: str | Path, answers: str 
     if comp.id_column not in table.header:
         raise CompError(f"submission {path}: no id column {comp.id_column!r} (header: {','.join(table.header)})")
     scores = _submission_scores(comp, table, f"submission {path}")
-    sub_ids = table.column(comp.id_column)
-    lookup = logits.Logits(np.asarray(sub_ids), scores, list(comp.classes))
+    # Joined on id, in float64 as written (a Logits would round to float32 and move the score by ~1e-8).
+    row_of = {i: r for r, i in enumerate(table.column(comp.id_column))}
     truth_ids = truth.column(ids_col)
+    lacking = [i for i in truth_ids if i not in row_of]
+    if lacking:
+        raise CompError(f"submission {path} lacks {len(lacking)} answered id(s), e.g. {lacking[:3]}; was it made "
+                        "for this competition?")
+    aligned, y = kind_of(comp).as_scored(comp, scores[[row_of[i] for i in truth_ids]], y)
     try:
-        aligned = lookup.reindex(truth_ids)
-    except CompError as err:
-        raise CompError(f"submission {path} lacks answered ids: {err}; was it made for this competition?") from None
-    return metrics.score(comp.metric, y, aligned, comp.top_k)
+        return metrics.score(comp.metric, y, aligned, comp.top_k, written=True)
+    except ValueError as err:  # what the grader would refuse too, e.g. one class only among the answers
+        raise CompError(f"{comp.metric} cannot score {path} against {answers}: {err}") from None
 
 
 def _answer_indices(comp: Competition, values: list[str], where: str) -> np.ndarray:

@@ -107,9 +107,15 @@ class Kind:
         raise NotImplementedError
 
     def decode(self, comp: Competition, columns: dict[str, list[str]]) -> np.ndarray:
-        """A submission's prediction columns (name -> cells) -> per-class scores (n, C) that `comp.core.metrics`
-        scores as logits. Raises ValueError on a cell that is not a number or not a class."""
+        """A submission's prediction columns (name -> cells) -> per-class values (n, C) as the graders read them,
+        which `comp.core.metrics.score(..., written=True)` scores: numbers as written (never clipped), 1/0 for a
+        written tag, minus the position in the row for a written label (-inf where a class is not written).
+        Raises ValueError on a cell that is not a number or not a class."""
         raise NotImplementedError
+
+    def as_scored(self, comp: Competition, values: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The decoded values and the answers' targets in the form the metric takes them (default: as they are)."""
+        return values, y
 
     def empty_allowed(self, sample: np.ndarray) -> bool:
         """Whether an empty prediction cell is a prediction (given the sample's prediction cells)."""

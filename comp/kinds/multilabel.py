@@ -21,8 +21,6 @@ from comp.kinds.single import (
 )
 from comp.kinds.values import first, labels_of
 
-DECIDED = 10.0  # the logit a written tag (or an absent one, negated) scores as: far past any threshold
-
 
 def split_tags(cell: str) -> list[str]:
     """One cell of a tags column -> its tags (space-separated; an empty cell is no tag)."""
@@ -88,12 +86,12 @@ class Tags(_MultiLabel):
     def decode(self, comp, columns):
         (cells,) = columns.values()
         index = column_index(comp)
-        out = np.full((len(cells), comp.num_classes), -DECIDED)
+        out = np.zeros((len(cells), comp.num_classes))  # as written: 1 for a tag in the row, 0 for the rest
         for r, cell in enumerate(cells):
             for tag in split_tags(cell):
                 if tag not in index:
                     raise ValueError(f"row {r + 2}: {tag!r} is not a tag")
-                out[r, index[tag]] = DECIDED
+                out[r, index[tag]] = 1.0
         return out
 
     def check(self, comp, cells):
@@ -143,8 +141,7 @@ class MultilabelProbs(_MultiLabel):
         out = np.zeros((n, comp.num_classes))
         for c, cells in columns.items():
             if c in index:
-                p = np.clip(np.array(cells, dtype=np.float64), 1e-15, 1 - 1e-15)
-                out[:, index[c]] = np.log(p) - np.log1p(-p)
+                out[:, index[c]] = np.array(cells, dtype=np.float64)  # as written, never clipped
         return out
 
     def _ranked(self, comp) -> bool:

@@ -77,8 +77,9 @@ def label_index(comp: Competition, integers: bool = False) -> dict[str, int]:
 
 
 def ranked_scores(comp: Competition, lists: list[list[str]], index: dict[str, int]) -> np.ndarray:
-    """Rows of labels, best first -> scores: 0 for the first, -1 for the second, ..., -1000 for the rest."""
-    out = np.full((len(lists), comp.num_classes), -1e3)
+    """Rows of labels, best first -> minus each label's position: 0 for the first, -1 for the second, ..., and -inf
+    for the classes a row does not list (a grader's MAP@k never ranks them: a short list is not filled up)."""
+    out = np.full((len(lists), comp.num_classes), -np.inf)
     for r, row in enumerate(lists):
         for rank, label in enumerate(row):
             if label not in index:
@@ -480,12 +481,18 @@ class Binary(Kind):
         return {col: probs[:, positive_index(comp)].astype(np.float64).clip(0, 1)}
 
     def decode(self, comp, columns):
+        # the score as written (AUC ranks it raw, even outside [0, 1]); the other class gets 1 - s
         (cells,) = columns.values()
-        n_classes = comp.num_classes
-        p = np.clip(np.array(cells, dtype=np.float64), 1e-15, 1 - 1e-15)
-        out = np.log(np.repeat((1 - p)[:, None] / max(n_classes - 1, 1), n_classes, axis=1))
-        out[:, positive_index(comp)] = np.log(p)
+        s = np.array(cells, dtype=np.float64)
+        out = np.repeat((1.0 - s)[:, None], comp.num_classes, axis=1)
+        out[:, positive_index(comp)] = s
         return out
+
+    def as_scored(self, comp, values, y):
+        """[1 - s, s] against positive-or-not: the graders' one-column scoring, exact (1 - s would tie tiny s)."""
+        pos = positive_index(comp)
+        s = values[:, pos]
+        return np.stack([1.0 - s, s], axis=1), (np.asarray(y) == pos).astype(np.int64)
 
     def _ranked(self, comp: Competition) -> bool:
         return comp.metric in RANK_METRICS  # AUC reads only the order: any real score
@@ -568,7 +575,7 @@ class ClassProbs(Kind):
         for c, cells in columns.items():
             if c in cols:
                 probs[:, cols[c]] = np.array(cells, dtype=np.float64)
-        return np.log(np.clip(probs, 1e-15, None))
+        return probs  # as written: sklearn's log loss (the graders') clips at float64's epsilon itself
 
     def check(self, comp, cells):
         errors = check_finite(cells, "probabilities", True) or check_range(cells, True, "softmax over each row")

@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -115,7 +115,7 @@ def retry_after(response: Any) -> float:
         when = email.utils.parsedate_to_datetime(raw)
     except (TypeError, ValueError):
         return 0.0
-    return max(0.0, (when - datetime.now(UTC)).total_seconds()) if when.tzinfo else 0.0
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds()) if when.tzinfo else 0.0
 
 
 def with_retries(call: Callable[[], T], wait_for: Callable[[BaseException], float | None], retries: int,

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -257,7 +257,7 @@ class KaggleBackend:
         self._check_credential()
         data = Path(path).read_bytes()
         name = safe_file_name(Path(path).name)
-        started = datetime.now(UTC)
+        started = datetime.now(timezone.utc)
 
         def attempt() -> tuple[str, str]:
             start = ApiStartSubmissionUploadRequest()
@@ -341,7 +341,7 @@ class KaggleBackend:
             ) from None
         since = started - timedelta(minutes=10)  # the server's clock may differ from this machine's
         for sub in listed:
-            when = sub.date.replace(tzinfo=sub.date.tzinfo or UTC) if sub.date is not None else None
+            when = sub.date.replace(tzinfo=sub.date.tzinfo or timezone.utc) if sub.date is not None else None
             if ((sub.description or "") == message and (sub.file_name or name) == name
                     and sub.total_bytes in (None, 0, size) and (when is None or when >= since)):
                 return str(sub.ref)

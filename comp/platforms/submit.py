@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.markup import escape
@@ -122,7 +122,7 @@ def submit_file(
         return SubmitResult(ref="", status="dry-run")
 
     row = {
-        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "file": ws.shown(path),
         "sha256": digest,
         "message": message,

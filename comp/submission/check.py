@@ -209,10 +209,11 @@ def _check_empty(values: np.ndarray, cols: list[str], ids: list[str], lines: lis
                  blank_ok: bool = False) -> list[str]:
     """Empty and NaN cells (an empty cell is a prediction only where the kind says so: an image without tags)."""
     errors = []
-    stripped = np.strings.strip(values)
+    # np.char, not np.strings (numpy >= 2 only): the kernel runs on Kaggle images that still ship numpy 1.26
+    stripped = np.char.strip(values)
     for j, col in enumerate(cols):
         cells = values[:, j]
-        empty = np.flatnonzero(np.strings.str_len(stripped[:, j]) == 0) if not blank_ok else []
+        empty = np.flatnonzero(np.char.str_len(stripped[:, j]) == 0) if not blank_ok else []
         if len(empty):
             errors.append(f"empty value(s) in column {col!r} on {first([_at(lines, ids, i) for i in empty])}: every "
                           "cell needs a prediction (a NaN written by pandas comes out empty)")
