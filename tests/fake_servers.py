@@ -292,11 +292,25 @@ class FakeKaggleCode:
         self.kernel_log = [{"stream_name": "stdout", "time": 1.0, "data": "comp kernel: bundle found\n"},
                            {"stream_name": "stderr", "time": 2.0, "data": "CompError: the check failed\n"}]
         self.kernel_outputs = ["submission.csv", "comp-kernel.json"]
+        self.kernel_files: dict[str, bytes] = {}  # what GET /out/<name> serves (the kernel's output files)
         self.code_submissions: list[dict[str, Any]] = []
+        # Fault modes (each a count of calls still to fail, or a flag), as kaggle.com has shown them:
+        self.code_create_lost = 0  # CreateCodeSubmission creates the submission, then answers 500
+        self.code_create_failures = 0  # CreateCodeSubmission answers 500 and creates nothing
+        self.save_failures = 0  # SaveKernel answers 500 (text/plain when `plain_text` is set)
+        self.failed_versions: set[str] = set()  # datasets whose latest version Kaggle failed to process
+        self.fail_processing = 0  # the next N uploaded versions end FAILED (then `failed_versions` holds them)
+        self.missing_forbidden = False  # GetDatasetStatus answers 403 for a dataset that does not exist (yet)
+        self.plain_text = ""  # a 5xx body as a proxy sends it (text/plain), used by the failures above
         self._polls: dict[str, int] = {}
 
     def route(self, request: Request) -> tuple[int, dict[str, str], bytes] | None:
         path = request.path
+        if request.method == "GET" and path.startswith("/out/"):
+            name = path.rsplit("/", 1)[-1]
+            if name not in self.kernel_files:
+                return 404, {"Content-Type": "text/plain"}, b"no such output"
+            return 200, {"Content-Type": "application/octet-stream"}, self.kernel_files[name]
         if request.method == "PUT" and path.startswith("/blob/"):
             token = path.rsplit("/", 1)[-1]
             if token not in self.blobs:
@@ -339,6 +353,10 @@ class FakeKaggleCode:
             return _json(200, {"error": str(err)})
         self.datasets.setdefault(ref, []).append({**body, "content": files})
         self._polls[ref] = self.dataset_pending
+        self.failed_versions.discard(ref)
+        if self.fail_processing > 0:
+            self.fail_processing -= 1
+            self.failed_versions.add(ref)
         return _json(200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}", "status": "ok"})
 
     def _CreateDataset(self, body: dict) -> tuple[int, dict[str, str], bytes]:
@@ -356,14 +374,24 @@ class FakeKaggleCode:
     def _GetDatasetStatus(self, body: dict) -> tuple[int, dict[str, str], bytes]:
         ref = f"{body['ownerSlug']}/{body['datasetSlug']}"
         if ref not in self.datasets:
+            if self.missing_forbidden:
+                return _json(403, {"code": 403, "message": "Permission 'datasets.get' was denied"})
             return _json(404, {"code": 404, "message": f"Dataset {ref} not found"})
         if self._polls.get(ref, 0) > 0:
             self._polls[ref] -= 1
             return _json(200, {"status": "BLOBS_RECEIVED"})
-        return _json(200, {"status": "READY"})
+        return _json(200, {"status": "FAILED" if ref in self.failed_versions else "READY"})
+
+    def _failure(self) -> tuple[int, dict[str, str], bytes]:
+        if self.plain_text:
+            return 502, {"Content-Type": "text/plain"}, self.plain_text.encode()
+        return _json(500, {"code": 500, "message": "Internal error"})
 
     # -- kernels
     def _SaveKernel(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        if self.save_failures > 0:
+            self.save_failures -= 1
+            return self._failure()
         ref = body.get("slug", "")
         missing = [s for s in body.get("datasetDataSources", []) if s not in self.datasets]
         comps = [s for s in body.get("competitionDataSources", []) if s not in self.fake.competitions]
@@ -406,11 +434,17 @@ class FakeKaggleCode:
             return _json(400, {"code": 400, "message": f"Kernel {ref} has no version {body.get('kernelVersion')}"})
         if fake._made_today() >= fake.daily_limit:
             return _json(400, {"code": 400, "message": "Submission not allowed: daily Submission allowance used"})
+        if self.code_create_failures > 0:
+            self.code_create_failures -= 1
+            return self._failure()
         self.code_submissions.append(body)
         sub = KaggleSubmission(ref=next(fake._refs), description=body.get("submissionDescription", ""),
                                file_name=body.get("fileName", ""), content=b"", polls_left=fake.pending_polls,
                                outcome=fake.outcome)
         fake.submissions.append(sub)
+        if self.code_create_lost > 0:  # created, but the answer is lost
+            self.code_create_lost -= 1
+            return self._failure()
         return _json(200, {"message": "Successfully submitted", "ref": sub.ref})
 
 

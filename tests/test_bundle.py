@@ -131,12 +131,24 @@ def test_compare_catches_probability_and_label_differences(tmp_path):
 
 
 def test_notebook_cells_are_plain_python_with_the_bundle_name():
-    nb = notebook("blend_v2", "toy-comp", ["comp-0.1.0-py3-none-any.whl"])
+    nb = notebook("blend_v2", "toy-comp", ["comp-0.1.0-py3-none-any.whl"], "ab" * 32)
     install, run = code_cells(nb)
     compile(install, "install", "exec")
     compile(run, "run", "exec")
     assert "BUNDLE_NAME = 'blend_v2'" in install and '"--no-index", "--no-deps"' in install
-    assert "run_kernel(name=BUNDLE_NAME)" in run
+    assert f"DATASET_HASH = '{'ab' * 32}'" in install
+    assert "run_kernel(name=BUNDLE_NAME, dataset_hash=DATASET_HASH)" in run
+    assert all(isinstance(c["source"], str) for c in nb["cells"])  # one string per cell, as Kaggle expects
+
+
+def test_the_kernel_refuses_another_version_of_its_dataset(one_model_bundle):
+    inputs, working, _ = one_model_bundle
+    built_for = kernel.content_hash(inputs / "my-bundle")
+    kernel.require_content(inputs / "my-bundle", built_for)
+    (inputs / "my-bundle" / "models" / "a" / "fold0" / "recipe.toml").write_text("# changed\n")
+    with pytest.raises(CompError, match="another version of the dataset"):
+        kernel.run_kernel(inputs, working, name="one", device="cpu", say=lambda _: None, dataset_hash=built_for)
+    assert not (working / "submission.csv").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------

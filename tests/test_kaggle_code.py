@@ -7,6 +7,7 @@ tests need no training; tests/test_bundle.py builds a real one and runs it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -16,6 +17,7 @@ from fake_servers import FakeKaggle, run_cli
 from comp.bundle.build import dataset_hash
 from comp.bundle.notebook import kernel_metadata, notebook
 from comp.core import atomic
+from comp.core.errors import CompError
 from comp.core.workspace import Workspace
 from comp.platforms.kaggle_code import log_tail
 from comp.submission import ledger
@@ -26,9 +28,11 @@ KERNEL = "fake-user/toy-comp-first-inference"
 
 
 @pytest.fixture
-def bundled(toy_workspace, workspace):
-    """A toy Kaggle workspace with bundles/first/ as `comp bundle first --run-local` leaves it."""
+def bundled(toy_workspace, workspace, kaggle):
+    """A toy Kaggle workspace with bundles/first/ as `comp bundle first --run-local` leaves it; the fake Kaggle's
+    kernel writes the same submission.csv as the local run."""
     csv = toy_workspace(workspace)
+    kaggle.code.kernel_files["submission.csv"] = csv.read_bytes()
     paths = Workspace(workspace).bundle(NAME)
     atomic.write_json(paths.manifest, {"format": 1, "name": NAME, "models": [{"alias": "a", "folds": []}]})
     atomic.write_bytes(paths.dataset / "models" / "a" / "fold0" / "best.safetensors", b"weights" * 100)
@@ -78,7 +82,8 @@ def test_submit_kernel_creates_dataset_pushes_kernel_and_records_score(kaggle, b
     assert row["ref"] == str(kaggle.submissions[0].ref) and row["status"] == "complete"
     assert row["public_score"] == "0.91234" and (row["models"], row["cv"]) == ("a;b", "0.9")
     assert row["kernel"] == f"{KERNEL} v1; dataset {DATASET} @{dataset_hash(bundled)[:12]}"
-    assert row["file"] == "bundles/first/local-run/submission.csv"
+    assert row["file"] == "bundles/first/kernel-output/submission.csv"  # the kernel's own output, downloaded
+    assert row["sha256"] == hashlib.sha256(kaggle.code.kernel_files["submission.csv"]).hexdigest()
 
 
 def test_unchanged_dataset_is_not_uploaded_again_and_a_changed_one_is_versioned(kaggle, bundled):
@@ -182,3 +187,89 @@ def test_a_dataset_kaggle_fails_to_process_stops_before_the_kernel(kaggle, bundl
     code, out = run_cli("submit", "--kernel", NAME, "-m", "x")
     assert code == 1 and "as failed" in out
     assert not _calls(kaggle, "SaveKernel") and not kaggle.code.code_submissions
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Faults of the code-competition path (each a mode of the fake server)
+
+
+def test_the_notebook_is_pushed_with_each_cell_source_as_one_string(kaggle, bundled):
+    """Both official clients join a cell's list of lines before SaveKernel ("the server expects just one"); a
+    notebook edited by hand (lists, outputs) is sent the same way."""
+    nb_path = next(bundled.kernel.glob("*.ipynb"))
+    nb = json.loads(nb_path.read_text())
+    nb["cells"][1]["source"] = nb["cells"][1]["source"].splitlines(keepends=True)
+    nb["cells"][2]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["old run\n"]}]
+    nb_path.write_text(json.dumps(nb))
+    _passed(bundled)
+    assert run_cli("submit", "--kernel", NAME, "-m", "v1", "--no-wait")[0] == 0
+    (save,) = _calls(kaggle, "SaveKernel")
+    sent = json.loads(save["text"])
+    assert all(isinstance(c["source"], str) for c in sent["cells"])
+    assert sent["cells"][1]["source"] == "".join(nb["cells"][1]["source"]) and sent["cells"][2]["outputs"] == []
+
+
+def test_a_code_submission_created_behind_a_500_is_found_and_recorded_not_resent(kaggle, bundled, workspace):
+    kaggle.code.code_create_lost = 1
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "lost answer", "--no-wait")
+    assert code == 0, out
+    assert len(kaggle.code.code_submissions) == 1 and len(_calls(kaggle, "CreateCodeSubmission")) == 1
+    row = ledger.read(Workspace(workspace)).iloc[0]
+    assert row["ref"] == str(kaggle.submissions[0].ref)
+
+
+def test_a_500_that_created_nothing_is_sent_once_and_the_rerun_submits_the_same_version(kaggle, bundled, workspace):
+    kaggle.code.code_create_failures = 1
+    kaggle.code.plain_text = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "retry me", "--no-wait")
+    assert code == 1 and "sent once and not repeated" in out
+    assert "reset reason: overflow" in out  # the plain-text body's reason is kept
+    assert len(_calls(kaggle, "CreateCodeSubmission")) == 1 and not Workspace(workspace).ledger.exists()
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "retry me", "--no-wait")
+    assert code == 0, out
+    assert "resuming" in out and "not in Kaggle's listing" in out
+    assert len(_calls(kaggle, "SaveKernel")) == 1  # the same kernel version, not a new run
+    assert [s["kernelVersion"] for s in kaggle.code.code_submissions] == [1]
+
+
+def test_a_call_sent_once_does_not_claim_three_attempts(kaggle, bundled):
+    kaggle.code.save_failures = 1
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "x", "--no-wait")
+    assert code == 1 and "answered 500" in out and "sent once" in out and "3 times" not in out
+    assert len(_calls(kaggle, "SaveKernel")) == 1
+
+
+def test_a_dataset_whose_processing_failed_is_uploaded_again(kaggle, bundled):
+    kaggle.code.fail_processing = 1
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "x", "--no-wait")
+    assert code == 1 and "as failed" in out
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "x", "--no-wait")  # same content
+    assert code == 0, out
+    assert "uploading again" in out and len(_calls(kaggle, "CreateDatasetVersion")) == 1
+    assert len(kaggle.code.code_submissions) == 1
+
+
+def test_limits_5xx_is_not_fatal_and_a_403_for_a_new_dataset_creates_it(kaggle, bundled):
+    kaggle.limits_failures = 3
+    kaggle.code.missing_forbidden = True
+    code, out = run_cli("submit", "--kernel", NAME, "-m", "first", "--no-wait")
+    assert code == 0, out
+    assert "could not read the submission limits" in out and "accept" not in out
+    assert len(_calls(kaggle, "CreateDataset")) == 1 and len(kaggle.code.code_submissions) == 1
+
+
+def test_a_kernel_still_running_at_the_limit_is_resumed_not_pushed_again(kaggle, bundled, workspace):
+    from comp.bundle.submit import submit_kernel
+
+    ws = Workspace(workspace)
+    kaggle.code.kernel_running = 10**6
+    with pytest.raises(CompError, match="resumes waiting for v1"):
+        submit_kernel(ws, NAME, "slow", kernel_timeout=0.05, poll_interval=0.01, wait=False, say=lambda _: None)
+    kaggle.code._polls[KERNEL] = 2  # it finishes while nobody waits
+    kaggle.code.kernel_running = 2
+    lines = []
+    result = submit_kernel(ws, NAME, "slow", poll_interval=0.01, wait=False, say=lines.append)
+    assert result.kernel_version == 1 and len(_calls(kaggle, "SaveKernel")) == 1
+    assert any("resuming" in line for line in lines)
+    # Once submitted, the same command is a new run: a new version is pushed.
+    assert submit_kernel(ws, NAME, "again", poll_interval=0.01, wait=False, say=lambda _: None).kernel_version == 2

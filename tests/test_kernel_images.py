@@ -200,7 +200,8 @@ import numpy, pandas
 from comp.core.config import Competition, tomllib
 from comp.core.workspace import Workspace
 from comp.submission.check import check_file
-ws = Workspace(sys.argv[1])
+from pathlib import Path
+ws = Workspace(Path(sys.argv[1]))
 comp = Competition(name="toy", data_dir="data", sample_submission="sample.csv", classes=["cat", "dog"],
                    submission_labels=["cat", "dog"], kind="class_name")
 report = check_file(comp, ws, sys.argv[2])

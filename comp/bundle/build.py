@@ -28,7 +28,7 @@ from comp import logits
 from comp.core import atomic
 from comp.core.config import Competition, to_dict
 from comp.core.errors import CompError, StaleError
-from comp.core.provenance import sha256_bytes, sha256_file
+from comp.core.provenance import sha256_file
 from comp.core.workspace import FULL, BundlePaths, Workspace
 from comp.platforms.base import safe_name
 
@@ -145,8 +145,10 @@ def build_bundle(ws: Workspace, name: str | None = None, *, gpu: bool = False, o
         "title": dataset_slug.split("/")[1][:50], "id": dataset_slug, "licenses": [{"name": "CC0-1.0"}],
         "description": f"comp bundle {name}: weights, recipes, blend and wheels for {comp.name} (made by comp)",
     })
+    # The dataset is complete here (manifest, weights, wheels): the notebook carries its content hash and refuses to
+    # run on another version of the dataset (Kaggle mounts whichever version is attached).
     atomic.write_text(paths.kernel / f"{kernel_slug.split('/')[1]}.ipynb",
-                      json.dumps(notebook(name, comp.name, [w.file for w in wheels]), indent=1))
+                      json.dumps(notebook(name, comp.name, [w.file for w in wheels], dataset_hash(paths)), indent=1))
     atomic.write_json(paths.kernel_metadata, kernel_metadata(kernel_slug, dataset_slug, comp.name, gpu))
 
     warnings = []
@@ -181,11 +183,9 @@ def build_bundle(ws: Workspace, name: str | None = None, *, gpu: bool = False, o
 
 def dataset_hash(paths: BundlePaths) -> str:
     """sha256 over every dataset file's path and sha256 (dataset-metadata.json excluded: it only names the slug)."""
-    entries = sorted(
-        (p.relative_to(paths.dataset).as_posix(), sha256_file(p))
-        for p in paths.dataset.rglob("*") if p.is_file() and p != paths.dataset_metadata
-    )
-    return sha256_bytes(json.dumps(entries).encode())
+    from comp.bundle.kernel import content_hash
+
+    return content_hash(paths.dataset)
 
 
 def _default_owner() -> str:

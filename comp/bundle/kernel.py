@@ -115,9 +115,37 @@ def blend_probabilities(manifest: dict[str, Any], comp: Competition, model_logit
     return apply(comp, from_params(manifest["params"], comp.num_classes), model_logits)
 
 
+def content_entries(folder: Path) -> list[tuple[str, str]]:
+    """(relative path, sha256) of every file of a bundle's dataset, dataset-metadata.json excluded (not uploaded)."""
+    from comp.core.provenance import sha256_file
+
+    return sorted((p.relative_to(folder).as_posix(), sha256_file(p)) for p in folder.rglob("*")
+                  if p.is_file() and p.relative_to(folder).as_posix() != "dataset-metadata.json")
+
+
+def content_hash(folder: Path) -> str:
+    """The dataset's content hash (`comp bundle` records it; the notebook checks the mounted dataset against it)."""
+    from comp.core.provenance import sha256_bytes
+
+    return sha256_bytes(json.dumps(content_entries(folder)).encode())
+
+
+def require_content(bundle: Path, expected: str) -> None:
+    """Refuse a mounted dataset whose content is not the one the notebook was built for."""
+    found = content_hash(bundle)
+    if found != expected:
+        raise CompError(
+            f"the dataset mounted at {bundle} has content {found[:12]}, but this notebook was built for "
+            f"{expected[:12]}: Kaggle attached another version of the dataset (or its files were changed). Nothing "
+            "was written. Attach the dataset's latest version, or rebuild and resubmit (`comp bundle NAME "
+            "--run-local`, then `comp submit --kernel NAME`)"
+        )
+
+
 def run_kernel(input_dir: str | os.PathLike | None = None, working_dir: str | os.PathLike | None = None,
-               name: str = "", device: str = "auto", say=print) -> Path:
-    """The notebook's body: bundle + competition input -> working/submission.csv, checked; returns its path."""
+               name: str = "", device: str = "auto", say=print, dataset_hash: str = "") -> Path:
+    """The notebook's body: bundle + competition input -> working/submission.csv, checked; returns its path.
+    `dataset_hash`: the content the notebook was built for; another version of the dataset is refused."""
     from comp.setup.items import test_items
     from comp.submission.check import check_file
     from comp.submission.write import to_frame, write
@@ -126,6 +154,8 @@ def run_kernel(input_dir: str | os.PathLike | None = None, working_dir: str | os
     input_dir = Path(input_dir or os.environ.get("COMP_KAGGLE_INPUT") or KAGGLE_INPUT)
     working = Path(working_dir or os.environ.get("COMP_KAGGLE_WORKING") or KAGGLE_WORKING)
     bundle = find_bundle(input_dir, name)
+    if dataset_hash:
+        require_content(bundle, dataset_hash)
     manifest = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
     description = manifest["competition"]
     root = find_competition(input_dir, description["competition"]["name"], description["relative"]["sample_submission"])

@@ -15,6 +15,7 @@ INSTALL = '''\
 import glob, importlib, json, os, subprocess, sys
 
 BUNDLE_NAME = {name!r}
+DATASET_HASH = {dataset_hash!r}  # the content this notebook was built for; the run refuses any other version
 WHEELS = {wheels!r}
 INPUT = os.environ.get("COMP_KAGGLE_INPUT", "/kaggle/input")
 manifests = [m for depth in ("*", "*/*", "*/*/*")
@@ -32,21 +33,21 @@ RUN = '''\
 # and write /kaggle/working/submission.csv through comp's writer and checker; any problem raises and fails the run.
 from comp.bundle.kernel import run_kernel
 
-run_kernel(name=BUNDLE_NAME)
+run_kernel(name=BUNDLE_NAME, dataset_hash=DATASET_HASH)
 '''
 
 
-def notebook(name: str, competition: str, wheels: list[str]) -> dict[str, Any]:
-    """An nbformat 4 notebook: a title, the install cell, the run cell."""
+def notebook(name: str, competition: str, wheels: list[str], dataset_hash: str = "") -> dict[str, Any]:
+    """An nbformat 4 notebook: a title, the install cell, the run cell. Each cell's source is one string, as
+    Kaggle's server expects it (the official clients join a list of lines before pushing)."""
     def code(text: str) -> dict[str, Any]:
-        return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
-                "source": text.splitlines(keepends=True)}
+        return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": text}
 
     title = (f"# {competition}: comp bundle `{name}`\n\nOffline inference written by `comp bundle {name}`: the "
              "models, their TTA and the blend of `comp stack --name " + name + "`, reproduced on the hidden test set.")
     return {
-        "cells": [{"cell_type": "markdown", "metadata": {}, "source": title.splitlines(keepends=True)},
-                  code(INSTALL.format(name=name, wheels=wheels)), code(RUN)],
+        "cells": [{"cell_type": "markdown", "metadata": {}, "source": title},
+                  code(INSTALL.format(name=name, wheels=wheels, dataset_hash=dataset_hash)), code(RUN)],
         "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                      "language_info": {"name": "python"}},
         "nbformat": 4,

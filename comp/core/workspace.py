@@ -120,6 +120,10 @@ class BundlePaths:
     def local_run(self) -> Path:  # `comp bundle --run-local`: a Kaggle-like input/working layout and its result
         return self.dir / "local-run"
 
+    @property
+    def kernel_output(self) -> Path:  # the submission.csv the kernel wrote on Kaggle, downloaded (what was scored)
+        return self.dir / "kernel-output" / "submission.csv"
+
 
 @dataclass(frozen=True)
 class Workspace:

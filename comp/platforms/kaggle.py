@@ -212,18 +212,22 @@ class KaggleBackend:
         """Best effort, as the official client: only a reached daily limit refuses. Kaggle reports zero counts for a
         user who is not on a team yet (before a first submission), and a failed limits call is not a reason to stop:
         CreateSubmission itself refuses what is over the limit."""
-        import requests
-        from kagglesdk.competitions.types.competition_api_service import ApiGetSubmissionLimitsRequest
-
         self._check_credential()
         if self._code_competition():
             raise CompError(
                 f"{self.competition} is a code competition: Kaggle scores only notebooks run on its servers, not an "
                 "uploaded CSV; run your inference in a Kaggle notebook (internet off) and submit from there"
             )
+        return "\n".join([*self.notes, self._limits_line()])
+
+    def _limits_line(self) -> str:
+        """GetSubmissionLimits as one line to show; refuses only a reached daily limit or a credential/slug problem
+        (401/403/404, which the submission would meet too). 5xx and dropped connections are not fatal."""
+        import requests
+        from kagglesdk.competitions.types.competition_api_service import ApiGetSubmissionLimitsRequest
+
         request = ApiGetSubmissionLimitsRequest()
         request.competition_name = self.competition
-        lines = list(self.notes)
         try:
             limits = with_retries(lambda: self._api.get_submission_limits(request), self._transient, self.retries,
                                   self.backoff)
@@ -231,21 +235,18 @@ class KaggleBackend:
             if _error_code(err) in (401, 403, 404):  # the upload would be refused the same way: say it now
                 raise self._http_error("reading the submission limits", err) from None
             why = f"Kaggle answered {_error_code(err)}"
-            return "\n".join([*lines, f"Kaggle: could not read the submission limits ({why}); submitting anyway"])
+            return f"Kaggle: could not read the submission limits ({why}); submitting anyway"
         except requests.RequestException as err:
-            why = type(err).__name__
-            return "\n".join([*lines, f"Kaggle: could not read the submission limits ({why}); submitting anyway"])
+            return f"Kaggle: could not read the submission limits ({type(err).__name__}); submitting anyway"
         if limits.num_today > 0 and limits.num_allowed_now <= 0:
             raise CompError(
                 f"Kaggle allows no more submissions to {self.competition} now ({limits.num_today} made today): the "
                 "daily limit resets at 00:00 UTC; nothing was sent"
             )
         if not (limits.num_today or limits.num_total or limits.num_allowed_now):
-            lines.append("Kaggle: no submission made yet (the limits read 0 until a first submission makes a team)")
-        else:
-            left = limits.num_allowed_now
-            lines.append(f"Kaggle: {left} submission(s) left today, {max(left - 1, 0)} after this one")
-        return "\n".join(lines)
+            return "Kaggle: no submission made yet (the limits read 0 until a first submission makes a team)"
+        left = limits.num_allowed_now
+        return f"Kaggle: {left} submission(s) left today, {max(left - 1, 0)} after this one"
 
     def upload(self, path: Path, message: str) -> str:
         """StartSubmissionUpload -> PUT -> CreateSubmission, the whole sequence retried with backoff when the PUT
@@ -439,11 +440,16 @@ class KaggleBackend:
         pass `idempotent=False` for a call that creates something (it is then sent once)."""
         import requests
 
+        sent = [0]
+
+        def once() -> Any:
+            sent[0] += 1
+            return method(request)
+
         try:
-            return with_retries(lambda: method(request), self._transient, self.retries if idempotent else 1,
-                                self.backoff)
+            return with_retries(once, self._transient, self.retries if idempotent else 1, self.backoff)
         except requests.HTTPError as err:
-            raise self._http_error(what, err) from None
+            raise self._http_error(what, err, attempts=sent[0]) from None
         except requests.RequestException as err:
             raise CompError(
                 f"could not reach Kaggle while {what} ({type(err).__name__}); check your network and run the command "
@@ -462,8 +468,8 @@ class KaggleBackend:
             return None
         return 0.0 if isinstance(err, requests.ConnectionError | requests.Timeout) else None
 
-    def _http_error(self, what: str, err: Any) -> CompError:
-        code, text = _error_code(err), self._redact(str(err))
+    def _http_error(self, what: str, err: Any, attempts: int = 1) -> CompError:
+        code, text = _error_code(err), self._redact(error_text(err))
         slug = self.competition
         rules = f"https://www.kaggle.com/competitions/{slug}/rules"
         if code == 401:
@@ -489,7 +495,8 @@ class KaggleBackend:
         elif code in (400, 429) and _is_limit(text):
             why = f"Kaggle's submission limit is reached ({code}: {text}); it resets at 00:00 UTC"
         elif code in RETRY_STATUS:
-            why = f"Kaggle answered {code} ({text}) {self.retries} times; it may be busy: run the command again later"
+            times = f"{attempts} times" if attempts > 1 else "(sent once: it creates something, so it is not repeated)"
+            why = f"Kaggle answered {code} ({text}) {times}; it may be busy: run the command again later"
         else:
             why = f"Kaggle answered {code} ({text})"
         return CompError(f"{why} (while {what})")
@@ -501,6 +508,24 @@ class KaggleBackend:
 def _is_limit(text: str) -> bool:
     """A daily-limit refusal (400, sometimes 429): final until 00:00 UTC, never retried."""
     return any(w in text.lower() for w in ("daily", "allowance", "submission limit"))
+
+
+def error_text(err: Any) -> str:
+    """What the server said: kagglesdk's message for a JSON error, else the plain-text body (a proxy's or a load
+    balancer's reason), which requests' "500 Server Error ... for url" would otherwise replace."""
+    text = str(err)
+    response = getattr(err, "response", None)
+    if response is None:
+        return text
+    kind = str(getattr(response, "headers", {}).get("Content-Type", ""))
+    try:
+        body = response.text if "json" not in kind else ""
+    except (AttributeError, ValueError, RuntimeError):
+        body = ""
+    body = " ".join((body or "").split())[:300]
+    if body and body not in text:
+        text = f"{body}" if text.startswith(f"{response.status_code} ") else f"{text}: {body}"
+    return text
 
 
 def _error_code(err: Any) -> int:

@@ -26,6 +26,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ class KaggleCodeBackend(KaggleBackend):
                  client_factory: Callable[[KaggleCredential], Any] = default_client_factory, **kwargs: Any) -> None:
         super().__init__(competition, credential, client_factory, **kwargs)
         self._missing = ""  # what a 404 means for the call in flight (a dataset or kernel, not the competition)
+        self._missing_codes: tuple[int, ...] = (404,)
+        self._creating = ""  # the dataset being created: a 403 then means its owner is not this user
 
     @classmethod
     def from_env(cls, competition: str) -> KaggleCodeBackend:
@@ -70,16 +73,10 @@ class KaggleCodeBackend(KaggleBackend):
         return [f"Kaggle code competition {self.competition} with the credential from {self.credential.source}"]
 
     def preflight(self) -> str:
-        """The daily limit, read as for a CSV (a code submission counts against it too)."""
-        from kagglesdk.competitions.types.competition_api_service import ApiGetSubmissionLimitsRequest
-
-        request = ApiGetSubmissionLimitsRequest()
-        request.competition_name = self.competition
-        limits = self._call("reading the submission limits", self._api.get_submission_limits, request)
-        if limits.num_today > 0 and limits.num_allowed_now <= 0:
-            raise CompError(f"Kaggle allows no more submissions to {self.competition} now ({limits.num_today} made "
-                            "today): the daily limit resets at 00:00 UTC; nothing was sent")
-        return f"Kaggle: {limits.num_allowed_now} submission(s) left today"
+        """The daily limit, read as for a CSV (a code submission counts against it too): only a reached limit or a
+        credential/slug refusal stops; a 5xx or a dropped connection is a line, not a failure."""
+        self._check_credential()
+        return "\n".join([*self.notes, self._limits_line()])
 
     # -- the dataset
     def dataset_status(self, ref: str) -> str:
@@ -90,8 +87,10 @@ class KaggleCodeBackend(KaggleBackend):
         request = ApiGetDatasetStatusRequest()
         request.owner_slug, request.dataset_slug = owner, slug
         try:
+            # 403 too: Kaggle answers a dataset that does not exist (yet) with 403 as often as with 404, and the
+            # first submit must then create it, not tell the user to accept the rules.
             answer = self._on_missing(ref, "reading the dataset's status", self._client.datasets.dataset_api_client
-                                      .get_dataset_status, request)
+                                      .get_dataset_status, request, missing_codes=(403, 404))
         except _Missing:
             return "missing"
         return getattr(answer.status, "name", str(answer.status)).lower()
@@ -114,7 +113,11 @@ class KaggleCodeBackend(KaggleBackend):
             request.owner_slug, request.slug, request.title = owner, slug, title
             request.license_name, request.is_private = "CC0-1.0", True
             request.files, request.directories = files, directories
-            answer = self._call("creating the dataset", api.create_dataset, request, idempotent=False)
+            self._creating = ref
+            try:
+                answer = self._call("creating the dataset", api.create_dataset, request, idempotent=False)
+            finally:
+                self._creating = ""
         else:
             body = ApiCreateDatasetVersionRequestBody()
             body.version_notes, body.files, body.directories = notes, files, directories
@@ -201,7 +204,7 @@ class KaggleCodeBackend(KaggleBackend):
         request = ApiSaveKernelRequest()
         request.slug = metadata["id"]
         request.new_title = metadata.get("title") or metadata["id"].split("/")[1]
-        request.text = code
+        request.text = notebook_text(code) if metadata.get("kernel_type", "notebook") == "notebook" else code
         request.language = metadata.get("language", "python")
         request.kernel_type = metadata.get("kernel_type", "notebook")
         request.is_private = bool(metadata.get("is_private", True))
@@ -237,14 +240,36 @@ class KaggleCodeBackend(KaggleBackend):
 
     def kernel_output(self, ref: str) -> tuple[list[str], str]:
         """(output file names, the log's last LOG_TAIL lines) of the kernel's latest run."""
+        answer = self._session_output(ref)
+        return [f.file_name for f in answer.files], self._redact(log_tail(answer.log or ""))
+
+    def download_output(self, ref: str, name: str, dest: Path) -> None:
+        """The kernel's own output file `name` (what CreateCodeSubmission submits), written to `dest` atomically."""
+        import requests
+
+        from comp.core import atomic
+
+        found = [f for f in self._session_output(ref).files if f.file_name == name]
+        if not found or not found[0].url:
+            raise CompError(f"kernel {ref} lists no downloadable {name}; nothing was submitted")
+        try:
+            answer = requests.get(found[0].url, timeout=300)
+        except requests.RequestException as err:
+            raise CompError(f"downloading {name} of kernel {ref} failed ({type(err).__name__}); run the command "
+                            "again (it resumes with the same kernel version)") from None
+        if answer.status_code != 200:
+            raise CompError(f"downloading {name} of kernel {ref} answered HTTP {answer.status_code}; run the command "
+                            "again (it resumes with the same kernel version)")
+        atomic.write_bytes(dest, answer.content)
+
+    def _session_output(self, ref: str) -> Any:
         from kagglesdk.kernels.types.kernels_api_service import ApiListKernelSessionOutputRequest
 
         owner, slug = split_ref(ref, "kernel")
         request = ApiListKernelSessionOutputRequest()
         request.user_name, request.kernel_slug = owner, slug
-        answer = self._on_missing(ref, "reading the kernel's output", self._client.kernels.kernels_api_client
-                                  .list_kernel_session_output, request)
-        return [f.file_name for f in answer.files], self._redact(log_tail(answer.log or ""))
+        return self._on_missing(ref, "reading the kernel's output", self._client.kernels.kernels_api_client
+                                .list_kernel_session_output, request)
 
     def wait_kernel(self, ref: str, timeout: float, interval: float, say: Say | None = None) -> KernelState:
         deadline, said = time.monotonic() + timeout, 0.0
@@ -258,8 +283,16 @@ class KaggleCodeBackend(KaggleBackend):
             time.sleep(interval)
 
     # -- the submission
-    def submit_code(self, kernel_ref: str, version: int, message: str, file_name: str = "submission.csv") -> str:
+    def submit_code(self, kernel_ref: str, version: int, message: str, file_name: str = "submission.csv",
+                    since: datetime | None = None) -> str:
+        """CreateCodeSubmission, sent once. When it fails in a way that may have created the submission anyway (5xx,
+        429, a dropped connection), the listing is read: a submission found there is the result; else CompError
+        (`SubmitUnknown`) says it may still appear, and nothing is sent again."""
+        import requests
         from kagglesdk.competitions.types.competition_api_service import ApiCreateCodeSubmissionRequest
+
+        from comp.platforms.base import RETRY_STATUS
+        from comp.platforms.kaggle import _error_code, error_text
 
         owner, slug = split_ref(kernel_ref, "kernel")
         request = ApiCreateCodeSubmissionRequest()
@@ -268,33 +301,92 @@ class KaggleCodeBackend(KaggleBackend):
         request.kernel_version = version
         request.file_name = file_name
         request.submission_description = message
-        answer = self._call("creating the code submission", self._api.create_code_submission, request,
-                            idempotent=False)
-        if not answer.ref:
-            raise CompError(f"Kaggle did not accept the code submission: {self._redact(answer.message or 'no ref')}; "
-                            "nothing was recorded")
-        return str(answer.ref)
+        started = since or datetime.now(timezone.utc)
+        try:
+            answer = self._api.create_code_submission(request)
+        except requests.HTTPError as err:
+            if _error_code(err) not in RETRY_STATUS:
+                raise self._http_error("creating the code submission", err) from None
+            why = f"Kaggle answered {_error_code(err)} ({self._redact(error_text(err))})"
+        except (requests.ConnectionError, requests.Timeout) as err:
+            why = f"the connection broke ({type(err).__name__})"
+        else:
+            if not answer.ref:
+                raise CompError(f"Kaggle did not accept the code submission: "
+                                f"{self._redact(answer.message or 'no ref')}; nothing was recorded")
+            return str(answer.ref)
+        found = self.find_code_submission(message, file_name, started, why)
+        if found:
+            return found
+        raise SubmitUnknown(
+            f"{why} while creating the code submission of kernel {kernel_ref} v{version}, and the listing does not "
+            f"show it (yet). It was sent once and not repeated; it may still appear: look at "
+            f"https://www.kaggle.com/competitions/{self.competition}/submissions. Running the same command again "
+            "looks for it first and submits the same kernel version only if it is not there"
+        )
+
+    def find_code_submission(self, message: str, file_name: str, since: datetime, why: str = "") -> str:
+        """The ref of a submission with this description and file made since `since` (listing, newest first)."""
+        try:
+            listed = self._listing(max_pages=1)
+        except CompError as err:
+            raise SubmitUnknown(
+                f"{why or 'the code submission may exist'}; the listing that would show it failed too ({err}). Look "
+                f"at https://www.kaggle.com/competitions/{self.competition}/submissions before submitting again"
+            ) from None
+        after = since - timedelta(minutes=10)  # the server's clock may differ from this machine's
+        for sub in listed:
+            when = sub.date.replace(tzinfo=sub.date.tzinfo or timezone.utc) if sub.date is not None else None
+            if (sub.description or "") == message and (sub.file_name or file_name) == file_name and (
+                    when is None or when >= after):
+                return str(sub.ref)
+        return ""
 
     # -- errors
     def _on_missing(self, ref: str, what: str, method: Callable[[Any], Any], request: Any,
-                    idempotent: bool = True) -> Any:
-        """`_call`, except that a 404 means `ref` (a dataset or kernel) does not exist, raised as `_Missing`."""
-        self._missing = ref
+                    idempotent: bool = True, missing_codes: tuple[int, ...] = (404,)) -> Any:
+        """`_call`, except that a 404 (or another of `missing_codes`) means `ref` (a dataset or kernel) does not
+        exist, raised as `_Missing`."""
+        self._missing, self._missing_codes = ref, missing_codes
         try:
             return self._call(what, method, request, idempotent=idempotent)
         finally:
             self._missing = ""
 
-    def _http_error(self, what: str, err: Any) -> CompError:
-        from comp.platforms.kaggle import _error_code
+    def _http_error(self, what: str, err: Any, attempts: int = 1) -> CompError:
+        from comp.platforms.kaggle import _error_code, error_text
 
-        if self._missing and _error_code(err) == 404:
-            return _Missing(f"Kaggle has no {self._missing} (404, while {what})")
-        return super()._http_error(what, err)
+        code = _error_code(err)
+        if self._missing and code in self._missing_codes:
+            return _Missing(f"Kaggle has no {self._missing} ({code}, while {what})")
+        if self._creating and code == 403:  # the slug's owner is not the credential's user
+            return CompError(f"Kaggle refused {what} (403: {self._redact(error_text(err))}): the owner in "
+                             f"{self._creating!r} must be the Kaggle user of {self.credential.source}; rebuild "
+                             "with `comp bundle NAME --owner YOUR_USER_NAME --run-local`")
+        return super()._http_error(what, err, attempts)
 
 
 class _Missing(CompError):
     """A dataset or kernel that does not exist (yet)."""
+
+
+class SubmitUnknown(CompError):
+    """CreateCodeSubmission failed in a way that may have created the submission, and the listing does not show it."""
+
+
+def notebook_text(code: str) -> str:
+    """The notebook as `kaggle kernels push` sends it (kaggle 2.2.4 and 1.7.4.5): outputs cleared and each cell's
+    source joined into one string ("the server expects just one")."""
+    try:
+        nb = json.loads(code)
+    except ValueError:
+        raise CompError("the kernel's notebook is not valid JSON; rebuild it with `comp bundle NAME`") from None
+    for cell in nb.get("cells", []) if isinstance(nb, dict) else []:
+        if cell.get("cell_type") == "code" and "outputs" in cell:
+            cell["outputs"] = []
+        if isinstance(cell.get("source"), list):
+            cell["source"] = "".join(cell["source"])
+    return json.dumps(nb)
 
 
 def log_tail(log: str, lines: int = LOG_TAIL) -> str:
