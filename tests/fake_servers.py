@@ -145,6 +145,7 @@ class FakeKaggle(_Server):
     create_dropped: int = 0  # the next N CreateSubmission calls create it, then drop the connection unanswered
     create_failures: int = 0  # the next N CreateSubmission calls answer 500 without creating anything
     unknown_forbidden: bool = True  # an unknown slug gets 403 "Permission 'competitions.participate' was denied"
+    refresh_token: str = ""  # `kaggle auth login`'s refresh token: GenerateAccessToken answers `token` for it
 
     def __post_init__(self) -> None:
         _Server.__init__(self, KAGGLE_PORT)
@@ -161,6 +162,12 @@ class FakeKaggle(_Server):
             return self._put(request)
         if request.method == "GET" and request.path.startswith("/files/"):
             return 200, {"Content-Type": "application/zip"}, self.data_zip
+        if request.path == "/api/v1/users.AccountService/GenerateAccessToken":
+            sent = json.loads(request.body or b"{}").get("refreshToken", "")
+            if not self.refresh_token or sent != self.refresh_token or request.headers.get("Authorization"):
+                return _json(401, {"code": 401, "message": "Invalid refresh token"})
+            self.generated = getattr(self, "generated", 0) + 1
+            return _json(200, {"token": self.token, "expiresIn": 43200})
         if request.path == "/api/v1/security.OAuthService/IntrospectToken":
             token = json.loads(request.body or b"{}").get("token", "")
             active = bool(self.token) and token == self.token
@@ -472,6 +479,7 @@ class FakeCodabench(_Server):
     azure: bool = False  # storage URLs are Azure SAS URLs, whose PUT needs x-ms-blob-type: BlockBlob
     children: list[str] = field(default_factory=list)  # a multi-task submission: each child's final status
     get_failures: int = 0  # the next N GET /api/submissions/<id>/ answer 503 with Retry-After 0
+    leaderboard_failures: int = 0  # the next N GET .../get_leaderboard/ answer 500
 
     def __post_init__(self) -> None:
         _Server.__init__(self, 0)
@@ -492,6 +500,9 @@ class FakeCodabench(_Server):
                 return _json(200, {"token": self.token})
             return _json(400, {"non_field_errors": ["Unable to log in with provided credentials."]})
         if method == "GET" and (m := re.fullmatch(r"/api/phases/(\d+)/get_leaderboard/", path)):
+            if self.leaderboard_failures > 0:
+                self.leaderboard_failures -= 1
+                return 500, {"Content-Type": "text/html"}, b"<h1>Server Error (500)</h1>"
             return _json(200, {"id": int(m[1]), "primary_index": self.primary_index, "submissions": []})
         if request.headers.get("Authorization") != f"Token {self.token}":
             return _json(self.auth_status, {"detail": "Invalid token."})
@@ -506,7 +517,10 @@ class FakeCodabench(_Server):
             dataset_id = 300 + len(self.dataset_meta)
             self.dataset_meta[key] = {**body, "id": dataset_id}
             url = f"{self.base}/sassy/{key}" + ("?sv=2018-03-28&sr=b&sig=c2lnbmVk" if self.azure else "")
-            return _json(201, {"id": dataset_id, "key": key, "sassy_url": url})
+            return _json(201, {"key": key, "sassy_url": url})  # no id: DataViewSet.create answers only these
+        if method == "GET" and (m := re.fullmatch(r"/api/datasets/\?key=([\w-]+)", path)):
+            rows = [{"id": meta["id"], "key": k} for k, meta in self.dataset_meta.items() if k == m[1]]
+            return _json(200, {"count": len(rows), "results": rows})
         if method == "DELETE" and (m := re.fullmatch(r"/api/datasets/(\d+)/", path)):
             self.deleted.append(int(m[1]))
             return 204, {}, b""

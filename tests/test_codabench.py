@@ -109,6 +109,20 @@ def test_the_primary_leaderboard_column_is_the_score(codabench, workspace):
     assert ledger.read(Workspace(workspace)).iloc[0]["public_score"] == "0.91"
 
 
+def test_an_unreadable_leaderboard_is_an_error_not_the_first_column(codabench, workspace):
+    codabench.columns = [("aux_loss", 0.1234), ("accuracy", 0.91)]
+    codabench.primary_index = 1
+    codabench.leaderboard_failures = 99
+    code, out = run_cli("submit", "-m", "two columns")
+    assert code == 1 and "leaderboard could not be read" in out and "aux_loss=0.1234" in out
+    row = ledger.read(Workspace(workspace)).iloc[0]  # sent and recorded; the score is left for --refresh
+    assert row["public_score"] in ("", "nan") or str(row["public_score"]) == "nan"
+    codabench.leaderboard_failures = 0
+    code, out = run_cli("submissions", "--refresh")
+    assert code == 0, out
+    assert ledger.read(Workspace(workspace)).iloc[0]["public_score"] == "0.91"
+
+
 def test_a_failed_task_fails_the_multi_task_submission(codabench, workspace):
     codabench.children = ["Finished", "Failed"]  # the parent turns Finished once every child is done
     code, out = run_cli("submit", "-m", "two tasks")

@@ -161,3 +161,31 @@ def test_a_rejected_token_and_its_fallback_leave_no_trace(toy_workspace, isolate
     texts = [out] + [p.read_bytes().decode("latin-1") for p in workspace.rglob("*") if p.is_file()]
     for secret in ("zz-stale-token-c93b1a", "zz-json-key-5d80e3"):
         assert not any(secret in t for t in texts)
+
+
+def test_kaggle_auth_login_credentials_are_read_as_the_official_client_reads_them(toy_workspace, isolated,
+                                                                                   workspace):
+    """~/.kaggle/credentials.json (after token and kaggle.json): its expired access token is renewed with the refresh
+    token through GenerateAccessToken, saved back, and sent as Bearer; neither token is shown or stored elsewhere."""
+    toy_workspace(workspace)
+    creds = isolated / ".kaggle" / "credentials.json"
+    creds.parent.mkdir()
+    creds.write_text(json.dumps({"refresh_token": "zz-refresh-81f0", "access_token": "zz-old-access-2b",
+                                 "access_token_expiration": "2020-01-01T00:00:00+00:00", "username": "oauth-user"}))
+    found = find_credential()
+    assert found.oauth_file == str(creds) and found.username == "oauth-user" and not found.token
+    with FakeKaggle(token="zz-new-access-9c", refresh_token="zz-refresh-81f0") as server:
+        code, out = run_cli("submit", "-m", "oauth")
+        assert code == 0, out
+        assert server.generated == 1
+        used = {r.headers.get("Authorization", "") for r in server.requests if "/competitions." in r.path}
+        assert used == {"Bearer zz-new-access-9c"}
+    assert json.loads(creds.read_text())["access_token"] == "zz-new-access-9c"  # saved as kagglesdk saves it
+    texts = [out] + [p.read_bytes().decode("latin-1") for p in workspace.rglob("*") if p.is_file()]
+    for secret in ("zz-refresh-81f0", "zz-new-access-9c"):
+        assert not any(secret in t for t in texts)
+    # A refresh token Kaggle refuses: a clear error naming the file and the fix.
+    creds.write_text(json.dumps({"refresh_token": "zz-revoked", "username": "oauth-user"}))
+    with FakeKaggle(token="zz-new-access-9c", refresh_token="zz-refresh-81f0"):
+        code, out = run_cli("submit", "-m", "oauth")
+    assert code == 1 and "kaggle auth login" in out and str(creds) in out

@@ -143,7 +143,7 @@ class CodabenchBackend:
             if n < self.retries:
                 time.sleep(self.backoff * 2 ** (n - 1))
         if why:
-            self._delete_dataset(dataset.get("id"))
+            self._delete_dataset(key)
             raise CompError(f"the upload to CodaBench failed after {self.retries} attempts ({why}); nothing was "
                             "submitted and nothing recorded. Check your network and run the command again")
         self._json("PUT", f"/api/datasets/completed/{key}/", "finishing the upload", retry=True)
@@ -171,13 +171,25 @@ class CodabenchBackend:
 
     # -- scores and children
     def _primary_score(self, answer: dict[str, Any]) -> str:
+        """The leaderboard's primary column. With several columns and a leaderboard that cannot be read (or names
+        a column the submission lacks), that is an error: picking a column would record a number that is not the
+        rank's."""
         scores = [s for s in answer.get("scores") or [] if isinstance(s, dict)]
         if not scores:
             return ""
-        primary = self._primary_index(str(answer.get("phase", "") or self.phase))
+        if len(scores) == 1:
+            return str(scores[0].get("score", ""))
+        phase = str(answer.get("phase", "") or self.phase)
+        primary = self._primary_index(phase)
         chosen = [s for s in scores if primary is not None and s.get("index") == primary]
-        if not chosen:  # the leaderboard could not be read: the lowest column, CodaBench's own default index 0
-            chosen = sorted(scores, key=lambda s: s.get("index") if isinstance(s.get("index"), int) else 0)
+        if not chosen:
+            columns = ", ".join(f"{s.get('column_key', s.get('index'))}={s.get('score')}" for s in scores)
+            why = ("its leaderboard could not be read" if primary is None
+                   else f"the leaderboard's primary column {primary} is not among them")
+            raise CompError(
+                f"CodaBench scored submission {answer.get('id')} in several columns ({columns}) but {why} (GET "
+                f"/api/phases/{phase}/get_leaderboard/); no score recorded. Run `comp submissions --refresh` later"
+            )
         return str(chosen[0].get("score", ""))
 
     def _primary_index(self, phase: str) -> int | None:
@@ -204,13 +216,18 @@ class CodabenchBackend:
                 failed.append(f"{child_id} ({answer.get('status')})")
         return failed
 
-    def _delete_dataset(self, dataset_id: Any) -> None:
-        """Best effort: a failed upload's dataset would otherwise stay in the user's storage quota."""
-        if str(dataset_id).isdigit():
-            try:
-                self._request("DELETE", f"/api/datasets/{dataset_id}/", "removing the failed upload")
-            except CompError:
-                pass
+    def _delete_dataset(self, key: str) -> None:
+        """Best effort: a failed upload's dataset would otherwise stay in the user's storage quota. The create call
+        answers only {key, sassy_url}; the dataset's id (what DELETE takes) is looked up by that key."""
+        try:
+            found = self._json("GET", f"/api/datasets/?key={key}", "finding the failed upload", retry=True)
+            rows = found.get("results", []) if isinstance(found, dict) else found
+            ids = [r.get("id") for r in rows or [] if isinstance(r, dict) and r.get("key") == key]
+            for dataset_id in ids:
+                if str(dataset_id).isdigit():
+                    self._request("DELETE", f"/api/datasets/{dataset_id}/", "removing the failed upload")
+        except CompError:
+            pass
 
     # -- HTTP
     def _auth_header(self) -> dict[str, str]:

@@ -47,6 +47,7 @@ class KaggleCredential:
     token: str = field(default="", repr=False)
     username: str = field(default="", repr=False)
     key: str = field(default="", repr=False)
+    oauth_file: str = ""  # `kaggle auth login`'s credentials.json, exchanged for an access token with the client
 
     @property
     def secrets(self) -> list[str]:
@@ -60,7 +61,9 @@ def find_credential(environ: Mapping[str, str] | None = None, home: Path | None 
 
     1. an access token: `KAGGLE_API_TOKEN` (the value, or the path of a file holding it), then ~/.kaggle/access_token;
     2. username + key from kaggle.json in `KAGGLE_CONFIG_DIR`, ~/.kaggle or ~/.config/kaggle, each field overridden
-       by `KAGGLE_USERNAME` / `KAGGLE_KEY`.
+       by `KAGGLE_USERNAME` / `KAGGLE_KEY`;
+    3. the OAuth credentials `kaggle auth login` saves in ~/.kaggle/credentials.json (a refresh token), read as
+       kagglesdk's `KaggleCredentials.load` reads them; the access token is made from it when the client is built.
     """
     env = os.environ if environ is None else environ
     home = Path(env.get("HOME") or Path.home()) if home is None else home
@@ -98,13 +101,56 @@ def find_credential(environ: Mapping[str, str] | None = None, home: Path | None 
     if env.get("KAGGLE_KEY"):
         key, source = env["KAGGLE_KEY"], source or "KAGGLE_USERNAME/KAGGLE_KEY"
     if not username and not key:
-        return None
+        return _oauth_credential(home / ".kaggle" / "credentials.json")
     if not (username and key):
         lacking = "key (KAGGLE_KEY)" if username else "username (KAGGLE_USERNAME)"
         raise CompError(f"Kaggle credentials from {source} lack the {lacking}; {_TOKEN_HELP}")
     if env.get("KAGGLE_USERNAME") or env.get("KAGGLE_KEY"):
         source = f"{source} + KAGGLE_USERNAME/KAGGLE_KEY" if source.endswith(".json") else source
     return KaggleCredential(source=source, username=username, key=key)
+
+
+def _oauth_credential(path: Path) -> KaggleCredential | None:
+    """`kaggle auth login`'s file when it holds a refresh token (what KaggleCredentials.load requires), else None."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None  # as the official client: an unreadable file is no credential
+    if not isinstance(data, dict) or not data.get("refresh_token"):
+        return None
+    return KaggleCredential(source=str(path), username=str(data.get("username") or ""), oauth_file=str(path))
+
+
+def oauth_access_token(credential: KaggleCredential) -> str:
+    """The access token of `kaggle auth login`'s credentials, as the official client gets it: the saved one while it
+    is valid, else a new one from GenerateAccessToken with the refresh token (saved back to the file)."""
+    import requests
+    from kagglesdk import KaggleClient
+    from kagglesdk.kaggle_creds import KaggleCredentials
+
+    client = KaggleClient(env=kaggle_env())
+    http = client._http_client
+    http._signed_in = True  # no other credential may ride along on the exchange (see default_client_factory)
+    http._init_session()
+    creds = KaggleCredentials.load(client=client, file_path=credential.oauth_file)
+    if creds is None:
+        raise CompError(f"{credential.source} holds no refresh token; run `kaggle auth login` again")
+    try:
+        original_save = creds.save
+        creds.save = lambda file_path=credential.oauth_file: original_save(file_path)  # keep it where it was
+        token = creds.get_access_token()
+    except requests.HTTPError as err:
+        code = _error_code(err)
+        raise CompError(f"Kaggle refused the OAuth credentials in {credential.source} ({code}); run `kaggle auth "
+                        "login` again") from None
+    except requests.RequestException as err:
+        raise CompError(f"could not reach Kaggle to renew the OAuth access token ({type(err).__name__}); check "
+                        "your network") from None
+    if not token:
+        raise CompError(f"{credential.source} gave no access token; run `kaggle auth login` again")
+    return token
 
 
 def _read_secret(path: Path) -> str:
@@ -143,6 +189,8 @@ def default_client_factory(credential: KaggleCredential) -> Any:
 
     if credential.token:
         return KaggleClient(env=kaggle_env(), api_token=credential.token)
+    if credential.oauth_file:
+        return KaggleClient(env=kaggle_env(), api_token=oauth_access_token(credential))
     client = KaggleClient(env=kaggle_env(), username=credential.username, password=credential.key)
     # Left alone, kagglesdk adds a token it finds in the environment (KAGGLE_API_TOKEN, ~/.kaggle/access_token) as
     # Bearer even when given a username and key: after a rejected token fell back to kaggle.json, that bad token
