@@ -83,15 +83,15 @@ def test_round_trip_write_check_decode_fix(kind, workspace):
         chosen = probs > 0.5
         chosen[~chosen.any(axis=1), probs[~chosen.any(axis=1)].argmax(axis=1)] = True
         if k.numeric:
-            np.testing.assert_allclose(metrics.sigmoid(decoded), probs, atol=1e-6)
+            np.testing.assert_allclose(decoded, probs, atol=1e-6)  # as written (the graders' reading)
         else:
-            np.testing.assert_array_equal(decoded > 0, chosen)
+            np.testing.assert_array_equal(decoded == 1, chosen)
     else:
         np.testing.assert_array_equal(decoded.argmax(axis=1), probs.argmax(axis=1))
 
     # the default metric scores the decoded file; a perfect answer key scores as the metric's best
     truth = (probs > 0.5).astype(np.int64) if k.multilabel else probs.argmax(axis=1)
-    assert np.isfinite(metrics.score(comp.metric, truth, decoded, comp.top_k))
+    assert np.isfinite(metrics.score(comp.metric, truth, decoded, comp.top_k, written=True))
 
     (workspace / "sub.csv").write_bytes(data)
     fixed = fix_file(comp, ws, workspace / "sub.csv", workspace / "fixed.csv")

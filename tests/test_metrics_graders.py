@@ -164,3 +164,30 @@ def test_logit_metrics_equal_sklearn_on_the_probabilities():
     cv = metrics.fold_scores("log_loss", y, z, fold)
     assert cv["oof"] == metrics.score("log_loss", y, z)
     assert cv["per_fold"][2] == metrics.score("log_loss", y[fold == 2], z[fold == 2])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Messages that name the values as they are
+
+
+def _cells(values: list[str]):
+    from comp.kinds.base import Cells
+
+    return Cells(["label"], np.array(values, dtype=object)[:, None], [f"i{j}" for j in range(len(values))],
+                 list(range(2, len(values) + 2)))
+
+
+def test_class_id_messages_name_the_real_ids_and_values():
+    from comp.kinds.single import check_class_ids, check_names
+
+    gaps = _comp("class_id", "accuracy", ["0", "2", "5", "7"])
+    (error,) = check_class_ids(gaps, "label", ["9", "0"], _cells(["9", "0"]))
+    assert "the known ids are 0, 2, 5, ... (4 in all)" in error and "0..7" not in error
+    contiguous = _comp("class_id", "accuracy", [str(i) for i in range(15)])
+    (error,) = check_class_ids(contiguous, "label", ["15"], _cells(["15"]))
+    assert "the known ids are 0..14" in error
+    (error,) = check_class_ids(contiguous, "label", ["007"], _cells(["007"]))
+    assert "like '7', not '007'" in error and "'3'" not in error
+    names = _comp("class_name", "accuracy", ["cat", "dog"])
+    (error,) = check_names(names, "label", ["8"], _cells(["8"]))
+    assert "indices '8'," in error and "'8'..'8'" not in error

@@ -107,7 +107,8 @@ def check_names(comp: Competition, col: str, cells: list[str], c: Cells) -> list
         return [f"column {col!r} holds folder names ({found[0]!r}...), the sample uses class names "
                 f"({labels[j]!r}): write each class's submission label ({at})"]
     if all(INTEGER.fullmatch(v) for v in found) and not all(INTEGER.fullmatch(x) for x in labels):
-        return [f"column {col!r} holds folder names or class indices {found[0]!r}..{found[-1]!r}, the sample uses "
+        shown = repr(found[0]) if len(found) == 1 else f"{found[0]!r}..{found[-1]!r}"
+        return [f"column {col!r} holds folder names or class indices {shown}, the sample uses "
                 f"class names (e.g. {labels[0]!r}): map each index to its class name ({at})"]
     lower = {x.lower(): x for x in labels}
     if all(v.lower() in lower for v in found):
@@ -119,6 +120,16 @@ def check_names(comp: Competition, col: str, cells: list[str], c: Cells) -> list
                 f"class is {spelled[normalise_label(found[0])]!r}); write the class names exactly ({at}); "
                 "`comp check FILE --fix OUT` respells them"]
     return [f"unknown class(es) in column {col!r}: {at}; the known classes are {first([repr(x) for x in labels])}"]
+
+
+def id_span(ids: set[int]) -> str:
+    """Known class ids as a reader checks them: '0..14' only when no id in between is missing, else each id."""
+    ordered = sorted(ids)
+    if not ordered:
+        return "none"
+    if len(ordered) > 2 and ordered[-1] - ordered[0] + 1 == len(ordered):
+        return f"{ordered[0]}..{ordered[-1]}"
+    return first([str(i) for i in ordered])
 
 
 def check_class_ids(comp: Competition, col: str, cells: list[str], c: Cells) -> list[str]:
@@ -153,11 +164,11 @@ def check_class_ids(comp: Competition, col: str, cells: list[str], c: Cells) -> 
         errors.append(f"column {col!r} holds class names ({show(names)}), the sample uses integer class ids: write "
                       "each class's id")
     if padded:
+        v = cells[padded[0]]
         errors.append(f"column {col!r} writes class ids with leading zeros or signs ({show(padded)}); write plain "
-                      "integers like '3'")
+                      f"integers like {str(int(v))!r}, not {v!r}")
     if unknown:
-        span = f"{min(known)}..{max(known)}" if known else "none"
-        errors.append(f"unknown class id(s) in column {col!r} ({show(unknown)}); the known ids are {span}")
+        errors.append(f"unknown class id(s) in column {col!r} ({show(unknown)}); the known ids are {id_span(known)}")
     if other:
         errors.append(f"column {col!r} must hold integer class ids; not integers: {show(other)}")
     return errors
