@@ -99,7 +99,9 @@ def test_names_that_are_ids_not_labels_are_not_read_as_classes(workspace):
     for i in range(12):
         _image(data / "train" / f"img_{i}.jpg")  # one "class": an id prefix, not a label
     for i in range(12):
-        _image(data / "train2" / f"x{i}_{i}.jpg")
+        _image(data / "train2" / f"x{i}_{i}.jpg")  # as many "classes" as files: ids
+    for i in range(9):
+        _image(data / "train3" / f"{'IMG' if i % 3 else 'DSC'}_{i:04d}.jpg")  # a camera's numbering
     message = _refused(data)
     assert "found no training labels" in message and "--label-pattern" in message
 

@@ -80,6 +80,8 @@ SEARCH_DEPTH = 2  # Kaggle zips often unpack one level deeper (data/train/train/
 NAME_PATTERNS = (r"(?P<label>.+)\.\d+\.[^.]+", r"(?P<label>.+)_\d+\.[^.]+", r"(?P<label>.+)-\d+\.[^.]+")
 NAME_MATCH_SHARE = 0.95  # files a name pattern must fit (all but one in a small folder); the rest (a stray
 # README.jpg) are left out, and listed
+GENERIC_PREFIXES = ("img", "image", "images", "dsc", "dscn", "dscf", "pxl", "photo", "pic", "frame", "file", "sample",
+                    "train", "test", "val", "scan", "screenshot")
 FILES_PER_CLASS = 3  # a pattern whose "classes" hold fewer files each on average is reading ids, not labels
 LABEL_COLUMN_NAMES = ("label", "labels", "class", "category", "target", "y", "breed", "species", "diagnosis")
 VAL_NAMES = ("val", "valid", "validation", "dev")
@@ -438,6 +440,8 @@ class _Discovery:
             for pattern in NAME_PATTERNS:
                 labels = [m["label"] for m in map(re.compile(pattern).fullmatch, names) if m]
                 n_classes = len(set(labels))
+                if {label.lower() for label in labels} & set(GENERIC_PREFIXES):
+                    continue  # IMG_0001.jpg, DSC_0002.jpg: a camera's numbering, not a class
                 if (len(names) - len(labels) <= max(1, (1 - NAME_MATCH_SHARE) * len(names)) and n_classes >= 2
                         and n_classes * FILES_PER_CLASS <= len(labels)):
                     return [folder], pattern
