@@ -165,6 +165,7 @@ class Plan:
     capped: bool = False  # the budget allowed more epochs than pay off (`epoch_cap`)
     reused: bool = False  # read back from plan.json (the same command again)
     native_side: int | None = None
+    setup: str = ""  # where the set-up time went, e.g. "start-up and checks 20s, decoding 5s, timing 9s"
 
     @property
     def overrides(self) -> list[str]:
@@ -189,7 +190,8 @@ class Plan:
                          f"{mark}")
         cap = " (the epochs that pay off; more would add little)" if self.capped else ""
         lines.append(f"plan: {self.chosen.label(n_folds)}{cap}, about {duration(self.planned_s)} in all "
-                     f"({duration(self.elapsed_s)} of it already spent setting up)")
+                     f"({duration(self.elapsed_s)} of it already spent setting up"
+                     f"{': ' + self.setup if self.setup else ''})")
         return "\n".join(lines)
 
     def to_json(self, budget: str, asked: str) -> dict[str, Any]:
@@ -287,7 +289,7 @@ def shapes(work: Workload) -> list[tuple[tuple[int, ...], bool]]:
 
 
 def choose(budget_s: float, elapsed_s: float, recipe: Recipe, rates: Rates, work: Workload, resize_s: float = 0.0,
-           fixed_side: bool = False) -> Plan:
+           fixed_side: bool = False, setup: str = "") -> Plan:
     """The plan with the best expected score that fits what is left of `budget_s`; `resize_s` is what re-decoding
     the images at another side than the probed one costs. CompError only when nothing fits."""
     usable = budget_s * (1 - RESERVE) - elapsed_s
@@ -326,7 +328,8 @@ def choose(budget_s: float, elapsed_s: float, recipe: Recipe, rates: Rates, work
             f"budget {duration(budget_s)} is too short: even one epoch of "
             f"{Candidate(first[0], first[1], smallest, 1, 0, 0).runs_label(n_folds)} at {smallest} px takes about "
             f"{duration(one)} here, "
-            f"after {duration(elapsed_s)} of set-up; give a longer --budget (at least "
+            f"after {duration(elapsed_s)} of set-up{' (' + setup + ')' if setup else ''}; give a longer --budget "
+            f"(at least "
             f"{duration(elapsed_s + one / (1 - RESERVE) + 1)}), or a smaller image (--set img_size=N)"
         )
     # The best expected score; a tie (within TIE) goes to the cheaper plan.
@@ -334,7 +337,8 @@ def choose(budget_s: float, elapsed_s: float, recipe: Recipe, rates: Rates, work
     chosen = min((c for c in best_of_shape if c.predicted >= top - TIE), key=lambda c: c.seconds)
     planned = elapsed_s + chosen.seconds
     return Plan(budget_s, chosen.epochs, chosen.img_size, tuple(chosen.runs), planned, elapsed_s, rates,
-                tuple(best_of_shape), chosen, capped_any.get(chosen, False), native_side=work.native_side)
+                tuple(best_of_shape), chosen, capped_any.get(chosen, False), native_side=work.native_side,
+                setup=setup)
 
 
 # ---------------------------------------------------------------------------------------------------------------

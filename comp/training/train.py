@@ -260,16 +260,26 @@ class _Job:
         self.kind = kind_of(comp)
         self.multilabel = self.kind.multilabel
         self.data_config = data_config(None, recipe)  # from the recipe: no model is built to read it
+        self.decode_s = 0.0  # seconds spent building (or opening) the image caches
         self.train_images = self._images(items["path"].tolist())
         self.test_images = self._images(test["path"].tolist()) if len(test) else None
 
     def _images(self, paths: list[str]) -> np.ndarray:
         # Rank 0 builds the cache; the others wait and memory-map the finished file.
         side = self.data_config["cache_size"]
+        t0 = time.perf_counter()
         if self.ddp.main:
             pixels = images.cached_images(self.ws, paths, side)
         self.ddp.barrier()
-        return pixels if self.ddp.main else images.cached_images(self.ws, paths, side)
+        out = pixels if self.ddp.main else images.cached_images(self.ws, paths, side)
+        self.decode_s += time.perf_counter() - t0
+        return out
+
+    def redecode_seconds(self) -> float:
+        """What decoding the images again at another side would cost: as long as this job's decoding took, or (the
+        cache was already there) DECODE_S_PER_IMAGE per image."""
+        n = len(self.items) + len(self.test)
+        return max(self.decode_s, n * DECODE_S_PER_IMAGE)
 
     def use(self, recipe: Recipe, current: Run) -> None:
         """Train with `recipe` from now on (a --budget plan's); the images are decoded again only when its side
@@ -543,6 +553,7 @@ def _seed_key(k: int | str) -> int:
 
 
 FULL_SEED = 1000  # the full fit's seed key (folds are 0..K-1)
+DECODE_S_PER_IMAGE = 0.005  # a re-decode's price per image when the cache existed (a 100-500 px photo, one core)
 ESTIMATE_MIN_IMAGES = 20_000  # without --budget, a CPU run this large (training images x epochs) is timed first
 
 
@@ -598,9 +609,13 @@ def _local_plan(job: _Job, runs: list[int | str], asked: str, force: bool, start
         views=budgeting.tta_views(recipe.tta, job.data_config), native_side=native, runs=tuple(choices),
         choose_runs=choose_runs,
     )
-    decode_s = time.time() - started  # what decoding the images again at another side costs, at most
+    t0 = time.time()
     rates = job.measure(budgeting.probe_seconds(budget_s), next((k for k in runs if k != FULL), FULL))
-    plan = budgeting.choose(budget_s, time.time() - started, recipe, rates, work, decode_s, fixed_side=fixed)
+    elapsed = time.time() - started
+    setup = (f"start-up and checks {duration(elapsed - job.decode_s - (time.time() - t0))}, decoding images "
+             f"{duration(job.decode_s)}, timing steps {duration(time.time() - t0)}")
+    plan = budgeting.choose(budget_s, elapsed, recipe, rates, work, job.redecode_seconds(), fixed_side=fixed,
+                            setup=setup)
     if job.ddp.main:
         atomic.write_json(where, plan.to_json(recipe.budget, asked))
     return plan
