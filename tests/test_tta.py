@@ -144,3 +144,22 @@ def test_indices_predict_only_those_rows_in_that_order(cnn):
     full = tta.predict_logits(cnn, images, config, tta="hflip")
     picked = tta.predict_logits(cnn, images, config, tta="hflip", indices=np.array([4, 1, 2]), batch_size=4)
     assert np.abs(picked - full[[4, 1, 2]]).max() <= 1e-5
+
+
+def test_cpu_inference_copy_is_traced_per_shape_and_equals_the_model_for_tf_same_padding():
+    # TF-"same" padding is computed in Python from the input size: fx cannot fold such a model, a trace per view
+    # shape can, and it must still equal the eager model (ttach's wrapper) at every batch size.
+    model = _model("tf_efficientnet_lite0")
+    config = _config(model)
+    fast = tta.inference_model(model, [(SIZE, SIZE)], "cpu")
+    assert isinstance(fast, tta._ShapeTraced) and set(fast.traced) == {(SIZE, SIZE)}
+    images = _images(tta.TRACE_MIN_STEPS + 1, SIZE, SIZE)
+    x = tta.prepare_batch(images, config, (SIZE, SIZE), "cpu")
+    with torch.inference_mode():
+        want = ttach.ClassificationTTAWrapper(model, ttach.aliases.d4_transform())(x).numpy()
+    # one image (8 views) per pass: enough passes for predict_logits to trace
+    got = tta.predict_logits(model, images, config, tta="d4", batch_size=8, optimize=True)
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
+    other = torch.randn(2, 3, 40, 40)  # a shape it was not traced for runs the eager copy
+    with torch.inference_mode():
+        assert torch.allclose(fast(other), model(other), atol=1e-4)
