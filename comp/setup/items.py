@@ -128,7 +128,7 @@ ONES, ZEROS = {"1", "1.0", "1.", "True", "true"}, {"0", "0.0", "0.", "False", "f
 
 
 def multilabel_hint() -> str:
-    """What to do with labels that mark several classes per image: the multi-label kind, when comp has it."""
+    """What to do with labels that mark several classes per image: name the multi-label kinds that read them."""
     return ("Read them as the `multilabel_probs` kind (one probability column per class): "
             "`comp init DATA_DIR --force --kind multilabel_probs` (or `--kind tags` for a space-separated column)")
 
