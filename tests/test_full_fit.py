@@ -89,7 +89,8 @@ def test_stack_fits_on_the_folds_a_budget_plan_trained_and_says_so(make_toy_work
 
 
 @pytest.mark.slow
-def test_the_recipe_side_is_capped_at_the_images_native_side_unless_asked(make_toy_workspace, workspace, cli):
+def test_the_recipe_side_is_capped_at_the_images_native_side_unless_asked(make_toy_workspace, workspace, cli,
+                                                                          monkeypatch):
     ws, comp = make_toy_workspace(workspace, n_per_class=8, n_folds=2)
     ws.recipe_path("big").parent.mkdir(exist_ok=True)
     code, out = cli("train", "--model", "tiny", "--fold", "0", "--device", "cpu", "--set", "epochs=1",
@@ -101,9 +102,12 @@ def test_the_recipe_side_is_capped_at_the_images_native_side_unless_asked(make_t
     stock = (Workspace(workspace).root / "models" / "big.toml")
     stock.write_text('name = "test_resnet"\npretrained = false\nepochs = 1\nbatch_size = 8\nnum_workers = 0\n'
                      'channels_last = false\n')  # no img_size: the model's own 224 px, capped at the images' 32
+    # A large CPU run (here: any) is timed for a few seconds first, so its length is said before it starts.
+    monkeypatch.setattr("comp.training.train.ESTIMATE_MIN_IMAGES", 0)
     code, out = cli("train", "--model", "big", "--fold", "1", "--device", "cpu")
     assert code == 0, out
-    assert "img_size 32 px: the images are ~32 px" in out and "1 run (fold 1) x 1 epoch at 32 px" in out
+    assert "img_size 32 px: the images are ~32 px" in out and "1 run (fold 1) x 1 epoch at 32 px, about" in out
+    assert "on this CPU (measured" in out and "--budget T" in out
     assert tomllib.loads(ws.run("big", 1).recipe.read_text())["img_size"] == 32
 
 
