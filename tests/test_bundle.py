@@ -319,3 +319,21 @@ def test_kernel_fails_loudly_when_the_test_set_lacks_an_image(one_model_bundle):
     with pytest.raises(CompError, match="cannot be read"):
         kernel.run_kernel(inputs, working, name="one", device="cpu", say=lambda _: None)
     assert not (working / "submission.csv").exists()
+
+
+def test_kernel_averages_a_full_fit_with_the_folds_as_the_stack_did(one_model_bundle):
+    """A stack that used a full fit records it in `test_runs`; the bundle ships models/<alias>/full/ and the kernel
+    averages it with the folds (each run once), as `comp stack` averaged the saved test logits."""
+    import shutil
+
+    from comp.core.workspace import FULL
+
+    inputs, working, data = one_model_bundle
+    dataset = inputs / "my-bundle"
+    shutil.copytree(dataset / "models" / "a" / "fold0", dataset / "models" / "a" / FULL)
+    manifest = json.loads((dataset / kernel.MANIFEST).read_text())
+    manifest["models"][0]["folds"].append({"fold": FULL, "tta": "none", "merge": "mean"})
+    (dataset / kernel.MANIFEST).write_text(json.dumps(manifest))
+    written = kernel.run_kernel(inputs, working, name="one", device="cpu", say=lambda _: None)
+    frame = pd.read_csv(written, dtype=str)
+    assert len(frame) == 5 and set(frame["label"]) <= {"cat", "dog", "frog"}
