@@ -40,6 +40,7 @@ _LAZY: dict[str, str] = {
     "InitOptions": "comp.setup.discover",
     "init_workspace": "comp.setup.init",
     "download_competition": "comp.platforms.fetch",
+    "kaggle_metric": "comp.platforms.fetch",
     "verify": "comp.setup.verify",
     "require_verified": "comp.setup.verify",
     "make_folds": "comp.folds",

@@ -146,6 +146,7 @@ class FakeKaggle(_Server):
     create_failures: int = 0  # the next N CreateSubmission calls answer 500 without creating anything
     unknown_forbidden: bool = True  # an unknown slug gets 403 "Permission 'competitions.participate' was denied"
     refresh_token: str = ""  # `kaggle auth login`'s refresh token: GenerateAccessToken answers `token` for it
+    evaluation_metric: str = ""  # GetCompetition's evaluationMetric (Kaggle's name of the metric)
 
     def __post_init__(self) -> None:
         _Server.__init__(self, KAGGLE_PORT)
@@ -202,7 +203,8 @@ class FakeKaggle(_Server):
         return auth == f"Basic {expected}"
 
     def _GetCompetition(self, body: dict) -> tuple[int, dict[str, str], bytes]:
-        return _json(200, {"ref": body["competitionName"], "isKernelsSubmissionsOnly": self.code_competition})
+        record = {"ref": body["competitionName"], "isKernelsSubmissionsOnly": self.code_competition}
+        return _json(200, {**record, "evaluationMetric": self.evaluation_metric} if self.evaluation_metric else record)
 
     def _made_today(self) -> int:
         return len(self.submissions)

@@ -305,6 +305,39 @@ def test_download_unzips_and_inits(make_kaggle_competition, kaggle, workspace, t
     assert comp.platform == "kaggle" and comp.name == "toy-comp" and comp.num_classes == 3
 
 
+def test_download_takes_the_metric_from_kaggles_record(make_kaggle_competition, kaggle, workspace, tmp_path):
+    kaggle.data_zip = _bundle(tmp_path, make_kaggle_competition)
+    kaggle.evaluation_metric = "Quadratic Weighted Kappa"
+    code, out = run_cli("download", "--competition", "toy-comp")
+    assert code == 0, out
+    assert Workspace(workspace).load().metric == "qwk"
+    assert "from Kaggle's competition record ('Quadratic Weighted Kappa')" in out
+
+
+@pytest.mark.parametrize("named, metric, said", [
+    ("MacroFScore", "f1_macro", "from Kaggle's competition record ('MacroFScore')"),
+    ("Multiclass Loss", "log_loss", "from Kaggle's competition record"),
+    ("MAP@{K}", "map@k", "from Kaggle's competition record"),
+    ("Mean Average Precision @ 5", "map@5", "from Kaggle's competition record"),
+    ("Intersection over Union", "accuracy", "names the metric 'Intersection over Union', which comp does not"),
+    ("", "accuracy", "is a guess from the kind"),
+])
+def test_init_competition_names_where_the_metric_came_from(named, metric, said, kaggle, kaggle_data, workspace):
+    kaggle.evaluation_metric = named
+    code, out = run_cli("init", str(kaggle_data), "--competition", "toy-comp")
+    assert code == 0, out
+    comp = Workspace(workspace).load()
+    assert (comp.metric, comp.platform, comp.name) == (metric, "kaggle", "toy-comp")
+    assert said in " ".join(out.split())
+
+
+def test_init_without_kaggle_says_the_metric_is_a_guess(isolated, kaggle_data, workspace):
+    code, out = run_cli("init", str(kaggle_data), "--competition", "toy-comp")  # no credentials: no record
+    assert code == 0, out
+    text = " ".join(out.split())
+    assert "could not be read" in text and "is a guess from the kind" in text and "--metric NAME" in text
+
+
 def test_download_refuses_unsafe_or_occupied_targets(kaggle, workspace, tmp_path):
     code, out = run_cli("download", "--competition", "../escape")
     assert code == 1 and "not a plain name" in out

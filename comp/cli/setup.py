@@ -23,6 +23,8 @@ def init(
     data_dir: Path = typer.Argument(..., metavar="DATA_DIR", help="Folder with the competition's downloaded "
                                     "(unzipped) files."),
     name: str = typer.Option("", "--name", help="Competition slug on its platform (default: the folder name)."),
+    competition: str = typer.Option("", "--competition", "-c", metavar="SLUG", help="The Kaggle competition: sets "
+                                    "--name SLUG --platform kaggle and reads its metric from Kaggle's record."),
     platform: str = typer.Option("none", "--platform", help="kaggle | codabench | none."),
     kind: str = typer.Option("", "--kind", help=f"Force the kind: {'|'.join(KINDS)}."),
     metric: str = typer.Option("", "--metric", help="Metric (default: by kind, e.g. accuracy, roc_auc, log_loss, "
@@ -68,8 +70,21 @@ def init(
     from comp.setup.init import InitOptions, init_workspace, preview_mapping
 
     ws = Workspace.here(search=False)  # init writes comp.toml here, as `git init` does, even inside another workspace
+    source = ""
+    if competition:
+        if (name and name != competition) or platform not in ("none", "kaggle"):
+            raise fail(f"--competition {competition} names the Kaggle competition: drop --name/--platform")
+        name, platform = competition, "kaggle"
+        if not metric:
+            from comp.platforms.fetch import kaggle_metric
+
+            metric, source = kaggle_metric(competition)
+            if not metric:
+                console.print(f"[cyan]note:[/] {escape(source)}", highlight=False)
+                source = ""
     options = InitOptions(
-        name=name, platform=platform, kind=kind, metric=metric, id_column=id_column, label_column=label_column,
+        name=name, platform=platform, kind=kind, metric=metric, metric_source=source, id_column=id_column,
+        label_column=label_column,
         labels_csv=labels_csv, sample=sample, test_dir=test_dir, group_column=group_column, groups=groups,
         label_pattern=label_pattern, class_depth=class_depth, n_folds=n_folds,
         seed=seed, force=force, positive=[x for v in positive for x in v.split(",") if x],
@@ -131,7 +146,7 @@ def download(
     Example: comp download --competition aerial-cactus-identification
     Accept the competition's rules on kaggle.com first; credentials as for `comp submit`.
     """
-    from comp.platforms.fetch import download_competition
+    from comp.platforms.fetch import download_competition, kaggle_metric
 
     ws = Workspace.here()
     if not competition:
@@ -147,8 +162,12 @@ def download(
     from comp.setup.discover import InitOptions
     from comp.setup.init import init_workspace
 
+    metric, source = kaggle_metric(competition)
+    if not metric:
+        console.print(f"[cyan]note:[/] {escape(source)}", highlight=False)
     try:
-        found = init_workspace(folder, ws, InitOptions(name=competition, platform="kaggle"))
+        found = init_workspace(folder, ws, InitOptions(name=competition, platform="kaggle", metric=metric,
+                                                       metric_source=source if metric else ""))
     except CompError as err:  # the files are kept: init can be rerun with explicit flags
         raise fail(f"downloaded, but `comp init` could not set up on them: {err}\nRerun it with flags: {command}") \
             from None
@@ -160,6 +179,9 @@ def download(
     if found.unused_csvs:
         console.print(f"CSVs not read: {escape(', '.join(found.unused_csvs))} (`comp init --help`: --groups, "
                       "--labels-csv)", highlight=False)
+    for note in found.notes:
+        if note.startswith("metric "):
+            console.print(f"[cyan]note:[/] {escape(note)}", highlight=False)
     for warning in found.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 

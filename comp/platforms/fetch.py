@@ -55,6 +55,28 @@ def download_competition(ws: Workspace, slug: str, dest: Path | None = None, bac
     return dest
 
 
+def kaggle_metric(slug: str, backend=None) -> tuple[str, str]:
+    """(comp's metric, a line saying where it came from) from Kaggle's competition record, best effort: ("", why)
+    when Kaggle cannot be asked, has no metric on record, or names one comp does not compute (named in `why`)."""
+    from comp.platforms.kaggle import comp_metric
+
+    try:
+        if backend is None:
+            from comp.platforms.kaggle import KaggleBackend
+
+            backend = KaggleBackend.from_env(slug)
+        named = backend.evaluation_metric()
+    except CompError as err:
+        return "", f"Kaggle's competition record could not be read ({err})"
+    if not named:
+        return "", "Kaggle's competition record names no metric"
+    metric = comp_metric(named)
+    if not metric:
+        return "", (f"Kaggle's competition record names the metric {named!r}, which comp does not compute; score "
+                    "with the closest one comp has (--metric)")
+    return metric, f"from Kaggle's competition record ({named!r})"
+
+
 def unpack(zip_path: Path, folder: Path, label: str = "", depth: int = 0) -> None:
     """Unzip into `folder`, refusing members that would land outside it; zips inside are unpacked beside
     themselves into a folder of the same name (train.zip -> train/) and removed."""

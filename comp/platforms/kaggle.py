@@ -408,6 +408,15 @@ class KaggleBackend:
         except (CompError, ValueError, TypeError, KeyError):
             return False
 
+    def evaluation_metric(self) -> str:
+        """Kaggle's name of the competition's metric (GetCompetition's evaluationMetric); "" when not given."""
+        from kagglesdk.competitions.types.competition_api_service import ApiGetCompetitionRequest
+
+        self._check_credential()
+        request = ApiGetCompetitionRequest()
+        request.competition_name = self.competition
+        return str(self._call("reading the competition", self._api.get_competition, request).evaluation_metric or "")
+
     def _competition_exists(self) -> bool | None:
         """GetCompetition as a probe: True, False (404), or None when Kaggle would not say."""
         import requests
@@ -551,6 +560,34 @@ class KaggleBackend:
 
     def _redact(self, text: str) -> str:
         return redact(text, [*self.credential.secrets, self.credential.username])
+
+
+# Kaggle's evaluation-metric names (GetCompetition's evaluationMetric), compared on lower-case letters and digits,
+# -> comp's metrics. A name not here is reported as unknown, never mapped by a guess.
+_KAGGLE_METRICS = {
+    "accuracy": "accuracy", "categorizationaccuracy": "accuracy", "multiclassaccuracy": "accuracy",
+    "quadraticweightedkappa": "qwk", "qwk": "qwk", "cohenskappaquadratic": "qwk",
+    "logloss": "log_loss", "multiclassloss": "log_loss", "multiclasslogloss": "log_loss", "binarylogloss": "log_loss",
+    "auc": "roc_auc", "rocauc": "roc_auc", "aucroc": "roc_auc", "areaundercurve": "roc_auc",
+    "areaunderroccurve": "roc_auc", "areaunderreceiveroperatingcharacteristiccurve": "roc_auc",
+    "weightedauc": "weighted_auc", "alaska2weightedauc": "weighted_auc",
+    "meancolumnwiseauc": "mean_column_auc", "meancolumnwiserocauc": "mean_column_auc",
+    "macrofscore": "f1_macro", "fscoremacro": "f1_macro", "macrof1": "f1_macro", "f1macro": "f1_macro",
+    "meanf1macro": "f1_macro", "microfscore": "f1_micro", "fscoremicro": "f1_micro", "f1micro": "f1_micro",
+    "meanfscorebeta": "f2_samples", "meanf2score": "f2_samples", "f2score": "f2_samples", "meanf2": "f2_samples",
+}
+
+
+def comp_metric(kaggle_name: str) -> str:
+    """comp's name for Kaggle's metric `kaggle_name` ("" when comp does not compute it); MAP@K keeps its K."""
+    key = "".join(ch for ch in kaggle_name.lower() if ch.isalnum())
+    if key in _KAGGLE_METRICS:
+        return _KAGGLE_METRICS[key]
+    for prefix in ("map", "meanaverageprecision", "meanaverageprecisionat"):
+        rest = key.removeprefix(prefix)
+        if rest != key and (rest.isdigit() or rest in ("k", "")):
+            return f"map@{rest}" if rest.isdigit() else "map@k"
+    return ""
 
 
 def _is_limit(text: str) -> bool:

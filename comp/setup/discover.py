@@ -41,6 +41,7 @@ class InitOptions:
     platform: str = "none"
     kind: str = ""
     metric: str = ""
+    metric_source: str = ""  # where `metric` came from when not from --metric (Kaggle's competition record)
     id_column: str = ""  # the id column of the sample and of the labels CSV
     label_column: str = ""  # the label column of the labels CSV; "a,b,c" names one-hot label columns
     labels_csv: str = ""

@@ -55,6 +55,13 @@ def init_workspace(data_dir: str | os.PathLike, ws: Workspace, options: InitOpti
     if comp.group_column:
         _count_groups(found, comp, ws, items)
     found.copied_recipes = _copy_recipes(ws)
+    if options.metric_source:
+        found.notes.append(f"metric {comp.metric}: {options.metric_source}")
+    elif not options.metric:
+        found.notes.append(
+            f"metric {comp.metric} is a guess from the kind ({comp.kind}), not the competition's: set the real one "
+            "with `comp init ... --metric NAME --force` or `metric = \"...\"` in comp.toml (accuracy, f1_macro, "
+            "log_loss, roc_auc, qwk, map@5, ...; `comp init --competition SLUG` reads it from Kaggle)")
     ws.save(comp)
     return found
 
