@@ -49,6 +49,7 @@ _LAZY: dict[str, str] = {
     "load_recipe": "comp.modeling.recipe",
     "train": "comp.training.train",
     "predict_model": "comp.predict",
+    "train_command": "comp.runs",  # the `comp train` command of a run, with its --set values
     "pseudo_labels": "comp.ensemble.pseudo",
     "status": "comp.report",
     "list_models": "comp.report",  # comp.report.models

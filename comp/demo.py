@@ -136,17 +136,33 @@ def _rel(ctx: DemoContext, path: Path) -> str:
 
 
 def _existing_demo_toml(ctx: DemoContext) -> Competition | None:
-    """The workspace's comp.toml when it is this demo's; CompError when it belongs to another competition."""
-    ws = ctx.ws
-    if not ws.comp_toml.exists():
-        return None
-    comp = ws.load()
-    if ws.path(comp.data_dir).resolve() != ctx.data_dir and not ctx.force:
+    """The workspace's comp.toml when it is this demo's (`require_demo_folder` refused any other)."""
+    return ctx.ws.load() if ctx.ws.comp_toml.exists() else None
+
+
+def require_demo_folder(ws: Workspace, data: Path) -> None:
+    """Refuse to run the demo anywhere but an empty folder or a workspace the demo made: it writes comp.toml,
+    folds/, models/tiny, models/tiny2 and submissions/, so in a real workspace it would replace the user's work
+    (--force included: it only redoes the demo's own steps)."""
+    root = ws.root
+    if ws.comp_toml.exists():
+        comp = ws.load()
+        if ws.path(comp.data_dir).resolve() != data or not _is_demo_dir(data):
+            raise CompError(
+                f"{ws.comp_toml} is for another competition ({comp.name}, data in {comp.data_dir}); run `comp demo` "
+                "in an empty directory (`mkdir digits && cd digits && comp demo`); --force never replaces another "
+                "competition's workspace"
+            )
+        return
+    entries = sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+    own = {data.relative_to(root).parts[0]} if data.is_relative_to(root) else set()
+    others = [name for name in entries if name not in own]
+    if others:
         raise CompError(
-            f"{ws.comp_toml} is for another competition ({comp.name}, data in {comp.data_dir}); run `comp demo` "
-            "in an empty directory, or pass --force to replace that comp.toml"
+            f"{root} is not empty ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}) and is not a comp "
+            "demo workspace; the demo writes comp.toml, folds/, models/ and submissions/ here, so run it in an empty "
+            "directory: `mkdir digits && cd digits && comp demo`"
         )
-    return comp
 
 
 def init_step(ctx: DemoContext) -> str:
@@ -250,6 +266,7 @@ def run_demo(
     """Run the demo's steps in order in workspace `ws`, printing each with its time; returns the context."""
     console = console or Console()
     data = ws.path(data_dir).resolve()
+    require_demo_folder(ws, data)
     ctx = DemoContext(ws=ws, data_dir=data, answers=answers_path(data), force=force, console=console)
     steps = ALL_STEPS if steps is None else steps
     total = time.perf_counter()

@@ -160,6 +160,16 @@ def make_folds(
                 f"{ws.folds_csv} already exists{was} and differs from what was asked; models trained on it record "
                 "its hash and would all become stale. Re-run with --force to replace it anyway"
             )
+        from comp.core.runlock import live_runs
+
+        busy = live_runs(ws)
+        if busy:  # every fold it trains would be stale on arrival (made on folds that no longer exist)
+            alias, k, who = busy[0]
+            raise CompError(
+                f"{alias} fold {k} is being trained now (process {who.pid} on {who.host}) on the folds in force; "
+                f"replacing {ws.folds_csv} would make it stale on arrival. Wait for it, or stop it, then run "
+                "`comp folds --force` again"
+            )
     groups = items["group"] if comp.group_column else None
     fold = assign_folds(items, n_folds, seed, groups, targets if multilabel else None)
     frame = pd.DataFrame({"id": items["id"].astype(str), "label": items["label"].astype(str), "fold": fold})

@@ -25,7 +25,7 @@ from comp.core.errors import CompError
 from comp.core.provenance import code_version, competition_hash
 from comp.core.workspace import FULL, Workspace
 from comp.kinds import kind_of
-from comp.runs import Run, inputs_now, read_run, require_current
+from comp.runs import Run, inputs_now, read_run, recipe_fields, require_current
 from comp.vision.tta import MERGES, PRESETS, VIEWS, predict_logits
 
 __all__ = ["MERGES", "PRESETS", "VIEWS", "FoldResult", "PredictResult", "auto_order", "choose_preset",
@@ -111,18 +111,18 @@ def _check_inputs(ws: Workspace, alias: str, k: int | str, folds_hash: str, comp
         )
 
     def fix(changed: list[str]) -> str:
-        if changed == ["recipe_file_hash"]:
+        if changed in (["recipe_file_hash"], ["recipe_hash"]):
             return (f"Retrain with `comp train --model {alias} --fold all --force`, or restore the recipe file as "
                     "it was")
         why = " (its OOF rows would include images it trained on)" if "folds_hash" in changed else ""
         return f"Retrain it{why}: `comp train --model {alias} --fold {k} --force`"
 
-    # The resolved recipe is the run's own (recipe.toml beside it), so only the file's edits are compared; the
+    # The recipe as the run resolved it, now: a comment edited in the file is not a change (training agrees); the
     # full fit holds out no fold, so the folds do not make it stale.
-    compared = ("competition_hash", "recipe_file_hash") if k == FULL else \
-        ("folds_hash", "competition_hash", "recipe_file_hash")
-    require_current(record, inputs_now(ws, alias, k, folds_hash, comp_hash), f"{alias} {_name(k)}", fix,
-                    fields=compared, required=tuple(f for f in compared if f != "recipe_file_hash"))
+    now = inputs_now(ws, alias, k, folds_hash, comp_hash, record)
+    compared = ("competition_hash",) if k == FULL else ("folds_hash", "competition_hash")
+    require_current(record, now, f"{alias} {_name(k)}", fix, fields=(*compared, *recipe_fields(now)),
+                    required=compared)
     return dataclasses.replace(record, model=alias, fold=k)  # as the directory says, whatever the file holds
 
 
@@ -142,11 +142,14 @@ class _FoldModel:
         self.batch = self.recipe.eval_batch_size or 2 * self.recipe.batch_size
 
     def images(self, paths: list[str]) -> np.ndarray:
+        from comp.setup.verify import load_cached
         from comp.vision import images
 
         key = (tuple(paths), self.config["cache_size"])
         if key not in self.cache:
-            self.cache[key] = images.cached_images(self.ws, paths, self.config["cache_size"])
+            verified = load_cached(self.ws)  # truncated test images let through by `comp verify --allow-broken-test`
+            broken = verified.broken_test if verified is not None else []
+            self.cache[key] = images.cached_images(self.ws, paths, self.config["cache_size"], truncated_ok=broken)
         return self.cache[key]
 
     def predict(self, paths: list[str], rows: np.ndarray, tta: str, merge: str, device, label: str) -> np.ndarray:

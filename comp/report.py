@@ -23,7 +23,7 @@ from comp.core.errors import CompError
 from comp.core.provenance import competition_hash
 from comp.core.workspace import FULL, Workspace
 from comp.kinds import kind_of
-from comp.runs import Run, differences, planned_folds, read_run
+from comp.runs import Run, differences, inputs_now, planned_folds, read_run, recipe_fields
 from comp.setup.items import class_indices
 
 TOP_PAIRS = 10  # confused pairs listed in the report
@@ -101,12 +101,14 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def resume_command(alias: str, k: int | str) -> str:
-    return f"comp train --model {alias} --fold {k}"
+def resume_command(alias: str, k: int | str, overrides: list[str] | None = None) -> str:
+    from comp.runs import train_command
+
+    return train_command(alias, k, overrides)
 
 
 def _cell(ws: Workspace, alias: str, k: int | str, folds_hash: str | None, comp_hash: str) -> Cell:
-    from comp.training.lock import holder
+    from comp.core.runlock import holder
 
     paths = ws.run(alias, k)
     try:
@@ -115,13 +117,19 @@ def _cell(ws: Workspace, alias: str, k: int | str, folds_hash: str | None, comp_
         provenance = None
     if provenance is not None:
         # The one staleness comparison (comp.runs), reported here instead of raised; folds first, as training does.
-        # The full fit holds out no fold: only another comp.toml makes it stale.
+        # The full fit holds out no fold: only another comp.toml (or its recipe) makes it stale.
         compared = ("folds_hash", "competition_hash") if folds_hash is not None and k != FULL else \
             ("competition_hash",)
-        now = Run(folds_hash=folds_hash, competition_hash=comp_hash)
+        try:  # the recipe as the run resolved it, now: what train, predict and stack compare
+            now = inputs_now(ws, alias, k, folds_hash, comp_hash, provenance)
+            recipe = recipe_fields(now)
+        except CompError:  # the recipe file no longer loads: `comp train` names why
+            now, recipe = Run(folds_hash=folds_hash, competition_hash=comp_hash), ()
         changed = [name for name, _, _ in differences(provenance, now, compared, required=compared)]
+        changed += [name for name, _, _ in differences(provenance, now, recipe)]
         if changed:
-            return Cell("stale", why="folds" if changed[0] == "folds_hash" else "comp.toml")
+            why = {"folds_hash": "folds", "competition_hash": "comp.toml"}.get(changed[0], "recipe settings")
+            return Cell("stale", why=why)
     record = _read_json(paths.metrics)
     if record is not None and paths.output.exists():
         return Cell("trained", record.get("oof_score"), str(record.get("tta", "")))
@@ -130,7 +138,8 @@ def _cell(ws: Workspace, alias: str, k: int | str, folds_hash: str | None, comp_
         return Cell("running", why=f"pid {lock.pid} on {lock.host}")
     if lock is not None or provenance is not None or paths.last.exists():
         # Started but not finished, and no live process holds it: killed, crashed or stopped with Ctrl-C.
-        return Cell("interrupted", why=f"resume: {resume_command(alias, k)}")
+        overrides = provenance.overrides if provenance is not None else None
+        return Cell("interrupted", why=f"resume: {resume_command(alias, k, overrides)}")
     return Cell("missing")
 
 

@@ -6,7 +6,8 @@ run finished and how long it took. `LogitsMeta` is the part of it that travels i
 narrow waist), so stack and report check logits without opening the run's directory.
 
 `require_current(recorded, current, what, fix)` is the one staleness check. Training (resume or skip), predict
-(folds, comp.toml, recipe-file edits), stack (the same, and each fold against fold 0) and status all call it; its
+(folds, comp.toml, the recipe resolved now: `inputs_now`), stack (the same, and each fold against fold 0) and status
+all call it; its
 StaleError names every field that differs with both values, e.g. `epochs: 1 when trained, 10 now`, and the command
 that fixes it. folds.csv, a layer below, words its refusal the same way (`StaleError.naming`).
 """
@@ -26,7 +27,7 @@ from comp.core import atomic
 from comp.core.config import tomllib
 from comp.core.errors import CompError, StaleError
 from comp.core.workspace import FULL, RunPaths, Workspace
-from comp.modeling.recipe import recipe_file_hash
+from comp.modeling.recipe import load_recipe, recipe_dict, recipe_file_hash, recipe_hash
 
 # What a run is made from, in the order a refusal lists them; a change in any makes its artifacts stale.
 INPUTS = ("recipe_hash", "folds_hash", "competition_hash", "recipe_file_hash", "pseudo_labels")
@@ -56,6 +57,9 @@ class Run:
     code_version: str = ""
     name: str = ""  # the backbone (recipe `name`), for people reading the file
     recipe: dict[str, Any] = field(default_factory=dict)  # the resolved recipe, to name the settings that changed
+    # The `--set` values it was trained with (the user's, then a budget's plan): with the recipe file they resolve
+    # its recipe again, so every stage asks "is it current?" the same way (`inputs_now`). None: not recorded.
+    overrides: list[str] | None = None
     pseudo_labels: str = ""  # the stack whose test predictions served as pseudo-labels; "" = none
     tta: str = ""  # TTA of the run's OOF and test logits
     finished: bool = False
@@ -161,15 +165,35 @@ def planned_folds(ws: Workspace, alias: str, n_folds: int) -> list[int]:
     return planned or list(range(n_folds))
 
 
-def inputs_now(ws: Workspace, alias: str, fold: int | str, folds_hash: str, competition_hash: str) -> Run:
+def inputs_now(ws: Workspace, alias: str, fold: int | str, folds_hash: str | None, competition_hash: str,
+               recorded: Run | None = None) -> Run:
     """The inputs in force now for a saved run of `alias`, as a Run to compare its record with: the folds and
-    competition hashes given, and the hash of the recipe file (None when the file is gone)."""
+    competition hashes given, and its recipe resolved now as the run resolved it (the recipe file with the run's own
+    `--set` values), as training compares it: a comment edited in the file changes nothing, an edited setting is
+    named. A run that did not record its --set values (older comp) has only the file's hash to go by (None when
+    the file is gone). Compare the fields `recipe_fields(now)` names. CompError when the recipe no longer loads."""
     try:
         file_hash = recipe_file_hash(ws, alias)
     except CompError:
         file_hash = None
-    return Run(model=alias, fold=fold, folds_hash=folds_hash, competition_hash=competition_hash,
-               recipe_file_hash=file_hash)
+    now = Run(model=alias, fold=fold, folds_hash=folds_hash, competition_hash=competition_hash,
+              recipe_file_hash=file_hash)
+    if recorded is not None and recorded.overrides is not None and file_hash is not None:
+        recipe = load_recipe(ws, alias, recorded.overrides)
+        now = dataclasses.replace(now, recipe_hash=recipe_hash(recipe), recipe=recipe_dict(recipe))
+    return now
+
+
+def recipe_fields(now: Run) -> tuple[str, ...]:
+    """The recipe input to compare against `now` (from `inputs_now`): the resolved recipe when it could be resolved
+    as the run did, else the recipe file's bytes."""
+    return ("recipe_hash",) if now.recipe_hash is not None else ("recipe_file_hash",)
+
+
+def train_command(alias: str, fold: int | str, overrides: list[str] | None) -> str:
+    """`comp train` of `alias` fold `fold` with the exact --set values of a run (what resume and next: hints say)."""
+    sets = [f"--set {o}" if " " not in o and "'" not in o else f'--set "{o}"' for o in overrides or []]
+    return " ".join([f"comp train --model {alias} --fold {fold}", *sets])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_bundle_needs_a_stack_with_its_parameters(workspace, cli, make_kaggle_co
     (workspace / "submissions" / "old.csv").write_text("id,label\n")
     (workspace / "submissions" / "old.json").write_text(json.dumps({"models": ["a", "b"], "method": "mean"}))
     code, out = cli("bundle", "old")
-    assert code == 1 and "re-run `comp stack --name old --models a,b`" in out
+    assert code == 1 and "re-run `comp stack --name old --models a,b --force`" in out  # old.csv exists
 
 
 def test_sample_outside_the_competition_files_is_refused(workspace):

@@ -15,8 +15,8 @@ from comp import logits
 from comp.core import atomic
 from comp.core.config import save_toml
 from comp.core.provenance import competition_hash
+from comp.core.runlock import pid_alive
 from comp.folds import load_folds
-from comp.training.lock import pid_alive
 
 LONG = "convnext_small_in22k_ft"  # a long alias: must never be cut
 

@@ -85,7 +85,7 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(toy, cli, monkeypatch):
 @pytest.mark.slow  # trains, then leaves a dead lock as a killed process would
 def test_a_killed_run_shows_as_interrupted_and_its_stale_lock_is_taken_over(toy, cli):
     ws, _ = toy
-    from comp.training.lock import pid_alive
+    from comp.core.runlock import pid_alive
 
     pid = 4_000_000
     while pid_alive(pid):

@@ -61,13 +61,13 @@ def test_file_arguments_resolve_against_the_cwd_then_the_workspace(toy, cli, mon
     assert code == 1 and "nope.csv" in out
 
 
-def test_init_writes_in_the_cwd_even_inside_another_workspace(toy, cli, monkeypatch):
+def test_init_refuses_inside_another_workspace_naming_it(toy, cli, monkeypatch):
+    """A nested workspace would hide the outer one from every command run below it (issue 17)."""
     ws, _ = toy
     before = ws.comp_toml.read_bytes()
     inner = ws.root / "second"
     inner.mkdir()
     monkeypatch.chdir(inner)
     code, out = cli("init", str(ws.root / "data" / "toy"))
-    assert code == 0, out
-    assert (inner / "comp.toml").exists() and ws.comp_toml.read_bytes() == before
-    assert "next: comp verify" in out
+    assert code == 1 and f"inside the workspace {ws.root}" in out, out
+    assert not (inner / "comp.toml").exists() and ws.comp_toml.read_bytes() == before

@@ -55,7 +55,8 @@ def test_sigkill_at_every_write_point_then_rerun_matches_an_uninterrupted_run(ma
         killed = _run(workspace, point, "--force")
         assert killed.returncode == -signal.SIGKILL, f"{point}: the run was not killed ({killed.stderr[-500:]})"
         _readable_or_absent(run)
-        again = _run(workspace)
+        _readable_or_absent(run.staging)  # the replacement being built beside the trained run
+        again = _run(workspace, None, "--force")  # the same command again finishes the replacement
         assert again.returncode == 0, f"{point}: {again.stderr[-2000:]}"
         oof, test = logits.load(run.oof), logits.load(run.test)
         assert list(oof.ids) == list(reference_oof.ids), point

@@ -40,22 +40,25 @@ def test_sigkill_mid_run_then_resume_gives_the_same_oof(make_toy_workspace, work
     # The OOF logits come from the best epoch, which may precede the kill; the final weights depend on every epoch.
     reference_state = torch.load(run.last, weights_only=True)
 
-    # Start over (--force) and kill -9 as soon as the first epoch's resume state is on disk: the second epoch is
-    # then under way (or being evaluated), so the process dies with an epoch half done.
+    # Start over (--force: built beside the trained run, in run.staging) and kill -9 as soon as the first epoch's
+    # resume state is on disk: the second epoch is then under way (or being evaluated), so the process dies with an
+    # epoch half done.
+    staging = run.staging
     proc = subprocess.Popen(CMD + ["--force"], cwd=workspace, env=_env(workspace),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if _started_afresh(run) and run.last.exists():
+        if _started_afresh(staging) and staging.last.exists():
             os.kill(proc.pid, signal.SIGKILL)
             break
         time.sleep(0.02)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    saved = torch.load(run.last, weights_only=True)
-    assert saved["epoch"] < EPOCHS - 1 and not run.oof.exists()
+    saved = torch.load(staging.last, weights_only=True)
+    assert saved["epoch"] < EPOCHS - 1 and not staging.oof.exists()
+    assert logits.load(run.oof).values.tolist() == reference.values.tolist()  # the trained run is untouched
 
-    resumed = _run(workspace)
+    resumed = _run(workspace, "--force")  # the same command again
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch" in resumed.stderr
     again = logits.load(run.oof)
@@ -70,7 +73,7 @@ def test_sigkill_mid_run_then_resume_gives_the_same_oof(make_toy_workspace, work
 
 
 def _started_afresh(run) -> bool:
-    # --force first deletes the old run directory, then writes a provenance with finished = false.
+    # --force first empties the staging folder, then writes a provenance there with finished = false.
     try:
         return json.loads(run.provenance.read_text()).get("finished") is False
     except (OSError, ValueError):  # not there yet, or removed between two looks

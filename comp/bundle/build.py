@@ -27,10 +27,12 @@ from typing import Any
 from comp import logits
 from comp.core import atomic
 from comp.core.config import Competition, to_dict
-from comp.core.errors import CompError, StaleError
+from comp.core.errors import CompError
 from comp.core.provenance import sha256_file
 from comp.core.workspace import FULL, BundlePaths, Workspace
+from comp.ensemble.stack import StackRecord, read_record
 from comp.platforms.base import safe_name
+from comp.runs import LogitsMeta, require_current
 
 DEFAULT_TIME_LIMIT_H = 9.0  # Kaggle's usual runtime limit for a code competition's notebook
 TIMED_IMAGES = (8, 32)  # two runs on this many local test images: their difference is the cost per image, the rest
@@ -63,19 +65,14 @@ def latest_stack(ws: Workspace) -> str:
 
 
 def read_stack(ws: Workspace, name: str) -> dict[str, Any]:
-    path = ws.submission_json(name)
-    if not path.is_file() or not ws.submission_csv(name).is_file():
-        raise CompError(f"no stack named {name!r} ({path} and its .csv): run `comp stack --name {name}` first")
-    try:
-        sidecar = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise CompError(f"{path} is not readable JSON ({err}); re-run `comp stack --name {name}`") from None
-    if "params" not in sidecar or not sidecar.get("models"):
+    """The complete stack `name` (its record and the CSV it names: `comp.ensemble.stack.read_record`), as a dict."""
+    record = read_record(ws, name, complete=True)
+    if not record.params or not record.models:
         raise CompError(
-            f"{path} does not hold the fitted blend's parameters (written by an older comp); re-run "
-            f"`comp stack --name {name} --models {','.join(sidecar.get('models', [])) or 'A,B'}`"
+            f"{ws.submission_json(name)} does not hold the fitted blend's parameters (written by an older comp); "
+            f"re-run `comp stack --name {name} --models {','.join(record.models) or 'A,B'} --force`"
         )
-    return sidecar
+    return record.to_dict()
 
 
 def slugs(comp: Competition, name: str, owner: str) -> tuple[str, str]:
@@ -215,12 +212,12 @@ def _copy_model(ws: Workspace, comp: Competition, sidecar: dict, alias: str, pat
                 raise CompError(f"{where}: {path} is missing; the stack {sidecar.get('name')!r} used it - retrain "
                                 f"(`comp train --model {alias} --fold {k}`) and re-run `comp stack`")
         meta = _as_dict(logits.load(run.test).meta)
-        recorded = (sidecar.get("recipe_hash") or {}).get(alias)
-        if recorded and k != FULL and meta.get("recipe_hash") not in (None, recorded):
-            raise StaleError(f"{where} was retrained since the stack was made (recipe hash differs); re-run "
-                             f"`comp stack --name {sidecar.get('name')}` and bundle again")
-        if sidecar.get("folds_hash") and meta.get("folds_hash") not in (None, sidecar["folds_hash"]):
-            raise StaleError(f"{where}: made with other folds than the stack; re-run `comp stack` and bundle again")
+        # The one staleness check: this run's logits against the inputs the stack recorded for the model (a full
+        # fit is trained with the folds' settings but its own recipe hash, so only its folds are compared).
+        require_current(StackRecord.from_dict(sidecar).run(alias), LogitsMeta.from_dict(meta).run(), where,
+                        f"Re-run `comp stack --name {sidecar.get('name')} --force` and bundle again",
+                        fields=("folds_hash",) if k == FULL else ("recipe_hash", "folds_hash"), required=(),
+                        then="when stacked", now="now")
         target = paths.dataset / "models" / alias / run.dir.name
         for src in (run.best, run.recipe):
             with atomic.atomic_path(target / src.name) as tmp:

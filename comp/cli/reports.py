@@ -55,8 +55,9 @@ def status_command(
             else:
                 cells.append(marks[c.state])
                 if c.state == "interrupted":
+                    command = c.why.removeprefix("resume: ")  # with the run's own --set values
                     notes.append(f"[yellow]{escape(m.alias)} fold {k}[/]: interrupted; resume with "
-                                 f"`comp train --model {escape(m.alias)} --fold {k}`")
+                                 f"`{escape(command)}`")
                 elif c.state == "running":
                     notes.append(f"[cyan]{escape(m.alias)} fold {k}[/]: training now ({c.why})")
                 elif c.state == "stale":

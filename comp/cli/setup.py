@@ -133,6 +133,10 @@ def init(
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if len(found.skipped) > 10:
         console.print("ignored (not images): " + escape(", ".join(found.skipped)), highlight=False, soft_wrap=True)
+    if found.backup:
+        changes = "\n".join(found.diff) if found.diff else "(no change)"
+        console.print(f"replaced comp.toml; the old one is kept as {escape(found.backup)}; the changes:\n"
+                      f"{escape(changes)}", highlight=False, soft_wrap=True)
     console.print(f"wrote {ws.comp_toml}", highlight=False)
     say_next("comp verify", "decode every image once and check the labels")
 
@@ -192,6 +196,8 @@ SHOW_PER_KIND = 20  # findings listed per kind; the full list is in the cache fi
 def verify(
     workers: int = typer.Option(0, "--workers", "-j", help="decoding processes (0: one per CPU core)"),
     force: bool = typer.Option(False, "--force", "-f", help="decode everything again even if the cache is current"),
+    allow_broken_test: bool = typer.Option(False, "--allow-broken-test", help="let truncated test images through: "
+                                           "they are predicted from the part that decodes (and listed)"),
 ) -> None:
     """Decode every train and test image once and check labels, folders and the sample submission.
 
@@ -207,7 +213,8 @@ def verify(
 
     ws = Workspace.here()
     competition = ws.load()
-    report, cached = run_verify(competition, ws, workers=workers or None, use_cache=not force, console=console)
+    report, cached = run_verify(competition, ws, workers=workers or None, use_cache=not force, console=console,
+                                allow_broken_test=allow_broken_test)
     print_report(report, ws, cached)
     if not report.passed:
         raise fail(f"{len(report.errors)} error(s) in the data; fix them (see above) and run `comp verify` again")

@@ -89,7 +89,7 @@ def train(
     if skipped:
         console.print(f"{escape(model)}: run(s) {', '.join(skipped)} already finished (--force retrains them)",
                       highlight=False)
-    _say_next_after_train(ws, model)
+    _say_next_after_train(ws, model, overrides, budget)
 
 
 def _say_interrupted(ws: Workspace, model: str, again: str) -> None:
@@ -113,7 +113,7 @@ def _say_interrupted(ws: Workspace, model: str, again: str) -> None:
                       highlight=False, soft_wrap=True)
 
 
-def _say_next_after_train(ws: Workspace, model: str) -> None:
+def _say_next_after_train(ws: Workspace, model: str, overrides: list[str], budget: str | None) -> None:
     from comp.report import status
 
     try:
@@ -125,7 +125,10 @@ def _say_next_after_train(ws: Workspace, model: str) -> None:
         return
     missing = [k for k, c in enumerate(row.cells) if c.state != "trained" and k in row.planned]
     if missing:
-        say_next(f"comp train --model {model} --fold {missing[0] if len(missing) == 1 else 'all'}",
+        from comp.runs import train_command
+
+        command = train_command(model, missing[0] if len(missing) == 1 else "all", overrides)
+        say_next(command + (f" --budget {budget}" if budget else ""),
                  f"fold(s) {', '.join(map(str, missing))} not trained yet")
     else:
         say_next("comp stack", f"blend {model} (and any other finished model) into a submission; "

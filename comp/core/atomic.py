@@ -43,9 +43,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # Again after writing: a library may have replaced the file with its own (safetensors: mode 0600).
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        _maybe_die(target)
+        fault_point(target)
         os.replace(tmp, target)
     except OSError as err:
         tmp.unlink(missing_ok=True)
@@ -55,17 +57,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def _maybe_die(target: Path) -> None:
+def fault_point(target: Path) -> None:
     """Fault injection for tests: `COMP_FAULT_KILL=<glob>` SIGKILLs this process just before renaming a matching
-    file into place (the worst moment: the temp file is complete, the target not yet replaced)."""
+    file (or a run folder, `replace_dir`) into place (the worst moment: the new one is complete, the target not yet
+    replaced)."""
     pattern = os.environ.get("COMP_FAULT_KILL")
     if pattern and fnmatch.fnmatch(target.name, pattern):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def library_error(err: Exception) -> OSError:
+    """A library's failed write as the OSError it wraps, so `atomic_path` words it like any other: safetensors
+    raises SafetensorError("... I/O error: File too large (os error 27)")."""
+    import re
+
+    found = re.search(r"(?:os error |code: |Errno )(\d+)", str(err))
+    code = int(found.group(1)) if found else errno.EIO
+    return OSError(code, os.strerror(code) if found else str(err))
+
+
 def _io_error(target: Path, err: OSError) -> CompError:
-    if err.errno == errno.ENOSPC:
-        why = "the disk is full; free some space and run the command again"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        why = "the disk is full (or a file-size limit was reached); free some space and run the command again"
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         why = "the directory is not writable; fix its permissions or run from a writable workspace"
     else:

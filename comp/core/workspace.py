@@ -7,7 +7,9 @@ current directory (where `comp init` will write one).
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,8 +39,8 @@ class RunPaths:
         return self.dir / "last.pt"
 
     @property
-    def is_full(self) -> bool:  # the fit on every labelled row (models/<alias>/full/)
-        return self.dir.name == FULL
+    def is_full(self) -> bool:  # the fit on every labelled row (models/<alias>/full/, or its staging folder)
+        return self.dir.name in (FULL, f".{FULL}.new")
 
     @property
     def oof(self) -> Path:  # out-of-fold logits keyed by id (a full fit has none)
@@ -73,9 +75,37 @@ class RunPaths:
         return self.dir / "provenance.json"
 
     @property
-    def lock(self) -> Path:  # pid and host of the process training this run (comp.training.lock); beside the run
+    def lock(self) -> Path:  # pid and host of the process training this run (comp.core.runlock); beside the run
         # directory, not in it, because `--force` empties the directory after the lock is taken
         return self.dir.parent / f".{self.dir.name}.lock"
+
+    @property
+    def staging(self) -> RunPaths:  # `train --force` builds the replacement here; swapped in only when finished
+        return RunPaths(self.dir.with_name(f".{self.dir.name}.new"))
+
+    @property
+    def retired(self) -> Path:  # the replaced run, for the moment between the two renames of a swap
+        return self.dir.with_name(f".{self.dir.name}.old")
+
+    def settle(self) -> None:
+        """Finish a swap that a kill interrupted between its two renames (the run moved aside to `retired`, the
+        replacement not yet in place): the finished replacement goes in, else the old run comes back. Every reader
+        gets its paths through `Workspace.run`, which calls this, so no command ever sees the run missing."""
+        if self.dir.exists() or not self.retired.exists():
+            return
+        new = self.staging
+        try:
+            finished = json.loads(new.provenance.read_text(encoding="utf-8")).get("finished") is True
+        except (OSError, ValueError, AttributeError):
+            finished = False
+        try:
+            os.replace(new.dir if finished and new.output.exists() else self.retired, self.dir)
+        except FileNotFoundError:  # another process settled it first
+            return
+        except OSError as err:
+            raise CompError(f"cannot restore {self.dir} from {self.retired} ({err.strerror}); move one of them to "
+                            f"{self.dir} by hand") from err
+        shutil.rmtree(self.retired, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -221,7 +251,9 @@ class Workspace:
 
     def run(self, alias: str, fold: int | str) -> RunPaths:
         """The run of fold `fold` (models/<alias>/fold<k>/) or of the full fit (fold FULL: models/<alias>/full/)."""
-        return RunPaths(self.model_dir(alias) / (FULL if fold == FULL else f"fold{int(fold)}"))
+        paths = RunPaths(self.model_dir(alias) / (FULL if fold == FULL else f"fold{int(fold)}"))
+        paths.settle()  # a swap a kill interrupted is finished before anyone reads the run
+        return paths
 
     def plan(self, alias: str) -> Path:
         """The `--budget` plan of `alias` (what its runs were chosen to be), kept so a resumed run keeps it."""

@@ -8,15 +8,13 @@ not be the ones the file says.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from comp.core.config import Competition
 from comp.core.errors import CompError, StaleError
 from comp.core.provenance import sha256_file
 from comp.core.workspace import Workspace
-from comp.ensemble.stack import blend_probabilities, from_params, load_models
+from comp.ensemble.stack import blend_probabilities, from_params, load_models, read_record, require_stack_current
 from comp.kinds import kind_of
 from comp.training.pseudo import PseudoLabels
 
@@ -34,29 +32,19 @@ def pseudo_labels(comp: Competition, ws: Workspace, name: str, threshold: float)
             f"--pseudo {name}: no stack {sidecar_path}; make one first with `comp stack --name {name}` (pseudo-labels "
             "need the stack's sidecar JSON, which holds the fitted blend)"
         )
-    try:
-        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-        models, params = list(sidecar["models"]), sidecar["params"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CompError(f"--pseudo {name}: {sidecar_path} is not a stack sidecar ({err}); re-run `comp stack`") from err
-    folds, loaded = load_models(comp, ws, models, sidecar.get("full", "with"))
-    runs = sidecar.get("test_runs")
+    record = read_record(ws, name, complete=True)
+    if not record.models or not record.params:
+        raise CompError(f"--pseudo {name}: {sidecar_path} lacks the stack's models or fitted blend; re-run "
+                        f"`comp stack --name {name} --force`")
+    models, params = record.models, record.params
+    folds, loaded = load_models(comp, ws, models, record.full)
+    runs = record.test_runs or None
     moved = [m.alias for m in loaded if runs is not None and runs.get(m.alias) != m.test_runs]
     if moved:
         raise StaleError(f"--pseudo {name}: model(s) {', '.join(moved)} have other trained runs (folds or full fit) "
                          f"than when the stack was made; re-run `comp stack --models {','.join(models)} --name "
                          f"{name} --force`")
-    if sidecar.get("folds_hash") not in (None, folds.hash):
-        raise StaleError(f"--pseudo {name}: the stack was made on other folds than folds/folds.csv; re-run "
-                         f"`comp stack --models {' '.join(models)} --name {name} --force`")
-    recorded = sidecar.get("recipe_hash") or {}
-    changed = [m.alias for m in loaded if recorded.get(m.alias) not in (None, m.meta.recipe_hash)]
-    if changed:
-        raise StaleError(
-            f"--pseudo {name}: model(s) {', '.join(changed)} were retrained since the stack was made, so its labels "
-            f"are not the stack's any more; re-run `comp stack --models {' '.join(models)} --name {name} --force` "
-            "(and train the pseudo-labelled model under a new alias, so it never replaces the stack's own models)"
-        )
+    require_stack_current(record, loaded, f"--pseudo {name}")
     probs = blend_probabilities(comp, from_params(params, comp.num_classes), [m.test for m in loaded])
     test = test_items(comp, ws).set_index("id")
     ids = [str(i) for i in loaded[0].test_ids]
@@ -69,6 +57,5 @@ def pseudo_labels(comp: Competition, ws: Workspace, name: str, threshold: float)
     frame = test.loc[[ids[i] for i in keep], ["path"]].reset_index()
     frame["label"] = [comp.classes[j] for j in probs[keep].argmax(axis=1)]
     frame["prob"] = top[keep]
-    source_file = ws.submission_csv(name) if ws.submission_csv(name).exists() else sidecar_path
-    source = f"{name} (sha256 {sha256_file(source_file)[:12]}, threshold {threshold:g})"
+    source = f"{name} (sha256 {sha256_file(ws.submission_csv(name))[:12]}, threshold {threshold:g})"
     return PseudoLabels(stack=name, threshold=threshold, source=source, frame=frame, n_test=len(ids))

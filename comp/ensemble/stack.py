@@ -10,6 +10,7 @@ applied to the fold-averaged test logits, and written through the second waist (
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,16 +24,25 @@ from comp import logits
 from comp.core import atomic, metrics
 from comp.core.config import Competition
 from comp.core.errors import CompError, StaleError
-from comp.core.provenance import code_version, competition_hash, sha256_file
+from comp.core.provenance import code_version, competition_hash, sha256_bytes, sha256_file
 from comp.core.workspace import FULL, Workspace
 from comp.ensemble import blend
 from comp.folds import Folds, load_folds
 from comp.kinds import kind_of
-from comp.runs import LogitsMeta, Run, differences, inputs_now, planned_folds, read_run, require_current
+from comp.runs import (
+    LogitsMeta,
+    Run,
+    differences,
+    inputs_now,
+    planned_folds,
+    read_run,
+    recipe_fields,
+    require_current,
+)
 from comp.setup.items import class_indices
 from comp.submission import ledger
 from comp.submission.parse import labels_of, parse_csv
-from comp.submission.write import NAME_PATTERN, to_frame
+from comp.submission.write import NAME_PATTERN, to_csv_bytes, to_frame
 from comp.submission.write import write as write_submission
 
 METHODS = ("mean", "weights", "logreg")  # in order of simplicity: `best` keeps the simpler one on a tie
@@ -67,6 +77,94 @@ class StackResult:
     json: Path | None
     warnings: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # alias -> why it was left out (default model list only)
+
+
+@dataclass(frozen=True)
+class StackRecord:
+    """submissions/<name>.json, typed: what a stack blended, how, its honest CV, the fitted blend, and the inputs it
+    was made from (each model's recipe hash, the folds and competition hashes) and the sha256 of its CSV.
+
+    The CSV and its record are one unit: the record is written first and names the CSV's sha256, then the CSV; a
+    stack is complete only when both exist and match (`read_record(..., complete=True)`). A kill between the two
+    leaves a record without its CSV, which the same `comp stack --name` replaces without --force."""
+
+    name: str = ""
+    models: list[str] = field(default_factory=list)  # the ledger reads models, method and cv
+    method: str = ""
+    cv: float | None = None
+    metric: str = ""
+    method_asked: str = ""
+    weights: dict[str, float] = field(default_factory=dict)
+    temperature: float | None = None
+    tta: dict[str, str] = field(default_factory=dict)
+    recipe_hash: dict[str, str | None] = field(default_factory=dict)
+    cv_table: dict[str, Any] = field(default_factory=dict)
+    oof_rows: int | None = None  # the rows the blend was fitted and scored on
+    oof_folds: list[Any] = field(default_factory=list)
+    test_runs: dict[str, Any] = field(default_factory=dict)  # alias -> whose test logits were averaged
+    full: str = "with"  # how full fits were used (`comp stack --full`)
+    folds_hash: str | None = None
+    competition_hash: str | None = None
+    code_version: str = ""
+    created: str = ""
+    csv_sha256: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # the fitted blend, exactly: `comp bundle` rebuilds it
+
+    def run(self, alias: str) -> Run:
+        """The inputs of model `alias` when it was stacked, as a Run for `comp.runs.require_current`."""
+        return Run(model=alias, recipe_hash=self.recipe_hash.get(alias), folds_hash=self.folds_hash,
+                   competition_hash=self.competition_hash)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> StackRecord:
+        if not isinstance(data, dict):
+            raise CompError(f"expected a JSON object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        record = cls(**{k: v for k, v in data.items() if k in names})
+        if not isinstance(record.models, list) or not isinstance(record.recipe_hash, dict):
+            raise CompError("`models` must be a list and `recipe_hash` a table")
+        return record
+
+
+def read_record(ws: Workspace, name: str, complete: bool = False) -> StackRecord | None:
+    """The record of stack `name` (None when there is none). With `complete`, CompError unless its CSV is there and
+    is the one the record describes (each refusal says the command that makes it whole again)."""
+    path, csv_path = ws.submission_json(name), ws.submission_csv(name)
+    if not path.is_file():
+        if complete:
+            raise CompError(f"no stack named {name!r} ({path} and its .csv): run `comp stack --name {name}` first")
+        return None
+    try:
+        record = StackRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, CompError) as err:
+        raise CompError(f"{path} is not a stack record ({err}); re-run `comp stack --name {name} --force`") from None
+    if complete:
+        if not csv_path.is_file():
+            raise CompError(f"stack {name!r} is incomplete: {csv_path} is missing (a `comp stack` was interrupted); "
+                            f"re-run `comp stack --name {name}`")
+        if record.csv_sha256 and sha256_file(csv_path) != record.csv_sha256:
+            raise CompError(f"{csv_path} is not the CSV stack {name!r} wrote (its sha256 differs from {path}'s): it "
+                            f"was replaced since; re-run `comp stack --name {name} --force`")
+    return record
+
+
+def _orphan_record(ws: Workspace, name: str) -> bool:
+    """A record whose CSV was never written (a kill between the two writes): replaced without --force."""
+    return ws.submission_json(name).is_file() and not ws.submission_csv(name).exists()
+
+
+def require_stack_current(record: StackRecord, models: list[ModelLogits], what: str) -> None:
+    """Refuse a stack whose models were retrained, or made on other folds or for another comp.toml, since it was made:
+    the one staleness check (`comp.runs.require_current`), each model's logits against the record."""
+    fix = (f"Re-run `comp stack --models {' '.join(record.models)} --name {record.name} --force` (and keep models "
+           "trained on the stack's pseudo-labels under a new alias, so they never replace the stack's own)")
+    for m in models:
+        require_current(record.run(m.alias), m.meta.run(), f"{what}: model {m.alias!r}", fix,
+                        fields=("recipe_hash", "folds_hash", "competition_hash"), required=(),
+                        then="when stacked", now="now")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -127,8 +225,9 @@ def check_name(ws: Workspace, name: str, force: bool) -> None:
         raise CompError(f"--name {name!r}: use letters, digits, '.', '_' or '-' (no folder, no extension), "
                         "e.g. --name blend_v2")
     instead = f"choose another name, e.g. --name {name}_v2"
-    for path in (ws.submission_csv(name), ws.submission_json(name)):
-        ledger.refuse_overwrite(ws, path, force, instead)
+    ledger.refuse_overwrite(ws, ws.submission_csv(name), force, instead)
+    if not _orphan_record(ws, name):
+        ledger.refuse_overwrite(ws, ws.submission_json(name), force, instead)
 
 
 def free_name(ws: Workspace, base: str) -> str:
@@ -262,14 +361,16 @@ def _check_provenance(comp: Competition, ws: Workspace, folds: Folds, lg: logits
         raise CompError(f"{where}: the file says it is fold {lg.meta.fold}; was it copied by hand? {retrain}")
 
     def fix_now(changed: list[str]) -> str:
-        if changed == ["recipe_file_hash"]:
+        if changed in (["recipe_file_hash"], ["recipe_hash"]):
             return (f"Retrain with `comp train --model {alias} --fold all --force`, or restore the recipe file as "
                     "it was")
         return f"Its OOF rows would not be out-of-fold for this split. {retrain}"
 
-    # Against what is in force now: folds.csv (the competition is checked across models in load_models).
-    require_current(lg.meta.run(), inputs_now(ws, alias, k, folds.hash, competition_hash(comp)), where, fix_now,
-                    fields=("folds_hash", "recipe_file_hash"))
+    # Against what is in force now: folds.csv and the recipe as the run resolved it (the competition is checked
+    # across models in load_models).
+    recorded = _with_recipe(ws, lg.meta.run(), k)
+    now = inputs_now(ws, alias, k, folds.hash, competition_hash(comp), recorded)
+    require_current(recorded, now, where, fix_now, fields=("folds_hash", *recipe_fields(now)))
     if k == k0 and lg.meta == meta0:
         return
 
@@ -293,7 +394,7 @@ def _with_recipe(ws: Workspace, run: Run, k: int) -> Run:
         return run
     if record is None or record.recipe_hash != run.recipe_hash or not record.recipe:
         return run
-    return dataclasses.replace(run, recipe=record.recipe)
+    return dataclasses.replace(run, recipe=record.recipe, overrides=record.overrides)
 
 
 def _check_oof_ids(part: logits.Logits, ids: np.ndarray, rows: np.ndarray, fold: np.ndarray, where: str,
@@ -487,31 +588,25 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
                            [*left_out, *notes, note], skipped)
 
     frame = to_frame(comp, ws, [str(i) for i in loaded[0].test_ids], test_probs)
-    csv_path = write_submission(comp, ws, name, frame)
-    sidecar = {
-        "name": name,
-        "models": aliases,  # the ledger reads models, method and cv
-        "method": chosen,
-        "cv": table[chosen]["oof"],
-        "metric": comp.metric,
-        "method_asked": method,
-        "weights": weights,
-        "temperature": temperature,
-        "tta": {m.alias: m.tta for m in loaded},
-        "recipe_hash": {m.alias: m.meta.recipe_hash for m in loaded},
-        "cv_table": table,
-        "oof_rows": int(covered.sum()),  # the rows the blend was fitted and scored on
-        "oof_folds": used_folds,
-        "test_runs": {m.alias: m.test_runs for m in loaded},  # whose test logits were averaged ("full": full fit)
-        "full": full,
-        "folds_hash": folds.hash,
-        "competition_hash": loaded[0].meta.competition_hash,
-        "code_version": code_version(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "csv_sha256": sha256_file(csv_path),
-        "params": fitted_params(final),  # the fitted blend, exactly: `comp bundle` rebuilds it in the kernel
-    }
-    atomic.write_json(ws.submission_json(name), sidecar)
+    record = StackRecord(
+        name=name, models=aliases, method=chosen, cv=table[chosen]["oof"], metric=comp.metric, method_asked=method,
+        weights=weights, temperature=temperature, tta={m.alias: m.tta for m in loaded},
+        recipe_hash={m.alias: m.meta.recipe_hash for m in loaded}, cv_table=table,
+        oof_rows=int(covered.sum()),  # the rows the blend was fitted and scored on
+        oof_folds=used_folds,
+        test_runs={m.alias: m.test_runs for m in loaded},  # whose test logits were averaged ("full": full fit)
+        full=full, folds_hash=folds.hash, competition_hash=loaded[0].meta.competition_hash,
+        code_version=code_version(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        csv_sha256=sha256_bytes(to_csv_bytes(comp, frame)), params=fitted_params(final),
+    )
+    # The record first, naming the CSV's sha256, then the CSV: a kill between leaves a record without its CSV,
+    # which every reader refuses as incomplete and the same command replaces (never a CSV without its record).
+    atomic.write_json(ws.submission_json(name), record.to_dict())
+    try:
+        csv_path = write_submission(comp, ws, name, frame)
+    except CompError:
+        ws.submission_json(name).unlink(missing_ok=True)  # its CSV was refused: no record of a file never written
+        raise
     return StackResult(name, chosen, comp.metric, table, weights, temperature, csv_path, ws.submission_json(name),
                        [*left_out, *notes], skipped)
 

@@ -413,7 +413,12 @@ def save_weights(path, model: nn.Module, meta: dict[str, str] | None = None) -> 
     """The model's state dict as safetensors (tensors made contiguous and unshared, as the format requires)."""
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic.atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta or {})
+        try:
+            save_file(state, str(tmp), metadata=meta or {})
+        except OSError:
+            raise
+        except Exception as err:  # SafetensorError wraps a full disk: worded as one, the temp file removed
+            raise atomic.library_error(err) from err
 
 
 def load_weights(path, model: nn.Module) -> None:

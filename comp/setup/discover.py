@@ -73,6 +73,8 @@ class Findings:
     warnings: list[str] = field(default_factory=list)
     copied_recipes: list[str] = field(default_factory=list)
     generated: dict[str, pd.DataFrame] = field(default_factory=dict)  # workspace-relative path -> CSV content
+    backup: str = ""  # init --force: where the replaced comp.toml was kept ("" when none was replaced)
+    diff: list[str] = field(default_factory=list)  # init --force: unified diff, replaced comp.toml -> new one
 
 
 SEARCH_DEPTH = 2  # Kaggle zips often unpack one level deeper (data/train/train/*.jpg)

@@ -26,6 +26,11 @@ def init_workspace(data_dir: str | os.PathLike, ws: Workspace, options: InitOpti
     """Inspect `data_dir`, write `ws/comp.toml`, create folds/, submissions/, models/ (with the stock recipes)."""
     if ws.comp_toml.exists() and not options.force:
         raise CompError(f"{ws.comp_toml} already exists; pass --force to replace it (recipes and runs are kept)")
+    outer = next((folder for folder in ws.root.parents if (folder / "comp.toml").is_file()), None)
+    if outer is not None:
+        raise CompError(f"{ws.root} is inside the workspace {outer} (it holds {outer / 'comp.toml'}): a workspace in "
+                        f"it would hide that one from every command run here; run `comp init` in {outer} (with "
+                        "--force to redo it) or in a folder outside it")
     if options.platform not in PLATFORMS:
         raise CompError(f"--platform {options.platform!r} is not one of {', '.join(PLATFORMS)}")
     if options.n_folds < 2:
@@ -62,7 +67,18 @@ def init_workspace(data_dir: str | os.PathLike, ws: Workspace, options: InitOpti
             f"metric {comp.metric} is a guess from the kind ({comp.kind}), not the competition's: set the real one "
             "with `comp init ... --metric NAME --force` or `metric = \"...\"` in comp.toml (accuracy, f1_macro, "
             "log_loss, roc_auc, qwk, map@5, ...; `comp init --competition SLUG` reads it from Kaggle)")
+    old = ws.comp_toml.read_text(encoding="utf-8") if ws.comp_toml.is_file() else None
+    if old is not None:  # --force: the replaced file (and its hand edits) is kept beside it, and the change shown
+        backup = ws.comp_toml.with_name("comp.toml.bak")
+        atomic.write_text(backup, old)
+        found.backup = str(backup)
     ws.save(comp)
+    if old is not None:
+        import difflib
+
+        new_text = ws.comp_toml.read_text(encoding="utf-8")
+        found.diff = list(difflib.unified_diff(old.splitlines(), new_text.splitlines(), "comp.toml.bak", "comp.toml",
+                                               lineterm=""))
     return found
 
 

@@ -59,6 +59,8 @@ class VerifyReport:
     class_counts: dict[str, int] = field(default_factory=dict)  # train images per class, in comp.classes order
     sizes: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> min_w, max_w, min_h, max_h
     seconds: float = 0.0  # wall time of the decode pass
+    allow_broken_test: bool = False  # `comp verify --allow-broken-test`: truncated test images are let through ...
+    broken_test: list[str] = field(default_factory=list)  # ... these, predicted from the part that decodes
 
     @property
     def passed(self) -> bool:
@@ -78,6 +80,8 @@ class VerifyReport:
             class_counts=data["class_counts"],
             sizes=data["sizes"],
             seconds=data["seconds"],
+            allow_broken_test=bool(data.get("allow_broken_test", False)),
+            broken_test=list(data.get("broken_test", [])),
         )
 
 
@@ -226,9 +230,14 @@ def _ignore_sigint() -> None:
 
 
 def verify(
-    comp: Competition, ws: Workspace, workers: int | None = None, use_cache: bool = True, console: Console | None = None
+    comp: Competition, ws: Workspace, workers: int | None = None, use_cache: bool = True,
+    console: Console | None = None, allow_broken_test: bool | None = None,
 ) -> tuple[VerifyReport, bool]:
-    """Verify the competition's data; returns (report, from_cache). The report is cached whatever it found."""
+    """Verify the competition's data; returns (report, from_cache). The report is cached whatever it found.
+
+    `allow_broken_test`: a truncated test image is a warning instead of an error, and training and predict decode it
+    as far as it goes (a test image must get a prediction; one that cannot be downloaded again should not block every
+    model). None keeps the choice the cached report made."""
     from comp.setup.items import (  # layouts imports heavier helpers; keep `comp --help` fast
         class_counts,
         test_items,
@@ -236,13 +245,18 @@ def verify(
     )
 
     fp = fingerprint(comp, ws)
-    if use_cache:
-        cached = load_cached(ws)
-        if cached is not None and cached.fingerprint == fp:
-            return cached, True
+    cached = load_cached(ws)
+    if allow_broken_test is None:
+        allow_broken_test = cached is not None and cached.allow_broken_test
+    if use_cache and cached is not None and cached.fingerprint == fp and cached.allow_broken_test == allow_broken_test:
+        return cached, True
     train = train_items(comp, ws)
     test = test_items(comp, ws)  # empty when the competition has no test images
-    report = VerifyReport(fingerprint=fp, n_train=len(train), n_test=len(test))
+    report = VerifyReport(fingerprint=fp, n_train=len(train), n_test=len(test), allow_broken_test=allow_broken_test)
+    if train.empty:  # nothing to train on passes no check: say so here, not as a puzzling error in `comp folds`
+        where = comp.labels_csv or ", ".join(comp.train_dirs) or "comp.toml"
+        report.errors.append(Issue("no-training-images", str(where), "no labelled training image was found; check "
+                                   "train_dirs/labels_csv in comp.toml (or re-run `comp init DATA_DIR --force`)"))
 
     train_paths = [str(p) for p in train["path"]]
     test_paths = [str(p) for p in test["path"]]
@@ -260,7 +274,7 @@ def verify(
             f"{dup.nunique()} id(s) appear in more than one labelled row: {listed}; keep one row per id",
         ))
     _file_issues(report, ws, train, train_res, "labelled id")
-    _file_issues(report, ws, test, test_res, "sample id")
+    _file_issues(report, ws, test, test_res, "sample id", test=True)
     _folder_issues(report, comp, ws, train_paths, test_paths)
     _duplicate_issues(report, ws, train, train_res, test_paths, test_res)
 
@@ -322,12 +336,28 @@ def _rel(ws: Workspace, path: str | Path) -> str:
         return str(path)
 
 
-def _file_issues(report: VerifyReport, ws: Workspace, items, results: list[tuple], what: str) -> None:
+def _file_issues(report: VerifyReport, ws: Workspace, items, results: list[tuple], what: str,
+                 test: bool = False) -> None:
     for item_id, path, (kind, detail, *_rest) in zip(items["id"], items["path"], results, strict=True):
         if kind == "missing-image":
             report.errors.append(Issue(kind, _rel(ws, path), f"{what} {item_id!r} has no image at this path"))
+        elif kind == "truncated" and test and report.allow_broken_test and _decodes_truncated(path):
+            report.broken_test.append(str(path))
+            report.warnings.append(Issue(kind, _rel(ws, path), f"{detail}; --allow-broken-test: predicted from the "
+                                         "part that decodes (the rest is grey)"))
+        elif kind == "truncated" and test:
+            report.errors.append(Issue(kind, _rel(ws, path), f"{detail}, or let it through with `comp verify "
+                                       "--allow-broken-test` (predicted from the part that decodes)"))
         elif kind:
             report.errors.append(Issue(kind, _rel(ws, path), detail))
+
+
+def _decodes_truncated(path: str) -> bool:
+    try:
+        open_rgb(path, truncated_ok=True)
+    except Exception:  # noqa: BLE001 - nothing decodes: it stays an error
+        return False
+    return True
 
 
 def _folder_issues(report: VerifyReport, comp: Competition, ws: Workspace, train_paths, test_paths) -> None:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from comp.core import atomic
 from comp.core.errors import CompError
+from comp.core.provenance import sha256_file
 from comp.core.workspace import Workspace
 
 COLUMNS = [
@@ -99,6 +100,8 @@ def sidecar(ws: Workspace, csv_path: Path) -> dict[str, str]:
         meta = {}  # a broken sidecar must not block a submission: the ledger just lacks its provenance
     if not isinstance(meta, dict):
         meta = {}
+    if meta.get("csv_sha256") and meta["csv_sha256"] != sha256_file(csv_path):
+        meta = {}  # the record describes another CSV (this one was replaced since): its models and CV are not this
     models = meta.get("models", "")
     if isinstance(models, list | tuple):
         models = ";".join(str(m) for m in models)

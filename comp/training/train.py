@@ -36,6 +36,7 @@ from comp.core.config import save_toml, with_overrides
 from comp.core.device import resolve_device
 from comp.core.errors import CompError
 from comp.core.provenance import code_version, competition_hash
+from comp.core.runlock import run_lock
 from comp.core.workspace import FULL, RunPaths, Workspace
 from comp.kinds import kind_of
 from comp.modeling import models
@@ -46,7 +47,6 @@ from comp.training import budget as budgeting
 from comp.training import checkpoint
 from comp.training.budget import Plan
 from comp.training.fold_parallel import fold_share, join_plan_group
-from comp.training.lock import run_lock
 from comp.training.loop import Trainer, epoch_progress
 from comp.training.pace import Pace, duration
 from comp.training.pseudo import PseudoSource, add_pseudo_rows
@@ -89,9 +89,9 @@ def train(
     # Every setting checked before any work (comp.core.config.Bound).
     recipe = with_overrides(file_recipe, overrides, source=f"--set (recipe {alias})")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        require_verified(comp, ws)  # under torchrun every rank checks; verifying is left to `comp verify` first
+        verified = require_verified(comp, ws)  # under torchrun every rank checks; verifying is left to `comp verify`
     else:
-        ensure_verified(comp, ws, console)  # cached: milliseconds when the data is unchanged
+        verified = ensure_verified(comp, ws, console)  # cached: milliseconds when the data is unchanged
     folds = load_folds(ws, comp)
     runs = parse_runs(fold, folds.n_folds)
     if FULL in runs and not comp.test_dir:
@@ -119,13 +119,15 @@ def train(
     want = int(data_config(None, recipe)["input_size"][-1])
     side = want if asked else budgeting.capped_side(want, native)
     capped_note = ""
+    applied = list(overrides)  # every --set the recipe file is resolved with: recorded, so later stages resolve it too
     if side != want:
+        applied.append(f"img_size={side}")
         recipe = with_overrides(recipe, [f"img_size={side}"], source="the images' native side")
         capped_note = (f"img_size {side} px: the images are ~{native} px on their shorter side, so the recipe's "
                        f"{want} px would only upsample them (--set img_size={want} keeps it)")
 
     def record(recipe: Recipe) -> Run:
-        return _record(ws, alias, recipe, folds.hash, competition_hash(comp),
+        return _record(ws, alias, recipe, applied, folds.hash, competition_hash(comp),
                        pseudo.source if pseudo is not None else "")
 
     # Deterministic CPU kernels make a resumed run repeat the interrupted one exactly; restored afterwards because
@@ -136,7 +138,7 @@ def train(
     torch.set_num_threads(process_cores())  # evaluation's; the training step runs with its Trainer's thread plan
     try:
         test = test_items(comp, ws)
-        job = _Job(ws, comp, recipe, items, test, record(recipe), ddp, console)
+        job = _Job(ws, comp, recipe, items, test, record(recipe), ddp, console, verified.broken_test)
         job.file_recipe = recipe_dict(file_recipe)
         if capped_note:
             job.say(capped_note)
@@ -148,6 +150,7 @@ def train(
             plan = plan_budget(job, runs, str(fold), force, started, native, asked, choose_runs=not fold_parallel)
             job.say(plan.describe(recipe, folds.n_folds))
             recipe = with_overrides(recipe, plan.overrides, source="the --budget plan")
+            applied.extend(plan.overrides)
             runs = list(plan.runs)
             job.use(recipe, record(recipe))  # re-decodes the images only when the plan changed their side
         elif job.ddp.main:
@@ -218,10 +221,13 @@ def _processes(device: str, fold_parallel: bool, recipe: Recipe, fold_list: list
     return ddp, fold_list
 
 
-def _record(ws: Workspace, alias: str, recipe: Recipe, folds_hash: str, comp_hash: str, pseudo_labels: str) -> Run:
-    """The run record of `alias` trained now with `recipe` (its fold is set per fold)."""
+def _record(ws: Workspace, alias: str, recipe: Recipe, overrides: list[str], folds_hash: str, comp_hash: str,
+            pseudo_labels: str) -> Run:
+    """The run record of `alias` trained now with `recipe`, resolved from the recipe file with `overrides` (its fold
+    is set per fold)."""
     return Run(
         model=alias, recipe_hash=recipe_hash(recipe), folds_hash=folds_hash, competition_hash=comp_hash,
+        overrides=list(overrides),
         # Not compared by training (the resolved recipe is); lets later stages see the recipe file edited since.
         recipe_file_hash=recipe_file_hash(ws, alias),
         code_version=code_version(), name=recipe.name, recipe=recipe_dict(recipe), tta=recipe.tta,
@@ -247,7 +253,7 @@ class _Job:
     """Everything the folds of one `comp train` share: images (decoded once), labels, the run record, processes."""
 
     def __init__(self, ws: Workspace, comp, recipe: Recipe, items, test, current: Run, ddp: Dist,
-                 console: Console) -> None:
+                 console: Console, broken_test: list[str] | None = None) -> None:
         from comp.setup.items import class_indices
 
         self.ws, self.comp, self.recipe, self.items, self.test = ws, comp, recipe, items, test
@@ -261,15 +267,20 @@ class _Job:
         self.multilabel = self.kind.multilabel
         self.data_config = data_config(None, recipe)  # from the recipe: no model is built to read it
         self.decode_s = 0.0  # seconds spent building (or opening) the image caches
+        self.broken_test = list(broken_test or [])  # truncated test images let through (comp verify)
+        if self.broken_test and len(test):
+            shown = ", ".join(self.broken_test[:3]) + (" ..." if len(self.broken_test) > 3 else "")
+            self.say(f"{len(self.broken_test)} truncated test image(s) are predicted from the part that decodes "
+                     f"(`comp verify --allow-broken-test`): {shown}")
         self.train_images = self._images(items["path"].tolist())
-        self.test_images = self._images(test["path"].tolist()) if len(test) else None
+        self.test_images = self._images(test["path"].tolist(), self.broken_test) if len(test) else None
 
-    def _images(self, paths: list[str]) -> np.ndarray:
+    def _images(self, paths: list[str], truncated_ok: list[str] | None = None) -> np.ndarray:
         # Rank 0 builds the cache; the others wait and memory-map the finished file.
         side = self.data_config["cache_size"]
         t0 = time.perf_counter()
         if self.ddp.main:
-            pixels = images.cached_images(self.ws, paths, side)
+            pixels = images.cached_images(self.ws, paths, side, truncated_ok=truncated_ok or ())
         self.ddp.barrier()
         out = pixels if self.ddp.main else images.cached_images(self.ws, paths, side)
         self.decode_s += time.perf_counter() - t0
@@ -289,7 +300,7 @@ class _Job:
         if config["cache_size"] != self.data_config["cache_size"]:
             self.data_config = config
             self.train_images = self._images(self.items["path"].tolist())
-            self.test_images = self._images(self.test["path"].tolist()) if len(self.test) else None
+            self.test_images = self._images(self.test["path"].tolist(), self.broken_test) if len(self.test) else None
         self.data_config = config
 
     # -- the trainer's side of the budget planner (comp.training.budget.Probe)
@@ -365,20 +376,31 @@ class _Job:
 
     # -- one fold, or the full fit (k == FULL)
     def fold(self, k: int | str, force: bool) -> dict[str, Any]:
-        paths = self.ws.run(self.alias, k)
+        final = self.ws.run(self.alias, k)
         run = dataclasses.replace(self.current, fold=k)
-        finished = checkpoint.check_run(paths, run, force, wipe=self.ddp.main, file_recipe=self.file_recipe)
+        # Decided before anything changes; a replacement (--force) trains in a staging folder and is swapped in
+        # only when finished, so a failure on the way never costs the trained run.
+        target = checkpoint.plan_run(final, run, force, file_recipe=self.file_recipe)
         self.ddp.barrier()
-        if finished:
-            self.pace.finish(k)
-            self.say(f"{self.alias} {_name(k)}: already trained (use --force to retrain)")
-            return {**_read_metrics(paths), "fold": k, "status": "skipped"}
-        started = time.time()
         if self.ddp.main:
-            write_run(paths, run)
+            checkpoint.prepare(target)
+        if target.finished:
+            if target.swap and self.ddp.main:
+                checkpoint.swap_in(final)
+                self.say(f"{self.alias} {_name(k)}: the finished retrain in {target.paths.dir} replaced {final.dir}")
+            self.ddp.barrier()
+            self.pace.finish(k)
+            if not target.swap:
+                self.say(f"{self.alias} {_name(k)}: already trained (use --force to retrain)")
+            return {**_read_metrics(final), "fold": k, "status": "skipped"}
+        paths = target.paths
+        started = time.time()
         val_idx, train_idx = self._split(k)
         seed_everything(self.recipe.seed, _seed_key(k))
-        model = build_model(self.recipe, self.comp.num_classes, ws=self.ws)
+        model = build_model(self.recipe, self.comp.num_classes, ws=self.ws)  # a bad name fails before any write
+        self.ddp.barrier()
+        if self.ddp.main:
+            write_run(paths, run)
         dataset = images.ArrayDataset(self.train_images, self.y, augment.train_transform(self.data_config, self.recipe))
         trainer = Trainer(self.recipe, model, self.data_config, self.ddp.device, len(train_idx), self.ddp.world,
                           multilabel=self.multilabel)
@@ -389,7 +411,11 @@ class _Job:
                 break
         self.ddp.barrier()
         self.pace.finish(k)
-        return self._finish(run, paths, trainer, val_idx, progress, started)
+        summary = self._finish(run, paths, trainer, val_idx, progress, started)
+        if target.swap and self.ddp.main:
+            checkpoint.swap_in(final)
+        self.ddp.barrier()
+        return summary
 
     def _split(self, k: int | str) -> tuple[np.ndarray, np.ndarray]:
         """(held-out rows, training rows) of fold k; pseudo-labelled rows (fold -1) only ever train; the full fit
@@ -509,7 +535,8 @@ class _Job:
                 predict_s=round(predict_s, 2), world_size=self.ddp.world, device=str(self.ddp.device),
             ))
             scored = f"OOF {self.comp.metric} {oof_score:.4f}" if oof is not None else "test logits"
-            self.say(f"{self.alias} {_name(run.fold)}: {scored} (tta {tta}) -> {paths.dir}")
+            shown = self.ws.run(self.alias, run.fold).dir  # where it lands (a replacement is swapped in next)
+            self.say(f"{self.alias} {_name(run.fold)}: {scored} (tta {tta}) -> {shown}")
         self.ddp.barrier()
         return summary
 

@@ -6,13 +6,14 @@ Labels and folds live elsewhere (layouts.py, folds.py); this module only turns f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing as mp
 import os
 import random
 import shutil
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,17 +40,30 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-def open_rgb(path: str | os.PathLike) -> Image.Image:
+def open_rgb(path: str | os.PathLike, truncated_ok: bool = False) -> Image.Image:
     """Decode an image fully and return it as 8-bit RGB, whatever its mode.
 
     Grayscale, palette (with or without transparency), RGBA/LA (composited on white, as a viewer shows them), CMYK
     and 16/32-bit integer or float images all come back as RGB. Raises OSError/ValueError on unreadable files.
+    `truncated_ok`: a file that ends early decodes as far as it goes (the rest grey), for test images the user let
+    through with `comp verify --allow-broken-test`.
     """
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _truncated(truncated_ok):
         warnings.simplefilter("ignore")  # PIL warns on palette+transparency; we handle it below
         with Image.open(path) as im:
             im.load()
             return to_rgb(im)
+
+
+@contextlib.contextmanager
+def _truncated(allowed: bool) -> Iterator[None]:
+    """PIL's switch for decoding truncated files, on only inside the block (it is process-wide)."""
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = allowed
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -100,12 +114,12 @@ def cache_size(img_size: int, crop_pct: float) -> int:
     return max(int(img_size), int(round(img_size / crop_pct)))
 
 
-def _decode(path: str | os.PathLike, size: int) -> tuple[np.ndarray, int]:
+def _decode(path: str | os.PathLike, size: int, truncated_ok: bool = False) -> tuple[np.ndarray, int]:
     """One image as the cache stores it, and its own shorter side: RGB, shorter side resized to `size` (bicubic,
     antialiased), centre square, as a (size, size, 3) uint8 array. Large JPEGs are decoded at a reduced DCT scale
     (PIL `draft`) that keeps at least twice the target resolution, which makes decoding photos several times faster
     at no visible cost."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _truncated(truncated_ok):
         warnings.simplefilter("ignore")
         with Image.open(path) as im:
             native = min(im.size)
@@ -117,11 +131,11 @@ def _decode(path: str | os.PathLike, size: int) -> tuple[np.ndarray, int]:
     return np.asarray(square, dtype=np.uint8), native
 
 
-def _decode_or_error(args: tuple[str, int]) -> tuple[np.ndarray, int] | str:
+def _decode_or_error(args: tuple[str, int, bool]) -> tuple[np.ndarray, int] | str:
     # Runs in pool workers: return the error text instead of raising so the parent can name the file in a CompError.
-    path, size = args
+    path, size, truncated_ok = args
     try:
-        return _decode(path, size)
+        return _decode(path, size, truncated_ok)
     except Exception as err:  # any decoder failure is the file's fault, reported with its path
         return f"{type(err).__name__}: {err}"
 
@@ -145,14 +159,16 @@ def cache_key(paths: Sequence[str | os.PathLike], size: int) -> str:
 
 
 def cached_images(
-    ws: Workspace, paths: Sequence[str | os.PathLike], size: int, *, workers: int | None = None
+    ws: Workspace, paths: Sequence[str | os.PathLike], size: int, *, workers: int | None = None,
+    truncated_ok: Collection[str] = (),
 ) -> np.ndarray:
     """The images at `paths` as one read-only (N, size, size, 3) uint8 array, memory-mapped from the workspace cache.
 
     Built on first use (see `_decode` for the resize policy) with `workers` decoding processes (default: all
     cores; 0 decodes in this process), then reused until any file's size or mtime, the order of `paths` or `size`
     changes. The file is written atomically, so an interrupted build leaves no cache behind. Use
-    `cache_size(img_size, crop_pct)` for `size`.
+    `cache_size(img_size, crop_pct)` for `size`. Paths in `truncated_ok` (truncated test images the user let
+    through) decode as far as they go.
     """
     if size < 1:
         raise CompError(f"image cache size {size} must be a positive number of pixels")
@@ -167,14 +183,14 @@ def cached_images(
                 return arr
         except (OSError, ValueError):
             pass  # unreadable (e.g. a disk error mid-copy): rebuild it below
-    _build_cache(target, [os.fspath(p) for p in paths], size, workers)
+    _build_cache(target, [os.fspath(p) for p in paths], size, workers, {os.fspath(p) for p in truncated_ok})
     for stale in target.parent.glob(f"{key.split('-')[0]}-*.npy"):
         if stale != target:  # the same image set before a file changed: never read again
             stale.unlink(missing_ok=True)
     return np.load(target, mmap_mode="r")
 
 
-def _build_cache(target: Path, paths: list[str], size: int, workers: int | None) -> None:
+def _build_cache(target: Path, paths: list[str], size: int, workers: int | None, truncated_ok: set[str]) -> None:
     n = len(paths)
     nbytes = n * size * size * 3
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +206,7 @@ def _build_cache(target: Path, paths: list[str], size: int, workers: int | None)
     with atomic.atomic_path(target) as tmp:
         # open_memmap writes straight to disk, so a set larger than RAM still builds.
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
-        jobs = [(p, size) for p in paths]
+        jobs = [(p, size, p in truncated_ok) for p in paths]
         if use_pool:
             # fork: workers inherit the imported modules instead of re-importing torch (seconds each). The pool
             # starts (map submits every job) before the progress bar's thread exists, so no lock is forked held.

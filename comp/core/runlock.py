@@ -19,7 +19,7 @@ from typing import Any
 
 from comp.core import atomic
 from comp.core.errors import CompError
-from comp.core.workspace import RunPaths
+from comp.core.workspace import RunPaths, Workspace
 
 
 @dataclass(frozen=True)
@@ -77,3 +77,14 @@ def run_lock(paths: RunPaths, alias: str, fold: int | str, enabled: bool = True)
         yield
     finally:
         paths.lock.unlink(missing_ok=True)
+
+
+def live_runs(ws: Workspace) -> list[tuple[str, str, Holder]]:
+    """(alias, run, holder) of every run of the workspace (a fold, or the full fit) a live process trains now."""
+    out = []
+    for lock in sorted(ws.models_dir.glob("*/.*.lock")) if ws.models_dir.is_dir() else []:
+        name = lock.name[1:-len(".lock")]
+        found = holder(RunPaths(lock.with_name(name)))
+        if found is not None and found.alive:
+            out.append((lock.parent.name, name.removeprefix("fold"), found))
+    return out
