@@ -7,7 +7,7 @@ The library API is what the CLI calls, one function per stage, importable from h
     competition = ws.load()          # the caller loads comp.toml once and passes it on
     verify(competition, ws)
     make_folds(competition, ws)
-    train(ws, "tiny", "all")
+    train(competition, ws, "tiny", "all")
     stack(competition, ws)
 
 Names are resolved on first use (module `__getattr__`), so `import comp` and `comp --help` do not pay for torch,

@@ -222,9 +222,10 @@ STACK_NAME = "demo_stack"
 def train_step(ctx: DemoContext) -> str:
     from comp.training.train import train
 
+    comp = ctx.ws.load()
     parts = []
     for alias in DEMO_MODELS:
-        summaries = train(ctx.ws, alias, "all", overrides=DEMO_OVERRIDES, force=ctx.force, console=ctx.console)
+        summaries = train(comp, ctx.ws, alias, "all", overrides=DEMO_OVERRIDES, force=ctx.force, console=ctx.console)
         done = sum(s.get("status") == "trained" for s in summaries)
         parts.append(f"{alias} ({done} fold(s) trained, {len(summaries) - done} reused)")
     return "; ".join(parts)

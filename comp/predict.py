@@ -1,6 +1,6 @@
 """Checkpoints to logits: recompute a trained model's OOF and test logits with another TTA, without retraining.
 
-`predict_model(ws, alias, fold, tta)` rebuilds each fold's model from the resolved `recipe.toml` and
+`predict_model(comp, ws, alias, fold, tta)` rebuilds each fold's model from the resolved `recipe.toml` and
 `best.safetensors` beside it, reads the images through the same cache and evaluation view as training, and rewrites
 the fold's `comp.logits` files and `metrics.json` (with the TTA recorded). `tta="auto"` scores every preset on the
 OOF rows and keeps the best by the competition metric, the cheaper one on a tie.
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from comp.core import atomic, metrics
-from comp.core.config import from_dict, load_toml
+from comp.core.config import Competition, from_dict, load_toml
 from comp.core.errors import CompError
 from comp.core.provenance import code_version, competition_hash
 from comp.core.workspace import FULL, Workspace
@@ -186,6 +186,7 @@ class _Inputs:
 
 
 def predict_model(
+    comp: Competition,
     ws: Workspace,
     alias: str,
     fold: int | str = "all",
@@ -202,7 +203,6 @@ def predict_model(
         raise CompError(f"--tta {tta!r}: choose one of {', '.join(PRESETS)} or auto")
     if merge not in MERGES:
         raise CompError(f"--merge {merge!r}: choose mean (of logits) or prob (mean of probabilities)")
-    comp = ws.load()
     merge = kind_of(comp).merge(merge)  # `prob` averages the probabilities the kind makes (softmax or sigmoid)
     folds = load_folds(ws, comp)
     comp_hash = competition_hash(comp)  # what training records

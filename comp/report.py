@@ -1,8 +1,8 @@
 """What the trained models look like: the models x folds status grid, and per-model reports.
 
-`status(ws)` reads only small files (metrics.json, provenance.json, the logits' metadata) to say, per model and
+`status(comp, ws)` reads only small files (metrics.json, provenance.json, the logits' metadata) to say, per model and
 fold, whether it is trained, running, missing or stale (made from other folds or another comp.toml than those in
-force). `report(ws, alias)` joins a model's OOF logits with the folds.csv labels on id and writes, under
+force). `report(comp, ws, alias)` joins a model's OOF logits with the folds.csv labels on id and writes, under
 `reports/<alias>/`: the confusion matrix (PNG), per-class accuracy and the most confused pairs (CSV), the learning
 curves of every fold (PNG) and a summary (JSON) with the CV per fold, as mean +- std, and on the whole OOF.
 """
@@ -143,9 +143,8 @@ def _cell(ws: Workspace, alias: str, k: int | str, folds_hash: str | None, comp_
     return Cell("missing")
 
 
-def status(ws: Workspace) -> Status:
+def status(comp: Competition, ws: Workspace) -> Status:
     """The models x folds grid of the workspace (reads metadata only, except the OOF of fully trained models)."""
-    comp = ws.load()
     folds_hash, n_folds = None, comp.n_folds
     if ws.folds_csv.exists():
         from comp.folds import load_folds
@@ -235,9 +234,8 @@ def confusion(y: np.ndarray, logits: np.ndarray, n_classes: int, multilabel: boo
     return matrix
 
 
-def report(ws: Workspace, alias: str) -> Report:
+def report(comp: Competition, ws: Workspace, alias: str) -> Report:
     """Write `alias`'s confusion matrix, per-class accuracy, confused pairs, learning curves and CV summary."""
-    comp = ws.load()
     y, values, fold = oof_table(comp, ws, alias)
     cv = metrics.fold_scores(comp.metric, y, values, fold, comp.top_k)
     matrix = confusion(y, values, comp.num_classes, kind_of(comp).multilabel)
@@ -460,12 +458,12 @@ def _set_value(value: Any) -> str:
     return f'"{text}"' if not text or " " in text else text
 
 
-def models(ws: Workspace) -> list[ModelInfo]:
+def models(comp: Competition, ws: Workspace) -> list[ModelInfo]:
     """Every recipe alias (stock, workspace, or with runs) with its trained folds, CV and differing settings."""
     from comp.core.config import tomllib
     from comp.modeling.recipe import STOCK_RECIPES, load_recipe, recipe_dict
 
-    current = status(ws)
+    current = status(comp, ws)
     grid, n_folds = {m.alias: m for m in current.models}, current.n_folds
     local = {p.stem for p in ws.models_dir.glob("*.toml")} if ws.models_dir.is_dir() else set()
     stock = {p.stem for p in STOCK_RECIPES.glob("*.toml")}

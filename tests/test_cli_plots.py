@@ -99,7 +99,7 @@ def test_curves_have_markers_whole_epoch_ticks_a_compact_legend_and_the_score(cj
     ws, comp = cjk_workspace
     fake_runs(ws, comp, "a", epochs=1)  # a 1-epoch run: single points, the case that used to look empty
     captured = _capture_figures(monkeypatch)
-    result = report(ws, "a")
+    result = report(ws.load(), ws, "a")
     figures = dict(captured)
     assert set(figures) >= {"curves.png", "confusion.png", "per_class.png"}, figures
     curves = figures["curves.png"]
@@ -122,7 +122,7 @@ def test_per_class_chart_puts_the_weakest_class_on_top(cjk_workspace, monkeypatc
     ws, comp = cjk_workspace
     fake_runs(ws, comp, "a")
     captured = _capture_figures(monkeypatch)
-    result = report(ws, "a")
+    result = report(ws.load(), ws, "a")
     figures = dict(captured)
     ax = figures["per_class.png"].axes[0]
     widths = [bar.get_width() for bar in ax.patches]

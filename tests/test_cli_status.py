@@ -84,7 +84,7 @@ def test_status_tells_training_now_from_dead_and_gives_the_resume_command(five_f
     assert "b fold 4" not in out  # never started: just missing
     from comp.report import status
 
-    states = [c.state for c in next(m for m in status(ws).models if m.alias == "b").cells]
+    states = [c.state for c in next(m for m in status(ws.load(), ws).models if m.alias == "b").cells]
     assert states == ["interrupted", "running", "running", "interrupted", "missing"]
 
 
@@ -103,7 +103,7 @@ def test_status_fits_80_columns_with_full_names_and_mean_std(five_folds, monkeyp
     assert any(line.startswith(LONG) for line in lines) and any(line.startswith("tiny2 ") for line in lines), out
     from comp.report import status
 
-    grid = {m.alias: m for m in status(ws).models}
+    grid = {m.alias: m for m in status(ws.load(), ws).models}
     mean, std, n = grid[LONG].mean_std()
     assert n == 5 and std > 0
     assert f"{mean:.4f} ± {std:.4f}" in out

@@ -115,8 +115,18 @@ def test_every_force_option_has_the_short_f():
                 assert "-f" in param.opts, f"comp {name} --force has no -f"
 
 
+def _a_comp_toml() -> None:
+    """The least workspace a command loads comp.toml from (the CLI loads it before calling the library)."""
+    from comp.core.config import Competition
+    from comp.core.workspace import Workspace
+
+    Workspace.here().save(Competition(name="x"))
+
+
 def test_library_warnings_print_one_line_without_source_paths(cli, monkeypatch):
     import comp.report
+
+    _a_comp_toml()
 
     def warn_then_run(*args, **kwargs):
         warnings.warn("Glyph 29483 missing from font(s) DejaVu Sans.", UserWarning, stacklevel=1)
@@ -135,6 +145,8 @@ def test_library_warnings_print_one_line_without_source_paths(cli, monkeypatch):
 
 def test_ctrl_c_anywhere_says_nothing_is_half_written_and_exits_130(cli, monkeypatch):
     import comp.report
+
+    _a_comp_toml()
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

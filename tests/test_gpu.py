@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.slow]  # trains a model
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_cuda_training_with_amp_and_channels_last_writes_finite_logits(make_toy_workspace, workspace, amp):
     ws, comp = make_toy_workspace(workspace, n_per_class=8, n_folds=2, n_test=4)
-    summary = train_mod.train(ws, "tiny", 0, device="cuda",
+    summary = train_mod.train(ws.load(), ws, "tiny", 0, device="cuda",
                               overrides=["epochs=2", f"amp={amp!r}", "channels_last=true", "tta='d4'"])[0]
     assert summary["status"] == "trained"
     oof, test = logits.load(ws.run("tiny", 0).oof), logits.load(ws.run("tiny", 0).test)

@@ -313,7 +313,7 @@ def test_run_local_under_an_old_numpy_image(workspace, make_kaggle_competition, 
     made = kernel.run_kernel(inputs, working, name="old", device="cpu", say=lambda _: None)
     atomic.write_bytes(ws.submission_csv("old"), made.read_bytes())
 
-    done = run_local(ws, "old", python=exe, say=lambda _: None)
+    done = run_local(ws.load(), ws, "old", python=exe, say=lambda _: None)
     assert done.versions["numpy"] == "1.26.4" and done.versions["pandas"] == "2.2.3"
     assert done.versions["scikit-learn"] == "1.2.2"
     assert done.compared == 5 and done.max_abs_diff <= 1e-5

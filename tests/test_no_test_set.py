@@ -19,7 +19,7 @@ def test_cv_only_without_a_test_set(make_toy_workspace, workspace, cli):
     comp = dataclasses.replace(comp, test_dir="", sample_submission="")
     ws.save(comp)
     verify(comp, ws, workers=0)
-    train_mod.train(ws, "tiny", "all", device="cpu", overrides=["epochs=1"])
+    train_mod.train(ws.load(), ws, "tiny", "all", device="cpu", overrides=["epochs=1"])
     assert not ws.run("tiny", 0).test.exists()
     assert finished_models(comp, ws) == ["tiny"]
 

@@ -19,7 +19,7 @@ def make_trained_workspace(root: Path, make_toy_workspace) -> Workspace:
     from comp.training.train import train
 
     ws, _ = make_toy_workspace(root, n_per_class=6, n_test=4)
-    train(ws, "tiny", "all", device="cpu", overrides=["epochs=1"])
+    train(ws.load(), ws, "tiny", "all", device="cpu", overrides=["epochs=1"])
     return ws
 
 

@@ -55,7 +55,7 @@ def test_report_writes_confusion_per_class_pairs_curves_and_cv(make_workspace, w
     write_run(ws, comp, "a", 2, confuse={"frog": "cat"})
     code, out = cli("report", "--model", "a")
     assert code == 0, out
-    result = report(ws, "a")
+    result = report(ws.load(), ws, "a")
     folds = load_folds(ws).frame
     n_cat0 = int(((folds["fold"] == 0) & (folds["label"] == "cat")).sum())
     n_frog2 = int(((folds["fold"] == 2) & (folds["label"] == "frog")).sum())
@@ -94,7 +94,7 @@ def test_status_grid_shows_scores_running_missing_and_stale(make_workspace, work
     write_run(ws, comp, "b", 0, confuse={"cat": "dog"})
     write_run(ws, comp, "b", 1, finished=False)
     write_run(ws, comp, "c", 0, folds_hash="0" * 64)
-    grid = status(ws)
+    grid = status(ws.load(), ws)
     by_alias = {m.alias: m for m in grid.models}
     assert [c.state for c in by_alias["a"].cells] == ["trained"] * 3
     assert by_alias["a"].cv["oof"] == 1.0 and by_alias["a"].cv["std"] == 0.0

@@ -207,7 +207,7 @@ def test_loader_workers_do_not_change_the_trained_run(make_toy_workspace, worksp
     ws, _ = make_toy_workspace(workspace, n_per_class=8, n_folds=2)
     oof = {}
     for workers in (0, 1):
-        train(ws, "tiny", 0, device="cpu", force=True,
+        train(ws.load(), ws, "tiny", 0, device="cpu", force=True,
               overrides=["epochs=2", f"num_workers={workers}", "channels_last=false"])
         oof[workers] = logits.load(ws.run("tiny", 0).oof).values
         speed = json.loads(ws.run("tiny", 0).metrics.read_text())["speed"]

@@ -27,7 +27,7 @@ def trained(make_toy_workspace, workspace):
     ws, comp = make_toy_workspace(workspace, n_per_class=6, n_folds=2, n_test=3)
     ws.models_dir.mkdir(exist_ok=True)
     shutil.copy(STOCK_RECIPES / "tiny.toml", ws.recipe_path("tiny"))
-    train_mod.train(ws, "tiny", "all", device="cpu", overrides=["epochs=1"])
+    train_mod.train(ws.load(), ws, "tiny", "all", device="cpu", overrides=["epochs=1"])
     return ws, comp
 
 

@@ -66,26 +66,26 @@ def test_all_folds_cover_every_id_once_and_never_train_on_their_own_rows(make_to
 @pytest.mark.slow  # trains a model
 def test_finished_fold_is_skipped_and_stale_inputs_are_refused(make_toy_workspace, workspace):
     ws, comp = make_toy_workspace(workspace, n_folds=2)
-    first = train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1"])[0]
+    first = train_mod.train(ws.load(), ws, "tiny", 0, device="cpu", overrides=["epochs=1"])[0]
     assert first["status"] == "trained"
     stamp = ws.run("tiny", 0).oof.stat().st_mtime_ns
-    again = train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1"])[0]
+    again = train_mod.train(ws.load(), ws, "tiny", 0, device="cpu", overrides=["epochs=1"])[0]
     assert again["status"] == "skipped" and ws.run("tiny", 0).oof.stat().st_mtime_ns == stamp
 
     # The refusal names the setting with both values, and the --set that reproduce the recorded recipe.
     with pytest.raises(StaleError, match=r"seed: 0 when trained, 7 now\. Re-run with --force.*"
                                          r"`comp train --model tiny --fold 0 --set epochs=1`"):
-        train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1", "seed=7"])
+        train_mod.train(ws.load(), ws, "tiny", 0, device="cpu", overrides=["epochs=1", "seed=7"])
     make_folds(comp, ws, seed=comp.seed + 1, force=True)
     with pytest.raises(StaleError, match=r"folds/folds.csv: sha256 \w{12} when trained, \w{12} now"):
-        train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1"])
+        train_mod.train(ws.load(), ws, "tiny", 0, device="cpu", overrides=["epochs=1"])
     ws.save(dataclasses.replace(comp, name="another-competition"))
     verify(ws.load(), ws, workers=0)
     with pytest.raises(StaleError, match=r"comp.toml \(the competition's data and classes\): hash \w{12} when "):
-        train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1"])
+        train_mod.train(ws.load(), ws, "tiny", 0, device="cpu", overrides=["epochs=1"])
 
     # --force retrains on the new folds and records them.
-    redone = train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=1"], force=True)[0]
+    redone = train_mod.train(ws.load(), ws, "tiny", 0, device="cpu", overrides=["epochs=1"], force=True)[0]
     assert redone["status"] == "trained"
     from comp.folds import load_folds
 
@@ -206,6 +206,6 @@ def test_optional_features_train_and_change_the_weights(overrides):
 def test_early_stopping_ends_the_fold_when_the_metric_stalls(make_toy_workspace, workspace, monkeypatch):
     ws, _ = make_toy_workspace(workspace, n_per_class=6, n_folds=2)
     monkeypatch.setattr(train_mod.metrics, "score", lambda *args, **kwargs: 0.5)  # a metric that never improves
-    summary = train_mod.train(ws, "tiny", 0, device="cpu", overrides=["epochs=5", "patience=2"])[0]
+    summary = train_mod.train(ws.load(), ws, "tiny", 0, device="cpu", overrides=["epochs=5", "patience=2"])[0]
     assert summary["epochs_done"] == 3 and summary["best_epoch"] == 1  # best at 1, then 2 flat epochs
     assert len(pd.read_csv(ws.run("tiny", 0).history)) == 3

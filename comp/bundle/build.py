@@ -103,7 +103,7 @@ def describe_competition(comp: Competition, ws: Workspace) -> dict[str, Any]:
     return {"competition": to_dict(comp), "relative": relative}
 
 
-def build_bundle(ws: Workspace, name: str | None = None, *, gpu: bool = False, owner: str = "",
+def build_bundle(comp: Competition, ws: Workspace, name: str | None = None, *, gpu: bool = False, owner: str = "",
                  time_limit_h: float = DEFAULT_TIME_LIMIT_H, test_size: int | None = None, time_it: bool = True,
                  say=print) -> BundleResult:
     """Write bundles/NAME/ (see the module doc) for the stack `name` (default: the newest); returns what it measured."""
@@ -111,7 +111,6 @@ def build_bundle(ws: Workspace, name: str | None = None, *, gpu: bool = False, o
     from comp.bundle.notebook import kernel_metadata, notebook
     from comp.bundle.wheels import build_wheels
 
-    comp = ws.load()
     name = name or latest_stack(ws)
     safe_name(name, "stack name")
     sidecar = read_stack(ws, name)

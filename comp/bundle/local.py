@@ -99,14 +99,13 @@ class LocalRun:
     versions: dict = field(default_factory=dict)  # python and the main packages' versions the kernel ran with
 
 
-def run_local(ws: Workspace, name: str, variant: bool = False, timeout: float = 3600.0, say=print,
-              python: str | os.PathLike | None = None) -> LocalRun:
+def run_local(comp: Competition, ws: Workspace, name: str, variant: bool = False, timeout: float = 3600.0,
+              say=print, python: str | os.PathLike | None = None) -> LocalRun:
     """Run the bundle's notebook in a fresh process on a Kaggle-like layout and compare with submissions/NAME.csv.
 
     With `variant`, the competition folder holds a test set with some of the local test images left out and
     training images added as new test ids (with a sample to match), to show the kernel follows the test set given.
     `python`: the interpreter whose packages stand in for Kaggle's image (default: this one)."""
-    comp = ws.load()
     paths = ws.bundle(name)
     if not paths.manifest.is_file():
         raise CompError(f"no bundle {name!r} ({paths.manifest}); build it first: `comp bundle {name}`")
@@ -164,7 +163,7 @@ def run_local(ws: Workspace, name: str, variant: bool = False, timeout: float = 
                     added, removed, log, dict(report.get("versions") or {}))
 
 
-def verify_bundle(ws: Workspace, name: str, say=print, done=None,
+def verify_bundle(comp: Competition, ws: Workspace, name: str, say=print, done=None,
                   python: str | os.PathLike | None = None) -> list[LocalRun]:
     """Both local runs (the local test set, then the variant with images left out and added), each handed to
     `done(variant, run)` as it ends; when both pass, `local-run/passed.json` records the dataset's content hash,
@@ -173,7 +172,7 @@ def verify_bundle(ws: Workspace, name: str, say=print, done=None,
 
     runs = []
     for variant in (False, True):
-        runs.append(run_local(ws, name, variant=variant, say=say, python=python))
+        runs.append(run_local(comp, ws, name, variant=variant, say=say, python=python))
         if done is not None:
             done(variant, runs[-1])
     same = runs[0]

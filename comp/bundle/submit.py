@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from comp.bundle.build import OWNER_PLACEHOLDER, dataset_hash
 from comp.core import atomic
+from comp.core.config import Competition
 from comp.core.errors import CompError
 from comp.core.provenance import sha256_bytes, sha256_file
 from comp.core.workspace import BundlePaths, Workspace
@@ -52,11 +53,11 @@ def passed_local_run(paths: BundlePaths) -> dict[str, Any]:
     return record
 
 
-def submit_kernel(ws: Workspace, name: str, message: str, *, backend: Any = None, make: Callable[[], Any] | None = None,
-                  dry_run: bool = False, wait: bool = True, timeout: float = 600.0, kernel_timeout: float | None = None,
-                  poll_interval: float | None = None, say: Say = print) -> KernelSubmitResult:
+def submit_kernel(comp: Competition, ws: Workspace, name: str, message: str, *, backend: Any = None,
+                  make: Callable[[], Any] | None = None, dry_run: bool = False, wait: bool = True,
+                  timeout: float = 600.0, kernel_timeout: float | None = None, poll_interval: float | None = None,
+                  say: Say = print) -> KernelSubmitResult:
     """Send bundle `name` to its code competition (see the module doc); `make` builds the backend after the checks."""
-    comp = ws.load()
     if comp.platform != "kaggle":
         raise CompError(f"comp.toml platform is {comp.platform!r}: `--kernel` submits to Kaggle code competitions")
     if not message.strip():

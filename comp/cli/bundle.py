@@ -38,8 +38,9 @@ def bundle(
         raise CompError("--python PATH chooses the interpreter of the local run: add --run-local")
 
     ws = Workspace.here()
+    comp = ws.load()
     say = lambda text: console.print(text, highlight=False, soft_wrap=True)  # noqa: E731
-    result = build_bundle(ws, name or None, gpu=gpu, owner=owner, time_limit_h=time_limit, test_size=test_size,
+    result = build_bundle(comp, ws, name or None, gpu=gpu, owner=owner, time_limit_h=time_limit, test_size=test_size,
                           say=say)
     per_image = (f"{1000 * result.per_image_s:.1f} ms/image + {result.fixed_s:.1f} s per run on {result.device}"
                  if result.per_image_s else "not timed")
@@ -64,6 +65,6 @@ def bundle(
                    f"{done.compared} id(s) match "
                    f"submissions/{result.name}.csv (labels equal, probabilities within {done.max_abs_diff:.1e})"))
 
-    verify_bundle(ws, result.name, say=say, done=summary, python=python or None)
+    verify_bundle(comp, ws, result.name, say=say, done=summary, python=python or None)
     say(f"[green]ok:[/] the kernel reproduces submissions/{escape(result.name)}.csv offline; "
         f"next: comp submit --kernel {escape(result.name)} -m MESSAGE --dry-run")

@@ -36,7 +36,8 @@ def status_command(
     """
     from comp.report import status
 
-    grid = status(Workspace.here())
+    ws = Workspace.here()
+    grid = status(ws.load(), ws)
     if as_json:
         print_json(grid.to_json())
         return
@@ -103,7 +104,7 @@ def models_command(
     from comp.report import models
 
     ws = Workspace.here()
-    infos = models(ws)
+    infos = models(ws.load(), ws)
     if as_json:
         print_json([m.to_json() for m in infos])
         return
@@ -149,15 +150,16 @@ def report_command(
     from comp.report import report, status
 
     ws = Workspace.here()
+    comp = ws.load()
     if model:
         aliases = [model]
     else:
-        aliases = [m.alias for m in status(ws).models if all(c.state == "trained" for c in m.cells)]
+        aliases = [m.alias for m in status(comp, ws).models if all(c.state == "trained" for c in m.cells)]
         if not aliases:
             raise CompError("no model has every fold trained; name one with --model, or run `comp train` first "
                             "(`comp status` shows what is trained)")
     for alias in aliases:
-        result = report(ws, alias)
+        result = report(comp, ws, alias)
         cv = result.cv
         folds = "  ".join(f"{v:.4f}" for v in cv["per_fold"])
         console.print(f"[bold]{escape(alias)}[/] {result.metric}: folds {folds}  mean {cv['mean']:.4f} ± "

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from comp.cli.output import console, err_console, fail, print_json, say_next
+from comp.core.config import Competition
 from comp.core.workspace import Workspace
 
 
@@ -102,9 +103,9 @@ def submit(
     CodaBench: CODABENCH_TOKEN or CODABENCH_USERNAME + CODABENCH_PASSWORD, CODABENCH_PHASE (or --phase).
     """
     ws = Workspace.here()
-    if kernel:
-        return _submit_kernel(ws, kernel, file, message, dry_run, wait, timeout)
     comp = ws.load()
+    if kernel:
+        return _submit_kernel(comp, ws, kernel, file, message, dry_run, wait, timeout)
     from comp.platforms import submit as platforms  # pandas and the platform clients: not at `comp --help` time
 
     path = ws.resolve(file) if file is not None else platforms.newest_submission(ws)
@@ -119,14 +120,14 @@ def submit(
         raise fail(f"{comp.platform} could not score {result.ref}: {result.error or 'no reason given'}")
 
 
-def _submit_kernel(ws: Workspace, name: str, file: Path | None, message: str, dry_run: bool, wait: bool,
-                   timeout: float) -> None:
+def _submit_kernel(comp: Competition, ws: Workspace, name: str, file: Path | None, message: str, dry_run: bool,
+                   wait: bool, timeout: float) -> None:
     from comp.bundle.submit import submit_kernel
     from comp.core.errors import CompError
 
     if file is not None:
         raise CompError(f"--kernel {name} submits the notebook's own output; drop the file argument {file}")
-    result = submit_kernel(ws, name, message, dry_run=dry_run, wait=wait, timeout=timeout,
+    result = submit_kernel(comp, ws, name, message, dry_run=dry_run, wait=wait, timeout=timeout,
                            say=lambda text: console.print(text, highlight=False, soft_wrap=True))
     if result.status == "complete":
         console.print(f"[green]scored:[/] {result.ref} public score {result.public_score or '(hidden)'}")

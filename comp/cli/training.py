@@ -60,8 +60,9 @@ def train(
                       *(f"--set {o}" for o in overrides or []),
                       *(["--budget", budget] if budget else [])])
     try:
-        summaries = run_train(ws, model, fold, device=device, overrides=overrides, force=force, budget=budget,
-                              fold_parallel=fold_parallel, pseudo_source=pseudo_labels, started=process_started())
+        summaries = run_train(ws.load(), ws, model, fold, device=device, overrides=overrides, force=force,
+                              budget=budget, fold_parallel=fold_parallel, pseudo_source=pseudo_labels,
+                              started=process_started())
     except KeyboardInterrupt:
         if rank0:
             _say_interrupted(ws, model, again)
@@ -117,7 +118,7 @@ def _say_next_after_train(ws: Workspace, model: str, overrides: list[str], budge
     from comp.report import status
 
     try:
-        grid = status(ws)
+        grid = status(ws.load(), ws)
     except Exception:  # noqa: BLE001 - a hint must never turn a finished training into an error
         return
     row = next((m for m in grid.models if m.alias == model), None)
@@ -159,7 +160,8 @@ def predict_command(
     from comp.core.workspace import Workspace
     from comp.predict import predict_model
 
-    result = predict_model(Workspace.here(), model, fold, tta, device=device, merge=merge)
+    ws = Workspace.here()
+    result = predict_model(ws.load(), ws, model, fold, tta, device=device, merge=merge)
     if result.tta_scores:
         from rich.table import Table
 

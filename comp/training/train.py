@@ -1,6 +1,6 @@
 """One (model, fold): the training loop, optional features switched once at setup, resume, OOF and test logits.
 
-`train(ws, alias, fold, ...)` is what `comp train` calls. Each fold trains on the other folds, is evaluated on its
+`train(comp, ws, alias, fold, ...)` is what `comp train` calls. Each fold trains on the other folds, is evaluated on its
 own rows every epoch with the competition's metric, keeps its best weights, and writes its logits (see
 comp.logits) plus metrics, history, curves, the resolved recipe and provenance under `ws.run(alias, k)`.
 
@@ -32,7 +32,7 @@ from rich.console import Console
 
 from comp import logits as logits_io
 from comp.core import atomic, metrics
-from comp.core.config import save_toml, with_overrides
+from comp.core.config import Competition, save_toml, with_overrides
 from comp.core.device import resolve_device
 from comp.core.errors import CompError
 from comp.core.provenance import code_version, competition_hash
@@ -59,6 +59,7 @@ from comp.vision.tta import eval_view, predict_logits
 
 
 def train(
+    comp: Competition,
     ws: Workspace,
     alias: str,
     fold: int | str,
@@ -84,7 +85,6 @@ def train(
     started = started or time.time()  # the budget's clock: the CLI passes its process's start
     console = console or Console(stderr=True)
     overrides = [*(overrides or []), *([f"budget={budget}"] if budget else [])]
-    comp = ws.load()
     file_recipe = load_recipe(ws, alias)  # the recipe file without --set (refusals print --set from it)
     # Every setting checked before any work (comp.core.config.Bound).
     recipe = with_overrides(file_recipe, overrides, source=f"--set (recipe {alias})")
