@@ -128,22 +128,24 @@ def test_costs_add_up_per_run_and_the_rule_rewards_epochs_side_data_and_averagin
 @pytest.mark.slow
 def test_tiny_run_keeps_to_a_budget_of_seconds_and_a_resumed_run_keeps_its_plan(make_toy_workspace, workspace, cli):
     ws, _ = make_toy_workspace(workspace, n_per_class=8, n_folds=2)
-    budget = 40
+    # The budget counts from this process's start when that was under a minute ago (pytest's imports, on a busy
+    # machine tens of seconds), so it leaves room for that.
+    budget = 90
     started = time.time()
     code, out = cli("train", "--model", "tiny", "--fold", "all", "--device", "cpu", "--budget", f"{budget}s",
                     "--set", "num_workers=0")
     took = time.time() - started
     assert code == 0, out
-    assert "budget 40s: measured" in out and "<- chosen" in out and "took" in out
+    assert "budget 1m30s: measured" in out and "<- chosen" in out and "took" in out
     # Within the budget, plus 10% (and a little for starting the command inside the test process).
     assert took <= budget * 1.1 + 2, out
     plan = json.loads(ws.plan("tiny").read_text())
-    assert plan["budget"] == "40s" and plan["fold"] == "all" and plan["runs"]
+    assert plan["budget"] == "90s" and plan["fold"] == "all" and plan["runs"]
     import tomllib
 
     for run in plan["runs"]:
         recorded = tomllib.loads(ws.run("tiny", run).recipe.read_text())
-        assert recorded["budget"] == "40s" and recorded["epochs"] == plan["epochs"]
+        assert recorded["budget"] == "90s" and recorded["epochs"] == plan["epochs"]
     assert load_recipe(ws, "tiny").epochs == 5  # the recipe file is untouched; the plan lives in the runs
     # The same command again keeps the plan plan.json holds: nothing is retrained, nothing is refused.
     code, out = cli("train", "--model", "tiny", "--fold", "all", "--device", "cpu", "--budget", f"{budget}s",

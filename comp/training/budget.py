@@ -56,7 +56,8 @@ MAX_EPOCH_FACTOR = 3  # a budget never plans more than this many times the recip
 SIZE_STEP = 32  # candidate image sides go down in steps of this many px (CNN strides divide it)
 FLOOR_PX = 64  # the smallest candidate side (or the images' own side when they are smaller)
 SIDE_COST_EXP = 1.5  # seconds per image scale as side ** this between sides (conservative: a square would be 2)
-PROBE_STEPS = 4  # at least this many timed training steps (after 2 untimed warm-up steps) ...
+PROBE_WARMUP = 1  # untimed first training steps (loader start-up, allocation, optimizer state) ...
+PROBE_STEPS = 3  # ... then at least this many timed steps ...
 PROBE_SHARE = 0.02  # ... and more until this share of the budget (at least PROBE_MIN_S) or one epoch is spent:
 PROBE_MIN_S = 3.0  # on a shared machine the rate swings with other processes, and a longer probe averages them
 

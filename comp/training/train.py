@@ -306,7 +306,8 @@ class _Job:
     # -- the trainer's side of the budget planner (comp.training.budget.Probe)
     def measure(self, seconds: float, k: int | str = 0) -> budgeting.Rates:
         """Time run `k`'s real work: building the model and trainer, training steps on the real loader (the first
-        two untimed: worker start-up and allocation; then for `seconds`), and a few evaluation batches."""
+        first PROBE_WARMUP untimed: worker start-up, allocation, optimizer state; then for `seconds`), and one
+        evaluation batch after a small warm-up one."""
         recipe = self.recipe
         t0 = time.perf_counter()
         model = build_model(recipe, self.comp.num_classes, ws=self.ws)
@@ -315,7 +316,8 @@ class _Job:
                           multilabel=self.multilabel)
         fold_s = time.perf_counter() - t0
         dataset = images.ArrayDataset(self.train_images, self.y, augment.train_transform(self.data_config, recipe))
-        steps = max(budgeting.PROBE_STEPS + 2, -(-len(train_idx) // recipe.batch_size))
+        warm, least = budgeting.PROBE_WARMUP, budgeting.PROBE_WARMUP + budgeting.PROBE_STEPS
+        steps = max(least, -(-len(train_idx) // recipe.batch_size))
         rows = budgeting.probe_rows(train_idx, recipe.batch_size, steps, recipe.seed)
         loader = self._loader(dataset, rows, trainer, k, 0)
         marks: list[float] = []
@@ -324,7 +326,7 @@ class _Job:
         def advance(n: int) -> None:
             marks.append(time.perf_counter())
             counts.append(n)
-            if len(marks) >= budgeting.PROBE_STEPS + 2 and marks[-1] - marks[1] >= seconds:
+            if len(marks) >= least and marks[-1] - marks[warm - 1] >= seconds:
                 raise _ProbeDone
 
         # An epoch past the frozen ones: the whole model trains (the costliest step the run will take).
@@ -335,15 +337,15 @@ class _Job:
             pass
         del loader
         trainer.close()  # the probe's loader workers stop here
-        if len(marks) >= 3:
-            train_s = (marks[-1] - marks[1]) / max(1, sum(counts[2:]))
-            epoch_s = max(0.0, (marks[1] - start) - sum(counts[:2]) * train_s)
+        if len(marks) > warm:
+            train_s = (marks[-1] - marks[warm - 1]) / max(1, sum(counts[warm:]))
+            epoch_s = max(0.0, (marks[warm - 1] - start) - sum(counts[:warm]) * train_s)
         else:
             train_s, epoch_s = (marks[-1] - start) / max(1, sum(counts)), 0.0
         batch = recipe.eval_batch_size or 2 * recipe.batch_size
         pool = val_idx if len(val_idx) else train_idx
-        sample = np.resize(pool, min(len(pool), 2 * batch) or 1)
-        self.predict(trainer.eval_model(), self.train_images, sample[:batch], "none")  # warm-up
+        sample = np.resize(pool, min(len(pool), batch) or 1)
+        self.predict(trainer.eval_model(), self.train_images, sample[:8], "none")  # warm-up
         t1 = time.perf_counter()
         self.predict(trainer.eval_model(), self.train_images, sample, "none")
         eval_s = (time.perf_counter() - t1) / len(sample)
