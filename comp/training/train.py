@@ -72,9 +72,12 @@ def train(
     pseudo_source: PseudoSource | None = None,
     started: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Train `alias` on fold `fold` (an int, or "all") of the workspace; returns one summary dict per fold.
+    """Train `alias` on fold `fold` (an int, "all", or FULL: every labelled row) of the workspace; returns one
+    summary dict per run.
 
-    `budget` ("2h"; else the recipe's) plans epochs and img_size to fit (comp.training.budget). `fold_parallel`:
+    `budget` ("2h"; else the recipe's) plans image side, epochs, which folds and whether to add a full fit, for the
+    best expected score that fits (comp.training.budget). The recipe's side is capped at the images' native side
+    unless the user asked for one. `fold_parallel`:
     under torchrun each process trains its own share of the folds alone (no DDP). `pseudo_source` turns the recipe's
     `pseudo` stack into pseudo-labelled test rows (comp.ensemble.pseudo.pseudo_labels; the CLI passes it).
     """
@@ -153,7 +156,7 @@ def train(
             applied.extend(plan.overrides)
             runs = list(plan.runs)
             job.use(recipe, record(recipe))  # re-decodes the images only when the plan changed their side
-        elif job.ddp.main:
+        else:
             job.say_estimate(runs)
         job.pace = Pace(runs, recipe.epochs)
         summaries = []
@@ -368,7 +371,8 @@ class _Job:
             n_extra=int((folds < 0).sum()), n_test=len(self.test),
             views=budgeting.tta_views(r.tta, self.data_config), native_side=None, runs=tuple(todo))
         images_seen = r.epochs * sum(work.shape(k)[0] for k in todo)
-        if self.ddp.device.type != "cpu" or images_seen < ESTIMATE_MIN_IMAGES:
+        # Timed only in one process: under torchrun the probe's steps would be collective (every rank must join).
+        if self.ddp.device.type != "cpu" or self.ddp.world > 1 or images_seen < ESTIMATE_MIN_IMAGES:
             self.say(f"{self.alias}: {what}")
             return
         rates = self.measure(budgeting.PROBE_MIN_S, todo[0])
