@@ -213,9 +213,10 @@ CASES: list[tuple[str, tuple[str, ...], Callable[[Generated], bytes], str]] = [
     ("an exponent", NUMERIC, set_cell(2, lambda gen: f"{float(gen.rows[2][1]) * 100!r}e-2"), ""),
     ("infinity", NUMERIC, set_cell(2, "inf"), "infinite value(s)"),
     ("a word", NUMERIC, set_cell(2, "yes"), "not a number"),
-    # binary under AUC: any real score ranks
-    ("real-valued scores (logits)", ("binary",), set_labels(lambda v, k: f"{(k * 7919 % 23) - 11.5:.3f}"), ""),
-    ("scores above 1", ("binary",), set_labels(lambda v, k: f"{float(v) * 100:.4f}"), ""),
+    # binary under AUC: any real score ranks on Kaggle; mirror graders reject what is outside [0, 1] (warned)
+    ("real-valued scores (logits)", ("binary",), set_labels(lambda v, k: f"{(k * 7919 % 23) - 11.5:.3f}"),
+     "warn:reject values outside [0, 1]"),
+    ("scores above 1", ("binary",), set_labels(lambda v, k: f"{float(v) * 100:.4f}"), "warn:--fix OUT"),
     ("hard 0/1 labels", ("binary",), set_labels(lambda v, k: str(k % 2)), "warn:hard labels throw away"),
     # per-class probabilities: Kaggle divides each row by its sum
     ("six decimals (rows off by 1e-6)", ("class_probs",), scale_rows(1.0, "{:.6f}"), ""),

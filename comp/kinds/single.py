@@ -24,7 +24,11 @@ from comp.kinds.values import (
     parse_numbers,
 )
 
-SUM_WARN = 1e-3  # a probability row whose sum strays further from 1 is rescaled by Kaggle: scoreable, but warned
+SUM_WARN = 1e-5  # a probability row whose sum strays further from 1 is rescaled by Kaggle (mirrors may not): warned
+# Graders outside Kaggle that re-score Kaggle competitions (mle-bench's) read a binary column as a probability: they
+# reject any value outside [0, 1] although Kaggle ranks any real score under AUC.
+MIRRORS = ("mle-bench's graders (aerial-cactus-identification, histopathologic-cancer-detection, "
+           "siim-isic-melanoma-classification, invasive-species-monitoring)")
 SUM_EXACT = 1e-6  # --fix divides rows whose sum is further from 1 than this by their sum
 
 
@@ -337,7 +341,7 @@ def fix_finite(cells: Cells) -> np.ndarray:
 
 def float_digits(num_classes: int) -> int:
     """Significant digits that keep a row of `num_classes` rounded probabilities summing to 1 within 1e-7 (the
-    check warns only beyond 1e-3, where Kaggle's rescaling would hide a bug): each value rounds by at most 0.5e-d."""
+    check warns beyond 1e-5, where Kaggle rescales but mirrors may not): each value rounds by at most 0.5e-d."""
     return max(9, math.ceil(math.log10(max(num_classes, 1) * 5e6)))
 
 
@@ -511,16 +515,35 @@ class Binary(Kind):
     def check(self, comp, cells):
         what = f"the probability of class {comp.positive_class!r}" if comp.positive_class else "probabilities"
         if self._ranked(comp):
-            return check_finite(cells, "a real-valued score per row (higher: more likely positive)", False), []
+            errors = check_finite(cells, "a real-valued score per row (higher: more likely positive)", False)
+            x = cells.numbers
+            outside = int(((x < 0) | (x > 1)).sum()) if not errors else 0
+            if not outside:
+                return errors, []
+            return [], [f"{outside} score(s) outside [0, 1] (from {x.min():.6g} to {x.max():.6g}): Kaggle ranks any "
+                        f"real score under {comp.metric}, but {MIRRORS} reject values outside [0, 1]; `comp check "
+                        "FILE --fix OUT` maps the scores into [0, 1] by rank, which keeps their order and so the AUC"]
         # A binary probability may not exceed 1 (per-class rows may: the grader divides by the row sum).
         return check_finite(cells, what, True) or check_range(cells, False, "a sigmoid"), []
 
     def fix(self, comp, cells, changes):
         x = fix_finite(cells)
-        if not self._ranked(comp) and (x.min() < 0 or x.max() > 1):
+        outside = (x < 0) | (x > 1)
+        if not outside.any():
+            return cells.values
+        if not self._ranked(comp):
             raise Refused(f"values outside [0, 1] (from {x.min():.4g} to {x.max():.4g}) where the metric "
                           f"{comp.metric} needs probabilities: whether they are logits is a guess")
-        return cells.values
+        # Under AUC only the order counts: the dense rank of each score, (rank + 1) / (distinct + 1), lies in (0, 1),
+        # keeps every tie and every order, so the AUC is exactly the same (a sigmoid would round far-apart logits
+        # to the same 1.0 and tie them).
+        distinct, rank = np.unique(x, return_inverse=True)
+        digits = max(9, math.ceil(math.log10(len(distinct) + 2)) + 3)
+        mapped = (rank.reshape(x.shape) + 1) / (len(distinct) + 1)
+        changes.append(f"mapped the scores into (0, 1) by rank ({int(outside.sum())} were outside [0, 1], from "
+                       f"{x.min():.6g} to {x.max():.6g}): the order and ties, and so the {comp.metric}, are unchanged, "
+                       "and graders that accept only [0, 1] can read it")
+        return np.vectorize(lambda v: f"{v:.{digits}g}", otypes=[object])(mapped)
 
     def predicted(self, comp, cells):
         numbers = cells.numbers
@@ -603,8 +626,9 @@ class ClassProbs(Kind):
         if len(off):
             shown = first([f"{cells.at(i)} sums to {sums[i]:.6g}" for i in off])
             return [], [f"{len(off)} row(s) do not sum to 1 within {SUM_WARN:g} ({shown}): Kaggle rescales each row "
-                        "by its sum, so it scores as if normalised; are these probabilities? (`comp check FILE "
-                        "--fix OUT` normalises the rows)"]
+                        "by its sum, so it scores there as if normalised, but other graders (mirrors such as "
+                        "mle-bench's) may score the values as written; `comp check FILE --fix OUT` divides each row "
+                        "by its sum"]
         return [], []
 
     def fix(self, comp, cells, changes):

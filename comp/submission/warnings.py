@@ -18,15 +18,16 @@ __all__ = ["RANK_METRICS", "distribution_warnings"]
 def distribution_warnings(comp: Competition, ws: Workspace, cells: Cells) -> list[str]:
     """A collapsed model (one class everywhere) or a class mix far from the training prior (often a label-order bug:
     torchvision's ImageFolder sorts "10" before "2"), and the kind's own warnings."""
-    values = cells.values
+    kind = kind_of(comp)
+    # numeric kinds compare numbers (a large plain file is checked without its text: cells.values is None)
+    values = cells.numbers if kind.numeric and cells.numbers is not None else cells.values
     if len(values) < 2 or comp.num_classes < 2:
         return []
-    kind = kind_of(comp)
     predicted = kind.predicted(comp, cells)
     labels = labels_of(comp)
     warnings = []
     if kind.numeric and (values == values[0]).all():
-        shown = ",".join(values[0].tolist()[:SHOW]) + (",..." if values.shape[1] > SHOW else "")
+        shown = ",".join(f"{v:g}" for v in values[0].tolist()[:SHOW]) + (",..." if values.shape[1] > SHOW else "")
         warnings.append(f"every row holds the same probabilities ({shown}): is this the sample itself?")
     elif predicted is not None and len(set(predicted)) == 1:
         warnings.append(f"every row predicts {labels[predicted[0]]!r}: a collapsed model, or the sample itself?")
