@@ -56,7 +56,7 @@ def run() -> list[Result]:
         frame.insert(0, "id", ids)
         frame.to_csv(root / "sub.csv", index=False, float_format="%.9g")
         size_mb = (root / "sub.csv").stat().st_size / 2**20
-        fast = min((_arm(root, "fast") for _ in range(2)), key=lambda r: r["seconds"])
+        fast = min((_arm(root, "fast") for _ in range(3)), key=lambda r: r["seconds"])  # least noisy on a shared box
         exact = _arm(root, "exact")
     assert (fast["errors"], fast["warnings"]) == (exact["errors"], exact["warnings"]), (fast, exact)
     met = "met" if fast["seconds"] <= 3 and fast["peak_mb"] <= 500 else "NOT met"
