@@ -5,8 +5,8 @@ A kind is how a competition writes its predictions; `comp.toml`'s `kind` names i
 every other module gets at the kind's behaviour: detection from the sample (`detect_format`, here), encoding
 probabilities into the sample's columns, decoding a submission for scoring, checking and fixing its values, the
 predicted classes for warnings, the training targets and the default metric. No module outside this room tests a
-kind's name. Adding a kind: one class, one entry in `REGISTRY` and in `comp.core.config.KINDS`, one row in
-tests/test_kinds.py.
+kind's name. Adding a kind: one class (it registers itself), its name in `comp.core.config.KINDS` (what comp.toml
+is checked against), one row in tests/test_kinds.py.
 
 The room sits in layer 1 (it needs only `core`), so `setup` (detection at `comp init`) and everything above it
 (training targets, stacking, the submission) use the same classes.
@@ -20,7 +20,7 @@ import pandas as pd
 
 from comp.core.config import KINDS, Competition
 from comp.core.errors import CompError
-from comp.kinds.base import RANK_METRICS, Cells, Kind, Refused, SubmissionFormat
+from comp.kinds.base import RANK_METRICS, REGISTERED, Cells, Kind, Refused, SubmissionFormat
 from comp.kinds.multilabel import MultilabelProbs, Tags, split_tags
 from comp.kinds.single import Binary, ClassId, ClassName, ClassProbs, TopK, float_digits, positive_index
 from comp.kinds.values import is_integer, is_number, normalise_label
@@ -28,9 +28,9 @@ from comp.kinds.values import is_integer, is_number, normalise_label
 __all__ = ["RANK_METRICS", "REGISTRY", "Cells", "Kind", "Refused", "SubmissionFormat", "detect_format",
            "detect_multilabel", "float_digits", "get", "kind_of", "positive_index", "without_sample"]
 
-REGISTRY: dict[str, Kind] = {k.name: k() for k in (ClassName, ClassId, Binary, ClassProbs, TopK, Tags,
-                                                    MultilabelProbs)}
-assert tuple(REGISTRY) == KINDS, "comp.core.config.KINDS must list the kinds of REGISTRY, in its order"
+# Every Kind subclass with a name, in comp.toml's order (config.KINDS validates comp.toml without importing this).
+assert set(REGISTERED) == set(KINDS), f"comp.core.config.KINDS {KINDS} must name the kinds {tuple(REGISTERED)}"
+REGISTRY: dict[str, Kind] = {name: REGISTERED[name] for name in KINDS}
 
 BINARY = Binary.name  # the kind --positive/--negative set up
 

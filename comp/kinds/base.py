@@ -48,8 +48,17 @@ class Cells:
         return f"line {self.lines[i]} (id {self.ids[i]!r})"
 
 
+REGISTERED: dict[str, Kind] = {}  # name -> the kind's one instance, filled as the classes are defined
+
+
 class Kind:
-    """One submission kind. Subclasses set the class attributes and override what differs."""
+    """One submission kind. Subclasses set the class attributes and override what differs; a subclass with a
+    `name` registers itself (comp.kinds.REGISTRY), so a new kind is one class (and its name in config.KINDS)."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            REGISTERED[cls.name] = cls()
 
     name: ClassVar[str] = ""
     metric: ClassVar[str] = "accuracy"  # the default metric `comp init` writes
