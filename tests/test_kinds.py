@@ -117,6 +117,8 @@ def test_tags_empty_rows_follow_the_sample(workspace):
     probs[:, 3] = 0.4
     frame = to_frame(comp, ws, ids, probs)
     assert (frame["tags"] == "primary").all()
+    warnings = check_bytes(comp, ws, to_csv_bytes(comp, frame)).warnings
+    assert any("every row holds the same tags ('primary')" in w for w in warnings), warnings
     empty = to_csv_bytes(comp, frame.assign(tags=""))
     assert any("empty value" in e for e in check_bytes(comp, ws, empty).errors)
     # a sample with an empty row says an image may have no tags

@@ -105,7 +105,7 @@ class Tags(_MultiLabel):
     def warnings(self, comp, cells):
         column = cells.values[:, 0]
         if len(column) > 1 and (column == column[0]).all():
-            return [f"every row holds the same tags ({column[0]!r}): a collapsed model, or the sample itself?"]
+            return [f"every row holds the same tags ({str(column[0])!r}): a collapsed model, or the sample itself?"]
         return []
 
 
