@@ -568,7 +568,8 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
         table, X = cv_table(comp, y, fold, loaded, methods)
         if not methods:
             final = blend.MeanBlend().fit(X, y)
-            table["mean"] = metrics.fold_scores(comp.metric, y, final.predict_log_proba(X), fold, comp.top_k)
+            logits = blend.predict_logits(final, X, kind_of(comp).multilabel)
+            table["mean"] = metrics.fold_scores(comp.metric, y, logits, fold, comp.top_k)
             chosen = "mean"
         else:
             chosen = pick_best(comp.metric, table, methods) if method == "best" else method
@@ -580,6 +581,9 @@ def stack(comp: Competition, ws: Workspace, models: list[str] | None = None, met
     if fulls and comp.test_dir:
         how = "used alone" if full == "only" else "averaged with the folds' (each run counted once)"
         notes.append(f"test logits: the full fit{'s' if len(fulls) > 1 else ''} of {', '.join(fulls)} {how}")
+    if isinstance(final, blend.Thresholded):
+        shown = ", ".join(f"{c} {1 / (1 + np.exp(-t)):.2f}" for c, t in zip(comp.classes, final.offsets_, strict=True))
+        notes.append(f"a threshold per class, fitted on the OOF rows (and inside each CV fold for the table): {shown}")
     weights = {a: float(w) for a, w in zip(aliases, final.weights_, strict=True)}
     temperature = float(final.temperature_) if hasattr(final, "temperature_") else None
     if not comp.test_dir:
