@@ -24,7 +24,7 @@ from comp import __version__
     (["train", "--model"], "'--model' requires an argument"),
     (["status", "extra"], "unexpected extra argument"),
     (["train", "--model", "tiny", "--device", "gpu"], "'--device': 'gpu' is not one of auto, cpu, cuda, mps"),
-    (["train", "--model", "tiny", "--fold", "first"], "'first': give a fold number (0, 1, ...) or `all`"),
+    (["train", "--model", "tiny", "--fold", "first"], "'first': give a fold number (0, 1, ...), `all` or `full`"),
     (["predict", "--model", "tiny", "--tta", "d8"], "'d8' is not one of none, hflip, vflip, d4, five_crop"),
     (["predict", "--model", "tiny", "--merge", "max"], "'max' is not one of mean, prob"),
     (["stack", "--method", "avg"], "'avg' is not one of best, mean, weights, logreg"),
