@@ -186,7 +186,10 @@ def _resumable(backend: Any, uploaded: dict, kernel_ref: str, digest: str, code_
             and uploaded.get("notebook_sha256") == code_sha)
     if not version or not same or (uploaded.get("submitted") or {}).get("version") == version:
         return 0
-    state = backend.kernel_state(kernel_ref)
+    try:
+        state = backend.kernel_state(kernel_ref)
+    except CompError:  # gone (deleted on the website) or unreadable: push a new version as a first run would
+        return 0
     if state.status not in ("running", "complete"):
         return 0
     say(escape(f"kernel {kernel_ref} v{version} (pushed {uploaded.get('pushed', '?')}) is {state.status}: resuming "
