@@ -387,3 +387,23 @@ def test_group_column_on_a_class_folder_layout_is_a_clear_error(folder_data, wor
     assert 'group_column = "driver"' in toml.read_text()
     code, out = cli("folds", "--force")
     assert code == 1 and "group_column" in out and "internal error" not in out, out
+
+
+def test_a_stack_csv_replaced_since_is_not_credited_with_the_stacks_models(make_toy_workspace, workspace, cli):
+    """`check --fix OUT --force` over a stack's CSV: the ledger must not record the stack's models and CV for it."""
+    ws, comp = make_toy_workspace(workspace)
+    fake_model(ws, comp, "a")
+    assert cli("stack", "--models", "a", "--method", "mean", "--name", "blend")[0] == 0
+    mine = workspace / "mine.csv"
+    header, *rows = ws.submission_csv("blend").read_text().splitlines()
+    first = rows[0].split(",")[1]
+    other = next(c for c in comp.classes if c != first)
+    mine.write_text("\n".join([header, *(f"{r.split(',')[0]},{other}" for r in rows)]) + "\n")
+    code, out = cli("check", str(mine), "--fix", str(ws.submission_csv("blend")), "--force")
+    assert code == 0, out
+    code, out = cli("submit", str(ws.submission_csv("blend")), "-m", "mine")
+    assert code == 0, out
+    row = ledger.read(ws).iloc[-1]
+    assert (row["models"], row["cv"]) == ("", ""), row.to_dict()
+    code, out = cli("bundle", "blend")
+    assert code == 1 and "is not the CSV stack 'blend' wrote" in out, out
