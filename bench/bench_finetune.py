@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.common import SHARED, Result, paired_rounds, temp_workspace
+from bench.common import SHARED, Result, load, paired_rounds, temp_workspace
 
 ROUNDS = 3
 IMG_SIZE = 128
@@ -153,7 +153,9 @@ def _run(key: str, label: str, photos: list[Path]) -> list[Result]:
 
         with torch_threads(default_threads):
             plain_epoch(), comp_epoch()  # warm-up: allocator, oneDNN kernels, comp's workers start
+            load_before = load()
             times = paired_rounds({"plain": plain_epoch, "comp": comp_epoch}, ROUNDS)
+            load_after = load()
         trainer.close()  # stop the persistent workers
     n = len(links)
     wall = {k: statistics.median(w for w, _ in v) for k, v in times.items()}
@@ -167,7 +169,8 @@ def _run(key: str, label: str, photos: list[Path]) -> list[Result]:
         f"fp32, {cores} cores; median of {ROUNDS} alternating rounds; plain: {cores} loader workers + "
         f"{default_threads} threads (torch default); comp: {plan.workers} worker(s) + {plan.train_threads} step "
         f"thread(s), channels_last {trainer.channels_last} ({probe_text}), normalise in workers "
-        f"{plan.normalize_in_workers}; cache built once in {build_s:.1f} s, not timed"
+        f"{plan.normalize_in_workers}; cache built once in {build_s:.1f} s, not timed; machine load (1-min average) "
+        f"{load_before:.1f} before the rounds, {load_after:.1f} after"
     )
     return [
         Result.from_rates(f"finetune_epoch{key}", n / wall["comp"], n / wall["plain"],

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from bench.common import Result, one_thread
+from bench.common import Result, load, one_thread
 
 N_IMAGES, BATCH = 64, 16
 CASES = (("resnet18", 160, "d4", ""), ("tf_efficientnet_lite0", 128, "d4", "_lite0"),
@@ -77,6 +77,7 @@ def _run() -> list[Result]:
         # Rounds of back-to-back calls, compared within each round: on a shared box the load drifts between rounds,
         # so a ratio taken inside one round is steadier than ratios of separately taken minima.
         times: dict[str, list[float]] = {name: [] for name in variants}
+        load_before = load()
         for _ in range(ROUNDS):
             for name, fn in variants.items():
                 times[name].append(cpu_seconds(fn))
@@ -86,7 +87,7 @@ def _run() -> list[Result]:
             f"{arch} {size}px, {N_IMAGES} images, batch {BATCH}, {views} views, CPU 1 thread, median of {ROUNDS} "
             f"paired rounds in CPU seconds; max abs diff vs ttach {diff:.1e}; ttach {base:.2f}s, harness {ours:.2f}s "
             f"({ratio['harness']:.2f}x); untraced copy (BN folded by fx where it traces, channels_last) "
-            f"{ratio['untraced']:.2f}x"
+            f"{ratio['untraced']:.2f}x; machine load (1-min average) {load_before:.1f} before, {load():.1f} after"
         )
         # The headline ratio is the median paired ratio (the figures are medians too; they need not divide exactly).
         results.append(Result(f"tta_{preset}{key}_cpu", N_IMAGES / ours, N_IMAGES / base, "img/CPU-s", ratio["harness"],

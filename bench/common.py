@@ -179,6 +179,14 @@ def tree_cpu_seconds() -> float:
     return total
 
 
+def load() -> float:
+    """The machine's 1-minute load average (0 where the OS has none): benches print it beside noisy timings."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
 def paired_rounds(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[tuple[float, float]]]:
     """Run every fn once per round, the order reversed every other round, so that load from other processes on a
     shared box hits each alike; returns each fn's (wall seconds, CPU seconds of the process tree) per round."""
