@@ -321,17 +321,17 @@ def choose(budget_s: float, elapsed_s: float, recipe: Recipe, rates: Rates, work
         if best is not None:
             best_of_shape.append(best)
     if not best_of_shape:
-        smallest = sides[-1]
         first = shapes(work)[0]
         runs = [*first[0], *([FULL] if first[1] else [])]
-        one = predicted_seconds(1, rates.scaled(smallest), work, runs)
+        # The cheapest single epoch over the sides (another side than the probed one re-decodes the images).
+        cost, side = min((predicted_seconds(1, rates.scaled(x), work, runs)
+                          + (0.0 if x == rates.img_size else resize_s), x) for x in sides)
+        need = (elapsed_s + cost) / (1 - RESERVE) + 1
         raise CompError(
             f"budget {duration(budget_s)} is too short: even one epoch of "
-            f"{Candidate(first[0], first[1], smallest, 1, 0, 0).runs_label(n_folds)} at {smallest} px takes about "
-            f"{duration(one)} here, "
-            f"after {duration(elapsed_s)} of set-up{' (' + setup + ')' if setup else ''}; give a longer --budget "
-            f"(at least "
-            f"{duration(elapsed_s + one / (1 - RESERVE) + 1)}), or a smaller image (--set img_size=N)"
+            f"{Candidate(first[0], first[1], side, 1, 0, 0).runs_label(n_folds)} at {side} px takes about "
+            f"{duration(cost)} here, after {duration(elapsed_s)} of set-up{' (' + setup + ')' if setup else ''}; "
+            f"give a longer --budget (at least {duration(need)}), or a smaller image (--set img_size=N)"
         )
     # The best expected score; a tie (within TIE) goes to the cheaper plan.
     top = max(c.predicted for c in best_of_shape)
