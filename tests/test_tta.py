@@ -163,3 +163,18 @@ def test_cpu_inference_copy_is_traced_per_shape_and_equals_the_model_for_tf_same
     other = torch.randn(2, 3, 40, 40)  # a shape it was not traced for runs the eager copy
     with torch.inference_mode():
         assert torch.allclose(fast(other), model(other), atol=1e-4)
+
+
+def test_the_prepared_copy_is_reused_until_the_weights_change(monkeypatch):
+    model = _model()
+    config, images = _config(model), _images()
+    built = []
+    real = tta.inference_model
+    monkeypatch.setattr(tta, "inference_model", lambda *a, **k: built.append(1) or real(*a, **k))
+    first = tta.predict_logits(model, images, config, tta="hflip", optimize=True)
+    again = tta.predict_logits(model, images, config, tta="hflip", optimize=True)
+    assert len(built) == 1 and np.array_equal(first, again)
+    with torch.no_grad():
+        model.get_classifier().bias.add_(1.0)  # an in-place change, as an optimizer step makes
+    moved = tta.predict_logits(model, images, config, tta="hflip", optimize=True)
+    assert len(built) == 2 and np.allclose(moved, first + 1.0, atol=1e-4)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -200,12 +201,13 @@ def inference_model(model: nn.Module, shapes: Sequence[tuple[int, int]], device,
     CPU: its activations fall out of cache). Two steps, each kept only where it applies:
     1. BatchNorm folded into the preceding convolution (torch.fx `fuse`, for models that trace symbolically) and
        channels_last 4-D tensors, which oneDNN's convolutions prefer.
-    2. On a CPU and with `trace`, per view shape, that copy traced (torch.jit.trace) and frozen (torch.jit.freeze): freezing inlines
-       the weights, folds BatchNorm where fx could not (timm's TF-"same"-padded EfficientNets compute their padding
-       in Python, which fx refuses but a trace at one input shape records as constants) and lets oneDNN fuse a
-       convolution with its activation and residual add. Measured on one CPU thread: resnet18 at 160 px 1.23x
-       (channels_last + fx) -> 1.46x (traced), tf_efficientnet_lite0 at 128 px 1.57x -> 1.79x per forward pass vs
-       the eager model; the trace costs about one small forward pass per shape (traced at batch 1).
+    2. On a CPU and with `trace`, per view shape, that copy traced (torch.jit.trace) and frozen (torch.jit.freeze):
+       freezing inlines the weights and folds BatchNorm where fx could not (timm's TF-"same"-padded EfficientNets
+       compute their padding in Python, which fx refuses but a trace at one input shape records as constants).
+       Measured per forward pass on one CPU thread vs the eager model, on a busy box: resnet18 at 160 px 1.23x
+       (step 1) -> 1.46x (traced), tf_efficientnet_lite0 at 128 px 1.57x -> 1.79x. The trace costs a second or so
+       (Python per op, at batch 1), so predict_logits asks for it only from TRACE_MIN_STEPS passes on and keeps the
+       copy while the weights stay the same (`prepared_model`).
     Every rewrite must match the original within 1e-4 (relative to the largest logit) on probe inputs of every view
     shape at two batch sizes (a trace that baked in its batch size fails there), else the previous step is used.
     """
@@ -230,6 +232,31 @@ def inference_model(model: nn.Module, shapes: Sequence[tuple[int, int]], device,
                     return traced
     except Exception:  # noqa: BLE001 - any failure of the optional rewrite falls back to the model as given
         return model
+    return fast
+
+
+# The prepared copy of each model, reused while its weights stay the same: a fold's OOF and test logits, and
+# `comp predict --tta auto`'s presets, run one model several times, and preparing costs up to a second or two
+# (trace, probes) where a pass of 64 images costs about that. Weak keys: a model that goes away takes its copy.
+_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def prepared_model(model: nn.Module, shapes: Sequence[tuple[int, int]], device, trace: bool = True) -> nn.Module:
+    """`inference_model(model, shapes, device, trace)`, built once per model and state of its weights: any in-place
+    change of a parameter or buffer (an optimizer step, load_state_dict, BN statistics) bumps the tensor's version
+    counter and a new copy is built."""
+    try:
+        tensors = [*model.parameters(), *model.buffers()]
+        key = (str(torch.device(device)), tuple(sorted({tuple(s) for s in shapes})), trace,
+               tuple((t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for t in tensors))
+    except RuntimeError:  # inference tensors keep no version counter: no way to tell a change, so no reuse
+        return inference_model(model, shapes, device, trace)
+    hit = _PREPARED.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1] if hit[1] is not None else model
+    fast = inference_model(model, shapes, device, trace)
+    # The cache must not hold the model itself (a weak key kept alive by its own value would never go away).
+    _PREPARED[model] = (key, None if fast is model else fast)
     return fast
 
 
@@ -350,7 +377,7 @@ def predict_logits(
         steps = range(0, n, per_step)
         if optimize is None:
             optimize = len(steps) >= OPTIMIZE_MIN_STEPS
-        fast = inference_model(model, shapes, device, trace=len(steps) >= TRACE_MIN_STEPS) if optimize else model
+        fast = prepared_model(model, shapes, device, trace=len(steps) >= TRACE_MIN_STEPS) if optimize else model
         chunks: list[np.ndarray] = []
         with _progress(len(steps), description, enabled=progress and len(steps) > 4) as advance, torch.inference_mode():
             for start in steps:
