@@ -192,26 +192,28 @@ def test_train_force_keeps_the_trained_fold_through_any_failure(make_toy_workspa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rename", [".fold0.old", "fold0"])
-def test_a_kill_at_either_rename_of_the_swap_leaves_a_whole_fold(make_toy_workspace, workspace, rename):
+def test_a_kill_at_either_rename_of_the_swap_leaves_a_whole_fold(make_toy_workspace, workspace):
     ws, _ = make_toy_workspace(workspace, n_per_class=6, n_folds=2, n_test=4)
     assert _comp(workspace, *TRAIN).returncode == 0
-    old = ws.run("tiny", 0).oof.read_bytes()
-    killed = _comp(workspace, *TRAIN, "--set", "lr=0.02", "--force", COMP_FAULT_KILL=rename)
-    assert killed.returncode == -9, killed.stderr
-    # Whatever a reader finds is one whole run: the old one (killed before the first rename) or the new one.
-    run = ws.run("tiny", 0)
-    record = json.loads(run.provenance.read_text())
-    assert record["finished"] and logits.load(run.oof).values.shape[1] == 3
-    assert record["recipe"]["lr"] == (0.01 if rename == ".fold0.old" else 0.02)
-    assert (run.oof.read_bytes() == old) == (rename == ".fold0.old")
-    status = _comp(workspace, "status")
-    assert status.returncode == 0 and "internal error" not in status.stderr, status.stderr
-    # The command with the new settings then uses the finished replacement without training again.
-    done = _comp(workspace, *TRAIN, "--set", "lr=0.02")
-    assert done.returncode == 0 and "epoch 1/1" not in done.stderr, done.stderr
-    assert json.loads(ws.run("tiny", 0).provenance.read_text())["recipe"]["lr"] == 0.02
-    assert sorted(p.name for p in ws.model_dir("tiny").iterdir()) == ["fold0"]
+    # Each rename in turn: the old run moved aside (".fold0.old"), then the new one moved in ("fold0").
+    for rename, lr_before, lr_after in ((".fold0.old", 0.01, 0.02), ("fold0", 0.02, 0.03)):
+        old = ws.run("tiny", 0).oof.read_bytes()
+        retrain = [*TRAIN, "--set", f"lr={lr_after}"]
+        killed = _comp(workspace, *retrain, "--force", COMP_FAULT_KILL=rename)
+        assert killed.returncode == -9, killed.stderr
+        # Whatever a reader finds is one whole run: the old one (killed before the first rename) or the new one.
+        run = ws.run("tiny", 0)
+        record = json.loads(run.provenance.read_text())
+        assert record["finished"] and logits.load(run.oof).values.shape[1] == 3
+        assert record["recipe"]["lr"] == (lr_before if rename == ".fold0.old" else lr_after), rename
+        assert (run.oof.read_bytes() == old) == (rename == ".fold0.old")
+        status = _comp(workspace, "status")
+        assert status.returncode == 0 and "internal error" not in status.stderr, status.stderr
+        # The command with the new settings then uses the finished replacement without training again.
+        done = _comp(workspace, *retrain)
+        assert done.returncode == 0 and "epoch 1/1" not in done.stderr, done.stderr
+        assert json.loads(ws.run("tiny", 0).provenance.read_text())["recipe"]["lr"] == lr_after
+        assert sorted(p.name for p in ws.model_dir("tiny").iterdir()) == ["fold0"]
 
 
 def _umask() -> int:
