@@ -264,7 +264,8 @@ def test_a_kernel_still_running_at_the_limit_is_resumed_not_pushed_again(kaggle,
     ws = Workspace(workspace)
     kaggle.code.kernel_running = 10**6
     with pytest.raises(CompError, match="resumes waiting for v1"):
-        submit_kernel(ws.load(), ws, NAME, "slow", kernel_timeout=0.05, poll_interval=0.01, wait=False, say=lambda _: None)
+        submit_kernel(ws.load(), ws, NAME, "slow", kernel_timeout=0.05, poll_interval=0.01, wait=False,
+                      say=lambda _: None)
     kaggle.code._polls[KERNEL] = 2  # it finishes while nobody waits
     kaggle.code.kernel_running = 2
     lines = []
@@ -272,4 +273,5 @@ def test_a_kernel_still_running_at_the_limit_is_resumed_not_pushed_again(kaggle,
     assert result.kernel_version == 1 and len(_calls(kaggle, "SaveKernel")) == 1
     assert any("resuming" in line for line in lines)
     # Once submitted, the same command is a new run: a new version is pushed.
-    assert submit_kernel(ws.load(), ws, NAME, "again", poll_interval=0.01, wait=False, say=lambda _: None).kernel_version == 2
+    again = submit_kernel(ws.load(), ws, NAME, "again", poll_interval=0.01, wait=False, say=lambda _: None)
+    assert again.kernel_version == 2
