@@ -13,6 +13,9 @@ from comp.core.workspace import FULL, Workspace
 from comp.modeling.recipe import load_recipe, parse_duration
 from comp.training.budget import (
     FLOOR_PX,
+    FRACTION_FLOOR,
+    FRACTION_STEP,
+    Plan,
     Rates,
     Workload,
     capped_side,
@@ -97,12 +100,66 @@ def test_a_budget_too_short_runs_the_largest_plan_that_fits_and_only_nothing_fit
     recipe = _recipe("effnet-lite0", "img_size=96")
     small = choose(90, 20, recipe, RATES, HAND, resize_s=5)  # far below the recipe's 5 x 10 epochs: still a plan
     assert small.epochs >= 1 and small.chosen.folds == (0,)
-    with pytest.raises(CompError, match="too short: even one epoch of 1 fold of 5 at 64 px") as err:
+    with pytest.raises(CompError, match="too short: even 25% of one epoch of 1 fold of 5 at 64 px") as err:
         choose(25, 20, recipe, RATES, HAND, resize_s=5)
     import re
 
     need = parse_duration(re.search(r"at least (\S+)\)", str(err.value)).group(1))
     assert choose(need, 20, recipe, RATES, HAND, resize_s=5).epochs >= 1  # the budget it names is enough
+
+
+def test_when_not_one_epoch_fits_a_fraction_of_one_runs_and_only_below_the_floor_is_it_refused():
+    """Issue 16's T = 3 min: ~100 s of set-up leave less than one epoch of one fold at 64 px; the largest fraction of
+    an epoch that fits is planned (as the recipe's epoch_fraction), and the budget is refused only when not even
+    FRACTION_FLOOR of one fits, naming a budget that does."""
+    recipe = _recipe("effnet-lite0", "img_size=96")
+    slow = Rates(img_size=96, train_s=1 / 25, eval_s=1 / 100, fold_s=5.0, epoch_s=1.0)  # one core, loaded
+    whole = choose(180, 100, recipe, slow, HAND, resize_s=5)  # one whole epoch still fits: no fraction
+    assert whole.fraction == 1 and whole.epochs >= 1 and "epoch_fraction=1" in whole.overrides
+    plan = choose(150, 100, recipe, slow, HAND, resize_s=5)
+    assert plan.epochs == 1 and FRACTION_FLOOR <= plan.fraction < 1 and plan.chosen.folds == (0,)
+    assert plan.img_size == FLOOR_PX  # within one epoch the steps count: the smallest side fits the most
+    assert plan.planned_s <= 150 * 0.95 + 1e-6
+    assert f"epoch_fraction={plan.fraction:g}" in plan.overrides and "epochs=1" in plan.overrides
+    # It is the largest fraction that fits: one FRACTION_STEP more would not.
+    more = predicted_seconds(1, slow.scaled(FLOOR_PX), HAND, [0], plan.fraction + FRACTION_STEP) + 5
+    assert 100 + more > 150 * 0.95
+    assert f"1 fold of 5 x {plan.fraction:g} epoch at 64 px" in plan.describe(recipe, 5)
+    assert plan.to_json("150s", "all")["epoch_fraction"] == plan.fraction
+    assert Plan.from_json(plan.to_json("150s", "all"), 150, 0).overrides == plan.overrides  # a resumed run's plan
+    with pytest.raises(CompError, match="too short: even 25% of one epoch of 1 fold of 5 at 64 px") as err:
+        choose(125, 100, recipe, slow, HAND, resize_s=5)
+    import re
+
+    need = parse_duration(re.search(r"at least (\S+)\)", str(err.value)).group(1))
+    assert choose(need, 100, recipe, slow, HAND, resize_s=5).fraction >= FRACTION_FLOOR
+
+
+@pytest.mark.slow  # a few optimizer steps of a tiny model
+def test_a_partial_epoch_stops_after_its_steps_with_the_schedule_annealed_to_min_lr():
+    import numpy as np
+    import torch
+
+    from comp.modeling.models import build_model, data_config
+    from comp.training.loop import Trainer
+    from comp.vision import augment, images
+
+    recipe = _recipe("tiny", "epochs=1", "batch_size=4", "epoch_fraction=0.4", "warmup_epochs=0.5", "lr=0.01", "min_lr=1e-5",
+                     "num_workers=0")
+    model = build_model(recipe, num_classes=3)
+    cfg = data_config(model)
+    rows = 40  # 10 batches a whole epoch; 0.4 of it is 4
+    dataset = images.ArrayDataset(np.random.default_rng(0).integers(0, 256, (rows, 36, 36, 3), dtype=np.uint8),
+                                  np.arange(rows) % 3, augment.train_transform(cfg, recipe))
+    trainer = Trainer(recipe, model, cfg, torch.device("cpu"), rows)
+    assert trainer.batches_per_epoch == trainer.updates_per_epoch == 4
+    loader = images.make_loader(dataset, recipe.batch_size, shuffle=True, workers=0, seed=0)
+    assert len(loader) == 10
+    _, seen = trainer.train_epoch(loader, epoch=0)
+    assert seen == 16 and trainer.num_updates == 4
+    assert trainer.lr() == pytest.approx(recipe.min_lr)  # warmup and cosine sized to the 4 steps: fully annealed
+    with pytest.raises(CompError, match="epoch_fraction"):
+        _recipe("tiny", "epoch_fraction=0")
 
 
 def test_single_runs_are_planned_as_asked():
@@ -155,3 +212,23 @@ def test_tiny_run_keeps_to_a_budget_of_seconds_and_a_resumed_run_keeps_its_plan(
                     "--set", "num_workers=0")
     assert code == 0, out
     assert "resuming with the plan" in out and "already finished" in out and "measured" not in out
+
+
+@pytest.mark.slow
+def test_a_partial_epoch_run_is_recorded_resumed_and_made_stale_by_its_fraction(make_toy_workspace, workspace, cli):
+    """epoch_fraction (what a --budget too short for one epoch plans) is an ordinary recipe setting: the run stops
+    after its share of the steps and says so, its resolved recipe records it, the same command again keeps the
+    finished run, and another fraction makes it stale."""
+    ws, _ = make_toy_workspace(workspace, n_per_class=8, n_folds=2)
+    args = ["train", "--model", "tiny", "--fold", "0", "--device", "cpu", "--set", "num_workers=0",
+            "--set", "epochs=1"]
+    code, out = cli(*args, "--set", "epoch_fraction=0.5")
+    assert code == 0, out
+    assert "epoch 1/1 (50% of its steps)" in out
+    import tomllib
+
+    assert tomllib.loads(ws.run("tiny", 0).recipe.read_text())["epoch_fraction"] == 0.5
+    code, out = cli(*args, "--set", "epoch_fraction=0.5")
+    assert code == 0 and "already trained" in out, out
+    code, out = cli(*args, "--set", "epoch_fraction=0.75")
+    assert code != 0 and "stale: epoch_fraction: 0.5 when trained, 0.75 now" in out, out

@@ -32,7 +32,8 @@ B = config.Bound
 BOUNDS: dict[str, config.Bound] = {
     "drop_rate": B(0, 1, high_open=True), "drop_path": B(0, 1, high_open=True),
     "head_hidden": B(1, 1 << 20), "head_dropout": B(0, 1, high_open=True),
-    "epochs": B(1, 100_000), "batch_size": B(1, 1 << 20), "grad_accum": B(1, 1 << 16),
+    "epochs": B(1, 100_000), "epoch_fraction": B(0, 1, low_open=True),
+    "batch_size": B(1, 1 << 20), "grad_accum": B(1, 1 << 16),
     "lr": B(0, 100, low_open=True), "weight_decay": B(0, 100), "layer_decay": B(0, 1),
     "warmup_epochs": B(0, 100_000), "warmup_lr": B(0, 100), "min_lr": B(0, 100), "clip_grad": B(0, 1e12),
     "label_smoothing": B(0, 1, high_open=True), "mixup": B(0, 1000), "cutmix": B(0, 1000), "mix_prob": B(0, 1),
@@ -67,6 +68,9 @@ class Recipe:
     head_dropout: float = 0.5  # mlp: dropout before the last Linear
     # -- optimisation
     epochs: int = 10
+    epoch_fraction: float = 1.0  # each epoch stops after this fraction of its optimizer steps (rounded up), and the
+    #                              LR schedule (warmup, cosine) is sized to those steps, so it still ends annealed;
+    #                              a --budget too short for one whole epoch plans e.g. 0.6 (comp.training.budget)
     batch_size: int = 32  # per process, per step (effective batch = batch_size * grad_accum * world size)
     grad_accum: int = 1  # optimizer step every N batches
     optimizer: str = "adamw"  # adamw | sgd | adam | lamb | lion (timm optimizer factory)

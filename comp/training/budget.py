@@ -30,7 +30,9 @@ Where the rule saturates (more epochs than pay off), extra budget goes to more f
 models to average) and a full-data fit. Image sides never exceed the images' native shorter side unless asked
 (`--set img_size=N` or img_size in the workspace's own recipe), and go down to `FLOOR_PX` (or the recipe's
 min_img_size when it sets one). A budget too short for the recipe is not refused: the largest plan that fits runs;
-only when not even one epoch of one fold at the smallest side fits is it refused.
+when not even one epoch of one fold at the smallest side fits, the largest fraction of one epoch that does (recipe
+`epoch_fraction`: the trainer stops after that share of the steps, its schedule sized to them), and only when not
+even FRACTION_FLOOR of an epoch fits is it refused, naming the budget that would fit.
 
 The plan is written to models/<alias>/plan.json; the same command again (a resumed run) keeps it, and its epochs and
 img_size become ordinary recipe settings (hashed and recorded in every run's provenance).
@@ -70,6 +72,12 @@ DATA_EXP = 0.3  # error x fraction_of_rows ** -this
 ENSEMBLE_GAIN = 0.15  # averaging m models removes this x (1 - 1/m) of the error
 PAYOFF = 0.0005  # an epoch that adds less expected accuracy than this does not pay off
 TIE = 0.0002  # plans this close in expected accuracy are equal: the cheaper one is chosen
+# When not even one whole epoch of the cheapest plan fits, a fraction of one is planned (recipe epoch_fraction: the
+# trainer stops after that share of the epoch's steps, with warmup and cosine sized to them, so it ends annealed),
+# in steps of FRACTION_STEP, down to FRACTION_FLOOR: below a quarter of an epoch a fine-tune has barely left its
+# pretrained start (and on a small set it is a handful of steps), so the budget is refused instead.
+FRACTION_STEP = 0.05
+FRACTION_FLOOR = 0.25
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,7 @@ class Candidate:
     epochs: int
     seconds: float  # predicted seconds of training from now (re-decoding at another side included)
     predicted: float  # the rule's expected held-out accuracy of the stacked test predictions
+    fraction: float = 1.0  # of each epoch's steps (below 1 only when not one whole epoch fits)
 
     @property
     def runs(self) -> list[int | str]:
@@ -149,6 +158,8 @@ class Candidate:
 
     def label(self, n_folds: int) -> str:
         e = self.epochs
+        if self.fraction < 1:
+            return f"{self.runs_label(n_folds)} x {self.fraction:g} epoch at {self.img_size} px"
         return f"{self.runs_label(n_folds)} x {e} epoch{'s' if e != 1 else ''} at {self.img_size} px"
 
 
@@ -167,10 +178,11 @@ class Plan:
     reused: bool = False  # read back from plan.json (the same command again)
     native_side: int | None = None
     setup: str = ""  # where the set-up time went, e.g. "start-up and checks 20s, decoding 5s, timing 9s"
+    fraction: float = 1.0  # of each epoch's steps (recipe epoch_fraction)
 
     @property
     def overrides(self) -> list[str]:
-        return [f"epochs={self.epochs}", f"img_size={self.img_size}"]
+        return [f"epochs={self.epochs}", f"epoch_fraction={self.fraction:g}", f"img_size={self.img_size}"]
 
     def describe(self, recipe: Recipe, n_folds: int) -> str:
         """The plan and what it was weighed against, one line each, the chosen one marked."""
@@ -190,6 +202,9 @@ class Plan:
             lines.append(f"  {c.label(n_folds):<{width}}  predicted {c.predicted:.3f}  {duration(c.seconds):>6}"
                          f"{mark}")
         cap = " (the epochs that pay off; more would add little)" if self.capped else ""
+        if self.fraction < 1:
+            cap = (f" (not one whole epoch fits: it stops after {self.fraction:.0%} of the epoch's steps, its learning "
+                   f"rate schedule sized to them)")
         lines.append(f"plan: {self.chosen.label(n_folds)}{cap}, about {duration(self.planned_s)} in all "
                      f"({duration(self.elapsed_s)} of it already spent setting up"
                      f"{': ' + self.setup if self.setup else ''})")
@@ -197,7 +212,8 @@ class Plan:
 
     def to_json(self, budget: str, asked: str) -> dict[str, Any]:
         c = self.chosen
-        return {"budget": budget, "fold": asked, "epochs": self.epochs, "img_size": self.img_size,
+        return {"budget": budget, "fold": asked, "epochs": self.epochs, "epoch_fraction": self.fraction,
+                "img_size": self.img_size,
                 "runs": list(self.runs), "planned_s": round(self.planned_s, 1),
                 "chosen": asdict(c) if c else None, "candidates": [asdict(x) for x in self.candidates],
                 "rates": asdict(self.rates) if self.rates else None, "native_side": self.native_side}
@@ -207,29 +223,31 @@ class Plan:
         c = data.get("chosen")
         chosen = Candidate(**{**c, "folds": tuple(c["folds"])}) if c else None
         return cls(budget_s, int(data["epochs"]), int(data["img_size"]), tuple(data["runs"]), 0.0, elapsed_s,
-                   chosen=chosen, reused=True)
+                   chosen=chosen, reused=True, fraction=float(data.get("epoch_fraction", 1.0)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # cost
 
 
-def run_seconds(run: int | str, epochs: int, rates: Rates, work: Workload) -> float:
-    """Seconds one run (a fold or the full fit) takes at `epochs` with `rates`."""
+def run_seconds(run: int | str, epochs: int, rates: Rates, work: Workload, fraction: float = 1.0) -> float:
+    """Seconds one run (a fold or the full fit) takes at `epochs` with `rates`, training `fraction` of each epoch's
+    rows (its held-out rows are still all scored after each epoch)."""
     n_train, n_val = work.shape(run)
-    per_epoch = rates.epoch_s + n_train * rates.train_s + n_val * rates.eval_s
+    per_epoch = rates.epoch_s + fraction * n_train * rates.train_s + n_val * rates.eval_s
     return rates.fold_s + epochs * per_epoch + (n_val + work.n_test) * work.views * rates.eval_s
 
 
-def predicted_seconds(epochs: int, rates: Rates, work: Workload, runs: Sequence[int | str]) -> float:
-    return sum(run_seconds(r, epochs, rates, work) for r in runs)
+def predicted_seconds(epochs: int, rates: Rates, work: Workload, runs: Sequence[int | str],
+                      fraction: float = 1.0) -> float:
+    return sum(run_seconds(r, epochs, rates, work, fraction) for r in runs)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # score
 
 
-def expected_error(epochs: int, side: int, native: int | None, fractions: Sequence[float]) -> float:
+def expected_error(epochs: float, side: int, native: int | None, fractions: Sequence[float]) -> float:
     """The rule's held-out error of the average of models trained `epochs` at `side` on `fractions` of the rows."""
     base = ERROR_FLOOR + ERROR_SPAN * math.exp(-epochs / TAU)
     if native and side < native:
@@ -320,26 +338,68 @@ def choose(budget_s: float, elapsed_s: float, recipe: Recipe, rates: Rates, work
                 capped_any[c] = fit > cap
         if best is not None:
             best_of_shape.append(best)
+    partial = not best_of_shape
+    if partial:
+        best_of_shape = _partial_epochs(usable, rates, work, sides, resize_s)
     if not best_of_shape:
         first = shapes(work)[0]
         runs = [*first[0], *([FULL] if first[1] else [])]
-        # The cheapest single epoch over the sides (another side than the probed one re-decodes the images).
-        cost, side = min((predicted_seconds(1, rates.scaled(x), work, runs)
+        # The cheapest floor fraction of an epoch over the sides (another side than the probed one re-decodes).
+        cost, side = min((predicted_seconds(1, rates.scaled(x), work, runs, FRACTION_FLOOR)
                           + (0.0 if x == rates.img_size else resize_s), x) for x in sides)
         need = (elapsed_s + cost) / (1 - RESERVE) + 1
         raise CompError(
-            f"budget {duration(budget_s)} is too short: even one epoch of "
+            f"budget {duration(budget_s)} is too short: even {FRACTION_FLOOR:.0%} of one epoch of "
             f"{Candidate(first[0], first[1], side, 1, 0, 0).runs_label(n_folds)} at {side} px takes about "
             f"{duration(cost)} here, after {duration(elapsed_s)} of set-up{' (' + setup + ')' if setup else ''}; "
             f"give a longer --budget (at least {duration(need)}), or a smaller image (--set img_size=N)"
         )
-    # The best expected score; a tie (within TIE) goes to the cheaper plan.
-    top = max(c.predicted for c in best_of_shape)
-    chosen = min((c for c in best_of_shape if c.predicted >= top - TIE), key=lambda c: c.seconds)
+    if partial:  # the most training steps (see _partial_epochs)
+        chosen = max(best_of_shape, key=_steps_first)
+    else:  # the best expected score; a tie (within TIE) goes to the cheaper plan
+        top = max(c.predicted for c in best_of_shape)
+        chosen = min((c for c in best_of_shape if c.predicted >= top - TIE), key=lambda c: c.seconds)
     planned = elapsed_s + chosen.seconds
     return Plan(budget_s, chosen.epochs, chosen.img_size, tuple(chosen.runs), planned, elapsed_s, rates,
                 tuple(best_of_shape), chosen, capped_any.get(chosen, False), native_side=work.native_side,
-                setup=setup)
+                setup=setup, fraction=chosen.fraction)
+
+
+def _partial_epochs(usable: float, rates: Rates, work: Workload, sides: Sequence[int],
+                    resize_s: float) -> list[Candidate]:
+    """When not one whole epoch of any shape fits: for each shape, the side with the largest fraction of one epoch
+    (in FRACTION_STEP steps, at least FRACTION_FLOOR); none where not even the floor fits. Within the first epoch
+    the steps decide, not the side: the score rule was fitted on runs of one epoch or more, and below one a model
+    is still leaving its zero-initialised head (its error falls from chance, not from the rule's 0.14), so the most
+    images seen wins (the smallest side, unless re-decoding for it costs more than it saves). The printed
+    prediction is the rule's, extrapolated: optimistic there."""
+    out = []
+    for folds, full in shapes(work):
+        runs = [*folds, *([FULL] if full else [])]
+        fractions = _fractions(folds, full, work)
+        best: Candidate | None = None
+        for side in sides:
+            at = rates.scaled(side)
+            extra = 0.0 if side == rates.img_size else resize_s
+            fixed = predicted_seconds(1, at, work, runs, 0.0)  # a run's costs besides its training steps
+            per_whole = predicted_seconds(1, at, work, runs, 1.0) - fixed
+            if per_whole <= 0:
+                continue
+            fraction = math.floor((usable - extra - fixed) / per_whole / FRACTION_STEP + 1e-9) * FRACTION_STEP
+            fraction = round(min(fraction, 1.0 - FRACTION_STEP), 2)
+            if fraction < FRACTION_FLOOR - 1e-9:
+                continue
+            c = Candidate(tuple(folds), full, side, 1, fixed + fraction * per_whole + extra,
+                          1 - expected_error(fraction, side, work.native_side, fractions), fraction)
+            if best is None or _steps_first(c) > _steps_first(best):
+                best = c
+        if best is not None:
+            out.append(best)
+    return out
+
+
+def _steps_first(c: Candidate) -> tuple[float, float]:
+    return (c.fraction, c.predicted)
 
 
 # ---------------------------------------------------------------------------------------------------------------

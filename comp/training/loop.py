@@ -72,7 +72,10 @@ class Trainer:
                 f"{recipe.batch_size}; lower batch_size (--set batch_size=N)"
             )
         steps = per_rank // recipe.batch_size if self.drop_last(per_rank) else math.ceil(per_rank / recipe.batch_size)
-        self.updates_per_epoch = max(1, math.ceil(steps / recipe.grad_accum))
+        # epoch_fraction < 1 (a --budget too short for a whole epoch): each epoch ends after this many batches, and
+        # the schedule below counts only the updates they make, so warmup and cosine still run their full course.
+        self.batches_per_epoch = max(1, math.ceil(recipe.epoch_fraction * steps - 1e-9))
+        self.updates_per_epoch = max(1, math.ceil(self.batches_per_epoch / recipe.grad_accum))
         self.optimizer = create_optimizer_v2(
             self.model, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
             layer_decay=recipe.layer_decay or None,
@@ -155,7 +158,11 @@ class Trainer:
         self.net.train()
         accum, total, seen = self.recipe.grad_accum, torch.zeros((), device=self.device), 0
         n_batches = len(batches) if hasattr(batches, "__len__") else None
+        if self.recipe.epoch_fraction < 1:
+            n_batches = min(n_batches or self.batches_per_epoch, self.batches_per_epoch)
         for i, (images, labels) in enumerate(batches):
+            if n_batches is not None and i >= n_batches:
+                break  # a partial epoch (epoch_fraction): its last update was the schedule's last
             x = self.augment(images.to(self.device, non_blocking=True))
             if not self.channels_last:
                 x = x.contiguous()

@@ -172,7 +172,7 @@ def train(
         torch.set_num_threads(threads)
 
 
-PLAN_KEYS = ("epochs", "img_size", "budget")  # what a full fit takes from its model's folds unless --set
+PLAN_KEYS = ("epochs", "epoch_fraction", "img_size", "budget")  # what a full fit takes from its model's folds unless --set
 
 
 def _folds_settings(ws: Workspace, alias: str, n_folds: int, overrides: list[str]) -> list[str]:
@@ -454,7 +454,7 @@ class _Job:
         t0 = time.time()
         loader = self._loader(dataset, train_idx, trainer, k, epoch)
         with epoch_progress(f"{self.alias} {'full' if k == FULL else f'f{k}'} e{epoch + 1}/{self.recipe.epochs}",
-                            len(loader), enabled=self.ddp.main) as advance:
+                            min(len(loader), trainer.batches_per_epoch), enabled=self.ddp.main) as advance:
             loss, n_seen = trainer.train_epoch(loader, epoch, advance)
         train_s = time.time() - t0
         metric = self.comp.metric
@@ -483,8 +483,9 @@ class _Job:
                                          **inputs})
             scored = (f"val_loss {val_loss:.4f}  {metric} {score:.4f}{' *' if improved else ''}  "
                       if len(val_idx) else "")
+            part = f" ({self.recipe.epoch_fraction:.0%} of its steps)" if self.recipe.epoch_fraction < 1 else ""
             self.say(
-                f"{self.alias} {self.pace.label(k)} epoch {epoch + 1}/{self.recipe.epochs}: loss {loss:.4f}  "
+                f"{self.alias} {self.pace.label(k)} epoch {epoch + 1}/{self.recipe.epochs}{part}: loss {loss:.4f}  "
                 f"{scored}{row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s  {self.pace.eta()}".rstrip()
             )
         if stop:
