@@ -144,8 +144,8 @@ def test_a_partial_epoch_stops_after_its_steps_with_the_schedule_annealed_to_min
     from comp.training.loop import Trainer
     from comp.vision import augment, images
 
-    recipe = _recipe("tiny", "epochs=1", "batch_size=4", "epoch_fraction=0.4", "warmup_epochs=0.5", "lr=0.01", "min_lr=1e-5",
-                     "num_workers=0")
+    recipe = _recipe("tiny", "epochs=1", "batch_size=4", "epoch_fraction=0.4", "warmup_epochs=0.5", "lr=0.01",
+                     "min_lr=1e-5", "num_workers=0")
     model = build_model(recipe, num_classes=3)
     cfg = data_config(model)
     rows = 40  # 10 batches a whole epoch; 0.4 of it is 4

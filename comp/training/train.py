@@ -172,7 +172,8 @@ def train(
         torch.set_num_threads(threads)
 
 
-PLAN_KEYS = ("epochs", "epoch_fraction", "img_size", "budget")  # what a full fit takes from its model's folds unless --set
+# What a full fit takes from its model's folds unless --set.
+PLAN_KEYS = ("epochs", "epoch_fraction", "img_size", "budget")
 
 
 def _folds_settings(ws: Workspace, alias: str, n_folds: int, overrides: list[str]) -> list[str]:
