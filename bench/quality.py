@@ -231,7 +231,11 @@ def comp_arm(root: Path, data: Path, answers: Path, seconds: float, core: int | 
     predicted = dict(_read_csv(ws / "submissions" / "quality.csv"))
     # The sample comp init writes (none ships with these sets) names a test image by its file name without the
     # extension; the answers name the file: match on either, or every row scores wrong.
-    accuracy = sum(predicted.get(k, predicted.get(Path(k).stem)) == v for k, v in truth.items()) / len(truth)
+    found = [predicted.get(k, predicted.get(Path(k).stem)) for k in truth]
+    if any(p is None for p in found):  # a format mismatch must not read as a wrong answer
+        missing = sum(p is None for p in found)
+        return {"accuracy": None, "seconds": took, "error": f"{missing} held-out ids missing from the submission"}
+    accuracy = sum(p == v for p, v in zip(found, truth.values(), strict=True)) / len(truth)
     plan = [line.strip() for line in log.read_text().splitlines() if "budget" in line.lower() or "plan" in line.lower()]
     return {"accuracy": accuracy, "seconds": took, "plan": " / ".join(plan[:3])[:400]}
 
