@@ -47,7 +47,6 @@ def train(
         comp train --model effnet-pl --pseudo effnet_mean --pseudo-threshold 0.95
         torchrun --nproc_per_node 4 -m comp train --model convnext --fold-parallel   # 4 folds at once
     """
-    from comp.ensemble.pseudo import pseudo_labels
     from comp.training.budget import process_started
     from comp.training.train import train as run_train
 
@@ -61,7 +60,7 @@ def train(
                       *(["--budget", budget] if budget else [])])
     try:
         summaries = run_train(ws.load(), ws, model, fold, device=device, overrides=overrides, force=force,
-                              budget=budget, fold_parallel=fold_parallel, pseudo_source=pseudo_labels,
+                              budget=budget, fold_parallel=fold_parallel, pseudo_source=_pseudo_labels,
                               started=process_started())
     except KeyboardInterrupt:
         if rank0:
@@ -180,3 +179,11 @@ def predict_command(
         console.print(f"[bold]{escape(model)}[/] full fit: test logits (tta {result.tta})", highlight=False)
     if result.missing:
         console.print(f"[yellow]not trained yet:[/] fold(s) {', '.join(map(str, result.missing))}", highlight=False)
+
+
+def _pseudo_labels(*args, **kwargs):
+    # Imported only when a run asks for pseudo-labels: comp.ensemble (stack, sklearn) costs a `comp train` ~2 s of a
+    # CPU core to import, which a short --budget would otherwise take from training.
+    from comp.ensemble.pseudo import pseudo_labels
+
+    return pseudo_labels(*args, **kwargs)

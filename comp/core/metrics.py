@@ -18,9 +18,16 @@ import re
 from collections.abc import Callable
 
 import numpy as np
-from sklearn import metrics as skm
 
 from comp.core.errors import CompError
+
+
+def _skm():
+    # sklearn.metrics imported on first use: importing it costs ~1-2 s of a CPU core, and a training run scored by
+    # accuracy (most) never needs it; under a short --budget those seconds are training time.
+    from sklearn import metrics
+
+    return metrics
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -52,18 +59,18 @@ def accuracy(y: np.ndarray, z: np.ndarray, written: bool = False) -> float:
 
 
 def f1_micro(y: np.ndarray, z: np.ndarray, written: bool = False) -> float:
-    return float(skm.f1_score(y, np.argmax(z, axis=1), average="micro"))
+    return float(_skm().f1_score(y, np.argmax(z, axis=1), average="micro"))
 
 
 def f1_macro(y: np.ndarray, z: np.ndarray, written: bool = False) -> float:
-    return float(skm.f1_score(y, np.argmax(z, axis=1), average="macro"))
+    return float(_skm().f1_score(y, np.argmax(z, axis=1), average="macro"))
 
 
 def log_loss(y: np.ndarray, z: np.ndarray, written: bool = False) -> float:
     """sklearn's log_loss, as the graders call it: probabilities clipped to [eps, 1 - eps] (float64's machine
     epsilon), written rows taken as they are (a file's rows are not renormalised here; `comp check` warns of them)."""
     probs = np.asarray(z, dtype=np.float64) if written else softmax(z)
-    return float(skm.log_loss(y, probs, labels=np.arange(probs.shape[1])))
+    return float(_skm().log_loss(y, probs, labels=np.arange(probs.shape[1])))
 
 
 def _binary_score(z: np.ndarray, written: bool) -> np.ndarray:
@@ -79,9 +86,9 @@ def roc_auc(y: np.ndarray, z: np.ndarray, written: bool = False) -> float:
     z = np.asarray(z)
     y = np.asarray(y)
     if z.shape[1] == 2:
-        return float(skm.roc_auc_score(y == 1, _binary_score(z, written)))
+        return float(_skm().roc_auc_score(y == 1, _binary_score(z, written)))
     probs = np.asarray(z, dtype=np.float64) if written else softmax(z)
-    return float(np.mean([skm.roc_auc_score(y == c, probs[:, c]) for c in range(probs.shape[1])]))
+    return float(np.mean([_skm().roc_auc_score(y == c, probs[:, c]) for c in range(probs.shape[1])]))
 
 
 def weighted_auc(y: np.ndarray, z: np.ndarray, written: bool = False, tpr_bands: tuple[float, ...] = (0.0, 0.4, 1.0),
@@ -94,7 +101,7 @@ def weighted_auc(y: np.ndarray, z: np.ndarray, written: bool = False, tpr_bands:
     if z.ndim != 2 or z.shape[1] != 2:
         raise CompError(f"weighted_auc scores a binary competition; got {z.shape[1] if z.ndim == 2 else 1} classes "
                         "(set metric = \"roc_auc\", or set up two classes with `comp init --positive/--negative`)")
-    fpr, tpr, _ = skm.roc_curve(np.asarray(y) == 1, _binary_score(z, written))
+    fpr, tpr, _ = _skm().roc_curve(np.asarray(y) == 1, _binary_score(z, written))
     cut_f, cut_t = [fpr], [tpr]
     for edge in tpr_bands[1:-1]:  # where a segment crosses the edge: tpr and fpr both grow along the curve
         i = np.flatnonzero((tpr[:-1] < edge) & (tpr[1:] > edge))
@@ -155,14 +162,14 @@ def mean_column_auc(y: np.ndarray, logits: np.ndarray, written: bool = False) ->
     0 or all 1 has no AUC and is left out (NaN when every column is)."""
     truth = _multi_hot(y, logits, "mean_column_auc")
     z = np.asarray(logits, dtype=np.float64)
-    scores = [skm.roc_auc_score(truth[:, c], z[:, c]) for c in range(truth.shape[1])
+    scores = [_skm().roc_auc_score(truth[:, c], z[:, c]) for c in range(truth.shape[1])
               if 0 < truth[:, c].sum() < len(truth)]
     return float(np.mean(scores)) if scores else float("nan")
 
 
 def qwk(y: np.ndarray, z: np.ndarray, written: bool = False) -> float:
     """Quadratic weighted kappa, for ordinal classes (class index order is the ordinal order)."""
-    return float(skm.cohen_kappa_score(y, np.argmax(z, axis=1), weights="quadratic"))
+    return float(_skm().cohen_kappa_score(y, np.argmax(z, axis=1), weights="quadratic"))
 
 
 # name -> (scorer, greater is better)

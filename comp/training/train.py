@@ -271,6 +271,7 @@ class _Job:
         self.multilabel = self.kind.multilabel
         self.data_config = data_config(None, recipe)  # from the recipe: no model is built to read it
         self.decode_s = 0.0  # seconds spent building (or opening) the image caches
+        self.memory_formats: dict[int, bool] = {}  # image side -> channels_last, as the first Trainer chose it
         self.broken_test = list(broken_test or [])  # truncated test images let through (comp verify)
         if self.broken_test and len(test):
             shown = ", ".join(self.broken_test[:3]) + (" ..." if len(self.broken_test) > 3 else "")
@@ -316,8 +317,7 @@ class _Job:
         t0 = time.perf_counter()
         model = build_model(recipe, self.comp.num_classes, ws=self.ws)
         val_idx, train_idx = self._split(k)
-        trainer = Trainer(recipe, model, self.data_config, self.ddp.device, len(train_idx), self.ddp.world,
-                          multilabel=self.multilabel)
+        trainer = self._trainer(recipe, model, len(train_idx))
         fold_s = time.perf_counter() - t0
         dataset = images.ArrayDataset(self.train_images, self.y, augment.train_transform(self.data_config, recipe))
         warm, least = budgeting.PROBE_WARMUP, budgeting.PROBE_WARMUP + budgeting.PROBE_STEPS
@@ -409,8 +409,7 @@ class _Job:
         if self.ddp.main:
             write_run(paths, run)
         dataset = images.ArrayDataset(self.train_images, self.y, augment.train_transform(self.data_config, self.recipe))
-        trainer = Trainer(self.recipe, model, self.data_config, self.ddp.device, len(train_idx), self.ddp.world,
-                          multilabel=self.multilabel)
+        trainer = self._trainer(self.recipe, model, len(train_idx))
         progress = self._resume(paths, trainer, k)
         self.pace.start(k, progress.start_epoch)
         for epoch in range(progress.start_epoch, self.recipe.epochs):
@@ -423,6 +422,19 @@ class _Job:
             checkpoint.swap_in(final)
         self.ddp.barrier()
         return summary
+
+    def _trainer(self, recipe: Recipe, model, n_train: int) -> Trainer:
+        """A Trainer; the CPU's memory-format probe (~2 s of a core) runs once per image side in this command and
+        its answer is kept for the next runs at that side (the timing probe's run, every fold, the full fit)."""
+        side = int(self.data_config["input_size"][-1])
+        known = self.memory_formats.get(side)
+        trainer = Trainer(recipe, model, self.data_config, self.ddp.device, n_train, self.ddp.world,
+                          channels_last=known, multilabel=self.multilabel)
+        if known is None:
+            self.memory_formats[side] = trainer.channels_last
+        elif recipe.channels_last and self.ddp.device.type == "cpu":
+            trainer.speed["channels_last_from"] = "probed by an earlier run of this command"
+        return trainer
 
     def _split(self, k: int | str) -> tuple[np.ndarray, np.ndarray]:
         """(held-out rows, training rows) of fold k; pseudo-labelled rows (fold -1) only ever train; the full fit
