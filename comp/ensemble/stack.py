@@ -318,9 +318,10 @@ def load_model(comp: Competition, ws: Workspace, folds: Folds, alias: str, full:
                        trained, list(tests), covered)
 
 
-# A full fit may train other epochs than its folds (`comp train --fold full --set epochs=N`); anything else in its
-# recipe must be the folds' own, or the blend weights fitted on the folds' OOF would be applied to another model.
-FULL_MAY_DIFFER = ("epochs", "budget")
+# A full fit may train other epochs than its folds (`comp train --fold full --set epochs=N`, or epoch_fraction: a
+# --budget too short for a whole epoch); anything else in its recipe must be the folds' own, or the blend weights
+# fitted on the folds' OOF would be applied to another model.
+FULL_MAY_DIFFER = ("epochs", "epoch_fraction", "budget")
 
 
 def _full_fit(comp: Competition, ws: Workspace, alias: str, meta0: LogitsMeta, k0: int) -> logits.Logits:
