@@ -214,3 +214,29 @@ def test_loader_workers_do_not_change_the_trained_run(make_toy_workspace, worksp
         assert speed["workers"] == min(workers, speed["cores"] - 1)
         assert speed["normalize_in_workers"] == (speed["workers"] > 0) and speed["channels_last"] is False
     np.testing.assert_allclose(oof[1], oof[0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow  # trains two tiny folds
+def test_the_memory_format_probe_runs_once_per_side_in_a_command(make_toy_workspace, workspace, monkeypatch, cli):
+    """Every fold of one `comp train` (and a --budget's timing run) at one side reuses the first Trainer's
+    channels_last probe (~2 s of a CPU core each, which a short budget pays), and records where its choice came from."""
+    import json
+
+    from comp.training import loop
+
+    ws, _ = make_toy_workspace(workspace, n_per_class=8, n_folds=2)
+    calls = []
+    probe = loop.probe_channels_last
+
+    def counted(*args, **kwargs):
+        calls.append(args[1])
+        return probe(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "probe_channels_last", counted)
+    code, out = cli("train", "--model", "tiny", "--fold", "all", "--device", "cpu", "--set", "num_workers=0",
+                    "--set", "epochs=1", "--set", "channels_last=true")
+    assert code == 0, out
+    assert calls == [32]  # two folds, one probe
+    speeds = [json.loads(ws.run("tiny", k).metrics.read_text()).get("speed", {}) for k in (0, 1)]
+    assert "channels_last_probe" in speeds[0] and speeds[1].get("channels_last_from", "").startswith("probed by")
+    assert speeds[0]["channels_last"] == speeds[1]["channels_last"]
