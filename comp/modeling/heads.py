@@ -13,8 +13,6 @@ from torch import nn
 
 from comp.core.errors import CompError
 
-HEADS = ("linear", "mlp")
-
 
 class MLPHead(nn.Sequential):
     """Linear -> BatchNorm1d -> SiLU -> Dropout -> Linear; `[-1]` is the layer that outputs the logits."""

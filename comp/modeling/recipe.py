@@ -15,7 +15,6 @@ from comp.core import config
 from comp.core.errors import CompError
 from comp.core.provenance import sha256_file, sha256_obj
 from comp.core.workspace import STOCK_RECIPES, Workspace
-from comp.modeling.heads import HEADS
 
 SOURCES = ("timm", "torchvision", "file")
 # img_size bounds (px): below 16 a backbone's last stages see one pixel (7 px images train on noise); above 2048
@@ -23,6 +22,9 @@ SOURCES = ("timm", "torchvision", "file")
 IMG_SIZE_RANGE = (16, 2048)
 OPTIMIZERS = ("adamw", "sgd", "adam", "lamb", "lion")
 SCHEDULES = ("cosine", "step", "none")
+# The classifier heads comp.modeling.heads builds; named here, not imported from there, so that reading a recipe
+# (every command that checks a run's provenance: stack, status, predict) does not import torch (~1-2 s of a core).
+HEADS = ("linear", "mlp")
 AMP = ("auto", "bf16", "fp16", "none")
 _INF = float("inf")
 # The one table of allowed values of every numeric recipe field, checked (with NaN and inf refused) when a recipe is
@@ -145,7 +147,7 @@ class Recipe:
                 f"recipe: weights = {self.weights!r} with pretrained = false would be ignored; drop `weights` to "
                 "train from scratch, or set pretrained = true to start from that file"
             )
-        from comp.vision.tta import PRESETS  # checked here, not after hours of training when the test logits are made
+        from comp.vision.presets import PRESETS  # checked here, not after hours of training when test logits are made
 
         _choice("tta", self.tta, PRESETS)
 

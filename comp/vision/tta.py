@@ -34,11 +34,8 @@ from comp.core.errors import CompError
 from comp.core.progress import progress_bar
 from comp.vision.augment import batch_normalize
 from comp.vision.images import cache_size
+from comp.vision.presets import MERGES, PRESETS, VIEWS  # noqa: F401 (the names callers know as comp.vision.tta's)
 
-PRESETS = ("none", "hflip", "vflip", "d4", "five_crop", "multiscale")
-MERGES = ("mean", "prob", "sigmoid")  # sigmoid: multi-label models (comp.kinds), mean of per-class probabilities
-# Forward passes per image; `--tta auto` breaks metric ties in favour of the cheaper preset.
-VIEWS = {"none": 1, "hflip": 2, "vflip": 2, "multiscale": 3, "five_crop": 5, "d4": 8}
 # multiscale: the model size times these factors (rounded to the model's stride/patch multiple), bilinear.
 MULTISCALE_FACTORS = (0.875, 1.125)
 # five_crop when the data config leaves no margin (crop_pct 1.0): crops cover 87.5% of each side (timm's classic).
