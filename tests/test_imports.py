@@ -360,3 +360,22 @@ def test_the_api_names_shadow_no_module_and_import_nothing_eagerly():
     assert set(comp._LAZY) & top_level == set()  # `from comp import report` would flip between module and function
     assert comp_graph()["comp"] == set()
     assert all(module in modules(PACKAGE) for module in comp._LAZY.values())
+
+
+
+@pytest.mark.slow  # two Python processes
+def test_commands_import_only_the_heavy_libraries_they_use():
+    """Each import is seconds of a CPU core that a short `comp train --budget` (and the stack after it) pays: reading
+    recipes, runs and logits (stack, status) needs no torch, and training needs no sklearn unless a metric or
+    pseudo-labels ask for it."""
+    import subprocess
+    import sys
+
+    def loaded(*modules: str) -> set[str]:
+        code = (f"import sys, {', '.join(modules)}; print(' '.join(m for m in ('torch', 'timm', 'sklearn') "
+                f"if m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        return set(out.split())
+
+    assert loaded("comp.runs", "comp.ensemble.stack") == {"sklearn"}  # its blends are sklearn's; no torch
+    assert loaded("comp.cli.training", "comp.training.train") == {"torch", "timm"}
