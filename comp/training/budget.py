@@ -62,6 +62,10 @@ PROBE_WARMUP = 1  # untimed first training steps (loader start-up, allocation, o
 PROBE_STEPS = 3  # ... then at least this many timed steps ...
 PROBE_SHARE = 0.02  # ... and more until this share of the budget (at least PROBE_MIN_S) or one epoch is spent:
 PROBE_MIN_S = 3.0  # on a shared machine the rate swings with other processes, and a longer probe averages them
+PROBE_CPU_BATCH = 8  # on a CPU a step's seconds grow about linearly with its images, so the probe times small
+# steps: a per-image rate at a quarter of the cost (at 224 px on one core, 4 steps of 32 took over a minute of a
+# 3-minute budget). Slightly pessimistic (a step's fixed costs count more), so plans err short; on a GPU the rate
+# depends on the batch, and the probe keeps the recipe's.
 
 # The score rule (see README "How --budget plans" for the runs it was fitted on).
 ERROR_FLOOR = 0.02  # held-out error a well-trained fold model reaches at native side

@@ -314,6 +314,9 @@ class _Job:
         first PROBE_WARMUP untimed: worker start-up, allocation, optimizer state; then for `seconds`), and one
         evaluation batch after a small warm-up one."""
         recipe = self.recipe
+        if self.ddp.device.type == "cpu" and recipe.batch_size > budgeting.PROBE_CPU_BATCH:
+            recipe = dataclasses.replace(recipe, batch_size=budgeting.PROBE_CPU_BATCH,
+                                         eval_batch_size=budgeting.PROBE_CPU_BATCH)
         t0 = time.perf_counter()
         model = build_model(recipe, self.comp.num_classes, ws=self.ws)
         val_idx, train_idx = self._split(k)
