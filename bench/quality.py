@@ -321,8 +321,11 @@ def write_rows(new: list[Row]) -> None:
     data.setdefault("modules", {})
     stored = {(r["set"], r["minutes"]): r for r in data.get("quality", {}).get("rows", [])}
     info = machine()
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "?"
     for row in new:
-        stored[(row.set, row.minutes)] = {**asdict(row), "measured": f"{info['date']}, {info['cores']} cores"}
+        stored[(row.set, row.minutes)] = {**asdict(row), "measured": f"{info['date']}, {info['cores']} cores, "
+                                          f"commit {commit}"}
     data["quality"] = {"rows": list(stored.values())}
     atomic.write_text(REPORT, render(data))
     print(f"wrote {REPORT}")
