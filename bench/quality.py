@@ -236,8 +236,14 @@ def comp_arm(root: Path, data: Path, answers: Path, seconds: float, core: int | 
         missing = sum(p is None for p in found)
         return {"accuracy": None, "seconds": took, "error": f"{missing} held-out ids missing from the submission"}
     accuracy = sum(p == v for p, v in zip(found, truth.values(), strict=True)) / len(truth)
-    plan = [line.strip() for line in log.read_text().splitlines() if "budget" in line.lower() or "plan" in line.lower()]
-    return {"accuracy": accuracy, "seconds": took, "plan": " / ".join(plan[:3])[:400]}
+    return {"accuracy": accuracy, "seconds": took, "plan": plan_text(log)}
+
+
+def plan_text(log: Path) -> str:
+    """The plan comp printed: its chosen line and its `plan:` summary."""
+    lines = [line.strip() for line in log.read_text().splitlines()]
+    plan = [line for line in lines if "<- chosen" in line or line.startswith("plan:")]
+    return " / ".join(" ".join(line.split()) for line in plan[:2])[:300]
 
 
 def _read_csv(path: Path) -> list[tuple[str, str]]:
