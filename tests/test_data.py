@@ -289,7 +289,7 @@ def test_bench_quality_builds_disjoint_splits_and_reports_the_mean_difference(mo
            "plain_epochs": 4, "plain_size": 96, "load": "1.0", "note": "n", "extra": {}, "measured": "now"}
     text = render({"modules": {}, "quality": {"rows": [row, {**row, "set": "t", "comp_accuracy": 0.8}]}})
     assert "| s | 4 / 2, 2 (n) | 3 min | 0.900 in 2.8 min | 0.850 in 3.0 min (4 epochs at 96 px) | +5.0 pt |" in text
-    assert "mean difference comp - plain **+0.00 points** over 2 set(s) where both scored; comp >= plain on 1 of 2." in text
+    assert "comp - plain **+0.00 points** over 2 set(s) where both scored; comp >= plain on 1 of 2." in text
     failed = {**row, "set": "u", "comp_accuracy": None, "comp_plan": "comp train failed: error: too short"}
     text = render({"modules": {}, "quality": {"rows": [row, failed]}})
     assert "| u | 4 / 2, 2 (n) | 3 min | failed (comp train failed: error: too short) |" in text
