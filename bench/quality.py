@@ -297,8 +297,9 @@ def section(rows: list[dict]) -> list[str]:
              "difference | comp plan | measured |", "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["minutes"], r["set"])):
         comp = f"{r['comp_accuracy']:.3f} in {r['comp_seconds'] / 60:.1f} min" if r["comp_accuracy"] is not None \
-            else f"failed ({r['comp_plan']})"
-        plain = (f"{r['plain_accuracy']:.3f} in {r['plain_seconds'] / 60:.1f} min ({r['plain_epochs']} epochs at "
+            else "no submission (see the plan column)"
+        epochs = f"{r['plain_epochs']} epoch{'s' if r['plain_epochs'] != 1 else ''}"
+        plain = (f"{r['plain_accuracy']:.3f} in {r['plain_seconds'] / 60:.1f} min ({epochs} at "
                  f"{r['plain_size']} px)") if r["plain_accuracy"] is not None else "failed"
         diff = (f"{100 * (r['comp_accuracy'] - r['plain_accuracy']):+.1f} pt"
                 if r["comp_accuracy"] is not None and r["plain_accuracy"] is not None else "-")

@@ -292,5 +292,6 @@ def test_bench_quality_builds_disjoint_splits_and_reports_the_mean_difference(mo
     assert "comp - plain **+0.00 points** over 2 set(s) where both scored; comp >= plain on 1 of 2." in text
     failed = {**row, "set": "u", "comp_accuracy": None, "comp_plan": "comp train failed: error: too short"}
     text = render({"modules": {}, "quality": {"rows": [row, failed]}})
-    assert "| u | 4 / 2, 2 (n) | 3 min | failed (comp train failed: error: too short) |" in text
+    assert "| u | 4 / 2, 2 (n) | 3 min | no submission (see the plan column) |" in text
+    assert "| comp train failed: error: too short |" in text
     assert "over 1 set(s) where both scored; comp >= plain on 1 of 1; comp made no submission on 1 of 2 (u)." in text
