@@ -13,11 +13,10 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
+from test_cli_stack import fake_model  # OOF + test logits of a fake model, every fold
 
 from comp import logits
-from comp.core.provenance import competition_hash
 from comp.core.workspace import Workspace
 from comp.folds import load_folds
 from comp.submission import ledger
@@ -33,23 +32,6 @@ def _env(ws, **extra: str) -> dict[str, str]:
 def _comp(ws, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "comp", *args], cwd=ws, env=_env(ws, **env), capture_output=True,
                           text=True, timeout=300)
-
-
-def fake_model(ws, comp, alias: str, seed: int = 0) -> None:
-    """OOF + test logits of every fold of `alias`, as training writes them (no training)."""
-    folds = load_folds(ws)
-    rng = np.random.default_rng(seed)
-    test_ids = pd.read_csv(ws.path(comp.sample_submission), dtype=str)["id"].to_numpy()
-    index = {c: i for i, c in enumerate(comp.classes)}
-    for k in range(comp.n_folds):
-        rows = folds.frame[folds.frame["fold"] == k]
-        y = rows["label"].map(index).to_numpy()
-        meta = {"folds_hash": folds.hash, "competition_hash": competition_hash(comp), "recipe_hash": f"r-{alias}",
-                "model": alias, "fold": k, "tta": "none"}
-        oof = (2 * np.eye(len(comp.classes))[y] + rng.normal(size=(len(y), len(comp.classes)))).astype(np.float32)
-        logits.save(ws.run(alias, k).oof, logits.Logits(rows["id"].to_numpy(), oof, list(comp.classes), meta))
-        test = rng.normal(size=(len(test_ids), len(comp.classes))).astype(np.float32)
-        logits.save(ws.run(alias, k).test, logits.Logits(test_ids, test, list(comp.classes), meta))
 
 
 # ---------------------------------------------------------------------------------------------------------------
