@@ -21,9 +21,12 @@ from comp.training.budget import (
     capped_side,
     choose,
     epoch_cap,
+    epoch_seconds,
     expected_error,
     paying_epochs,
     predicted_seconds,
+    repace,
+    run_fits,
 )
 
 
@@ -114,8 +117,10 @@ def test_when_not_one_epoch_fits_a_fraction_of_one_runs_and_only_below_the_floor
     FRACTION_FLOOR of one fits, naming a budget that does."""
     recipe = _recipe("effnet-lite0", "img_size=96")
     slow = Rates(img_size=96, train_s=1 / 25, eval_s=1 / 100, fold_s=5.0, epoch_s=1.0)  # one core, loaded
-    whole = choose(180, 100, recipe, slow, HAND, resize_s=5)  # one whole epoch still fits: no fraction
-    assert whole.fraction == 1 and whole.epochs >= 1 and "epoch_fraction=1" in whole.overrides
+    whole = choose(180, 100, recipe, slow, HAND, resize_s=5)  # one whole epoch still fits: at least one epoch's
+    # worth of steps, spread over two epochs when the time left after one whole epoch buys most of another
+    assert whole.epochs * whole.fraction >= 1 and (whole.fraction == 1 or whole.epochs >= 2)
+    assert f"epoch_fraction={whole.fraction:g}" in whole.overrides
     plan = choose(150, 100, recipe, slow, HAND, resize_s=5)
     assert plan.epochs == 1 and FRACTION_FLOOR <= plan.fraction < 1 and plan.chosen.folds == (0,)
     assert plan.img_size == FLOOR_PX  # within one epoch the steps count: the smallest side fits the most
@@ -232,3 +237,123 @@ def test_a_partial_epoch_run_is_recorded_resumed_and_made_stale_by_its_fraction(
     assert code == 0 and "already trained" in out, out
     code, out = cli(*args, "--set", "epoch_fraction=0.75")
     assert code != 0 and "stale: epoch_fraction: 0.5 when trained, 0.75 now" in out, out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# re-pacing: the plan held against the clock
+
+
+def test_a_plan_is_chosen_again_from_the_measured_epoch_more_when_ahead_fewer_when_behind():
+    recipe = _recipe("effnet-lite0", "img_size=96")
+    plan = choose(300, 25, recipe, RATES, HAND, resize_s=10)
+    planned = epoch_seconds(plan, plan.runs[0])
+    elapsed = 25 + plan.rates.fold_s + planned  # the first epoch done, as long as planned
+    same = repace(plan, recipe, 1, 1.0, plan.rates.fold_s + planned, elapsed, "as planned")
+    assert same is not None and not same.repaced and same.epochs == plan.epochs and same.runs == plan.runs
+    # Epochs at half the predicted time (the probe ran on a loaded machine): more training in the same budget.
+    fast = repace(plan, recipe, 1, 0.5, plan.rates.fold_s + planned / 2, 25 + plan.rates.fold_s + planned / 2,
+                  "fast")
+    assert fast.repaced == "fast" and fast.epochs * fast.fraction + len(fast.runs) > plan.epochs * plan.fraction + 1
+    assert fast.rates.train_s == pytest.approx(plan.rates.scaled(plan.img_size).train_s / 2)
+    assert fast.img_size == plan.img_size and fast.runs[0] == plan.runs[0]  # the side and the run under way stay
+    assert fast.planned_s <= 300 * 0.95 + 1e-6
+    # Twice as slow: fewer epochs, never fewer than the one done plus the one the run must still anneal in.
+    slow = repace(plan, recipe, 1, 2.0, plan.rates.fold_s + 2 * planned, 25 + plan.rates.fold_s + 2 * planned,
+                  "slow")
+    assert 2 <= slow.epochs < plan.epochs and slow.runs[0] == plan.runs[0]
+    # Far too slow for even one more epoch: the run ends after the next one, alone.
+    stuck = repace(plan, recipe, 1, 4.0, 40, 290, "stuck")
+    assert stuck.epochs == 2 and stuck.runs == (plan.runs[0],)
+    assert epoch_cap(recipe) >= fast.epochs  # the cap is the recipe's before the plan, kept in the plan
+    assert plan.epoch_cap == epoch_cap(recipe)
+
+
+def test_a_plan_is_only_repaced_early_in_its_first_run_and_never_when_resumed():
+    recipe = _recipe("effnet-lite0", "img_size=96")
+    plan = choose(600, 25, recipe, RATES, HAND, resize_s=10)
+    assert plan.epochs >= 6
+    late = plan.epochs // 3 + 1  # past the first third: the schedule would jump
+    assert repace(plan, recipe, late, 0.5, 100, 130, "late") is None
+    assert repace(plan, recipe, plan.epochs, 0.5, 100, 130, "done") is None
+    resumed = Plan.from_json(plan.to_json("600s", "all"), 600, 5)
+    assert repace(resumed, recipe, 1, 0.5, 30, 60, "resumed") is None
+    assert run_fits(resumed, FULL, 10_000) == (True, 0.0, 0.0)
+
+
+def test_a_later_run_the_clock_has_no_room_for_is_dropped():
+    recipe = _recipe("effnet-lite0", "img_size=96")
+    plan = choose(1200, 25, recipe, RATES, HAND, resize_s=10)
+    assert len(plan.runs) >= 2
+    later = plan.runs[-1]
+    fits, need, left = run_fits(plan, later, 100)
+    assert fits and need > 0 and left > need
+    fits, need, left = run_fits(plan, later, 1200 * 0.95 - need / 2)  # half of what it needs is left
+    assert not fits and left == pytest.approx(need / 2)
+
+
+@pytest.mark.slow  # a few optimizer steps of a tiny model
+def test_a_trainer_re_paced_mid_run_anneals_to_min_lr_at_its_new_end():
+    import numpy as np
+    import torch
+
+    from comp.modeling.models import build_model, data_config
+    from comp.training.loop import Trainer
+    from comp.vision import augment, images
+
+    recipe = _recipe("tiny", "epochs=2", "batch_size=4", "warmup_epochs=0", "lr=0.01", "min_lr=1e-5",
+                     "num_workers=0")
+    model = build_model(recipe, num_classes=3)
+    cfg = data_config(model)
+    rows = 16
+    dataset = images.ArrayDataset(np.random.default_rng(0).integers(0, 256, (rows, 36, 36, 3), dtype=np.uint8),
+                                  np.arange(rows) % 3, augment.train_transform(cfg, recipe))
+    trainer = Trainer(recipe, model, cfg, torch.device("cpu"), rows)
+    loader = images.make_loader(dataset, recipe.batch_size, shuffle=True, workers=0, seed=0)
+    seen_lrs = []
+
+    def stretch_after_two_steps(n):
+        seen_lrs.append(trainer.lr())
+        if len(seen_lrs) == 2:  # mid-epoch, as the budget's first re-pace: 3 epochs of 75% (3 of 4 batches)
+            trainer.set_epochs(_recipe("tiny", "epochs=3", "epoch_fraction=0.75", "batch_size=4",
+                                       "warmup_epochs=0", "lr=0.01", "min_lr=1e-5", "num_workers=0"))
+            seen_lrs.append(trainer.lr())
+
+    _, seen = trainer.train_epoch(loader, 0, stretch_after_two_steps)
+    assert seen == 12 and trainer.num_updates == 3  # the epoch under way ended at the new share of its steps
+    assert seen_lrs[2] > seen_lrs[1]  # stretched: the rate goes back up a little, not to the peak
+    assert seen_lrs[2] < 0.01
+    for epoch in (1, 2):
+        trainer.train_epoch(loader, epoch)
+    assert trainer.num_updates == 9 and trainer.lr() == pytest.approx(1e-5)  # 3 x 3 updates, annealed at the end
+
+
+@pytest.mark.slow
+def test_a_budgeted_run_behind_its_plan_is_re_planned_and_records_it_everywhere(make_toy_workspace, workspace, cli,
+                                                                                monkeypatch):
+    """The probe said the epochs would be fast; the first third of epoch 1 shows them 4x slower: the plan is
+    chosen again, and what it changed (epochs, share of steps, runs) is what plan.json, every run's recorded recipe
+    and history say, so the same command again resumes with it and `comp stack` finds nothing stale."""
+    from comp.training import budget as budgeting
+
+    ws, _ = make_toy_workspace(workspace, n_per_class=8, n_folds=2)
+    real = budgeting.epoch_seconds
+    monkeypatch.setattr(budgeting, "epoch_seconds", lambda plan, run, images=None: real(plan, run, images) / 8)
+    args = ["train", "--model", "tiny", "--fold", "all", "--device", "cpu", "--budget", "40s", "--set",
+            "num_workers=0"]
+    code, out = cli(*args)
+    assert code == 0, out
+    plan = json.loads(ws.plan("tiny").read_text())
+    if "re-planned" not in out:
+        pytest.skip(f"the clock left no room to re-plan on this machine: {out[-400:]}")
+    assert plan["repaced"] and "took" in plan["repaced"]
+    import tomllib
+
+    for run in plan["runs"]:
+        recorded = tomllib.loads(ws.run("tiny", run).recipe.read_text())
+        assert (recorded["epochs"], recorded["epoch_fraction"]) == (plan["epochs"], plan["epoch_fraction"])
+        history = ws.run("tiny", run).history.read_text().strip().splitlines()
+        assert len(history) - 1 == plan["epochs"]
+    code, out = cli(*args)
+    assert code == 0 and "resuming with the plan" in out and "re-planned" not in out, out
+    code, out = cli("stack", "--name", "paced")
+    assert code == 0 and "stale" not in out, out

@@ -40,6 +40,7 @@ img_size become ordinary recipe settings (hashed and recorded in every run's pro
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -82,6 +83,13 @@ TIE = 0.0002  # plans this close in expected accuracy are equal: the cheaper one
 # pretrained start (and on a small set it is a handful of steps), so the budget is refused instead.
 FRACTION_STEP = 0.05
 FRACTION_FLOOR = 0.25
+# With one epoch or more, the time a whole epoch more does not fit in is not left unused: one epoch more is planned
+# with each epoch stopped after the share of its steps that fits (E x f epochs of training, f >= SPREAD_FLOOR), when
+# the rule scores it higher. Measured on the hand-sign photos at a 150 s budget: 1 epoch fits with 39 s to spare.
+SPREAD_FLOOR = 0.5
+REPACE_MAX_SCALE = 4.0  # a measured epoch corrects the probe's rates by at most this factor either way
+REPACE_SLACK = 0.15  # a later run that would overrun what is left by more than this share of itself is dropped
+REPACE_AT = 1 / 3  # the first re-pace: after this share of the first epoch's training images
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,8 @@ class Candidate:
 
     def label(self, n_folds: int) -> str:
         e = self.epochs
+        if self.fraction < 1 and e > 1:
+            return f"{self.runs_label(n_folds)} x {e} epochs of {self.fraction:.0%} at {self.img_size} px"
         if self.fraction < 1:
             return f"{self.runs_label(n_folds)} x {self.fraction:g} epoch at {self.img_size} px"
         return f"{self.runs_label(n_folds)} x {e} epoch{'s' if e != 1 else ''} at {self.img_size} px"
@@ -183,6 +193,9 @@ class Plan:
     native_side: int | None = None
     setup: str = ""  # where the set-up time went, e.g. "start-up and checks 20s, decoding 5s, timing 9s"
     fraction: float = 1.0  # of each epoch's steps (recipe epoch_fraction)
+    epoch_cap: int = 0  # the most epochs the plan may give a run (`epoch_cap` of the recipe before the plan)
+    work: Workload | None = None  # what it was planned for (not persisted: a resumed plan is not re-paced)
+    repaced: str = ""  # what re-pacing changed, e.g. "epoch 1 took 41s, planned 58s"
 
     @property
     def overrides(self) -> list[str]:
@@ -206,7 +219,10 @@ class Plan:
             lines.append(f"  {c.label(n_folds):<{width}}  predicted {c.predicted:.3f}  {duration(c.seconds):>6}"
                          f"{mark}")
         cap = " (the epochs that pay off; more would add little)" if self.capped else ""
-        if self.fraction < 1:
+        if self.fraction < 1 and self.epochs > 1:
+            cap = (f" (each epoch stops after {self.fraction:.0%} of its steps: {self.epochs} such epochs beat "
+                   f"{self.epochs - 1} whole ones in the same time; the schedule is sized to them)")
+        elif self.fraction < 1:
             cap = (f" (not one whole epoch fits: it stops after {self.fraction:.0%} of the epoch's steps, its learning "
                    f"rate schedule sized to them)")
         lines.append(f"plan: {self.chosen.label(n_folds)}{cap}, about {duration(self.planned_s)} in all "
@@ -220,7 +236,8 @@ class Plan:
                 "img_size": self.img_size,
                 "runs": list(self.runs), "planned_s": round(self.planned_s, 1),
                 "chosen": asdict(c) if c else None, "candidates": [asdict(x) for x in self.candidates],
-                "rates": asdict(self.rates) if self.rates else None, "native_side": self.native_side}
+                "rates": asdict(self.rates) if self.rates else None, "native_side": self.native_side,
+                "repaced": self.repaced}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], budget_s: float, elapsed_s: float) -> Plan:
@@ -312,11 +329,12 @@ def shapes(work: Workload) -> list[tuple[tuple[int, ...], bool]]:
 
 
 def choose(budget_s: float, elapsed_s: float, recipe: Recipe, rates: Rates, work: Workload, resize_s: float = 0.0,
-           fixed_side: bool = False, setup: str = "") -> Plan:
+           fixed_side: bool = False, setup: str = "", min_epochs: int = 1, cap: int | None = None) -> Plan:
     """The plan with the best expected score that fits what is left of `budget_s`; `resize_s` is what re-decoding
-    the images at another side than the probed one costs. CompError only when nothing fits."""
+    the images at another side than the probed one costs. CompError only when nothing fits. `min_epochs` and `cap`
+    bound the epochs (re-pacing: a run under way keeps at least one epoch more than it has done)."""
     usable = budget_s * (1 - RESERVE) - elapsed_s
-    cap = epoch_cap(recipe)
+    cap = cap or epoch_cap(recipe)
     sides = candidate_sides(rates.img_size, work.native_side, recipe, fixed_side)
     n_folds = len(work.fold_rows)
     best_of_shape: list[Candidate] = []
@@ -331,18 +349,27 @@ def choose(budget_s: float, elapsed_s: float, recipe: Recipe, rates: Rates, work
             fixed = predicted_seconds(0, at, work, runs)
             per_epoch = predicted_seconds(1, at, work, runs) - fixed
             fit = int((left - fixed) // per_epoch) if per_epoch > 0 else cap
-            if fit < 1:
+            if fit < min_epochs:
                 continue
             epochs = min(fit, cap)
-            seconds = fixed + epochs * per_epoch + (0.0 if side == rates.img_size else resize_s)
-            c = Candidate(tuple(folds), full, side, epochs, seconds,
-                          1 - expected_error(epochs, side, work.native_side, fractions))
-            if best is None or c.predicted > best.predicted + 1e-9:
-                best = c
-                capped_any[c] = fit > cap
+            extra = 0.0 if side == rates.img_size else resize_s
+            options = [(epochs, 1.0)]
+            if fit < cap:  # the time left after `fit` whole epochs, spread over one epoch more
+                options.append((fit + 1, _spread(left - fixed, fit + 1, at, work, runs)))
+            for n, fraction in options:
+                if fraction < SPREAD_FLOOR:
+                    continue
+                seconds = fixed + n * _epoch_cost(at, work, runs, fraction) + extra
+                c = Candidate(tuple(folds), full, side, n, seconds,
+                              1 - expected_error(n * fraction, side, work.native_side, fractions), fraction)
+                if best is None or c.predicted > best.predicted + 1e-9:
+                    best = c
+                    capped_any[c] = fit > cap
         if best is not None:
             best_of_shape.append(best)
     partial = not best_of_shape
+    if partial and min_epochs > 1:
+        raise CompError(f"not {min_epochs} epochs fit in what is left of the budget")
     if partial:
         best_of_shape = _partial_epochs(usable, rates, work, sides, resize_s)
     if not best_of_shape:
@@ -366,7 +393,23 @@ def choose(budget_s: float, elapsed_s: float, recipe: Recipe, rates: Rates, work
     planned = elapsed_s + chosen.seconds
     return Plan(budget_s, chosen.epochs, chosen.img_size, tuple(chosen.runs), planned, elapsed_s, rates,
                 tuple(best_of_shape), chosen, capped_any.get(chosen, False), native_side=work.native_side,
-                setup=setup, fraction=chosen.fraction)
+                setup=setup, fraction=chosen.fraction, epoch_cap=cap, work=work)
+
+
+def _epoch_cost(rates: Rates, work: Workload, runs: Sequence[int | str], fraction: float) -> float:
+    """Seconds one epoch of each of `runs` costs when it trains `fraction` of its steps (all held-out rows scored)."""
+    return predicted_seconds(1, rates, work, runs, fraction) - predicted_seconds(0, rates, work, runs)
+
+
+def _spread(seconds: float, epochs: int, rates: Rates, work: Workload, runs: Sequence[int | str]) -> float:
+    """The largest fraction of each epoch's steps (in FRACTION_STEP steps, below 1) that lets `epochs` epochs of
+    `runs` fit in `seconds`."""
+    fixed = _epoch_cost(rates, work, runs, 0.0)  # per epoch: start-up and held-out scoring
+    steps = _epoch_cost(rates, work, runs, 1.0) - fixed
+    if steps <= 0:
+        return 0.0
+    fraction = math.floor((seconds / epochs - fixed) / steps / FRACTION_STEP + 1e-9) * FRACTION_STEP
+    return round(min(fraction, 1.0 - FRACTION_STEP), 2)
 
 
 def _partial_epochs(usable: float, rates: Rates, work: Workload, sides: Sequence[int],
@@ -404,6 +447,78 @@ def _partial_epochs(usable: float, rates: Rates, work: Workload, sides: Sequence
 
 def _steps_first(c: Candidate) -> tuple[float, float]:
     return (c.fraction, c.predicted)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# re-pacing: the plan against the clock while it runs
+
+
+def repace(plan: Plan, recipe: Recipe, done: int, scale: float, run_spent_s: float, elapsed_s: float, what: str
+           ) -> Plan | None:
+    """The plan again once the first run has shown how fast it really goes, or None to keep it: `done` whole epochs
+    of it are behind, and it ran `scale` times the time the plan's rates predicted (`what` says so in words);
+    `run_spent_s` since that run started, `elapsed_s` since the command did.
+
+    The probe times a few small steps up front, on a machine whose load changes; a third of the first epoch, then
+    whole epochs, at the chosen side and batch are the better measure, so the rates are corrected by `scale` and the
+    plan chosen again at the same side (the images are decoded for it): more epochs when ahead, fewer when behind,
+    and which folds and full fit the time left buys. Only while the first run can still take it smoothly: in its
+    first epoch, then while it is in the first third of its epochs (the cosine schedule is stretched or shrunk to
+    the new count, which moves the learning rate little that early). Later runs must train the same epochs (one
+    recipe for all runs of a model), so after that only `run_fits` can drop a run the clock has no room for.
+    The share of each epoch's steps (epoch_fraction) is chosen again too; the epoch under way ends at the new one.
+    """
+    if plan.reused or plan.rates is None or plan.work is None or not plan.runs:
+        return None
+    if done >= plan.epochs or (done > 1 and done > plan.epochs / 3):
+        return None
+    scale = min(REPACE_MAX_SCALE, max(1 / REPACE_MAX_SCALE, scale))
+    at = plan.rates.scaled(plan.img_size)
+    rates = Rates(plan.img_size, at.train_s * scale, at.eval_s * scale, at.fold_s, at.epoch_s * scale)
+    # The first run is priced from its start (its time so far at the corrected rate, about what it took).
+    try:
+        new = choose(plan.budget_s, elapsed_s - run_spent_s, recipe, rates, plan.work, fixed_side=True,
+                     min_epochs=done + 1, cap=plan.epoch_cap or None)
+    except CompError:  # not even one more epoch of the shortest plan: end the first run after the one under way
+        chosen = Candidate(_first_fold(plan), plan.runs[0] == FULL, plan.img_size, done + 1, 0.0, 0.0)
+        new = dataclasses.replace(plan, epochs=done + 1, runs=(plan.runs[0],), chosen=chosen)
+    new = dataclasses.replace(new, rates=rates, budget_s=plan.budget_s, setup=plan.setup,
+                              native_side=plan.native_side, elapsed_s=plan.elapsed_s)
+    if new.epochs == plan.epochs and new.runs == plan.runs:
+        return dataclasses.replace(plan, rates=rates)  # the same plan, priced by the measured time from now on
+    return dataclasses.replace(new, repaced=what)
+
+
+def epoch_seconds(plan: Plan, run: int | str, images: int | None = None) -> float:
+    """What the plan's rates predict for one epoch of `run` (its training and its held-out scoring), or with
+    `images` for only that many training images of it (a part of the epoch under way)."""
+    at = plan.rates.scaled(plan.img_size)
+    n_train, n_val = plan.work.shape(run)
+    if images is not None:
+        return at.epoch_s + images * at.train_s
+    return at.epoch_s + plan.fraction * n_train * at.train_s + n_val * at.eval_s
+
+
+def _first_fold(plan: Plan) -> tuple[int, ...]:
+    return () if plan.runs[0] == FULL else (int(plan.runs[0]),)
+
+
+def repaced_line(old: Plan, new: Plan, n_folds: int) -> str:
+    was = old.chosen.label(n_folds) if old.chosen else f"{old.epochs} epochs"
+    return (f"budget {duration(new.budget_s)}: {new.repaced}: re-planned to {new.chosen.label(n_folds)} "
+            f"(was {was}), about {duration(new.planned_s)} in all")
+
+
+def run_fits(plan: Plan, run: int | str, elapsed_s: float) -> tuple[bool, float, float]:
+    """Whether run `run` (not the first) still fits what is left of the budget at the plan's (measured) rates:
+    (fits, its predicted seconds, seconds left). A run more than REPACE_SLACK over what is left is dropped: a fold
+    fewer leaves its rows out of the stack's fit, a missing full fit leaves the folds' average; either beats a
+    command that runs far past the time it was given."""
+    if plan.reused or plan.rates is None or plan.work is None:
+        return True, 0.0, 0.0
+    need = run_seconds(run, plan.epochs, plan.rates.scaled(plan.img_size), plan.work, plan.fraction)
+    left = plan.budget_s * (1 - RESERVE) - elapsed_s
+    return need <= left + REPACE_SLACK * need, need, left
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -71,11 +71,9 @@ class Trainer:
                 f"mixup/cutmix needs full batches but a fold trains on {per_rank} rows per process with batch_size "
                 f"{recipe.batch_size}; lower batch_size (--set batch_size=N)"
             )
-        steps = per_rank // recipe.batch_size if self.drop_last(per_rank) else math.ceil(per_rank / recipe.batch_size)
-        # epoch_fraction < 1 (a --budget too short for a whole epoch): each epoch ends after this many batches, and
-        # the schedule below counts only the updates they make, so warmup and cosine still run their full course.
-        self.batches_per_epoch = max(1, math.ceil(recipe.epoch_fraction * steps - 1e-9))
-        self.updates_per_epoch = max(1, math.ceil(self.batches_per_epoch / recipe.grad_accum))
+        self.steps_per_epoch = (per_rank // recipe.batch_size if self.drop_last(per_rank)
+                                else math.ceil(per_rank / recipe.batch_size))
+        self._size_epochs(recipe)
         self.optimizer = create_optimizer_v2(
             self.model, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
             layer_decay=recipe.layer_decay or None,
@@ -128,6 +126,22 @@ class Trainer:
                                    warmup_lr_init=r.warmup_lr, t_in_epochs=False)
         return None
 
+    def _size_epochs(self, recipe: Recipe) -> None:
+        # epoch_fraction < 1 (a --budget plan): each epoch ends after this many batches, and the schedule counts only
+        # the updates they make, so warmup and cosine still run their full course.
+        self.batches_per_epoch = max(1, math.ceil(recipe.epoch_fraction * self.steps_per_epoch - 1e-9))
+        self.updates_per_epoch = max(1, math.ceil(self.batches_per_epoch / recipe.grad_accum))
+
+    def set_epochs(self, recipe: Recipe) -> None:
+        """Train `recipe.epochs` of `recipe.epoch_fraction` from now on, the epoch under way included (a --budget plan
+        re-paced against the clock): the schedule is rebuilt for the new count and set to where the updates so far
+        leave it (early on, the cosine moves the rate little)."""
+        self.recipe = recipe
+        self._size_epochs(recipe)
+        self.scheduler = self._scheduler()
+        if self.scheduler is not None:
+            self.scheduler.step_update(self.num_updates)
+
     def prepare_epoch(self, epoch: int) -> None:
         """Apply the freeze schedule for `epoch`; (re)wrap for DDP and compile when the trainable set changes."""
         n = trainable_stage_count(self.recipe, epoch)
@@ -157,10 +171,11 @@ class Trainer:
         self.prepare_epoch(epoch)
         self.net.train()
         accum, total, seen = self.recipe.grad_accum, torch.zeros((), device=self.device), 0
-        n_batches = len(batches) if hasattr(batches, "__len__") else None
-        if self.recipe.epoch_fraction < 1:
-            n_batches = min(n_batches or self.batches_per_epoch, self.batches_per_epoch)
+        available = len(batches) if hasattr(batches, "__len__") else None
         for i, (images, labels) in enumerate(batches):
+            n_batches = available
+            if self.recipe.epoch_fraction < 1:  # read per batch: a re-paced plan may change it mid-epoch
+                n_batches = min(available or self.batches_per_epoch, self.batches_per_epoch)
             if n_batches is not None and i >= n_batches:
                 break  # a partial epoch (epoch_fraction): its last update was the schedule's last
             x = self.augment(images.to(self.device, non_blocking=True))

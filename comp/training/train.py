@@ -152,20 +152,37 @@ def train(
         if recipe.budget and not any(o.startswith("budget=") for o in inherited):
             plan = plan_budget(job, runs, str(fold), force, started, native, asked, choose_runs=not fold_parallel)
             job.say(plan.describe(recipe, folds.n_folds))
-            recipe = with_overrides(recipe, plan.overrides, source="the --budget plan")
-            applied.extend(plan.overrides)
+            unplanned, before_plan = recipe, list(applied)
+
+            def planned(plan: Plan) -> tuple[Recipe, Run]:
+                """The recipe and run record of `plan` (the first plan, or a re-paced one)."""
+                applied[:] = [*before_plan, *plan.overrides]
+                planned_recipe = with_overrides(unplanned, plan.overrides, source="the --budget plan")
+                return planned_recipe, record(planned_recipe)
+
+            recipe, current = planned(plan)
             runs = list(plan.runs)
-            job.use(recipe, record(recipe))  # re-decodes the images only when the plan changed their side
+            job.use(recipe, current)  # re-decodes the images only when the plan changed their side
+            # Re-paced against the clock in one process only: under torchrun every rank would have to agree.
+            if ddp.world == 1 and not fold_parallel and not plan.reused:
+                job.pacing = _Pacing(plan, planned, started, str(fold), folds.n_folds)
         else:
             job.say_estimate(runs)
         job.pace = Pace(runs, recipe.epochs)
         summaries = []
-        for k in runs:
+        todo = list(runs)
+        while todo:
+            k = todo.pop(0)
+            if job.pacing is not None and not job.pacing.keeps(job, k):
+                continue
             # The lock tells `comp status` this run is training now; one left behind marks a dead run.
             with run_lock(ws.run(alias, k), alias, k, enabled=ddp.main):
                 summaries.append(job.fold(k, force))
+            if job.pacing is not None:  # a re-paced plan may train other runs than the first plan
+                trained = {s["fold"] for s in summaries}
+                todo = [r for r in job.pacing.plan.runs if r not in trained]
         if plan is not None:
-            job.say(budgeting.finished_line(plan, time.time() - started))
+            job.say(budgeting.finished_line(job.pacing.plan if job.pacing else plan, time.time() - started))
         return summaries
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
@@ -264,6 +281,7 @@ class _Job:
         self.alias, self.current, self.ddp, self.console = current.model, current, ddp, console
         self.file_recipe: dict[str, Any] = {}
         self.pace = Pace()
+        self.pacing: _Pacing | None = None  # a --budget plan held against the clock (one process only)
         self.y = class_indices(comp, items["label"], "training labels")
         # What differs by kind in training, decided once: the objective (softmax CE or per-class sigmoid BCE, in
         # the Trainer), the validation loss and how TTA views merge.
@@ -415,11 +433,14 @@ class _Job:
         trainer = self._trainer(self.recipe, model, len(train_idx))
         progress = self._resume(paths, trainer, k)
         self.pace.start(k, progress.start_epoch)
-        for epoch in range(progress.start_epoch, self.recipe.epochs):
-            if self._epoch(k, epoch, paths, trainer, dataset, train_idx, val_idx, progress):
+        epoch = progress.start_epoch
+        while epoch < self.recipe.epochs:  # a re-paced budget may change the count after an epoch
+            if self._epoch(k, epoch, paths, trainer, dataset, train_idx, val_idx, progress, started):
                 break
+            epoch += 1
         self.ddp.barrier()
         self.pace.finish(k)
+        run = dataclasses.replace(self.current, fold=k)
         summary = self._finish(run, paths, trainer, val_idx, progress, started)
         if target.swap and self.ddp.main:
             checkpoint.swap_in(final)
@@ -463,7 +484,7 @@ class _Job:
         return _Progress(last["history"], last["best"], last["best_epoch"], start)
 
     def _epoch(self, k: int, epoch: int, paths: RunPaths, trainer: Trainer, dataset, train_idx: np.ndarray,
-               val_idx: np.ndarray, progress: _Progress) -> bool:
+               val_idx: np.ndarray, progress: _Progress, run_started: float) -> bool:
         """Train one epoch, score it on the held-out rows, keep the best weights, save the resumable state; returns
         whether to stop early. The full fit has no held-out rows: its last epoch's weights are the ones kept."""
         seed_everything(self.recipe.seed, _seed_key(k), epoch, self.ddp.rank)
@@ -471,6 +492,9 @@ class _Job:
         loader = self._loader(dataset, train_idx, trainer, k, epoch)
         with epoch_progress(f"{self.alias} {'full' if k == FULL else f'f{k}'} e{epoch + 1}/{self.recipe.epochs}",
                             min(len(loader), trainer.batches_per_epoch), enabled=self.ddp.main) as advance:
+            if self.pacing is not None:
+                total = min(len(train_idx), trainer.batches_per_epoch * self.recipe.batch_size)
+                advance = self.pacing.watch(self, k, epoch, trainer, paths, run_started, advance, total)
             loss, n_seen = trainer.train_epoch(loader, epoch, advance)
         train_s = time.time() - t0
         metric = self.comp.metric
@@ -492,6 +516,9 @@ class _Job:
         self.pace.epoch_done(k, row["seconds"])
         patience = self.recipe.patience
         stop = bool(patience) and progress.best_epoch is not None and epoch - progress.best_epoch >= patience
+        if self.pacing is not None and not stop:
+            # Before the resumable state is saved: it must hold the schedule the run goes on with.
+            self.pacing.after_epoch(self, k, trainer, paths, progress, run_started)
         if self.ddp.main:
             inputs = {name: getattr(self.current, name) for name in INPUTS}  # as last.pt always carried them
             checkpoint.save_last(paths, {**trainer.state_dict(), "epoch": epoch, "history": progress.history,
@@ -605,6 +632,83 @@ def _seed_key(k: int | str) -> int:
 FULL_SEED = 1000  # the full fit's seed key (folds are 0..K-1)
 DECODE_S_PER_IMAGE = 0.005  # a re-decode's price per image when the cache existed (a 100-500 px photo, one core)
 ESTIMATE_MIN_IMAGES = 20_000  # without --budget, a CPU run this large (training images x epochs) is timed first
+
+
+class _Pacing:
+    """A --budget plan held against the clock while the runs train: after the first run's early epochs the plan is
+    chosen again from their measured time (budget.repace), and a later run the time left cannot hold is dropped
+    (budget.run_fits). A change is recorded where a resumed command reads it: plan.json, the run's provenance (its
+    epochs are part of the resolved recipe) and the trainer's schedule, before the epoch's resumable state is saved."""
+
+    def __init__(self, plan: Plan, planned, started: float, asked: str, n_folds: int) -> None:
+        self.plan, self.planned, self.started, self.asked, self.n_folds = plan, planned, started, asked, n_folds
+
+    def after_epoch(self, job: _Job, k: int | str, trainer: Trainer, paths: RunPaths, progress: _Progress,
+                    run_started: float) -> None:
+        """After each early epoch of the first run: the mean epoch against the plan's."""
+        if k != self.plan.runs[0] or not progress.history:
+            return
+        done = len(progress.history)
+        took = sum(row["seconds"] for row in progress.history) / done
+        planned = budgeting.epoch_seconds(self.plan, k)
+        what = (f"epoch{'s' if done != 1 else ''} 1{f'-{done}' if done > 1 else ''} took {duration(took)}"
+                f"{' each' if done > 1 else ''}, planned {duration(planned)}")
+        self._repace(job, k, trainer, paths, done, took / max(planned, 1e-9), run_started, what)
+
+    def watch(self, job: _Job, k: int | str, epoch: int, trainer: Trainer, paths: RunPaths, run_started: float,
+              advance, total: int):
+        """The `advance(n)` of the first run's first epoch, wrapped to re-pace once REPACE_AT of its training
+        images are through (a one-epoch plan has no epoch boundary to do it at)."""
+        if k != self.plan.runs[0] or epoch != 0 or self.plan.reused:
+            return advance
+        seen, t0, fired = 0, time.time(), False
+
+        def watched(n: int) -> None:
+            nonlocal seen, fired
+            advance(n)
+            seen += n
+            if not fired and seen >= budgeting.REPACE_AT * total:
+                fired = True
+                took = time.time() - t0
+                planned = budgeting.epoch_seconds(self.plan, k, seen)
+                what = (f"the first {seen} training images took {duration(took)}, planned {duration(planned)}")
+                self._repace(job, k, trainer, paths, 0, took / max(planned, 1e-9), run_started, what)
+
+        return watched
+
+    def _repace(self, job: _Job, k: int | str, trainer: Trainer, paths: RunPaths, done: int, scale: float,
+                run_started: float, what: str) -> None:
+        now = time.time()
+        new = budgeting.repace(self.plan, job.recipe, done, scale, now - run_started, now - self.started, what)
+        if new is None:
+            return
+        old, self.plan = self.plan, new
+        if not new.repaced:
+            return
+        recipe, current = self.planned(new)
+        job.recipe, job.current = recipe, current
+        trainer.set_epochs(recipe)
+        write_run(paths, dataclasses.replace(current, fold=k))
+        atomic.write_json(job.ws.plan(job.alias), new.to_json(recipe.budget, self.asked))
+        seconds = list(job.pace.seconds)
+        job.pace = Pace(list(new.runs), new.epochs)
+        job.pace.seconds = seconds
+        job.pace.start(k, done)
+        job.say(budgeting.repaced_line(old, new, self.n_folds))
+
+    def keeps(self, job: _Job, k: int | str) -> bool:
+        """Whether run `k` still trains: the first always; a later one when it fits what is left of the budget."""
+        if k == self.plan.runs[0] or job.ws.run(job.alias, k).output.exists():
+            return True
+        fits, need, left = budgeting.run_fits(self.plan, k, time.time() - self.started)
+        if fits:
+            return True
+        self.plan = dataclasses.replace(self.plan, runs=tuple(r for r in self.plan.runs if r != k))
+        atomic.write_json(job.ws.plan(job.alias), self.plan.to_json(job.recipe.budget, self.asked))
+        job.pace.finish(k)
+        job.say(f"budget {duration(self.plan.budget_s)}: {_name(k)} left out: it needs about {duration(need)} and "
+                f"{duration(max(0.0, left))} of the budget is left")
+        return False
 
 
 def plan_budget(job: _Job, runs: list[int | str], asked: str, force: bool, started: float, native: int | None,
