@@ -178,3 +178,61 @@ def test_the_prepared_copy_is_reused_until_the_weights_change(monkeypatch):
         model.get_classifier().bias.add_(1.0)  # an in-place change, as an optimizer step makes
     moved = tta.predict_logits(model, images, config, tta="hflip", optimize=True)
     assert len(built) == 2 and np.allclose(moved, first + 1.0, atol=1e-4)
+
+
+def _ttach_d4(model: torch.nn.Module, images: np.ndarray, config: dict) -> np.ndarray:
+    x = tta.prepare_batch(images, config, tta.model_size(config), "cpu").contiguous()  # ttach gets plain NCHW
+    with torch.inference_mode():
+        return ttach.ClassificationTTAWrapper(model, ttach.aliases.d4_transform(), merge_mode="mean")(x).numpy()
+
+
+def test_traced_resnet_copy_gives_ttachs_d4_logits():
+    # The path the resnet benchmark row times: BN folded by fx, channels_last, traced and frozen; it must give
+    # ttach's logits to float rounding, not merely within the 1e-4 the probes allow.
+    model = _model()
+    config, images = _config(model), _images(tta.TRACE_MIN_STEPS + 1, SIZE, SIZE)
+    fast = tta.inference_model(model, [(SIZE, SIZE)], "cpu")
+    assert isinstance(fast, tta._ShapeTraced)
+    want = _ttach_d4(model, images, config)
+    got = tta.predict_logits(model, images, config, tta="d4", batch_size=8, optimize=True)
+    assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
+class _BatchBaked(torch.nn.Module):
+    """Its output depends on the batch size through a Python int: a trace records that int as a constant (and fx
+    refuses the model), so a copy traced at batch 1 gives other answers at batch 3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x)).mean((2, 3)) + int(x.shape[0])
+
+
+def test_a_trace_that_baked_in_its_batch_size_is_not_used():
+    torch.manual_seed(0)
+    model = _BatchBaked().eval()
+    config = {"input_size": (3, SIZE, SIZE), "mean": (0.5,) * 3, "std": (0.25,) * 3, "interpolation": "bilinear"}
+    fast = tta.inference_model(model, [(SIZE, SIZE)], "cpu")
+    assert fast is not model and not isinstance(fast, tta._ShapeTraced)  # step 1 (a channels_last copy) kept
+    images = _images(tta.TRACE_MIN_STEPS + 1, SIZE, SIZE)
+    got = tta.predict_logits(model, images, config, tta="d4", batch_size=8, optimize=True)
+    # ttach's forward passes hold other batch sizes, so compare with the model itself on the same passes.
+    plain = tta.predict_logits(model, images, config, tta="d4", batch_size=8, optimize=False)
+    assert np.abs(got - plain).max() <= 1e-5 * max(1.0, np.abs(plain).max())
+
+
+def test_a_copy_that_loses_a_forward_hook_is_not_used():
+    # Folding BN into the convolution drops the BN module and with it any hook on it (a user's feature tap, a
+    # calibration shift): that copy differs from the model, so predict_logits must run the model itself.
+    model = _model()
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.register_forward_hook(lambda module, args, out: out + 0.5)
+    assert tta.inference_model(model, [(SIZE, SIZE)], "cpu") is model
+    config, images = _config(model), _images(tta.TRACE_MIN_STEPS + 1, SIZE, SIZE)
+    got = tta.predict_logits(model, images, config, tta="d4", batch_size=8, optimize=True)
+    want = _ttach_d4(model, images, config)
+    assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+    bare = _model()  # the same weights without the hook: the hook really changes the logits
+    assert np.abs(tta.predict_logits(bare, images, config, tta="d4", batch_size=8) - want).max() > 1e-3
