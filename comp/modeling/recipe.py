@@ -25,6 +25,7 @@ SCHEDULES = ("cosine", "step", "none")
 # The classifier heads comp.modeling.heads builds; named here, not imported from there, so that reading a recipe
 # (every command that checks a run's provenance: stack, status, predict) does not import torch (~1-2 s of a core).
 HEADS = ("linear", "mlp")
+HEAD_INITS = ("random", "probe")  # comp.training.head_init.HEAD_INITS (named here for the same reason as HEADS)
 AMP = ("auto", "bf16", "fp16", "none")
 _INF = float("inf")
 # The one table of allowed values of every numeric recipe field, checked (with NaN and inf refused) when a recipe is
@@ -68,6 +69,9 @@ class Recipe:
     head: str = "linear"  # linear (the library's classifier) | mlp (Linear + BatchNorm + SiLU + Dropout + Linear)
     head_hidden: int = 512  # mlp: hidden width
     head_dropout: float = 0.5  # mlp: dropout before the last Linear
+    head_init: str = "random"  # random: the head starts as built (zero with zero_head, else the library's init) |
+    #                            probe: a fresh run first fits a linear head on the frozen backbone's features of its
+    #                            training rows (LP-FT; comp.training.head_init); costs one evaluation pass over them
     # -- optimisation
     epochs: int = 10
     epoch_fraction: float = 1.0  # each epoch stops after this fraction of its optimizer steps (rounded up), and the
@@ -130,6 +134,7 @@ class Recipe:
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("amp", self.amp, AMP)
         _choice("head", self.head, HEADS)
+        _choice("head_init", self.head_init, HEAD_INITS)
         config.check_bounds(self, BOUNDS, "recipe")
         if self.budget:
             parse_duration(self.budget, "recipe: budget")

@@ -47,6 +47,7 @@ from comp.training import budget as budgeting
 from comp.training import checkpoint
 from comp.training.budget import Plan
 from comp.training.fold_parallel import fold_share, join_plan_group
+from comp.training.head_init import apply_head, probe_head
 from comp.training.loop import Trainer, epoch_progress
 from comp.training.pace import Pace, duration
 from comp.training.pseudo import PseudoSource, add_pseudo_rows
@@ -429,6 +430,10 @@ class _Job:
         self.ddp.barrier()
         if self.ddp.main:
             write_run(paths, run)
+        if self.recipe.head_init == "probe" and not paths.last.exists():
+            # A fresh run only: a resumed one's saved state has the (fitted, then trained) head already. Before the
+            # Trainer, so DDP's first broadcast and an EMA copy start from the fitted head.
+            self._probe_head(model, train_idx)
         dataset = images.ArrayDataset(self.train_images, self.y, augment.train_transform(self.data_config, self.recipe))
         trainer = self._trainer(self.recipe, model, len(train_idx))
         progress = self._resume(paths, trainer, k)
@@ -446,6 +451,23 @@ class _Job:
             checkpoint.swap_in(final)
         self.ddp.barrier()
         return summary
+
+    def _probe_head(self, model, train_idx: np.ndarray) -> None:
+        """head_init = probe: fit the classifier on the frozen backbone's centre-view features of the training rows
+        (comp.training.head_init). Every rank extracts its shard of the features; rank 0 fits and sends the head to
+        the others, so all ranks start equal. Torch's RNG is left as it was: the fit shifts none of the run's draws."""
+        def features_of(backbone) -> np.ndarray:
+            return self.predict(backbone, self.train_images, train_idx, "none")
+
+        with torch.random.fork_rng(devices=[]):
+            result = probe_head(model, features_of, self.y[train_idx], self.multilabel, self.recipe.label_smoothing,
+                                self.ddp.device, fit=self.ddp.main)
+        if self.ddp.world > 1:
+            shared = [result]
+            dist.broadcast_object_list(shared, src=0)
+            result = shared[0]
+        apply_head(model, result)
+        self.say(f"{self.alias}: {result.describe()}")
 
     def _trainer(self, recipe: Recipe, model, n_train: int) -> Trainer:
         """A Trainer; the CPU's memory-format probe (~2 s of a core) runs once per image side in this command and
@@ -605,7 +627,7 @@ class _Job:
             return out
         gathered: list[Any] = [None] * self.ddp.world
         dist.all_gather_object(gathered, out)
-        full = np.zeros((len(idx), self.comp.num_classes), np.float32)
+        full = np.zeros((len(idx), gathered[0].shape[1]), np.float32)  # classes, or features (head_init probe)
         for r, part in enumerate(gathered):
             full[r :: self.ddp.world] = part
         return full
