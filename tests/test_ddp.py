@@ -26,9 +26,13 @@ def test_two_gloo_processes_give_complete_oof_matching_the_saved_model(make_toy_
     ws, comp = make_toy_workspace(workspace, n_per_class=25, n_folds=3)
     env = {**os.environ, "COMP_WORKSPACE": str(workspace), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "comp", "train", "--model", "tiny", "--fold", "1", "--device", "cpu", "--set", "epochs=1"]
+           "-m", "comp", "train", "--model", "tiny", "--fold", "1", "--device", "cpu", "--set", "epochs=1",
+           "--set", 'head_init="probe"']
     done = subprocess.run(cmd, cwd=workspace, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+    # The probe's feature pass is split over both ranks and gathered (a collective every rank joins); rank 0 fits
+    # the head on all 50 training rows, sends it, and alone says so.
+    assert done.stderr.count("head fitted on frozen features of 50 training rows") == 1, done.stderr
     assert "world_size" in ws.run("tiny", 1).provenance.read_text()
 
     oof = logits.load(ws.run("tiny", 1).oof)
@@ -39,7 +43,7 @@ def test_two_gloo_processes_give_complete_oof_matching_the_saved_model(make_toy_
     assert not list(ws.run("tiny", 1).dir.glob(".*.tmp"))  # no half-written files from a second writer
 
     # The gathered rows belong to their ids: one process predicting with the saved best weights agrees.
-    recipe = load_recipe(ws, "tiny", ["epochs=1"])
+    recipe = load_recipe(ws, "tiny", ["epochs=1", 'head_init="probe"'])
     model = build_model(recipe, comp.num_classes)
     load_weights(ws.run("tiny", 1).best, model)
     cfg = data_config(model)

@@ -69,9 +69,9 @@ class Recipe:
     head: str = "linear"  # linear (the library's classifier) | mlp (Linear + BatchNorm + SiLU + Dropout + Linear)
     head_hidden: int = 512  # mlp: hidden width
     head_dropout: float = 0.5  # mlp: dropout before the last Linear
-    head_init: str = "random"  # random: the head starts as built (zero with zero_head, else the library's init) |
-    #                            probe: a fresh run first fits a linear head on the frozen backbone's features of its
-    #                            training rows (LP-FT; comp.training.head_init); costs one evaluation pass over them
+    head_init: str = "probe"  # probe: a fresh run first fits its linear head on the frozen backbone's features of
+    #                           its training rows (LP-FT; comp.training.head_init), costing one evaluation pass over
+    #                           them | random: the head starts as built (zero with zero_head, else the library's init)
     # -- optimisation
     epochs: int = 10
     epoch_fraction: float = 1.0  # each epoch stops after this fraction of its optimizer steps (rounded up), and the
