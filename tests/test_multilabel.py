@@ -87,9 +87,11 @@ def test_a_multilabel_competition_end_to_end(per_class_columns, workspace, cli):
     assert code == 0, out
     assert json.loads((workspace / "folds" / "folds.json").read_text())["method"] == "MultilabelStratifiedKFold"
     head = ["--set", "head=mlp", "--set", "head_hidden=32"] if per_class_columns else []  # heads work with BCE
+    # head_init = probe: per-class sigmoid probes on the linear head; the MLP head keeps its init and says why.
     code, out = cli("train", "--model", "tiny", "--fold", "all", "--set", "epochs=3", "--set", "mixup=0.2",
-                    "--set", "label_smoothing=0.1", *head)
+                    "--set", "label_smoothing=0.1", "--set", 'head_init="probe"', *head)
     assert code == 0, out
+    assert out.count("not a plain Linear layer" if per_class_columns else "head fitted on frozen features") == 3, out
     oof = np.load(workspace / "models" / "tiny" / "fold0" / "oof_logits.npz", allow_pickle=False)
     assert oof["values"].shape[1] == len(TAGS)  # one logit per class
 

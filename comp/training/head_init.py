@@ -118,9 +118,9 @@ def fit_linear(features: np.ndarray, targets: np.ndarray, num_classes: int, mult
     """(weight (C, D), bias (C,), training accuracy) of a linear classifier on raw `features` (n, D).
 
     Fitted on centred features scaled to unit RMS (L-BFGS converges in few steps there, and one L2 suits every
-    backbone's feature scale), then folded back: W_raw = W / sigma, b_raw = b - W_raw @ mu. Single-label: softmax cross-entropy with
-    `label_smoothing` (as nn.CrossEntropyLoss). Multi-label: per-class sigmoid cross-entropy with targets smoothed
-    towards 0.5 (as comp.training.objective.MultiLabelBCE); accuracy is then over (row, class) pairs.
+    backbone's feature scale), then folded back: W_raw = W / sigma, b_raw = b - W_raw @ mu. Single-label: softmax
+    cross-entropy with `label_smoothing` (as nn.CrossEntropyLoss). Multi-label: per-class sigmoid cross-entropy with
+    targets smoothed towards 0.5 (as comp.training.objective.MultiLabelBCE); accuracy is then over (row, class) pairs.
     """
     device = torch.device(device)
     x = torch.as_tensor(np.ascontiguousarray(features), dtype=torch.float32, device=device)
