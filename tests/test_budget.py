@@ -3,6 +3,7 @@ durations, and tiny real runs that keep to a budget of seconds, persist their pl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -357,3 +358,52 @@ def test_a_budgeted_run_behind_its_plan_is_re_planned_and_records_it_everywhere(
     assert code == 0 and "resuming with the plan" in out and "re-planned" not in out, out
     code, out = cli("stack", "--name", "paced")
     assert code == 0 and "stale" not in out, out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the side pilot: what smaller sides cost this set, measured
+
+
+def test_measured_side_errors_decide_the_side_where_the_rule_would_not():
+    from comp.training.budget import SideErrors, pilot_rows, pilot_sides
+
+    photos = SideErrors(((224, 0.03), (128, 0.09), (64, 0.21)), 180, 20.0)  # hymenoptera's probe, measured
+    assert photos.factor(224) == 1.0 and photos.factor(300) == 1.0
+    assert photos.factor(128) == pytest.approx(3.0) and photos.factor(64) == pytest.approx(7.0)
+    assert photos.factor(32) == photos.factor(64)  # flat outside what was measured
+    assert 1.0 < photos.factor(192) < photos.factor(160) < photos.factor(128)  # log-linear between
+    noisy = SideErrors(((224, 0.05), (128, 0.04), (64, 0.2)), 180, 20.0)  # a smaller side never errs less
+    assert noisy.factor(128) == pytest.approx(1.0) and noisy.factor(160) == pytest.approx(1.0)
+    assert "0.97 at 224 px" in photos.describe()
+    # Large photos whose features fall apart at small sides: the measured plan keeps the pixels; the rule
+    # ((native / side) ** 0.6 for every set) trades them for epochs.
+    recipe = _recipe("effnet-lite0")
+    work = Workload(fold_rows=(49,) * 5, n_extra=0, n_test=153, views=2, native_side=370, runs=(0, 1, 2, 3, 4, FULL))
+    rates = Rates(img_size=224, train_s=1 / 5, eval_s=1 / 20, fold_s=3.0, epoch_s=1.0)
+    blind = choose(277, 50, recipe, rates, work, resize_s=5)
+    seen = choose(277, 50, recipe, rates, dataclasses.replace(work, side_errors=photos), resize_s=5)
+    assert seen.img_size > blind.img_size and seen.img_size >= 160
+    # Small photos of simple shapes lose little: epochs keep their weight there.
+    signs = SideErrors(((96, 0.17), (80, 0.2), (64, 0.22)), 300, 5.0)
+    hand = dataclasses.replace(HAND, side_errors=signs)
+    assert choose(300, 25, recipe, RATES, hand, resize_s=10).epochs >= 4
+    assert pilot_sides([224, 192, 160, 128, 96, 64]) == [224, 128, 64] and pilot_sides([96]) == []
+    assert pilot_rows(300, rates, [224, 128, 64], 195, 2) == min(195, int(0.05 * 300 / (1 / 20 * (1 + (128 / 224)
+                                                                 ** 1.5 + (64 / 224) ** 1.5))))
+    assert pilot_rows(30, rates, [224, 128, 64], 195, 2) == 0  # too few rows for the time: no pilot
+    assert pilot_rows(3000, rates, [224], 4000, 200) == 0  # 200 classes, 384 rows: under 3 a class
+
+
+def test_the_pilot_sample_is_stratified_and_never_holds_out_rows_of_the_run():
+    import numpy as np
+
+    from comp.training.train import PILOT_FOLDS, _stratified
+
+    y = np.array([0] * 50 + [1] * 30 + [2] * 20)
+    train_rows = np.arange(0, 100, 2)  # the run's training rows; the odd ones are held out
+    picked, cv = _stratified(train_rows, y, 30, seed=0)
+    assert len(picked) == 30 and set(picked) <= set(train_rows) and len(set(picked)) == 30
+    counts = np.bincount(y[picked], minlength=3)
+    assert counts.min() >= 9  # classes in turn: each about a third, not their 5:3:2 shares
+    for fold in range(PILOT_FOLDS):
+        assert len(set(y[picked][cv == fold])) == 3  # every class in every CV fold

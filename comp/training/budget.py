@@ -68,6 +68,13 @@ PROBE_CPU_BATCH = 8  # on a CPU a step's seconds grow about linearly with its im
 # 3-minute budget). Slightly pessimistic (a step's fixed costs count more), so plans err short; on a GPU the rate
 # depends on the batch, and the probe keeps the recipe's.
 
+# The side pilot (SideErrors): a linear probe on frozen features of up to PILOT_MAX_ROWS training rows at three
+# sides, costing at most PILOT_SHARE of the budget; skipped below PILOT_MIN_ROWS rows or PILOT_MIN_PER_CLASS a class.
+PILOT_SHARE = 0.05
+PILOT_MAX_ROWS = 384
+PILOT_MIN_ROWS = 48
+PILOT_MIN_PER_CLASS = 3
+
 # The score rule (see README "How --budget plans" for the runs it was fitted on).
 ERROR_FLOOR = 0.02  # held-out error a well-trained fold model reaches at native side
 ERROR_SPAN = 0.12  # error above the floor that training removes ...
@@ -118,6 +125,45 @@ class Probe(Protocol):
 
 
 @dataclass(frozen=True)
+class SideErrors:
+    """How much this set loses at smaller image sides, measured: the error of a linear probe on the frozen
+    pretrained backbone's features of a few hundred training rows (3-fold CV inside them), at a few sides.
+
+    A fine-tune ends far below a linear probe's error, but what the side costs it follows the features: on large
+    photos of ImageNet-like things (hymenoptera, 370 px) the probe's error triples from 224 to 64 px, on 100 px hand
+    signs it grows by 1.7x from 96 to 64 px (bench/quality.py sets, README "How --budget plans"). A fixed rule
+    cannot tell those apart; ~5% of the budget spent looking can."""
+
+    errors: tuple[tuple[int, float], ...]  # (side, probe error), largest side first
+    rows: int
+    seconds: float
+
+    def factor(self, side: int) -> float:
+        """The error at `side` over the error at the largest measured side (at least 1: the probe's noise must not
+        make a smaller side look better), log-linear in the side between measured sides, flat outside them."""
+        pts = sorted(self.errors)  # smallest side first
+        top_err = pts[-1][1]
+        # Monotone from the top down: a side never errs less than a larger one (noise on a few hundred rows).
+        worst, mono = top_err, {}
+        for side_, err in reversed(pts):
+            worst = max(worst, err)
+            mono[side_] = worst
+        if side >= pts[-1][0]:
+            return 1.0
+        if side <= pts[0][0]:
+            return mono[pts[0][0]] / top_err
+        for (a, _), (b, _) in zip(pts, pts[1:], strict=False):
+            if a <= side <= b:
+                t = math.log(side / a) / math.log(b / a)
+                return math.exp((1 - t) * math.log(mono[a]) + t * math.log(mono[b])) / top_err
+        return 1.0
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{1 - e:.2f} at {s} px" for s, e in self.errors)
+        return f"linear probe on {self.rows} rows: accuracy {shown} ({duration(self.seconds)})"
+
+
+@dataclass(frozen=True)
 class Workload:
     """What the planner knows of the data, per process: held-out rows of each fold (fold order), rows that train in
     every run but no fold holds out (pseudo-labels), test rows, TTA views of the final logits, the images' native
@@ -130,6 +176,7 @@ class Workload:
     native_side: int | None
     runs: tuple[int | str, ...]
     choose_runs: bool = True  # may plan a subset of `runs` (False: train them all, choose side and epochs)
+    side_errors: SideErrors | None = None  # measured cost of smaller sides (None: the rule's SIDE_ERROR_EXP)
 
     @property
     def n_rows(self) -> int:
@@ -268,10 +315,14 @@ def predicted_seconds(epochs: int, rates: Rates, work: Workload, runs: Sequence[
 # score
 
 
-def expected_error(epochs: float, side: int, native: int | None, fractions: Sequence[float]) -> float:
-    """The rule's held-out error of the average of models trained `epochs` at `side` on `fractions` of the rows."""
+def expected_error(epochs: float, side: int, native: int | None, fractions: Sequence[float],
+                   measured: SideErrors | None = None) -> float:
+    """The rule's held-out error of the average of models trained `epochs` at `side` on `fractions` of the rows;
+    what the side costs is `measured` on this set when given, else the rule's (native / side) ** SIDE_ERROR_EXP."""
     base = ERROR_FLOOR + ERROR_SPAN * math.exp(-epochs / TAU)
-    if native and side < native:
+    if measured is not None:
+        base *= measured.factor(side)
+    elif native and side < native:
         base *= (native / side) ** SIDE_ERROR_EXP
     m = len(fractions)
     data = sum(f ** -DATA_EXP for f in fractions) / m
@@ -361,7 +412,8 @@ def choose(budget_s: float, elapsed_s: float, recipe: Recipe, rates: Rates, work
                     continue
                 seconds = fixed + n * _epoch_cost(at, work, runs, fraction) + extra
                 c = Candidate(tuple(folds), full, side, n, seconds,
-                              1 - expected_error(n * fraction, side, work.native_side, fractions), fraction)
+                              1 - expected_error(n * fraction, side, work.native_side, fractions, work.side_errors),
+                              fraction)
                 if best is None or c.predicted > best.predicted + 1e-9:
                     best = c
                     capped_any[c] = fit > cap
@@ -437,7 +489,7 @@ def _partial_epochs(usable: float, rates: Rates, work: Workload, sides: Sequence
             if fraction < FRACTION_FLOOR - 1e-9:
                 continue
             c = Candidate(tuple(folds), full, side, 1, fixed + fraction * per_whole + extra,
-                          1 - expected_error(fraction, side, work.native_side, fractions), fraction)
+                          1 - expected_error(fraction, side, work.native_side, fractions, work.side_errors), fraction)
             if best is None or _steps_first(c) > _steps_first(best):
                 best = c
         if best is not None:
@@ -485,17 +537,17 @@ def repace(plan: Plan, recipe: Recipe, done: int, scale: float, run_spent_s: flo
     new = dataclasses.replace(new, rates=rates, budget_s=plan.budget_s, setup=plan.setup,
                               native_side=plan.native_side, elapsed_s=plan.elapsed_s)
     if new.epochs == plan.epochs and new.runs == plan.runs:
-        return dataclasses.replace(plan, rates=rates)  # the same plan, priced by the measured time from now on
+        return dataclasses.replace(plan, rates=rates, repaced="")  # the same plan, priced by the measured time
     return dataclasses.replace(new, repaced=what)
 
 
 def epoch_seconds(plan: Plan, run: int | str, images: int | None = None) -> float:
     """What the plan's rates predict for one epoch of `run` (its training and its held-out scoring), or with
-    `images` for only that many training images of it (a part of the epoch under way)."""
+    `images` for that many training images of it in steady steps (a part of the epoch under way)."""
     at = plan.rates.scaled(plan.img_size)
     n_train, n_val = plan.work.shape(run)
-    if images is not None:
-        return at.epoch_s + images * at.train_s
+    if images is not None:  # steady steps: the epoch's start-up is not in them
+        return images * at.train_s
     return at.epoch_s + plan.fraction * n_train * at.train_s + n_val * at.eval_s
 
 
@@ -581,6 +633,24 @@ def probe_rows(rows: Sequence[int], batch_size: int, steps: int, seed: int):
 
     rng = np.random.default_rng(seed)
     return rng.permutation(np.resize(np.asarray(rows), steps * batch_size))
+
+
+def pilot_sides(sides: Sequence[int]) -> list[int]:
+    """The candidate sides the linear-probe pilot measures: the largest, the smallest and one between (in log)."""
+    if len(sides) < 2:
+        return []
+    top, low = max(sides), min(sides)
+    mid = min(sides, key=lambda x: abs(math.log(x) - (math.log(top) + math.log(low)) / 2))
+    return sorted({top, mid, low}, reverse=True)
+
+
+def pilot_rows(budget_s: float, rates: Rates, sides: Sequence[int], n_rows: int, n_classes: int) -> int:
+    """Rows the pilot can afford: PILOT_SHARE of the budget at the evaluation rate, summed over `sides`, at most
+    PILOT_MAX_ROWS and the rows there are; 0 (no pilot) when that is fewer than PILOT_MIN_PER_CLASS per class or
+    PILOT_MIN_ROWS in all (its errors would be noise)."""
+    per_row = sum(rates.scaled(side).eval_s for side in sides)
+    rows = min(n_rows, PILOT_MAX_ROWS, int(PILOT_SHARE * budget_s / max(per_row, 1e-9)))
+    return rows if rows >= max(PILOT_MIN_ROWS, PILOT_MIN_PER_CLASS * n_classes) else 0
 
 
 def probe_seconds(budget_s: float) -> float:

@@ -378,6 +378,41 @@ class _Job:
         return budgeting.Rates(int(self.data_config["input_size"][-1]), max(train_s, 1e-6), max(eval_s, 1e-7),
                                fold_s, epoch_s)
 
+    def side_errors(self, sides: list[int], k: int | str, rows: int) -> budgeting.SideErrors | None:
+        """The side pilot (budget.SideErrors): a linear probe's error at each of `sides` on the frozen pretrained
+        features of `rows` of run k's training rows (stratified; never its held-out rows), 3-fold CV inside them.
+        The images are the cached squares' centre view at this job's side, resized down for the smaller sides
+        (as a cache decoded at that side would see them). None when the model's head is not one Linear layer."""
+        from comp.training.head_init import fit_linear, linear_classifier
+
+        t0 = time.perf_counter()
+        _, train_idx = self._split(k)
+        picked, cv = _stratified(train_idx, self.y, rows, self.recipe.seed)
+        model = build_model(self.recipe, self.comp.num_classes, ws=self.ws)
+        layer, name, _ = linear_classifier(model)
+        if layer is None:
+            return None
+        model.set_submodule(name, torch.nn.Identity())
+        view = eval_view(self.train_images, self.data_config, "none")
+        batch = self.recipe.eval_batch_size or 2 * self.recipe.batch_size
+        errors = []
+        for side in sides:
+            config = {**self.data_config, "input_size": (3, side, side)}
+            features = predict_logits(model, view, config, "none", batch, self.ddp.device, progress=False,
+                                      indices=picked, optimize=False)
+            hits = 0.0
+            for fold in range(PILOT_FOLDS):
+                fit, held = cv != fold, cv == fold
+                weight, bias, _ = fit_linear(features[fit], self.y[picked][fit], layer.out_features, self.multilabel,
+                                             self.recipe.label_smoothing, self.ddp.device)
+                logits = torch.as_tensor(features[held]) @ weight.T + bias
+                truth = torch.as_tensor(self.y[picked][held])
+                right = (logits > 0) == (truth > 0.5) if self.multilabel else logits.argmax(1) == truth
+                hits += float(right.float().mean()) * int(held.sum())
+            # Half an image wrong at least: a perfect probe on a few hundred rows is not a zero error.
+            errors.append((side, max(1 - hits / len(picked), 0.5 / len(picked))))
+        return budgeting.SideErrors(tuple(errors), len(picked), time.perf_counter() - t0)
+
     def say_estimate(self, runs: list[int | str]) -> None:
         """Without --budget: what will run, and (for a large CPU run, timed for a few seconds first) about how
         long, before it starts."""
@@ -633,6 +668,31 @@ class _Job:
         return full
 
 
+PILOT_FOLDS = 3  # the side pilot's CV folds inside its rows
+
+
+def _stratified(rows: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` of `rows`, classes interleaved (each class's rows shuffled, then taken in turn), and a CV fold for each
+    (its rank within its class mod PILOT_FOLDS): every class about evenly in the sample and in each fold.
+    Multi-label rows (y 2-D) are shuffled as they are, folds by position."""
+    rng = np.random.default_rng(seed)
+    if y.ndim > 1:
+        picked = np.asarray(rng.permutation(rows)[:n], dtype=np.int64)
+        return picked, np.arange(len(picked)) % PILOT_FOLDS
+    queues = [rng.permutation(rows[y[rows] == c]).tolist() for c in np.unique(y[rows])]
+    order, depth = [], 0
+    while len(order) < len(rows):
+        order.extend(q[depth] for q in queues if depth < len(q))
+        depth += 1
+    picked = np.asarray(order[:n], dtype=np.int64)
+    rank: dict[int, int] = {}
+    cv = np.empty(len(picked), dtype=np.int64)
+    for i, c in enumerate(y[picked].tolist()):
+        cv[i] = rank.get(c, 0) % PILOT_FOLDS
+        rank[c] = rank.get(c, 0) + 1
+    return picked, cv
+
+
 def _read_metrics(paths: RunPaths) -> dict[str, Any]:
     import json
 
@@ -683,17 +743,22 @@ class _Pacing:
         images are through (a one-epoch plan has no epoch boundary to do it at)."""
         if k != self.plan.runs[0] or epoch != 0 or self.plan.reused:
             return advance
-        seen, t0, fired = 0, time.time(), False
+        seen, steps, t0, fired = 0, 0, 0.0, False
 
         def watched(n: int) -> None:
-            nonlocal seen, fired
+            nonlocal seen, steps, t0, fired
             advance(n)
+            steps += 1
+            if steps == 1:  # timed from the end of the first step: its start-up (allocation, workers) is not steady
+                t0 = time.time()
+                return
             seen += n
-            if not fired and seen >= budgeting.REPACE_AT * total:
+            if not fired and seen >= budgeting.REPACE_AT * total and steps >= 3:
                 fired = True
                 took = time.time() - t0
                 planned = budgeting.epoch_seconds(self.plan, k, seen)
-                what = (f"the first {seen} training images took {duration(took)}, planned {duration(planned)}")
+                what = (f"{seen} training images after the first step took {duration(took)}, planned "
+                        f"{duration(planned)}")
                 self._repace(job, k, trainer, paths, 0, took / max(planned, 1e-9), run_started, what)
 
         return watched
@@ -786,10 +851,20 @@ def _local_plan(job: _Job, runs: list[int | str], asked: str, force: bool, start
         choose_runs=choose_runs,
     )
     t0 = time.time()
-    rates = job.measure(budgeting.probe_seconds(budget_s), next((k for k in runs if k != FULL), FULL))
+    first = next((k for k in runs if k != FULL), FULL)
+    rates = job.measure(budgeting.probe_seconds(budget_s), first)
+    timing_s = time.time() - t0
+    # What smaller sides cost this set, measured (budget.SideErrors), when there is a choice of side to make.
+    sides = budgeting.pilot_sides(budgeting.candidate_sides(rates.img_size, native, recipe, fixed))
+    rows = budgeting.pilot_rows(budget_s, rates, sides, len(job._split(first)[1]), job.comp.num_classes)
+    measured = job.side_errors(sides, first, rows) if sides and rows else None
+    if measured is not None:
+        work = dataclasses.replace(work, side_errors=measured)
+        job.say(f"budget: {measured.describe()}")
     elapsed = time.time() - started
+    pilot = f", side pilot {duration(measured.seconds)}" if measured is not None else ""
     setup = (f"start-up and checks {duration(elapsed - job.decode_s - (time.time() - t0))}, decoding images "
-             f"{duration(job.decode_s)}, timing steps {duration(time.time() - t0)}")
+             f"{duration(job.decode_s)}, timing steps {duration(timing_s)}{pilot}")
     plan = budgeting.choose(budget_s, elapsed, recipe, rates, work, job.redecode_seconds(), fixed_side=fixed,
                             setup=setup)
     if job.ddp.main:
