@@ -1,7 +1,7 @@
 """Quality at equal wall time: `comp train --model effnet-lite0 --budget T` + `comp stack` against a plain timm script
 (bench/plain_timm.py) given the same T, held-out accuracy side by side, on real photo sets.
 
-    make bench-quality                                    # every set, T = 3 and 8 min; rows go into BENCHMARKS.md
+    make bench-quality                                    # every set, T = 3, 5 and 8 min; rows go into BENCHMARKS.md
     python -m bench.quality --sets sign-digits --times 3  # some sets / times (rows of other sets are kept)
     python -m bench.quality --quick                       # smoke test: one tiny set, T = 1 min, BENCHMARKS.md untouched
 
@@ -346,7 +346,7 @@ def write_rows(new: list[Row]) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, from {', '.join(SETS)}")
-    parser.add_argument("--times", default="3,8", help="wall times T in minutes, comma-separated")
+    parser.add_argument("--times", default="3,5,8", help="wall times T in minutes, comma-separated")
     parser.add_argument("--source", action="append", default=[], help="NAME=PATH of a git set's clone")
     parser.add_argument("--work", default=os.environ.get("QUALITY_WORK", "/tmp/comp-quality"),
                         help="scratch folder for the built competitions and logs")

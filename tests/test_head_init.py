@@ -196,3 +196,22 @@ def test_head_init_random_trains_as_before(make_toy_workspace, workspace, monkey
     train_mod.train(ws.load(), ws, "tiny", 0, device="cpu", overrides=["epochs=1", 'head_init="random"'])
     assert not spy.calls
     assert torch.equal(seen[0], built[1])  # the Trainer got the head as built
+
+
+@pytest.mark.slow  # trains a model
+def test_the_fitted_head_is_scored_as_epoch_0_and_kept_unless_an_epoch_beats_it(make_toy_workspace, workspace, cli):
+    """A short fine-tune can end below the linear probe it started from; the run keeps whichever scored best on
+    its held-out rows, the probe included (best_epoch 0)."""
+    import json
+    import re
+
+    ws, _ = make_toy_workspace(workspace, n_per_class=8, n_folds=2)
+    # A learning rate too small to move anything: no epoch can beat the probe by more than noise.
+    code, out = cli("train", "--model", "tiny", "--fold", "0", "--device", "cpu", "--set", "num_workers=0",
+                    "--set", "head_init='probe'", "--set", "epochs=2", "--set", "lr=1e-9", "--set", "min_lr=0")
+    assert code == 0, out
+    probe = float(re.search(r"the fitted head alone \(epoch 0\): accuracy ([0-9.]+)", out).group(1))
+    summary = json.loads(ws.run("tiny", 0).metrics.read_text())
+    assert summary["best_score"] >= probe - 1e-4  # the best of the probe and the epochs, never below the probe
+    if summary["best_score"] == pytest.approx(probe, abs=1e-4):
+        assert summary["best_epoch"] == 0  # the probe's weights are the ones predicted with

@@ -177,6 +177,7 @@ class Workload:
     runs: tuple[int | str, ...]
     choose_runs: bool = True  # may plan a subset of `runs` (False: train them all, choose side and epochs)
     side_errors: SideErrors | None = None  # measured cost of smaller sides (None: the rule's SIDE_ERROR_EXP)
+    head_probe: bool = False  # recipe head_init = probe: each run first fits its head on frozen features
 
     @property
     def n_rows(self) -> int:
@@ -303,7 +304,10 @@ def run_seconds(run: int | str, epochs: int, rates: Rates, work: Workload, fract
     rows (its held-out rows are still all scored after each epoch)."""
     n_train, n_val = work.shape(run)
     per_epoch = rates.epoch_s + fraction * n_train * rates.train_s + n_val * rates.eval_s
-    return rates.fold_s + epochs * per_epoch + (n_val + work.n_test) * work.views * rates.eval_s
+    # head_init = probe: one evaluation pass over the training rows (features), one over the held-out rows (the
+    # fitted head is scored as epoch 0).
+    head = (n_train + n_val) * rates.eval_s if work.head_probe else 0.0
+    return rates.fold_s + head + epochs * per_epoch + (n_val + work.n_test) * work.views * rates.eval_s
 
 
 def predicted_seconds(epochs: int, rates: Rates, work: Workload, runs: Sequence[int | str],

@@ -427,7 +427,8 @@ class _Job:
         work = budgeting.Workload(
             fold_rows=tuple(int((folds == k).sum()) for k in range(self.comp.n_folds)),
             n_extra=int((folds < 0).sum()), n_test=len(self.test),
-            views=budgeting.tta_views(r.tta, self.data_config), native_side=None, runs=tuple(todo))
+            views=budgeting.tta_views(r.tta, self.data_config), native_side=None, runs=tuple(todo),
+            head_probe=r.head_init == "probe")
         images_seen = r.epochs * sum(work.shape(k)[0] for k in todo)
         # Timed only in one process: under torchrun the probe's steps would be collective (every rank must join).
         if self.ddp.device.type != "cpu" or self.ddp.world > 1 or images_seen < ESTIMATE_MIN_IMAGES:
@@ -465,13 +466,16 @@ class _Job:
         self.ddp.barrier()
         if self.ddp.main:
             write_run(paths, run)
+        probed = False
         if self.recipe.head_init == "probe" and not paths.last.exists():
             # A fresh run only: a resumed one's saved state has the (fitted, then trained) head already. Before the
             # Trainer, so DDP's first broadcast and an EMA copy start from the fitted head.
-            self._probe_head(model, train_idx)
+            probed = self._probe_head(model, train_idx)
         dataset = images.ArrayDataset(self.train_images, self.y, augment.train_transform(self.data_config, self.recipe))
         trainer = self._trainer(self.recipe, model, len(train_idx))
         progress = self._resume(paths, trainer, k)
+        if probed and len(val_idx) and progress.start_epoch == 0:
+            self._score_probe(model, paths, val_idx, progress)
         self.pace.start(k, progress.start_epoch)
         epoch = progress.start_epoch
         while epoch < self.recipe.epochs:  # a re-paced budget may change the count after an epoch
@@ -487,7 +491,7 @@ class _Job:
         self.ddp.barrier()
         return summary
 
-    def _probe_head(self, model, train_idx: np.ndarray) -> None:
+    def _probe_head(self, model, train_idx: np.ndarray) -> bool:
         """head_init = probe: fit the classifier on the frozen backbone's centre-view features of the training rows
         (comp.training.head_init). Every rank extracts its shard of the features; rank 0 fits and sends the head to
         the others, so all ranks start equal. Torch's RNG is left as it was: the fit shifts none of the run's draws."""
@@ -503,6 +507,22 @@ class _Job:
             result = shared[0]
         apply_head(model, result)
         self.say(f"{self.alias}: {result.describe()}")
+        return result.weight is not None
+
+    def _score_probe(self, model, paths: RunPaths, val_idx: np.ndarray, progress: _Progress) -> None:
+        """The fitted head on the frozen backbone is a model too (a linear probe): scored on the held-out rows like an
+        epoch and kept as the best weights until an epoch beats it (best_epoch -1; reported as epoch 0). A short
+        fine-tune can end below its own starting point (measured on sign digits: probe 0.82, one epoch from it 0.64);
+        choosing between them on the held-out rows is the choice the run already makes between its epochs."""
+        logits = self.predict(model, self.train_images, val_idx, "none")
+        score = metrics.score(self.comp.metric, self.y[val_idx], logits, self.comp.top_k)
+        if math.isnan(score):
+            return
+        progress.best, progress.best_epoch = score, -1
+        if self.ddp.main:
+            save_weights(paths.best, unwrap(model), {"epoch": "probe"})
+        self.say(f"{self.alias}: the fitted head alone (epoch 0): {self.comp.metric} {score:.4f} on the held-out rows; "
+                 "kept unless an epoch of fine-tuning beats it")
 
     def _trainer(self, recipe: Recipe, model, n_train: int) -> Trainer:
         """A Trainer; the CPU's memory-format probe (~2 s of a core) runs once per image side in this command and
@@ -848,7 +868,7 @@ def _local_plan(job: _Job, runs: list[int | str], asked: str, force: bool, start
         fold_rows=tuple(-(-int((folds == k).sum()) // world) for k in range(n_folds)),
         n_extra=-(-int((folds < 0).sum()) // world), n_test=-(-len(job.test) // world),
         views=budgeting.tta_views(recipe.tta, job.data_config), native_side=native, runs=tuple(choices),
-        choose_runs=choose_runs,
+        choose_runs=choose_runs, head_probe=recipe.head_init == "probe",
     )
     t0 = time.time()
     first = next((k for k in runs if k != FULL), FULL)
