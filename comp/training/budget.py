@@ -16,15 +16,18 @@ sides are priced at (side / probed side) ** SIDE_COST_EXP: slower than the pixel
 fixed costs (loader, per-layer overhead) do not shrink with the image, so the price of a small side is not
 underestimated. 5% of the budget is kept for what the model leaves out.
 
-**Score** comes from a rule fitted on real runs (`expected_error`; the runs and the fit are in README "How --budget
-plans"): ImageNet-pretrained fine-tuning of small photo sets reaches a floor error within a few epochs and the
-remaining error falls about exponentially with the epochs trained (time constant TAU epochs); a model sees less
-detail below the images' native side (error x (native / side) ** SIDE_ERROR_EXP); one trained on a fraction f of the
-rows errs f ** -DATA_EXP times more; averaging m models removes ENSEMBLE_GAIN x (1 - 1/m) of the error. The rule
-ranks plans; its absolute numbers are a typical set's, not a promise for this one. We chose a fitted rule over a
-pilot run because a pilot long enough to extrapolate a learning curve (3+ epochs of one fold) costs a large share
-of a short budget (a 3-5 minute budget is 3-6 epochs in all on a CPU), which is exactly where the allocation matters
-most; the measured cost keeps the rule honest about time, and `finished_line` reports plan vs. real time.
+**Score** comes from a rule fitted on real runs (`expected_error`; the runs and the fit are in README "A time budget"):
+ImageNet-pretrained fine-tuning of small photo sets reaches a floor error within a few epochs and the remaining
+error falls about exponentially with the epochs trained (time constant TAU epochs); one trained on a fraction f of
+the rows errs f ** -DATA_EXP times more; averaging m models removes ENSEMBLE_GAIN x (1 - 1/m) of the error. What a
+smaller side costs is measured on the set itself when the budget affords it (`SideErrors`: a linear probe on frozen
+features at three sides, cheap because it is forward passes only), else the rule's (native / side) **
+SIDE_ERROR_EXP. The rule ranks plans; its absolute numbers are a typical set's, not a promise for this one. The
+epochs are not piloted: a pilot long enough to extrapolate a learning curve (3+ epochs of one fold) costs a large
+share of a short budget (a 3-5 minute budget is 3-6 epochs in all on a CPU), exactly where the allocation matters
+most. Instead the plan is held against the clock (`repace`): after a third of the first epoch and after the first
+run's early epochs it is chosen again from the measured speed, and later runs the time left cannot hold are dropped
+(`run_fits`); `finished_line` reports plan vs. real time.
 
 Where the rule saturates (more epochs than pay off), extra budget goes to more folds (OOF rows for stacking and more
 models to average) and a full-data fit. Image sides never exceed the images' native shorter side unless asked
@@ -32,7 +35,8 @@ models to average) and a full-data fit. Image sides never exceed the images' nat
 min_img_size when it sets one). A budget too short for the recipe is not refused: the largest plan that fits runs;
 when not even one epoch of one fold at the smallest side fits, the largest fraction of one epoch that does (recipe
 `epoch_fraction`: the trainer stops after that share of the steps, its schedule sized to them), and only when not
-even FRACTION_FLOOR of an epoch fits is it refused, naming the budget that would fit.
+even FRACTION_FLOOR of an epoch fits is it refused, naming the budget that would fit. With one epoch or more, time
+that a whole epoch more does not fit in is spread over one epoch more (E epochs of a fraction f of their steps).
 
 The plan is written to models/<alias>/plan.json; the same command again (a resumed run) keeps it, and its epochs and
 img_size become ordinary recipe settings (hashed and recorded in every run's provenance).
@@ -602,11 +606,15 @@ def native_side(paths: Sequence[str], sample: int = 256, seed: int = 0) -> int |
     return int(sides[len(sides) // 2])
 
 
-def capped_side(want: int, native: int | None) -> int:
+def capped_side(want: int, native: int | None, upsample_to: int = 0) -> int:
     """`want` (the recipe's side), not above the images' native side: the native side rounded down to SIZE_STEP
-    (the native side itself when smaller than one step)."""
+    (the native side itself when smaller than one step); but images smaller than `upsample_to` (a --budget plan:
+    FLOOR_PX) start from that side, so the planner weighs upsampling them (ImageNet features see little in 32 px
+    CIFAR; the side pilot measures how much) against their own side."""
     if not native or want <= native:
         return want
+    if native < upsample_to:
+        return min(want, upsample_to)
     return native // SIZE_STEP * SIZE_STEP if native >= SIZE_STEP else native
 
 

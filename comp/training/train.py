@@ -121,7 +121,7 @@ def train(
     native = None if models.fixed_side(recipe) else budgeting.native_side(items["path"].astype(str).tolist())
     asked = models.fixed_side(recipe) or _side_asked(ws, alias, overrides)
     want = int(data_config(None, recipe)["input_size"][-1])
-    side = want if asked else budgeting.capped_side(want, native)
+    side = want if asked else budgeting.capped_side(want, native, budgeting.FLOOR_PX if recipe.budget else 0)
     capped_note = ""
     applied = list(overrides)  # every --set the recipe file is resolved with: recorded, so later stages resolve it too
     if side != want:
@@ -129,6 +129,9 @@ def train(
         recipe = with_overrides(recipe, [f"img_size={side}"], source="the images' native side")
         capped_note = (f"img_size {side} px: the images are ~{native} px on their shorter side, so the recipe's "
                        f"{want} px would only upsample them (--set img_size={want} keeps it)")
+        if native and side > native:
+            capped_note = (f"img_size {side} px: the images are ~{native} px on their shorter side; the --budget plan "
+                           f"weighs upsampling them to {side} px against their own side (--set img_size=N chooses)")
 
     def record(recipe: Recipe) -> Run:
         return _record(ws, alias, recipe, applied, folds.hash, competition_hash(comp),
