@@ -37,6 +37,6 @@ lint: setup
 bench: setup
 	$(PY) -m bench
 
-# comp --budget T + stack vs a plain timm script at equal wall time on real photo sets (~1.5 h; see bench/quality.py)
+# comp --budget T + stack vs a plain timm script at equal wall time on real photo sets (~1 h 15 min; see bench/quality.py)
 bench-quality: setup
 	$(PY) -m bench.quality $(QUALITY_ARGS)
