@@ -62,6 +62,7 @@ RESERVE = 0.05  # fraction of the budget kept for what the cost model leaves out
 MAX_EPOCH_FACTOR = 3  # a budget never plans more than this many times the recipe's epochs
 SIZE_STEP = 32  # candidate image sides go down in steps of this many px (CNN strides divide it)
 FLOOR_PX = 64  # the smallest candidate side (or the images' own side when they are smaller)
+UPSAMPLE_PX = 128  # images smaller than FLOOR_PX are weighed upsampled up to this side under a budget
 SIDE_COST_EXP = 1.5  # seconds per image scale as side ** this between sides (conservative: a square would be 2)
 PROBE_WARMUP = 1  # untimed first training steps (loader start-up, allocation, optimizer state) ...
 PROBE_STEPS = 3  # ... then at least this many timed steps ...
@@ -611,12 +612,12 @@ def native_side(paths: Sequence[str], sample: int = 256, seed: int = 0) -> int |
 
 def capped_side(want: int, native: int | None, upsample_to: int = 0) -> int:
     """`want` (the recipe's side), not above the images' native side: the native side rounded down to SIZE_STEP
-    (the native side itself when smaller than one step); but images smaller than `upsample_to` (a --budget plan:
-    FLOOR_PX) start from that side, so the planner weighs upsampling them (ImageNet features see little in 32 px
-    CIFAR; the side pilot measures how much) against their own side."""
+    (the native side itself when smaller than one step); but images smaller than FLOOR_PX start from `upsample_to`
+    when given (a --budget plan: UPSAMPLE_PX), so the planner weighs upsampling them (ImageNet features see little
+    in 32 px CIFAR; the side pilot measures how much) against their own side."""
     if not native or want <= native:
         return want
-    if native < upsample_to:
+    if native < FLOOR_PX and upsample_to:
         return min(want, upsample_to)
     return native // SIZE_STEP * SIZE_STEP if native >= SIZE_STEP else native
 

@@ -121,7 +121,7 @@ def train(
     native = None if models.fixed_side(recipe) else budgeting.native_side(items["path"].astype(str).tolist())
     asked = models.fixed_side(recipe) or _side_asked(ws, alias, overrides)
     want = int(data_config(None, recipe)["input_size"][-1])
-    side = want if asked else budgeting.capped_side(want, native, budgeting.FLOOR_PX if recipe.budget else 0)
+    side = want if asked else budgeting.capped_side(want, native, budgeting.UPSAMPLE_PX if recipe.budget else 0)
     capped_note = ""
     applied = list(overrides)  # every --set the recipe file is resolved with: recorded, so later stages resolve it too
     if side != want:
