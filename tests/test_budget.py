@@ -17,6 +17,7 @@ from comp.training.budget import (
     FRACTION_FLOOR,
     FRACTION_STEP,
     Plan,
+    UPSAMPLE_PX,
     Rates,
     Workload,
     candidate_sides,
@@ -26,6 +27,7 @@ from comp.training.budget import (
     epoch_seconds,
     expected_error,
     paying_epochs,
+    pilot_sides,
     predicted_seconds,
     repace,
     run_fits,
@@ -92,9 +94,12 @@ def test_epochs_never_fall_short_while_another_allocation_fits_more():
 def test_side_never_exceeds_the_native_side_and_goes_down_to_the_data_floor():
     assert capped_side(224, 100) == 96 and capped_side(224, 150) == 128 and capped_side(96, 150) == 96
     assert capped_side(224, None) == 224 and capped_side(64, 20) == 20
-    assert capped_side(224, 32, upsample_to=FLOOR_PX) == FLOOR_PX and capped_side(224, 100, FLOOR_PX) == 96
-    # 32 px images under a budget: the planner weighs 64 px (upsampled) and their own 32 px
-    assert candidate_sides(FLOOR_PX, 32, _recipe("effnet-lite0"), False) == [FLOOR_PX, 32]
+    # 32 px images under a budget start from UPSAMPLE_PX; images of FLOOR_PX and more never go above their own side
+    assert capped_side(224, 32, upsample_to=UPSAMPLE_PX) == UPSAMPLE_PX and capped_side(96, 32, UPSAMPLE_PX) == 96
+    assert capped_side(224, 100, UPSAMPLE_PX) == 96 and capped_side(224, 32) == 32
+    # the planner weighs 128, 96 and 64 px (upsampled) and their own 32 px; the side pilot measures 128, 64 and 32
+    sides = candidate_sides(UPSAMPLE_PX, 32, _recipe("effnet-lite0"), False)
+    assert sides == [UPSAMPLE_PX, 96, FLOOR_PX, 32] and pilot_sides(sides) == [UPSAMPLE_PX, FLOOR_PX, 32]
     recipe = _recipe("effnet-lite0", "img_size=96")
     tight = choose(150, 20, recipe, RATES, HAND, resize_s=5)
     sides = {c.img_size for c in tight.candidates}
