@@ -32,7 +32,8 @@ run's early epochs it is chosen again from the measured speed, and later runs th
 Where the rule saturates (more epochs than pay off), extra budget goes to more folds (OOF rows for stacking and more
 models to average) and a full-data fit. Image sides never exceed the images' native shorter side unless asked
 (`--set img_size=N` or img_size in the workspace's own recipe), and go down to `FLOOR_PX` (or the recipe's
-min_img_size when it sets one). A budget too short for the recipe is not refused: the largest plan that fits runs;
+min_img_size when it sets one); images smaller than FLOOR_PX are the one exception, weighed upsampled up to
+UPSAMPLE_PX against their own side (`capped_side`), the side pilot measuring what that buys. A budget too short for the recipe is not refused: the largest plan that fits runs;
 when not even one epoch of one fold at the smallest side fits, the largest fraction of one epoch that does (recipe
 `epoch_fraction`: the trainer stops after that share of the steps, its schedule sized to them), and only when not
 even FRACTION_FLOOR of an epoch fits is it refused, naming the budget that would fit. With one epoch or more, time
@@ -89,8 +90,8 @@ DATA_EXP = 0.3  # error x fraction_of_rows ** -this
 ENSEMBLE_GAIN = 0.15  # averaging m models removes this x (1 - 1/m) of the error
 PAYOFF = 0.0005  # an epoch that adds less expected accuracy than this does not pay off
 # Plans whose expected error is within this share of the best plan's are equal: the cheaper one is chosen. Relative,
-# not absolute: once epochs stop paying, what more folds and a full fit add is a few % of the error, and an absolute
-# tie (0.0002 before) let the rule's small error floor call that nothing, so a 140-image set spent 2.4 of 8 minutes.
+# not absolute, so it means the same on every set: once epochs stop paying, what more folds and a full fit remove is
+# a few % of the error, which an absolute tie measured against the rule's small error floor (0.02) called nothing.
 TIE = 0.005
 # When not even one whole epoch of the cheapest plan fits, a fraction of one is planned (recipe epoch_fraction: the
 # trainer stops after that share of the epoch's steps, with warmup and cosine sized to them, so it ends annealed),
