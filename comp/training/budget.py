@@ -33,10 +33,11 @@ Where the rule saturates (more epochs than pay off), extra budget goes to more f
 models to average) and a full-data fit. Image sides never exceed the images' native shorter side unless asked
 (`--set img_size=N` or img_size in the workspace's own recipe), and go down to `FLOOR_PX` (or the recipe's
 min_img_size when it sets one); images smaller than FLOOR_PX are the one exception, weighed upsampled up to
-UPSAMPLE_PX against their own side (`capped_side`), the side pilot measuring what that buys. A budget too short for the recipe is not refused: the largest plan that fits runs;
-when not even one epoch of one fold at the smallest side fits, the largest fraction of one epoch that does (recipe
-`epoch_fraction`: the trainer stops after that share of the steps, its schedule sized to them), and only when not
-even FRACTION_FLOOR of an epoch fits is it refused, naming the budget that would fit. With one epoch or more, time
+UPSAMPLE_PX against their own side (`capped_side`), the side pilot measuring what that buys. A budget too short
+for the recipe is not refused: the largest plan that fits runs; when not even one epoch of one fold at the smallest
+side fits, the largest fraction of one epoch that does (recipe `epoch_fraction`: the trainer stops after that share
+of the steps, its schedule sized to them), and only when not even FRACTION_FLOOR of an epoch fits is it refused,
+naming the budget that would fit. With one epoch or more, time
 that a whole epoch more does not fit in is spread over one epoch more (E epochs of a fraction f of their steps).
 
 The plan is written to models/<alias>/plan.json; the same command again (a resumed run) keeps it, and its epochs and
